@@ -1,0 +1,1 @@
+//! The HTTP wire protocol.

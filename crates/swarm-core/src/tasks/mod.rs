@@ -1,0 +1,1 @@
+//! Per-task execution queues.
