@@ -1,1 +1,13 @@
-
+//! The napi boundary of `node-swarm-kb`: converts between JavaScript and the
+//! `swarm-core` engine, and forwards. No cluster logic lives here.
+//!
+//! - [`node`]: the `SwarmNode` class the facade drives;
+//! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
+//! - [`config`]: the options object, converted to the engine's settings;
+//! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
+//! - [`ring`]: the `HashRing` class.
+mod config;
+mod host;
+mod log;
+mod node;
+mod ring;

@@ -1,1 +1,351 @@
-//! One running node.
+//! One running node: the messaging server and client, the topology, the ring and the
+//! task engine, wired together.
+//!
+//! The embedding (the Node addon, or a test) supplies a [`Host`]: the user's message
+//! and task handlers, and a sink for topology events. Everything else runs here.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::{
+    messaging::{
+        self, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError, ServerLimits,
+        TaskRequest, TASK_TOPIC,
+    },
+    ring::HashRing,
+    tasks::{TaskError, TaskOptions, Tasks},
+    topology::{
+        self, Discovery, KubeDiscovery, KubeSettings, StandaloneDiscovery, TopologyError,
+        TopologyEvent, TopologyHandle, View,
+    },
+};
+
+/// A boxed future, as the [`Host`] returns them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the embedding provides.
+pub trait Host: Send + Sync + 'static {
+    /// Answers a message that is not a task.
+    fn message(&self, message: Inbound) -> BoxFuture<Reply>;
+    /// Runs the handler of task `name` with `args`, a JSON array.
+    fn run_task(&self, name: &str, args: Bytes) -> BoxFuture<Result<Payload, TaskFailure>>;
+    /// Receives topology events, in order.
+    fn event(&self, event: TopologyEvent);
+}
+
+/// A task handler's failure: what its caller is answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// The status a remote caller gets (the error's `statusCode`, or 500).
+    pub status: u16,
+    /// The error message.
+    pub message: String,
+}
+
+/// Why `exec` failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ExecError {
+    #[error("No such task")]
+    NoSuchTask,
+    #[error("Max execution queue size reached for task {0}")]
+    QueueFull(String),
+    #[error("operation timed out")]
+    TimedOut,
+    #[error("{}", .0.message)]
+    Failed(TaskFailure),
+    #[error("Task {task} execution failed on remote node {ip}: {reason}")]
+    Remote {
+        task: String,
+        ip: String,
+        reason: String,
+        status: Option<u16>,
+    },
+    #[error("swarm is closed")]
+    Closed,
+}
+
+/// Where the members come from.
+pub enum DiscoveryConfig {
+    /// Only this process: `nodes` holds the local IPs.
+    Standalone,
+    /// The Endpoints or EndpointSlices of a Service, through the Kubernetes API.
+    Kubernetes(KubeSettings),
+    /// A discovery of the caller's choosing (a test's).
+    Custom(Box<dyn Discovery>),
+}
+
+/// Settings of a node.
+pub struct SwarmConfig {
+    /// This process's IPs; the first is the one it serves on when `bind` is unset.
+    pub local_ips: Vec<String>,
+    /// Where the members come from.
+    pub discovery: DiscoveryConfig,
+    /// The address the server binds (all interfaces by default).
+    pub bind: IpAddr,
+    /// The messaging port (0.5.1: 45892); 0 picks a free one.
+    pub port: u16,
+    /// Limits of the server.
+    pub limits: ServerLimits,
+    /// Settings of the client (its `port` is the peers' port).
+    pub client: ClientConfig,
+}
+
+/// A running node; cheap to clone.
+#[derive(Clone)]
+pub struct Swarm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: Arc<dyn Host>,
+    tasks: Tasks<Bytes, Payload, TaskFailure>,
+    client: Client,
+    topology: TopologyHandle,
+    ring: RwLock<Arc<(u64, HashRing)>>,
+    local_ips: HashSet<String>,
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("unable to listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Swarm {
+    /// Binds the server, starts the topology and returns at once; await
+    /// [`Swarm::ready`] for the first topology.
+    pub async fn start(config: SwarmConfig, host: Arc<dyn Host>) -> Result<Swarm, StartError> {
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        info!(target: "node_swarm_kb::messages", "Listening on {local_addr}");
+        let cancel = CancellationToken::new();
+        let discovery: Box<dyn Discovery> = match config.discovery {
+            DiscoveryConfig::Standalone => {
+                Box::new(StandaloneDiscovery::new(config.local_ips.clone()))
+            }
+            DiscoveryConfig::Kubernetes(settings) => {
+                Box::new(KubeDiscovery::new(settings, &config.local_ips))
+            }
+            DiscoveryConfig::Custom(d) => d,
+        };
+        let (topology, mut events) =
+            topology::start(discovery, config.local_ips.clone(), cancel.child_token());
+        let inner = Arc::new(Inner {
+            host,
+            tasks: Tasks::new(),
+            client: Client::new(config.client),
+            topology,
+            ring: RwLock::new(Arc::new((u64::MAX, HashRing::new(Vec::<String>::new())))),
+            local_ips: config.local_ips.into_iter().collect(),
+            local_addr,
+            cancel: cancel.clone(),
+            background: Mutex::new(Vec::new()),
+        });
+        let server = tokio::spawn(messaging::serve(
+            listener,
+            Arc::new(Router(inner.clone())),
+            config.limits,
+            cancel.clone(),
+        ));
+        let pump_host = inner.host.clone();
+        let pump = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                pump_host.event(event);
+            }
+        });
+        inner
+            .background
+            .lock()
+            .expect("not poisoned")
+            .extend([server, pump]);
+        Ok(Swarm { inner })
+    }
+
+    /// Resolves once the first topology is known; fails if the node closes first.
+    pub async fn ready(&self) -> Result<(), TopologyError> {
+        self.inner.topology.ready().await
+    }
+
+    /// The current topology.
+    pub fn view(&self) -> Arc<View> {
+        self.inner.topology.view()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// True when `ip` is one of this process's IPs.
+    pub fn is_local(&self, ip: &str) -> bool {
+        self.inner.local_ips.contains(ip)
+    }
+
+    /// The node owning `key` on the ring over the current nodes.
+    pub fn owner(&self, key: &str) -> Option<String> {
+        self.inner.ring().1.get(key).map(str::to_owned)
+    }
+
+    /// Sends a message to the node at `ip`, itself included (through the network stack).
+    pub async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
+        self.inner.client.send(ip, path, payload).await
+    }
+
+    /// Registers task `name` with its options; false when the name is taken.
+    pub fn register_task(&self, name: &str, options: TaskOptions) -> bool {
+        let host = self.inner.host.clone();
+        let task = name.to_owned();
+        self.inner.tasks.register(
+            name,
+            Arc::new(move |args: Bytes| host.run_task(&task, args)),
+            options,
+        )
+    }
+
+    /// Runs task `name` on the owner of `key`, with `args` (a JSON array). A local call
+    /// is admitted to its queue now, in call order; the future only waits for it.
+    pub fn exec(
+        &self,
+        name: &str,
+        key: &str,
+        args: Bytes,
+    ) -> BoxFuture<Result<Payload, ExecError>> {
+        if !self.inner.tasks.is_registered(name) {
+            return Box::pin(std::future::ready(Err(ExecError::NoSuchTask)));
+        }
+        match self.owner(key) {
+            Some(ip) if !self.is_local(&ip) => {
+                let (this, name) = (self.clone(), name.to_owned());
+                Box::pin(async move { this.exec_remote(&name, &ip, args).await })
+            }
+            _ => Box::pin(self.inner.exec_local(name, args)),
+        }
+    }
+
+    async fn exec_remote(&self, name: &str, ip: &str, args: Bytes) -> Result<Payload, ExecError> {
+        debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
+        let body = Payload::Json(TaskRequest::encode(name, &args));
+        let remote = |reason: String, status: Option<u16>| ExecError::Remote {
+            task: name.to_owned(),
+            ip: ip.to_owned(),
+            reason,
+            status,
+        };
+        match self.inner.client.send(ip, TASK_TOPIC, body).await {
+            Ok(reply) if reply.is_success() => Ok(reply.payload),
+            Ok(reply) => {
+                let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
+                Err(remote(reason, Some(reply.status)))
+            }
+            Err(e) => Err(remote(e.to_string(), None)),
+        }
+    }
+
+    /// Stops the node: no new work, in-flight requests answered, queued tasks run
+    /// within `grace`, then the port is released. Safe to call twice.
+    pub async fn close(&self, grace: Duration) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close(grace).await;
+        let handles: Vec<_> = self
+            .inner
+            .background
+            .lock()
+            .expect("not poisoned")
+            .drain(..)
+            .collect();
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Inner {
+    fn ring(&self) -> Arc<(u64, HashRing)> {
+        let view = self.topology.view();
+        let cached = self.ring.read().expect("not poisoned").clone();
+        if cached.0 == view.generation {
+            return cached;
+        }
+        let fresh = Arc::new((view.generation, HashRing::new(view.nodes.keys().cloned())));
+        *self.ring.write().expect("not poisoned") = fresh.clone();
+        fresh
+    }
+
+    fn exec_local(
+        &self,
+        name: &str,
+        args: Bytes,
+    ) -> impl Future<Output = Result<Payload, ExecError>> + Send + 'static {
+        let admitted = self.tasks.exec(name, args);
+        async move {
+            admitted.await.map_err(|e| match e {
+                TaskError::NoSuchTask(_) => ExecError::NoSuchTask,
+                TaskError::QueueFull(name) => ExecError::QueueFull(name),
+                TaskError::TimedOut => ExecError::TimedOut,
+                TaskError::Failed(f) => ExecError::Failed(f),
+                TaskError::Closed => ExecError::Closed,
+            })
+        }
+    }
+
+    async fn answer_task(&self, message: Inbound) -> Reply {
+        let request = match TaskRequest::parse(&message.payload) {
+            Ok(request) => request,
+            Err(e) => return Reply::error(400, &e.to_string()),
+        };
+        match self.exec_local(&request.task, request.args).await {
+            Ok(payload) => Reply::ok(payload),
+            Err(ExecError::NoSuchTask) => {
+                Reply::error(500, &format!("No such task {}", request.task))
+            }
+            Err(ExecError::Failed(f)) => Reply::error(f.status, &f.message),
+            Err(ExecError::Closed) => Reply::error(503, "swarm is closing"),
+            Err(e) => Reply::error(500, &e.to_string()),
+        }
+    }
+}
+
+/// Routes inbound messages: `_task` to the task engine, the rest to the host.
+struct Router(Arc<Inner>);
+
+impl Dispatch for Router {
+    fn dispatch(&self, message: Inbound) -> BoxFuture<Reply> {
+        if message.path == TASK_TOPIC {
+            let inner = self.0.clone();
+            return Box::pin(async move { inner.answer_task(message).await });
+        }
+        self.0.host.message(message)
+    }
+}
+
+impl From<crate::tasks::TaskPanic> for TaskFailure {
+    fn from(panic: crate::tasks::TaskPanic) -> Self {
+        TaskFailure {
+            status: 500,
+            message: panic.to_string(),
+        }
+    }
+}

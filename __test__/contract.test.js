@@ -1,0 +1,147 @@
+'use strict';
+
+// The 0.5.1 contract through the facade, on one standalone node in this process
+// (COMPAT.md §1, §3, §4): API shape, error messages, the wire codec, task semantics.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert');
+const http = require('node:http');
+const { execFileSync } = require('node:child_process');
+const path = require('node:path');
+const Promise = require('bluebird');
+const { freePort } = require('./helpers/cluster');
+
+const IP = '127.0.0.9';
+const swarm = require('..');
+let port;
+
+function post (topic, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: IP, port, method: 'POST', path: `/${topic}`, headers }, res => {
+      const chunks = [];
+      res.on('data', c => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+before(async () => {
+  port = await freePort();
+  swarm.messages.on('echo', (message, topics, from) => ({ message, topics, from }));
+  swarm.messages.on('text', () => 'plain');
+  swarm.messages.on('none', () => undefined);
+  swarm.messages.on('fail', () => { const e = new Error('nope'); e.statusCode = 422; throw e; });
+  swarm.messages.on('reject', () => Promise.reject(new Error('rejected')));
+  swarm.tasks.register('add', (a, b) => a + b);
+  const nodes = await swarm.init({ standalone: true, ip: IP, messages: { port, bind: IP, maxBodySize: 4096 } });
+  assert.deepStrictEqual(Object.keys(nodes), [IP]);
+});
+
+after(() => swarm.close());
+
+test('require never throws, whatever HOSTNAME says', () => {
+  for (const hostname of ['web-7d9f8b6c5-x2x9z', 'web-0', 'web-12-abcde', 'weird']) {
+    execFileSync(process.execPath, ['-e', "require('.')"], { cwd: path.join(__dirname, '..'), env: Object.assign({}, process.env, { HOSTNAME: hostname }) });
+  }
+  const { appNameFromHostname } = require('../lib/options');
+  assert.strictEqual(appNameFromHostname('web-7d9f8b6c5-x2x9z'), 'web');
+  assert.strictEqual(appNameFromHostname('web-0'), 'web');
+  assert.strictEqual(appNameFromHostname('my-app-12-abcde'), 'my-app');
+});
+
+test('module surface: getters, isMe, a second init', async () => {
+  assert.strictEqual(swarm.isReady, true);
+  assert.strictEqual(swarm.master, IP);
+  assert.strictEqual(swarm.amIMaster, true);
+  assert.strictEqual(typeof Object.getOwnPropertyDescriptor(swarm, 'amIMaster').get, 'function');
+  assert.ok(swarm.isMe(IP) && swarm.isMe({ ip: IP }) && !swarm.isMe('10.9.9.9'));
+  const again = swarm.init();
+  assert.strictEqual(typeof again.spread, 'function', 'a Bluebird promise');
+  assert.deepStrictEqual(Object.keys(await again), [IP]);
+});
+
+test('send validation: 0.5.1 messages and the error event', async () => {
+  const seen = [];
+  const onError = e => seen.push(e.message);
+  swarm.on('error', onError);
+  await assert.rejects(swarm.send(IP, '', 1), /Unable to send message: Missing topic/);
+  await assert.rejects(swarm.send(null, 'echo', 1), /Unable to send message: Missing node/);
+  swarm.off('error', onError);
+  assert.deepStrictEqual(seen, ['Unable to send message: Missing topic', 'Unable to send message: Missing node']);
+  assert.strictEqual(await swarm.send(IP, 'echo', { a: 1 }), undefined, 'a local IP is not delivered');
+  assert.deepStrictEqual(await swarm.broadcast('echo', 1), [undefined]);
+});
+
+test('messages.send delivers to itself with the 0.5.1 codec', async () => {
+  const reply = await swarm.messages.send(IP, ['echo', 'x'], { a: 1 });
+  assert.deepStrictEqual(reply, { message: { a: 1 }, topics: ['echo', 'x'], from: IP });
+  for (const value of [0, false, null, true]) {
+    assert.deepStrictEqual((await swarm.messages.send(IP, 'echo', value)).message, value);
+  }
+  assert.strictEqual(await swarm.messages.send(IP, 'echo', 'raw'), JSON.stringify({ message: 'raw', topics: ['echo'], from: IP }), 'a string request gets the raw text');
+  assert.strictEqual(await swarm.messages.send(IP, 'text', {}), 'plain');
+  assert.strictEqual(await swarm.messages.send(IP, 'none', {}), undefined);
+  await assert.rejects(swarm.messages.send(5, 'echo', 1), /parameter host needs to be a string/);
+});
+
+test('handler failures answer with their status and never crash the process', async () => {
+  await assert.rejects(swarm.messages.send(IP, 'fail', {}), e => e.statusCode === 422 && e.name === 'StatusCodeError');
+  await assert.rejects(swarm.messages.send(IP, 'reject', {}), e => e.statusCode === 500 && /rejected/.test(e.message));
+});
+
+test('bad requests get 4xx', async () => {
+  assert.strictEqual((await post('echo', '{nope', { 'content-type': 'application/json' })).status, 400);
+  assert.strictEqual((await post('echo', 'x'.repeat(5000))).status, 413);
+  assert.strictEqual((await post('_task', '{"args":[]}', { 'content-type': 'application/json' })).status, 400);
+  assert.strictEqual((await post('_task', JSON.stringify({ task: 'add', args: [1, 2] }), { 'content-type': 'application/json' })).body, '3');
+});
+
+test('tasks: registration, errors, local execution', async () => {
+  assert.throws(() => swarm.tasks.register(5), /Unable to register task 5, wrong arguments/);
+  await assert.rejects(swarm.tasks.exec('missing'), /No such task/);
+  assert.strictEqual(await swarm.tasks.exec('add', 2, 3), 5);
+  assert.strictEqual(swarm.tasks.owner('any-key'), IP);
+  swarm.tasks.register({ objectForm: { handler: () => 'ok' } });
+  assert.strictEqual(swarm.tasks.tasks.objectForm.timeout, 30000, 'the object form gets the defaults');
+  assert.strictEqual(await swarm.tasks.exec('objectForm'), 'ok');
+});
+
+test('tasks: singleTrigger, N, maxQueueLength and timeout', async () => {
+  let runs = 0;
+  const gates = [];
+  const gated = () => { runs++; return new Promise(resolve => gates.push(resolve)); };
+  const open = () => gates.splice(0).forEach(g => g(runs));
+  const waitRuns = n => new Promise(function poll (resolve) { runs >= n ? resolve() : setImmediate(() => poll(resolve)); });
+
+  swarm.tasks.register('single', gated, { singleTrigger: true });
+  const joined = [swarm.tasks.exec('single'), swarm.tasks.exec('single'), swarm.tasks.exec('single')];
+  await waitRuns(1);
+  open();
+  assert.deepStrictEqual(await Promise.all(joined), [1, 1, 1]);
+
+  runs = 0;
+  swarm.tasks.register('next', gated, { singleTrigger: 'N' });
+  const first = swarm.tasks.exec('next');
+  await waitRuns(1);
+  const burst = [1, 2, 3, 4].map(() => swarm.tasks.exec('next'));
+  open();
+  await waitRuns(2);
+  open();
+  assert.deepStrictEqual([await first, ...await Promise.all(burst)], [1, 2, 2, 2, 2]);
+
+  runs = 0;
+  swarm.tasks.register('limited', gated, { maxQueueLength: 1 });
+  const running = swarm.tasks.exec('limited');
+  await waitRuns(1);
+  const queued = swarm.tasks.exec('limited');
+  await assert.rejects(swarm.tasks.exec('limited'), /Max execution queue size reached for task limited/);
+  open();
+  await waitRuns(2);
+  open();
+  await Promise.all([running, queued]);
+
+  swarm.tasks.register('short', gated, { timeout: 50 });
+  await assert.rejects(swarm.tasks.exec('short'), e => e instanceof Promise.TimeoutError && e.message === 'operation timed out');
+  open();
+});

@@ -1,0 +1,118 @@
+'use strict';
+
+// Clusters of real node processes, each on its own 127.0.0.x address and the same
+// messaging port, discovering each other through the Kubernetes API stand-in.
+const { spawn } = require('child_process');
+const net = require('net');
+const path = require('path');
+const readline = require('readline');
+
+const FIXTURE = path.join(__dirname, '..', 'fixtures', 'node.js');
+
+// A port free on 127.0.0.1, used by every node of a cluster on its own address.
+function freePort () {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    }).on('error', reject);
+  });
+}
+
+// Waits for `predicate` over `list` (re-checked on every push), bounded by `ms`.
+function waitIn (list, emitter, predicate, ms, what) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const found = list.find(predicate);
+      if (found === undefined) return false;
+      clearTimeout(timer);
+      emitter.off('line', check);
+      resolve(found);
+      return true;
+    };
+    const timer = setTimeout(() => {
+      emitter.off('line', check);
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+    }, ms);
+    if (!check()) emitter.on('line', check);
+  });
+}
+
+class NodeProcess {
+  constructor (ip, env) {
+    this.ip = ip;
+    this.events = [];
+    this.pending = new Map();
+    this.nextId = 1;
+    this.child = spawn(process.execPath, [FIXTURE], {
+      env: Object.assign({}, process.env, env, { NODE_IP: ip }),
+      stdio: ['pipe', 'pipe', 'inherit']
+    });
+    this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.lines = readline.createInterface({ input: this.child.stdout });
+    this.lines.on('line', line => {
+      const msg = JSON.parse(line);
+      if (msg.id && this.pending.has(msg.id)) {
+        const { resolve } = this.pending.get(msg.id);
+        this.pending.delete(msg.id);
+        resolve(msg);
+      } else if (msg.event) {
+        this.events.push(msg);
+      }
+    });
+  }
+
+  // Sends an op; resolves with its result, rejects with its error.
+  request (op, params = {}, ms = 15000) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${this.ip}: ${op} got no answer within ${ms} ms`));
+      }, ms);
+      this.pending.set(id, {
+        resolve: msg => {
+          clearTimeout(timer);
+          if (msg.error) reject(Object.assign(new Error(msg.error.message), msg.error));
+          else resolve(msg.result);
+        }
+      });
+      this.child.stdin.write(`${JSON.stringify(Object.assign({ id, op }, params))}\n`);
+    });
+  }
+
+  waitEvent (predicate, ms = 10000, what = 'an event') {
+    return waitIn(this.events, this.lines, predicate, ms, `${what} on ${this.ip}`);
+  }
+
+  kill (signal = 'SIGKILL') {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+// Starts `ips.length` node processes against `standin`, with their pods ready in it.
+async function startCluster (standin, ips, { port } = {}) {
+  const swarmPort = port || await freePort();
+  ips.forEach((ip, i) => standin.addPod({ name: `web-${i}`, ip }));
+  const nodes = ips.map(ip => new NodeProcess(ip, {
+    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(swarmPort)
+  }));
+  await Promise.all(nodes.map(n => n.waitEvent(e => e.event === 'ready' || e.event === 'initFailed', 20000, 'ready')));
+  const failed = nodes.flatMap(n => n.events.filter(e => e.event === 'initFailed'));
+  if (failed.length) throw new Error(`init failed: ${failed[0].message}`);
+  return { port: swarmPort, nodes, stop: () => Promise.all(nodes.map(n => n.kill())) };
+}
+
+// Polls `fn` until it returns a truthy value, bounded by `ms`; for state that has no event.
+async function eventually (fn, ms = 10000, what = 'a condition') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise(resolve => setTimeout(resolve, 25));
+  }
+}
+
+module.exports = { startCluster, NodeProcess, freePort, eventually };

@@ -1,0 +1,189 @@
+//! The messaging server: HTTP/1.1 as 0.5.1 speaks it, and HTTP/2 without TLS on the
+//! same port for peers that negotiate it.
+//!
+//! Each request is decoded (size-limited, JSON validated), handed to a [`Dispatch`]
+//! and answered from its [`Reply`]. Shutdown stops accepting, lets in-flight requests
+//! finish, then releases the port.
+
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{body::Incoming, header, service::service_fn, Method, Request, Response, StatusCode};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{codec::Payload, path, Inbound, Reply};
+
+/// What the server hands a decoded request to.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Answers one message.
+    fn dispatch(&self, message: Inbound) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+}
+
+/// Limits applied to every request.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Largest accepted body, in bytes; larger ones get `413`.
+    pub max_body: usize,
+    /// How long a handler may take before the request is answered `500 operation timed out`.
+    pub handler_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_body: 10 * 1024 * 1024,
+            handler_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Context {
+    dispatch: Arc<dyn Dispatch>,
+    limits: ServerLimits,
+}
+
+/// Serves `listener` until `cancel` fires, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    dispatch: Arc<dyn Dispatch>,
+    limits: ServerLimits,
+    cancel: CancellationToken,
+) {
+    let ctx = Arc::new(Context { dispatch, limits });
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(target: "node_swarm_kb::messages", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let service = service_fn(move |req| handle(req, peer, ctx.clone()));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(ctx.limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(target: "node_swarm_kb::messages", "in-flight requests still running at shutdown");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(match decode(req, peer, &ctx).await {
+        Ok(message) => {
+            let reply =
+                tokio::time::timeout(ctx.limits.handler_timeout, ctx.dispatch.dispatch(message))
+                    .await
+                    .unwrap_or_else(|_| Reply::error(500, "operation timed out"));
+            respond(reply)
+        }
+        Err(reply) => respond(reply),
+    })
+}
+
+async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+    let has_body = match *req.method() {
+        Method::POST | Method::PUT => true,
+        Method::GET => false,
+        _ => {
+            return Err(Reply::error(
+                405,
+                "Method not allowed: use POST, PUT or GET",
+            ))
+        }
+    };
+    let path = path::decode(req.uri().path().trim_matches('/'));
+    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > ctx.limits.max_body as u64) {
+        return Err(too_large(ctx.limits.max_body));
+    }
+    let body = if has_body {
+        match Limited::new(req.into_body(), ctx.limits.max_body)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large(ctx.limits.max_body)),
+            Err(e) => {
+                return Err(Reply::error(
+                    400,
+                    &format!("Unable to read request body: {e}"),
+                ))
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    let payload = Payload::decode(content_type.as_ref(), body)
+        .map_err(|e| Reply::error(400, &e.to_string()))?;
+    let from = peer.ip().to_canonical();
+    debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}");
+    Ok(Inbound {
+        path,
+        payload,
+        from,
+    })
+}
+
+fn too_large(max: usize) -> Reply {
+    Reply::error(413, &format!("Request body larger than {max} bytes"))
+}
+
+fn respond(reply: Reply) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = Response::builder().status(status);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        builder = builder.header(header::ALLOW, "POST, PUT, GET");
+    }
+    let body = if status == StatusCode::NO_CONTENT {
+        Bytes::new()
+    } else {
+        if let Some(ct) = reply.payload.content_type() {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        reply.payload.bytes()
+    };
+    builder
+        .body(Full::new(body))
+        .expect("status and headers are valid")
+}

@@ -1,0 +1,270 @@
+//! The engine handle: the registry of tasks, admission of calls, spawning, shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::execution::{drive, lock, run_alone, Execution, Shared, Task};
+use super::queue::{Admission, Outcome, Queue};
+use super::{TaskError, TaskHandler, TaskOptions, TaskPanic, TaskStats, LOG_TARGET};
+
+/// The task engine of one node: a cheap, cloneable handle (`Arc` inside), `Send + Sync`.
+///
+/// `exec` spawns executions on the Tokio runtime it is called from or, when called
+/// outside one, on the runtime that was current when the engine was created; it panics
+/// if there is neither.
+pub struct Tasks<A, R, E> {
+    shared: Arc<Shared<A, R, E>>,
+}
+
+/// A call's admission: where its outcome will come from, and its deadline (`None`: a
+/// timeout too large to represent, so none).
+type Admitted<R, E> = Result<(oneshot::Receiver<Outcome<R, E>>, Option<Instant>), TaskError<E>>;
+
+impl<A, R, E> Tasks<A, R, E>
+where
+    A: Send + 'static,
+    R: Clone + Send + 'static,
+    E: Clone + Send + From<TaskPanic> + 'static,
+{
+    /// An engine whose handler panics become `E::from(TaskPanic)`.
+    pub fn new() -> Self {
+        Self::with_panic_mapper(E::from)
+    }
+}
+
+impl<A, R, E> Default for Tasks<A, R, E>
+where
+    A: Send + 'static,
+    R: Clone + Send + 'static,
+    E: Clone + Send + From<TaskPanic> + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A, R, E> Tasks<A, R, E>
+where
+    A: Send + 'static,
+    R: Clone + Send + 'static,
+    E: Clone + Send + 'static,
+{
+    /// An engine whose handler panics become `on_panic(TaskPanic)`, for error types that
+    /// cannot implement `From<TaskPanic>`.
+    pub fn with_panic_mapper(on_panic: fn(TaskPanic) -> E) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                registry: RwLock::default(),
+                on_panic,
+                runtime: Handle::try_current().ok(),
+                closed: AtomicBool::new(false),
+                active: AtomicUsize::new(0),
+                idle: Notify::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Registers a task; `false` when the name is taken (the first registration stays).
+    pub fn register(
+        &self,
+        name: &str,
+        handler: TaskHandler<A, R, E>,
+        options: TaskOptions,
+    ) -> bool {
+        let mut registry = self
+            .shared
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if registry.contains_key(name) {
+            debug!(target: LOG_TARGET, "Task {name} is already registered, ignored");
+            return false;
+        }
+        debug!(target: LOG_TARGET, "Registering task {name} ({options:?})");
+        let task = Task {
+            name: name.to_owned(),
+            handler,
+            options,
+            queue: Mutex::new(Queue::new()),
+            concurrent: AtomicUsize::new(0),
+        };
+        registry.insert(name.to_owned(), Arc::new(task));
+        true
+    }
+
+    pub fn is_registered(&self, name: &str) -> bool {
+        self.task(name).is_some()
+    }
+
+    pub fn options(&self, name: &str) -> Option<TaskOptions> {
+        self.task(name).map(|task| task.options.clone())
+    }
+
+    /// A snapshot of the task's state; `None` when not registered.
+    pub fn stats(&self, name: &str) -> Option<TaskStats> {
+        let task = self.task(name)?;
+        if task.options.serialized {
+            return Some(lock(&task.queue).stats());
+        }
+        let running = task.concurrent.load(SeqCst);
+        Some(TaskStats {
+            running,
+            queued: 0,
+            waiters: running,
+        })
+    }
+
+    /// `true` once `close` has been called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(SeqCst)
+    }
+
+    /// Runs the task `name` with `args` as its options say, and resolves with the outcome
+    /// of the execution this call created or joined.
+    ///
+    /// The call is admitted (and its execution started or queued) now, not when the
+    /// future is first polled; dropping the future gives up waiting, nothing else.
+    pub fn exec(
+        &self,
+        name: &str,
+        args: A,
+    ) -> impl Future<Output = Outcome<R, E>> + Send + 'static {
+        let admitted = self.admit(name, args);
+        async move {
+            let (rx, deadline) = admitted?;
+            let received = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, rx)
+                    .await
+                    .map_err(|_| TaskError::TimedOut)?,
+                None => rx.await,
+            };
+            // A waiter dropped without an answer: the execution was abandoned at shutdown.
+            received.unwrap_or(Err(TaskError::Closed))
+        }
+    }
+
+    /// Stops accepting calls (`exec` answers `Closed`), then waits until every running and
+    /// queued execution has finished, for at most `grace`; past it, the remaining
+    /// executions are dropped and their callers get `Closed`. Safe to call twice.
+    pub async fn close(&self, grace: Duration) {
+        let shared = &self.shared;
+        if !shared.closed.swap(true, SeqCst) {
+            debug!(target: LOG_TARGET, "Closing tasks ({} executions active)", shared.active.load(SeqCst));
+        }
+        if tokio::time::timeout(grace, shared.idle()).await.is_err() {
+            debug!(
+                target: LOG_TARGET,
+                "Grace period over, dropping {} executions",
+                shared.active.load(SeqCst)
+            );
+            shared.shutdown.cancel();
+            shared.idle().await;
+        }
+        debug!(target: LOG_TARGET, "Tasks closed");
+    }
+
+    fn task(&self, name: &str) -> Option<Arc<Task<A, R, E>>> {
+        let registry = self
+            .shared
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        registry.get(name).cloned()
+    }
+
+    fn admit(&self, name: &str, args: A) -> Admitted<R, E> {
+        let called = Instant::now();
+        if self.is_closed() {
+            return Err(TaskError::Closed);
+        }
+        let task = self
+            .task(name)
+            .ok_or_else(|| TaskError::NoSuchTask(name.to_owned()))?;
+        let deadline = called.checked_add(task.options.timeout);
+        let (tx, rx) = oneshot::channel();
+        if !task.options.serialized {
+            self.start(task, |execution| run_alone(execution, args, tx));
+            return Ok((rx, deadline));
+        }
+        let options = &task.options;
+        let admission =
+            lock(&task.queue).admit(options.single_trigger, options.max_queue_length, args, tx);
+        match admission {
+            Admission::Start(args) => self.start(task, |execution| drive(execution, args)),
+            Admission::JoinedRunning => {
+                debug!(target: LOG_TARGET, "Task {name} joins the running execution");
+            }
+            Admission::JoinedQueued => {
+                debug!(target: LOG_TARGET, "Task {name} joins the queued execution");
+            }
+            Admission::Queued(queue) => {
+                debug!(target: LOG_TARGET, "Queuing task {name} (queue={queue})");
+            }
+            Admission::Full => {
+                debug!(target: LOG_TARGET, "Queue of task {name} is full");
+                return Err(TaskError::QueueFull(name.to_owned()));
+            }
+        }
+        Ok((rx, deadline))
+    }
+
+    /// Spawns an execution, unless `close` came in between: then the execution is dropped
+    /// unstarted and its callers get `Closed`.
+    fn start<F, Fut>(&self, task: Arc<Task<A, R, E>>, execute: F)
+    where
+        F: FnOnce(Execution<A, R, E>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let execution = Execution::begin(self.shared.clone(), task);
+        // `begin` counted the execution before this check, and `close` sets `closed`
+        // before it looks at the count: one of the two sees the other.
+        if self.is_closed() {
+            return;
+        }
+        let future = execute(execution);
+        match Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(future)),
+            Err(_) => {
+                let handle = self.shared.runtime.as_ref();
+                drop(
+                    handle
+                        .expect("Tasks::exec called outside a Tokio runtime")
+                        .spawn(future),
+                );
+            }
+        }
+    }
+}
+
+impl<A, R, E> Clone for Tasks<A, R, E> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<A, R, E> fmt::Debug for Tasks<A, R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let registry = self
+            .shared
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Tasks")
+            .field("tasks", &registry.keys().collect::<Vec<_>>())
+            .field("active", &self.shared.active.load(SeqCst))
+            .field("closed", &self.shared.closed.load(SeqCst))
+            .finish()
+    }
+}

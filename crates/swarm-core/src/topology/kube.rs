@@ -1,0 +1,326 @@
+//! The Kubernetes source: EndpointSlices of the Service, or the core `endpoints`
+//! resource when slices may not be read (0.5.1's RBAC grants only `endpoints`).
+//!
+//! The source is chosen once by probing (a list with the selector, limit 1); then
+//! kube-runtime's `watcher` lists and watches it, relisting on 410 and after errors,
+//! with `default_backoff` (0.8 s to 30 s). Each relist is swapped in whole
+//! ([`Store`]), and every change is sent as the full set of endpoints. Errors are
+//! logged and reported once per outage; the loop only ends when cancelled.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::discovery::Outage;
+use super::kube_config::client;
+use super::kube_objects::{endpoints_members, is_truncated, slice_members, AddressFamily, Store};
+use super::{Discovery, DiscoveryUpdate, KubeSettings, Member, TopologyError, KUBERNETES_TARGET};
+
+const SLICES: &str = "endpointslices.discovery.k8s.io";
+const ENDPOINTS: &str = "endpoints";
+
+/// A [`Discovery`] that watches the Service's endpoints through the Kubernetes API.
+#[derive(Clone, Debug)]
+pub struct KubeDiscovery {
+    settings: KubeSettings,
+    family: AddressFamily,
+}
+
+impl KubeDiscovery {
+    /// Watches with `settings`, keeping the EndpointSlices of the family of `local_ips`
+    /// (IPv4 unless the first local IP is IPv6).
+    pub fn new(settings: KubeSettings, local_ips: &[String]) -> Self {
+        let family = AddressFamily::of_ips(local_ips);
+        KubeDiscovery { settings, family }
+    }
+}
+
+impl Discovery for KubeDiscovery {
+    fn run(
+        self: Box<Self>,
+        out: UnboundedSender<DiscoveryUpdate>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = self.run_until_closed(&out) => {}
+            }
+        })
+    }
+}
+
+/// Which resource the watch uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Slices,
+    Endpoints,
+}
+
+/// The answer to a probe list.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    Available,
+    /// 403 or 404: try the other resource.
+    Denied(u16),
+    Failed(String),
+}
+
+impl Probe {
+    fn of<T>(result: kube::Result<T>) -> Probe {
+        match result {
+            Ok(_) => Probe::Available,
+            // By code: `Status::is_forbidden` trusts only a known `reason` string, and a
+            // proxy's plain-text 403 has none.
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => Probe::Denied(s.code),
+            Err(e) => Probe::Failed(e.to_string()),
+        }
+    }
+}
+
+impl KubeDiscovery {
+    /// Runs until `out` is closed; the caller races it against cancellation.
+    async fn run_until_closed(&self, out: &UnboundedSender<DiscoveryUpdate>) {
+        let client = match client(&self.settings) {
+            Ok(client) => client,
+            Err(error) => {
+                warn!(target: KUBERNETES_TARGET, %error, "cannot watch the cluster");
+                // A bad setting does not heal: report it and hold the empty topology.
+                if out.send(DiscoveryUpdate::Error(error)).is_ok() {
+                    out.closed().await;
+                }
+                return;
+            }
+        };
+        let mut outage = Outage::default();
+        let Some(source) = self.choose_source(&client, out, &mut outage).await else {
+            return;
+        };
+        let namespace = &self.settings.namespace;
+        match source {
+            Source::Slices => {
+                let family = self.family;
+                let api = Api::<EndpointSlice>::namespaced(client, namespace);
+                self.watch(api, SLICES, |s| slice_members(s, family), out, &mut outage)
+                    .await
+            }
+            Source::Endpoints => {
+                let api = Api::<Endpoints>::namespaced(client, namespace);
+                let mut truncated = BTreeSet::new();
+                let convert = |e: &Endpoints| {
+                    let name = e.name_any();
+                    if !is_truncated(e) {
+                        truncated.remove(&name);
+                    } else if truncated.insert(name.clone()) {
+                        warn!(
+                            target: KUBERNETES_TARGET,
+                            endpoints = %name,
+                            "the Endpoints object is truncated at 1000 addresses: some nodes \
+                             are missing; grant get/list/watch on {SLICES} to see them all"
+                        );
+                    }
+                    endpoints_members(e)
+                };
+                self.watch(api, ENDPOINTS, convert, out, &mut outage).await
+            }
+        }
+    }
+
+    /// Probes until one resource can be listed; `None` if `out` closed meanwhile.
+    async fn choose_source(
+        &self,
+        client: &Client,
+        out: &UnboundedSender<DiscoveryUpdate>,
+        outage: &mut Outage,
+    ) -> Option<Source> {
+        let KubeSettings {
+            namespace,
+            selector,
+            ..
+        } = &self.settings;
+        let params = ListParams::default().labels(selector).limit(1);
+        let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace);
+        let endpoints = Api::<Endpoints>::namespaced(client.clone(), namespace);
+        let mut backoff = DefaultBackoff::default();
+        loop {
+            let error = match Probe::of(slices.list(&params).await) {
+                Probe::Available => {
+                    info!(
+                        target: KUBERNETES_TARGET,
+                        "watching {SLICES} in namespace {namespace} with selector {selector}"
+                    );
+                    return Some(Source::Slices);
+                }
+                Probe::Failed(message) => TopologyError::Api {
+                    resource: SLICES,
+                    message,
+                },
+                Probe::Denied(code) => match Probe::of(endpoints.list(&params).await) {
+                    Probe::Available => {
+                        let why = if code == 404 {
+                            "not served"
+                        } else {
+                            "forbidden"
+                        };
+                        info!(
+                            target: KUBERNETES_TARGET,
+                            "{SLICES} are {why} ({code}): watching {ENDPOINTS} in namespace \
+                             {namespace} with selector {selector} instead; grant get/list/watch \
+                             on {SLICES} to use them (Endpoints are deprecated since Kubernetes \
+                             1.33 and truncated at 1000 addresses)"
+                        );
+                        return Some(Source::Endpoints);
+                    }
+                    Probe::Denied(_) => TopologyError::Forbidden {
+                        namespace: namespace.clone(),
+                    },
+                    Probe::Failed(message) => TopologyError::Api {
+                        resource: ENDPOINTS,
+                        message,
+                    },
+                },
+            };
+            if !report(out, outage, error) {
+                return None;
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Lists and watches `api` with the selector, sending every changed set to `out`.
+    async fn watch<K>(
+        &self,
+        api: Api<K>,
+        resource: &'static str,
+        mut convert: impl FnMut(&K) -> Vec<Member>,
+        out: &UnboundedSender<DiscoveryUpdate>,
+        outage: &mut Outage,
+    ) where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+        K: Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        let config = watcher::Config::default().labels(&self.settings.selector);
+        let mut events = pin!(watcher::watcher(api, config).default_backoff());
+        let mut store = Store::default();
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(event) => {
+                    // `Init` comes before the list request: it proves nothing.
+                    if !matches!(event, Event::Init) {
+                        if let Some(recovered) = outage.succeeded() {
+                            info!(target: KUBERNETES_TARGET, "{resource}: the watch is back");
+                            if out.send(recovered).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if let Some(set) = store.handle(event, &mut convert) {
+                        debug!(target: KUBERNETES_TARGET, endpoints = set.len(), "{resource} changed");
+                        if out.send(DiscoveryUpdate::Endpoints(set)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                // 410 Gone is the protocol asking for a relist, not an outage.
+                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                    debug!(target: KUBERNETES_TARGET, "{resource}: resourceVersion expired, relisting");
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if !report(out, outage, TopologyError::Api { resource, message }) {
+                        return;
+                    }
+                }
+            }
+        }
+        // The watcher never ends; if it did, wait for cancellation like an idle source.
+        out.closed().await;
+    }
+}
+
+/// Logs `error` and sends it if it starts an outage; `false` once `out` is closed.
+fn report(
+    out: &UnboundedSender<DiscoveryUpdate>,
+    outage: &mut Outage,
+    error: TopologyError,
+) -> bool {
+    let message = error.to_string();
+    match outage.failed(error) {
+        Some(update) => {
+            warn!(target: KUBERNETES_TARGET, error = %message, "retrying with backoff; the last topology stays in force");
+            out.send(update).is_ok()
+        }
+        None => {
+            debug!(target: KUBERNETES_TARGET, error = %message, "still failing");
+            !out.is_closed()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api_error(code: u16) -> kube::Result<()> {
+        Err(kube::Error::Api(
+            Status::failure("no", "Reason").with_code(code).boxed(),
+        ))
+    }
+
+    #[test]
+    fn probe_classification() {
+        assert_eq!(Probe::of(Ok(())), Probe::Available);
+        assert_eq!(Probe::of(api_error(403)), Probe::Denied(403));
+        assert_eq!(Probe::of(api_error(404)), Probe::Denied(404));
+        assert!(matches!(Probe::of(api_error(500)), Probe::Failed(_)));
+        assert!(matches!(Probe::of(api_error(401)), Probe::Failed(_)));
+    }
+
+    #[test]
+    fn forbidden_names_the_missing_permission() {
+        let error = TopologyError::Forbidden {
+            namespace: "apps".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "cannot list endpointslices.discovery.k8s.io nor endpoints in namespace apps: \
+             grant get/list/watch on endpointslices.discovery.k8s.io (or on endpoints)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_setting_is_reported_once_and_holds() {
+        let settings = KubeSettings {
+            url: "not a url".into(),
+            ..KubeSettings::default()
+        };
+        let discovery = Box::new(KubeDiscovery::new(settings, &[]));
+        let (out, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(discovery.run(out, cancel.clone()));
+        assert!(matches!(
+            rx.recv().await,
+            Some(DiscoveryUpdate::Error(TopologyError::Config(_)))
+        ));
+        assert!(!task.is_finished());
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,185 @@
+//! From Kubernetes objects to members: EndpointSlice and Endpoints conversion, and the
+//! store that turns watcher events into full sets.
+//!
+//! Pure functions and state, no I/O: the watcher loop in `kube.rs` only feeds them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, ObjectReference};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::Event;
+
+use super::Member;
+
+/// The annotation the control plane sets on an Endpoints object cut at 1,000 addresses.
+pub(crate) const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+
+/// The IP family of the process: a dual-stack Service has one EndpointSlice set per
+/// family, and only the process's own family is used, so a pod is never two nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddressFamily {
+    /// `addressType: IPv4` (the default).
+    #[default]
+    IPv4,
+    /// `addressType: IPv6`.
+    IPv6,
+}
+
+impl AddressFamily {
+    /// The family of the first local IP that parses; IPv4 when none does.
+    pub fn of_ips<S: AsRef<str>>(ips: &[S]) -> Self {
+        let first = ips
+            .iter()
+            .find_map(|ip| ip.as_ref().parse::<std::net::IpAddr>().ok());
+        match first {
+            Some(std::net::IpAddr::V6(_)) => AddressFamily::IPv6,
+            _ => AddressFamily::IPv4,
+        }
+    }
+
+    /// The EndpointSlice `addressType` value of this family.
+    pub fn address_type(self) -> &'static str {
+        match self {
+            AddressFamily::IPv4 => "IPv4",
+            AddressFamily::IPv6 => "IPv6",
+        }
+    }
+}
+
+fn pod_name(target: Option<&ObjectReference>) -> Option<String> {
+    let target = target?;
+    match target.kind.as_deref() {
+        None | Some("Pod") => target.name.clone(),
+        Some(_) => None,
+    }
+}
+
+/// The members of one EndpointSlice, or none if it is of another family.
+///
+/// Conditions default as the API documents: absent `ready` is ready, absent `serving`
+/// is `ready`'s value, absent `terminating` is false. Only an endpoint's first address
+/// is used (the API calls them fungible).
+pub(crate) fn slice_members(slice: &EndpointSlice, family: AddressFamily) -> Vec<Member> {
+    if slice.address_type != family.address_type() {
+        return Vec::new();
+    }
+    let mut members = Vec::with_capacity(slice.endpoints.len());
+    for endpoint in &slice.endpoints {
+        let Some(ip) = endpoint.addresses.first() else {
+            continue;
+        };
+        let conditions = endpoint.conditions.as_ref();
+        let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+        members.push(Member {
+            ip: ip.clone(),
+            pod: pod_name(endpoint.target_ref.as_ref()),
+            node_name: endpoint.node_name.clone(),
+            zone: endpoint.zone.clone(),
+            ready,
+            serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
+            terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+        });
+    }
+    members
+}
+
+/// The members of one Endpoints object: `addresses` are ready, `notReadyAddresses` not.
+pub(crate) fn endpoints_members(endpoints: &Endpoints) -> Vec<Member> {
+    let convert = |address: &EndpointAddress, ready: bool| Member {
+        ip: address.ip.clone(),
+        pod: pod_name(address.target_ref.as_ref()),
+        node_name: address.node_name.clone(),
+        zone: None,
+        ready,
+        serving: ready,
+        terminating: false,
+    };
+    let mut members = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        members.extend(subset.addresses.iter().flatten().map(|a| convert(a, true)));
+        members.extend(
+            subset
+                .not_ready_addresses
+                .iter()
+                .flatten()
+                .map(|a| convert(a, false)),
+        );
+    }
+    members
+}
+
+/// Whether the control plane truncated this Endpoints object.
+pub(crate) fn is_truncated(endpoints: &Endpoints) -> bool {
+    let annotations = endpoints.metadata.annotations.as_ref();
+    annotations
+        .and_then(|a| a.get(OVER_CAPACITY))
+        .map(String::as_str)
+        == Some("truncated")
+}
+
+/// Joins the members of several objects into one set, one member per IP, in IP order.
+/// A ready entry wins over a not-ready one (an endpoint moving between slices).
+pub(crate) fn join<'a>(objects: impl IntoIterator<Item = &'a Vec<Member>>) -> Vec<Member> {
+    let mut by_ip: BTreeMap<&str, &Member> = BTreeMap::new();
+    for member in objects.into_iter().flatten() {
+        let entry = by_ip.entry(&member.ip).or_insert(member);
+        if member.ready && !entry.ready {
+            *entry = member;
+        }
+    }
+    by_ip.into_values().cloned().collect()
+}
+
+/// The converted objects of one watch, by object name, and the relist buffer.
+///
+/// `Init` opens a fresh buffer, `InitApply` fills it, `InitDone` swaps it in at once;
+/// `Apply`/`Delete` update the store. [`Store::handle`] returns the full joined set
+/// whenever it may have changed, and `None` while a relist is being buffered or when
+/// nothing changed since the last set it returned.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    objects: BTreeMap<String, Vec<Member>>,
+    buffer: Option<BTreeMap<String, Vec<Member>>>,
+    last: Option<Vec<Member>>,
+}
+
+impl Store {
+    /// Feeds one watcher event, converting objects with `convert`.
+    pub(crate) fn handle<K: kube::ResourceExt>(
+        &mut self,
+        event: Event<K>,
+        mut convert: impl FnMut(&K) -> Vec<Member>,
+    ) -> Option<Vec<Member>> {
+        match event {
+            Event::Init => {
+                self.buffer = Some(BTreeMap::new());
+                return None;
+            }
+            Event::InitApply(object) => {
+                let members = convert(&object);
+                self.buffer
+                    .get_or_insert_default()
+                    .insert(object.name_any(), members);
+                return None;
+            }
+            Event::InitDone => self.objects = self.buffer.take().unwrap_or_default(),
+            Event::Apply(object) => {
+                let members = convert(&object);
+                self.objects.insert(object.name_any(), members);
+            }
+            Event::Delete(object) => {
+                self.objects.remove(&object.name_any());
+            }
+        }
+        let set = join(self.objects.values());
+        if self.last.as_ref() == Some(&set) {
+            return None;
+        }
+        self.last = Some(set.clone());
+        Some(set)
+    }
+}
+
+#[cfg(test)]
+#[path = "kube_objects_tests.rs"]
+mod tests;

@@ -1,0 +1,292 @@
+//! The member set: the current nodes, the master, and the diff that turns a new set of
+//! endpoints into change events.
+//!
+//! Every update is a *full* set of endpoints, swapped in at once and diffed against the
+//! previous one; a relist after a watch outage is therefore just another update, and
+//! nothing depends on having seen every intermediate watch event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{Member, TopologyEvent};
+
+/// An immutable snapshot of the topology, cheap to clone behind an [`Arc`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// The nodes (endpoints with `ready == true`), by IP in string order.
+    pub nodes: BTreeMap<String, Member>,
+    /// The smallest node IP in string order (`"10.0.0.10" < "10.0.0.9"`), if any node.
+    pub master: Option<String>,
+    /// How many full sets of endpoints have been applied; `0` before the first one.
+    pub generation: u64,
+}
+
+impl View {
+    /// Whether `ip` is a node of this view.
+    pub fn is_node(&self, ip: &str) -> bool {
+        self.nodes.contains_key(ip)
+    }
+}
+
+/// The current nodes, the local IPs, and the master; see [`MemberSet::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct MemberSet {
+    local_ips: BTreeSet<String>,
+    current: Arc<View>,
+}
+
+impl MemberSet {
+    /// An empty set (generation 0) for a process that owns `local_ips`.
+    pub fn new(local_ips: impl IntoIterator<Item = String>) -> Self {
+        MemberSet {
+            local_ips: local_ips.into_iter().collect(),
+            current: Arc::default(),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.current)
+    }
+
+    /// The IPs of this process.
+    pub fn local_ips(&self) -> &BTreeSet<String> {
+        &self.local_ips
+    }
+
+    /// Swaps in `endpoints` (the full current set, ready or not) and returns what changed.
+    ///
+    /// Only endpoints with `ready == true` become nodes; a duplicated IP counts once (the
+    /// first ready entry wins). The events come in a fixed order: `NodeRemoved`, then
+    /// `NodeAdded`, each in IP string order and never for a local IP; then `LocalLeft`
+    /// for every local IP that was a node and is gone; then `MasterChanged` if the
+    /// smallest node IP changed. A node whose other fields change stays a node silently.
+    pub fn apply(&mut self, endpoints: Vec<Member>) -> Vec<TopologyEvent> {
+        let mut nodes = BTreeMap::new();
+        for member in endpoints.into_iter().filter(|m| m.ready) {
+            nodes.entry(member.ip.clone()).or_insert(member);
+        }
+        let master = nodes.keys().next().cloned();
+        let previous = &self.current;
+
+        let mut events = Vec::new();
+        let mut local_left = Vec::new();
+        for (ip, member) in &previous.nodes {
+            if nodes.contains_key(ip) {
+                continue;
+            }
+            if self.local_ips.contains(ip) {
+                local_left.push(TopologyEvent::LocalLeft(member.clone()));
+            } else {
+                events.push(TopologyEvent::NodeRemoved(member.clone()));
+            }
+        }
+        for (ip, member) in &nodes {
+            if !previous.nodes.contains_key(ip) && !self.local_ips.contains(ip) {
+                events.push(TopologyEvent::NodeAdded(member.clone()));
+            }
+        }
+        events.append(&mut local_left);
+        if master != previous.master {
+            events.push(TopologyEvent::MasterChanged {
+                previous: previous.master.clone(),
+                current: master.clone(),
+            });
+        }
+
+        self.current = Arc::new(View {
+            nodes,
+            master,
+            generation: previous.generation + 1,
+        });
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TopologyEvent::*;
+
+    fn m(ip: &str) -> Member {
+        Member::from_ip(ip)
+    }
+
+    fn not_ready(ip: &str) -> Member {
+        Member {
+            ready: false,
+            serving: false,
+            ..m(ip)
+        }
+    }
+
+    fn master(previous: Option<&str>, current: Option<&str>) -> TopologyEvent {
+        MasterChanged {
+            previous: previous.map(str::to_owned),
+            current: current.map(str::to_owned),
+        }
+    }
+
+    fn set(local: &[&str]) -> MemberSet {
+        MemberSet::new(local.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn first_set_adds_remote_nodes_and_elects_in_string_order() {
+        let mut s = set(&["10.0.0.9"]);
+        assert_eq!(s.view().generation, 0);
+        let events = s.apply(vec![m("10.0.0.9"), m("10.0.0.10"), m("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![
+                NodeAdded(m("10.0.0.10")),
+                NodeAdded(m("10.0.0.2")),
+                master(None, Some("10.0.0.10")),
+            ]
+        );
+        let view = s.view();
+        assert_eq!(view.master.as_deref(), Some("10.0.0.10"));
+        assert_eq!(view.generation, 1);
+        assert!(
+            view.is_node("10.0.0.9"),
+            "a local IP is a node, just not announced"
+        );
+    }
+
+    #[test]
+    fn removal_and_addition_in_deterministic_order() {
+        let mut s = set(&["10.0.0.5"]);
+        s.apply(vec![
+            m("10.0.0.5"),
+            m("10.0.0.7"),
+            m("10.0.0.3"),
+            m("10.0.0.1"),
+        ]);
+        let events = s.apply(vec![m("10.0.0.5"), m("10.0.0.8"), m("10.0.0.4")]);
+        assert_eq!(
+            events,
+            vec![
+                NodeRemoved(m("10.0.0.1")),
+                NodeRemoved(m("10.0.0.3")),
+                NodeRemoved(m("10.0.0.7")),
+                NodeAdded(m("10.0.0.4")),
+                NodeAdded(m("10.0.0.8")),
+                master(Some("10.0.0.1"), Some("10.0.0.4")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_smaller_ip_joining_takes_over_the_master() {
+        let mut s = set(&["10.0.0.9"]);
+        s.apply(vec![m("10.0.0.9")]);
+        let events = s.apply(vec![m("10.0.0.9"), m("10.0.0.10")]);
+        assert_eq!(
+            events,
+            vec![
+                NodeAdded(m("10.0.0.10")),
+                master(Some("10.0.0.9"), Some("10.0.0.10"))
+            ]
+        );
+    }
+
+    #[test]
+    fn local_ip_leaving_is_local_left_not_node_removed() {
+        let mut s = set(&["10.0.0.1"]);
+        s.apply(vec![m("10.0.0.1"), m("10.0.0.2")]);
+        let events = s.apply(vec![m("10.0.0.2"), m("10.0.0.3")]);
+        assert_eq!(
+            events,
+            vec![
+                NodeAdded(m("10.0.0.3")),
+                LocalLeft(m("10.0.0.1")),
+                master(Some("10.0.0.1"), Some("10.0.0.2")),
+            ]
+        );
+        // Coming back is not announced either.
+        let events = s.apply(vec![m("10.0.0.1"), m("10.0.0.2"), m("10.0.0.3")]);
+        assert_eq!(events, vec![master(Some("10.0.0.2"), Some("10.0.0.1"))]);
+    }
+
+    #[test]
+    fn a_local_ip_that_never_was_a_node_does_not_leave() {
+        let mut s = set(&["10.0.0.1"]);
+        s.apply(vec![not_ready("10.0.0.1"), m("10.0.0.2")]);
+        let events = s.apply(vec![m("10.0.0.2")]);
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
+    fn not_ready_endpoints_are_not_nodes() {
+        let mut s = set(&[]);
+        let events = s.apply(vec![not_ready("10.0.0.1"), m("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![NodeAdded(m("10.0.0.2")), master(None, Some("10.0.0.2"))]
+        );
+        assert!(!s.view().is_node("10.0.0.1"));
+        // Turning not ready removes the node; turning ready again adds it back.
+        let events = s.apply(vec![not_ready("10.0.0.1"), not_ready("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![NodeRemoved(m("10.0.0.2")), master(Some("10.0.0.2"), None)]
+        );
+        let events = s.apply(vec![m("10.0.0.1"), not_ready("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![NodeAdded(m("10.0.0.1")), master(None, Some("10.0.0.1"))]
+        );
+    }
+
+    #[test]
+    fn a_field_change_is_no_event_but_updates_the_view() {
+        let mut s = set(&[]);
+        s.apply(vec![m("10.0.0.1")]);
+        let moved = Member {
+            zone: Some("eu-west-1b".into()),
+            terminating: true,
+            ..m("10.0.0.1")
+        };
+        assert!(s.apply(vec![moved.clone()]).is_empty());
+        let view = s.view();
+        assert_eq!(view.nodes["10.0.0.1"], moved);
+        assert_eq!(view.generation, 2);
+    }
+
+    #[test]
+    fn duplicates_count_once_and_the_first_ready_entry_wins() {
+        let mut s = set(&[]);
+        let first = Member {
+            pod: Some("web-a".into()),
+            ..m("10.0.0.1")
+        };
+        let second = Member {
+            pod: Some("web-b".into()),
+            ..m("10.0.0.1")
+        };
+        let events = s.apply(vec![not_ready("10.0.0.1"), first.clone(), second]);
+        assert_eq!(
+            events,
+            vec![NodeAdded(first.clone()), master(None, Some("10.0.0.1"))]
+        );
+        assert_eq!(s.view().nodes.len(), 1);
+        assert_eq!(s.view().nodes["10.0.0.1"], first);
+    }
+
+    #[test]
+    fn same_set_again_is_silent() {
+        let mut s = set(&["10.0.0.1"]);
+        s.apply(vec![m("10.0.0.1"), m("10.0.0.2")]);
+        assert!(s.apply(vec![m("10.0.0.2"), m("10.0.0.1")]).is_empty());
+    }
+
+    #[test]
+    fn snapshots_are_immutable() {
+        let mut s = set(&[]);
+        s.apply(vec![m("10.0.0.1")]);
+        let before = s.view();
+        s.apply(vec![m("10.0.0.2")]);
+        assert!(before.is_node("10.0.0.1"));
+        assert!(!s.view().is_node("10.0.0.1"));
+    }
+}

@@ -1,0 +1,421 @@
+//! The topology with the real kube client against the project's Kubernetes API
+//! stand-in (`__test__/kube-standin/cli.js`, run with Node).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use swarm_core::topology::{
+    self, KubeDiscovery, KubeSettings, Member, TopologyError, TopologyEvent, TopologyHandle,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+/// Long enough for the watcher's backoff (0.8 s doubling) and kube's own retries.
+const WAIT: Duration = Duration::from_secs(60);
+const TOKEN: &str = "T";
+
+/// The stand-in process; killed on drop (its stdin closing also ends it).
+struct StandIn {
+    child: Child,
+    url: String,
+    control: String,
+}
+
+impl StandIn {
+    fn start() -> StandIn {
+        let cli =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../__test__/kube-standin/cli.js");
+        assert!(
+            cli.exists(),
+            "the Kubernetes API stand-in is missing: {}",
+            cli.display()
+        );
+        let mut child = Command::new("node")
+            .arg(&cli)
+            .args([
+                "--port",
+                "0",
+                "--token",
+                TOKEN,
+                "--namespace",
+                "default",
+                "--app",
+                "web",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `node` (needed for the Kubernetes API stand-in): {e}")
+            });
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the stand-in's first line");
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!("the stand-in printed {line:?} instead of its JSON line: {e}")
+        });
+        StandIn {
+            url: info["url"].as_str().expect("url").to_owned(),
+            control: info["control"].as_str().expect("control").to_owned(),
+            child,
+        }
+    }
+
+    fn settings(&self) -> KubeSettings {
+        KubeSettings {
+            url: self.url.clone(),
+            namespace: "default".into(),
+            selector: "app=web".into(),
+            token: Some(TOKEN.into()),
+            ..KubeSettings::default()
+        }
+    }
+
+    /// One request to the control API over a fresh HTTP/1.1 connection.
+    async fn control(&self, method: &str, path: &str, body: Value) -> Value {
+        let authority = self.control.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(authority)
+            .await
+            .expect("connect to the control API");
+        let body = body.to_string();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "control {method} {path}: {response}"
+        );
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.control("POST", path, body).await
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Running {
+    handle: TopologyHandle,
+    events: UnboundedReceiver<TopologyEvent>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn run(settings: KubeSettings, local: &[&str]) -> Running {
+    let local: Vec<String> = local.iter().map(|s| s.to_string()).collect();
+    let cancel = CancellationToken::new();
+    let discovery = Box::new(KubeDiscovery::new(settings, &local));
+    let (handle, events) = topology::start(discovery, local, cancel.clone());
+    Running {
+        handle,
+        events,
+        cancel,
+    }
+}
+
+impl Running {
+    async fn ready(&self) {
+        let ready = tokio::time::timeout(WAIT, self.handle.ready()).await;
+        ready.expect("ready in time").expect("ready");
+    }
+
+    async fn next(&mut self) -> TopologyEvent {
+        let event = tokio::time::timeout(WAIT, self.events.recv()).await;
+        let view = self.handle.view();
+        event
+            .unwrap_or_else(|_| panic!("no event within {WAIT:?}; the view is {view:?}"))
+            .expect("the topology runs")
+    }
+
+    /// The next events, as short strings: `+ip`, `-ip`, `left ip`, `master a>b`, ...
+    async fn expect(&mut self, expected: &[&str]) {
+        let mut got = Vec::new();
+        for _ in expected {
+            let event = tokio::time::timeout(WAIT, self.events.recv()).await;
+            match event {
+                Ok(Some(event)) => got.push(describe(&event)),
+                _ => panic!("expected {expected:?}, got only {got:?} within {WAIT:?}"),
+            }
+        }
+        assert_eq!(got, expected);
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.handle.view().nodes.keys().cloned().collect()
+    }
+}
+
+fn describe(event: &TopologyEvent) -> String {
+    let ip = |m: &Member| m.ip.clone();
+    match event {
+        TopologyEvent::NodeAdded(m) => format!("+{}", ip(m)),
+        TopologyEvent::NodeRemoved(m) => format!("-{}", ip(m)),
+        TopologyEvent::LocalLeft(m) => format!("left {}", ip(m)),
+        TopologyEvent::MasterChanged { previous, current } => format!(
+            "master {}>{}",
+            previous.as_deref().unwrap_or("none"),
+            current.as_deref().unwrap_or("none")
+        ),
+        TopologyEvent::Error(e) => format!("error {e}"),
+        TopologyEvent::Recovered => "recovered".into(),
+    }
+}
+
+fn pod(name: &str, ip: &str, ready: bool) -> Value {
+    json!({ "name": name, "ip": ip, "ready": ready, "terminating": false })
+}
+
+#[tokio::test]
+async fn first_set_then_add_remove_and_ready_changes() {
+    let kube = StandIn::start();
+    kube.post("/dual-stack", json!({ "on": true })).await;
+    kube.post(
+        "/pods",
+        json!([
+            pod("web-a", "10.0.0.9", true),
+            pod("web-b", "10.0.0.2", true),
+            pod("web-c", "10.0.0.3", false)
+        ]),
+    )
+    .await;
+    let mut t = run(kube.settings(), &["10.0.0.2"]);
+    t.ready().await;
+    assert_eq!(
+        t.nodes(),
+        ["10.0.0.2", "10.0.0.9"],
+        "IPv4 only, not-ready excluded"
+    );
+    let first = t.next().await;
+    let TopologyEvent::NodeAdded(member) = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(member.ip, "10.0.0.9");
+    assert_eq!(member.pod.as_deref(), Some("web-a"));
+    assert_eq!(member.node_name.as_deref(), Some("node-1"));
+    assert_eq!(member.zone.as_deref(), Some("zone-a"));
+    assert!(member.ready && member.serving && !member.terminating);
+    t.expect(&["master none>10.0.0.2"]).await;
+
+    // String order: "10.0.0.10" < "10.0.0.2".
+    kube.post("/pods/add", pod("web-d", "10.0.0.10", true))
+        .await;
+    t.expect(&["+10.0.0.10", "master 10.0.0.2>10.0.0.10"]).await;
+    kube.post(
+        "/pods/update",
+        json!({ "name": "web-c", "patch": { "ready": true } }),
+    )
+    .await;
+    t.expect(&["+10.0.0.3"]).await;
+    kube.post(
+        "/pods/update",
+        json!({ "name": "web-a", "patch": { "ready": false } }),
+    )
+    .await;
+    t.expect(&["-10.0.0.9"]).await;
+    // A field change is no event, but shows in the view.
+    kube.post(
+        "/pods/update",
+        json!({ "name": "web-c", "patch": { "zone": "zone-b" } }),
+    )
+    .await;
+    kube.post("/pods/remove", json!({ "ip": "10.0.0.10" }))
+        .await;
+    t.expect(&["-10.0.0.10", "master 10.0.0.10>10.0.0.2"]).await;
+    assert_eq!(
+        t.handle.view().nodes["10.0.0.3"].zone.as_deref(),
+        Some("zone-b")
+    );
+    kube.post("/pods/remove", json!({ "name": "web-b" })).await;
+    t.expect(&["left 10.0.0.2", "master 10.0.0.2>10.0.0.3"])
+        .await;
+    assert_eq!(t.nodes(), ["10.0.0.3"]);
+}
+
+#[tokio::test]
+async fn falls_back_to_endpoints_when_slices_are_forbidden() {
+    let kube = StandIn::start();
+    kube.post(
+        "/forbid",
+        json!({ "resource": "endpointslices", "on": true }),
+    )
+    .await;
+    kube.post(
+        "/pods",
+        json!([
+            pod("web-a", "10.0.0.1", true),
+            pod("web-b", "10.0.0.2", false)
+        ]),
+    )
+    .await;
+    let mut t = run(kube.settings(), &["10.0.0.5"]);
+    t.ready().await;
+    assert_eq!(t.nodes(), ["10.0.0.1"]);
+    t.expect(&["+10.0.0.1", "master none>10.0.0.1"]).await;
+    kube.post(
+        "/pods/update",
+        json!({ "name": "web-b", "patch": { "ready": true } }),
+    )
+    .await;
+    t.expect(&["+10.0.0.2"]).await;
+    let stats = kube.control("GET", "/stats", Value::Null).await;
+    assert_eq!(stats["watch"]["endpointslices"], 0, "{stats}");
+    assert_eq!(stats["openWatches"]["endpoints"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn both_forbidden_is_one_error_and_keeps_retrying() {
+    let kube = StandIn::start();
+    kube.post(
+        "/forbid",
+        json!({ "resource": "endpointslices", "on": true }),
+    )
+    .await;
+    kube.post("/forbid", json!({ "resource": "endpoints", "on": true }))
+        .await;
+    kube.post("/pods", json!([pod("web-a", "10.0.0.1", true)]))
+        .await;
+    let mut t = run(kube.settings(), &["10.0.0.1"]);
+    let event = t.next().await;
+    let expected = TopologyError::Forbidden {
+        namespace: "default".into(),
+    };
+    assert_eq!(event, TopologyEvent::Error(expected));
+    assert!(!t.handle.is_ready(), "never assumes standalone");
+    kube.post(
+        "/forbid",
+        json!({ "resource": "endpointslices", "on": false }),
+    )
+    .await;
+    t.ready().await;
+    t.expect(&["recovered", "master none>10.0.0.1"]).await;
+}
+
+#[tokio::test]
+async fn an_ended_watch_loses_no_later_change() {
+    let kube = StandIn::start();
+    kube.post("/pods", json!([pod("web-a", "10.0.0.1", true)]))
+        .await;
+    let mut t = run(kube.settings(), &["10.0.0.1"]);
+    t.ready().await;
+    t.expect(&["master none>10.0.0.1"]).await;
+    for (i, ip) in ["10.0.0.2", "10.0.0.3", "10.0.0.4"].iter().enumerate() {
+        kube.post("/end-watches", Value::Null).await;
+        kube.post("/pods/add", pod(&format!("web-{i}"), ip, true))
+            .await;
+        t.expect(&[&format!("+{ip}")]).await;
+    }
+    kube.post("/end-watches", Value::Null).await;
+    kube.post("/pods/remove", json!({ "ip": "10.0.0.3" })).await;
+    t.expect(&["-10.0.0.3"]).await;
+}
+
+#[tokio::test]
+async fn compaction_410_relists_and_converges() {
+    let kube = StandIn::start();
+    kube.post(
+        "/pods",
+        json!([
+            pod("web-a", "10.0.0.1", true),
+            pod("web-b", "10.0.0.2", true)
+        ]),
+    )
+    .await;
+    let mut t = run(kube.settings(), &["10.0.0.1"]);
+    t.ready().await;
+    t.expect(&["+10.0.0.2", "master none>10.0.0.1"]).await;
+    let lists_before =
+        kube.control("GET", "/stats", Value::Null).await["list"]["endpointslices"].clone();
+
+    // Changes the watch cannot see, then history gone: resuming gets 410 Expired.
+    kube.post(
+        "/forbid",
+        json!({ "resource": "endpointslices", "on": true }),
+    )
+    .await;
+    let error = t.next().await;
+    assert!(
+        matches!(error, TopologyEvent::Error(TopologyError::Api { .. })),
+        "{error:?}"
+    );
+    kube.post(
+        "/pods",
+        json!([
+            pod("web-a", "10.0.0.1", true),
+            pod("web-c", "10.0.0.3", true)
+        ]),
+    )
+    .await;
+    kube.post("/compact", Value::Null).await;
+    kube.post(
+        "/forbid",
+        json!({ "resource": "endpointslices", "on": false }),
+    )
+    .await;
+    t.expect(&["recovered", "-10.0.0.2", "+10.0.0.3"]).await;
+    assert_eq!(t.nodes(), ["10.0.0.1", "10.0.0.3"]);
+    let stats = kube.control("GET", "/stats", Value::Null).await;
+    let lists = stats["list"]["endpointslices"].as_u64().unwrap();
+    assert!(
+        lists > lists_before.as_u64().unwrap(),
+        "a relist happened: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn an_outage_is_one_error_keeps_the_topology_and_recovers() {
+    let kube = StandIn::start();
+    kube.post(
+        "/pods",
+        json!([
+            pod("web-a", "10.0.0.1", true),
+            pod("web-b", "10.0.0.2", true)
+        ]),
+    )
+    .await;
+    let mut t = run(kube.settings(), &["10.0.0.1"]);
+    t.ready().await;
+    t.expect(&["+10.0.0.2", "master none>10.0.0.1"]).await;
+    let before = t.handle.view();
+
+    kube.post("/outage", json!({ "on": true })).await;
+    let error = t.next().await;
+    assert!(
+        matches!(error, TopologyEvent::Error(TopologyError::Api { .. })),
+        "{error:?}"
+    );
+    // Hold the outage across several retries (kube retries 503s, then the watcher
+    // backs off): they must not add errors. This is the fault's length, not a wait.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(t.handle.view(), before, "the last topology stays in force");
+    assert!(t.events.try_recv().is_err(), "one error per outage");
+
+    kube.post("/outage", json!({ "on": false })).await;
+    kube.post("/pods/add", pod("web-c", "10.0.0.3", true)).await;
+    t.expect(&["recovered", "+10.0.0.3"]).await;
+    assert_eq!(t.nodes(), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+}

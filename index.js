@@ -1,0 +1,215 @@
+'use strict';
+
+// The public facade: 0.5.1's singleton API over the native node (see README, API).
+const Promise = require('bluebird');
+const createDebug = require('debug');
+const options = require('./lib/options');
+const errors = require('./lib/errors');
+const { Messages } = require('./lib/messages');
+const { Tasks } = require('./lib/tasks');
+
+const NAMESPACES = ['node-swarm-kb', 'node-swarm-kb:kubernetes', 'node-swarm-kb:messages', 'node-swarm-kb:tasks'];
+const debug = createDebug('node-swarm-kb');
+const loggers = Object.fromEntries(NAMESPACES.map(ns => [ns, createDebug(ns)]));
+
+let binding = null;
+function native () {
+  // Loaded on first use, so that require('node-swarm-kb') never throws.
+  if (!binding) binding = require('./binding.js');
+  return binding;
+}
+
+function forwardLog (namespace, level, message) {
+  const log = loggers[namespace] || debug;
+  if (log.enabled) log(`[${level}] ${message}`);
+  else if (level === 'warn' || level === 'error') console.error(`[${namespace}] ${message}`);
+}
+
+const swarm = {
+  isReady: false,
+  options: {},
+  _inited: false,
+  _node: null,
+  _localIps: [],
+  _ready: null,
+  _nodesCache: { generation: -1, nodes: {} },
+  _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [] },
+
+  init (opts) {
+    if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
+      return Promise.reject(errors.invalidArgument('options', 'an object', opts));
+    }
+    if (opts) {
+      for (const event of Object.keys(this._handlers)) {
+        const handler = opts[`on${event.charAt(0).toUpperCase()}${event.slice(1)}`];
+        if (typeof handler === 'function') this.on(event, handler);
+      }
+    }
+    if (this._inited) return this._ready && !this.isReady ? this._ready : Promise.resolve(this.nodes);
+    this._inited = true;
+    Object.assign(this.options, opts);
+    this._ready = this._start();
+    return this._ready;
+  },
+
+  _start () {
+    const resolved = options.resolve(this.options);
+    if (resolved.standaloneReason) console.log(`[node-swarm-kb] ${resolved.standaloneReason}: running standalone`);
+    this._localIps = resolved.node.localIps;
+    debug(`Loading.. localIps: ${this._localIps}`);
+    if (this.options.tasks) Object.assign(this.tasks.options, this.options.tasks);
+    // The callbacks keep their own node: they still answer while close() drains, and a
+    // request that arrives before startNode() resolves waits for it.
+    let started = null;
+    let starting = null;
+    const withNode = fn => started ? fn(started) : starting.then(fn);
+    return Promise.try(() => {
+      native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
+      starting = Promise.resolve(native().startNode(resolved.node,
+        (id, path, kind, body, from) => withNode(node => this.messages._dispatch(node, id, path, kind, body, from)),
+        (id, name, args) => withNode(node => this.tasks._run(node, id, name, args)),
+        (kind, data) => this._onEvent(kind, JSON.parse(data))));
+      return starting;
+    }).then(node => {
+      started = node;
+      this._node = node;
+      this.tasks._registerAll(node);
+      return node.ready();
+    }).then(() => {
+      this.isReady = true;
+      const nodes = this.nodes;
+      debug(`Ready with ${Object.keys(nodes).length} nodes, master ${this.master}`);
+      process.nextTick(() => this.emit('ready', [nodes]));
+      return nodes;
+    }).catch(error => {
+      this._inited = false;
+      debug(`[Error] ${error.message}!`);
+      process.nextTick(() => this.emit('error', [error]));
+      throw error;
+    });
+  },
+
+  _onEvent (kind, data) {
+    switch (kind) {
+      case 'nodeAdded':
+      case 'nodeRemoved':
+        debug(`${kind === 'nodeAdded' ? 'New Ip' : 'Ip'} ${data.ip} ${kind === 'nodeAdded' ? 'added to' : 'removed from'} cluster!`);
+        return process.nextTick(() => this.emit(kind, [data]));
+      case 'localLeft':
+        debug(`Local Ip ${data.ip} removed from cluster, triggering SIGTERM!`);
+        return process.nextTick(() => process.emit('SIGTERM'));
+      case 'masterChanged':
+        debug(`New Master elected: ${data.current}`);
+        return process.nextTick(() => this.emit('masterChanged', [data.current, data.previous]));
+      case 'error':
+        return process.nextTick(() => this.emit('error', [errors.swarmError('ERR_SWARM_KUBERNETES', data.message)]));
+      default:
+        debug(`topology: ${kind}`);
+    }
+  },
+
+  get nodes () {
+    const node = this._node;
+    if (!node) return {};
+    const generation = node.generation();
+    if (this._nodesCache.generation !== generation) {
+      const nodes = {};
+      for (const info of node.nodes()) nodes[info.ip] = info;
+      this._nodesCache = { generation, nodes };
+    }
+    return this._nodesCache.nodes;
+  },
+
+  get master () {
+    return this._node ? this._node.master() : null;
+  },
+
+  get amIMaster () {
+    return this.isMe(this.master);
+  },
+
+  isMe (node) {
+    const ip = node && typeof node === 'object' ? node.ip : node;
+    return this._localIps.indexOf(ip) !== -1;
+  },
+
+  on (event, handler) {
+    if (typeof handler !== 'function') throw errors.invalidArgument('handler', 'a function', handler);
+    const list = this._handlers[event] || (this._handlers[event] = []);
+    if (list.indexOf(handler) === -1) list.push(handler);
+    return this;
+  },
+
+  once (event, handler) {
+    if (typeof handler !== 'function') throw errors.invalidArgument('handler', 'a function', handler);
+    const wrapper = (...args) => {
+      this.off(event, wrapper);
+      return handler(...args);
+    };
+    return this.on(event, wrapper);
+  },
+
+  off (event, handler) {
+    const list = this._handlers[event] || [];
+    const index = list.indexOf(handler);
+    if (index !== -1) list.splice(index, 1);
+    return this;
+  },
+
+  // Calls every listener of `event`; a throwing listener is reported, never propagated.
+  emit (event, args) {
+    const list = (this._handlers[event] || []).slice();
+    const spread = Array.isArray(args) ? args : [args];
+    if (event === 'error' && list.length === 0) console.error(`[node-swarm-kb] ${spread[0] && spread[0].message}`);
+    for (const handler of list) {
+      try {
+        handler(...spread);
+      } catch (error) {
+        if (event === 'error') console.error(`[node-swarm-kb] error listener threw: ${error && error.stack}`);
+        else this.emit('error', [error]);
+      }
+    }
+    return list.length > 0;
+  },
+
+  send (node, topic, message) {
+    let error;
+    if (!topic || !topic.length) error = errors.swarmError('ERR_SWARM_INVALID_ARG', 'Unable to send message: Missing topic');
+    if (!node) error = errors.swarmError('ERR_SWARM_INVALID_ARG', 'Unable to send message: Missing node');
+    if (error) {
+      debug(`[Error] ${error.message}!`);
+      this.emit('error', [error]);
+      return Promise.reject(error);
+    }
+    if (message === undefined) return this.broadcast(node, topic);
+    return this._sendTo(node, topic, message);
+  },
+
+  _sendTo (node, topic, message) {
+    const ip = typeof node === 'object' ? node.ip : node;
+    if (this.isMe(ip)) return Promise.resolve();
+    return this.messages.send(ip, topic, message);
+  },
+
+  broadcast (topic, message) {
+    return Promise.all(Object.keys(this.nodes).map(ip => this._sendTo(ip, topic, message)));
+  },
+
+  // Stops the node: no new work, in-flight requests answered, queued tasks given
+  // `graceMs` (default 10 s) to finish, then the port is released and the process may exit.
+  close (graceMs = 10000) {
+    const node = this._node;
+    this._node = null;
+    this._inited = false;
+    this.isReady = false;
+    this._ready = null;
+    this._nodesCache = { generation: -1, nodes: {} };
+    return Promise.resolve(node ? node.close(graceMs) : undefined).then(() => undefined);
+  }
+};
+
+swarm.messages = new Messages(swarm, loggers['node-swarm-kb:messages']);
+swarm.tasks = new Tasks(swarm, loggers['node-swarm-kb:tasks']);
+Object.defineProperty(swarm, 'HashRing', { enumerable: false, get: () => native().HashRing });
+
+module.exports = swarm;

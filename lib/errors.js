@@ -1,0 +1,31 @@
+'use strict';
+
+// Error objects of the facade: 0.5.1's messages, plus a stable `code` on each.
+const Promise = require('bluebird');
+
+function swarmError (code, message, extra) {
+  const error = new Error(message);
+  error.code = code;
+  return Object.assign(error, extra);
+}
+
+// Bluebird's TimeoutError, as 0.5.1's `.timeout()` rejected with.
+function timeoutError () {
+  const error = new Promise.TimeoutError('operation timed out');
+  error.code = 'ERR_SWARM_TIMEOUT';
+  return error;
+}
+
+// request-promise's StatusCodeError, as 0.5.1's `messages.send` rejected with.
+function statusCodeError (statusCode, body) {
+  const error = swarmError('ERR_SWARM_STATUS', `${statusCode} - ${JSON.stringify(body)}`, { statusCode, error: body });
+  error.name = 'StatusCodeError';
+  return error;
+}
+
+function invalidArgument (name, expected, value) {
+  const type = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+  return swarmError('ERR_SWARM_INVALID_ARG', `Invalid argument ${name}: expected ${expected}, got ${type}`);
+}
+
+module.exports = { swarmError, timeoutError, statusCodeError, invalidArgument };

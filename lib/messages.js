@@ -1,0 +1,90 @@
+'use strict';
+
+// Message handlers (`swarm.messages`): registration, and answering what the native
+// server hands over, with 0.5.1's reply rules (COMPAT.md §3).
+const Promise = require('bluebird');
+const codec = require('./codec');
+const errors = require('./errors');
+
+class Messages {
+  constructor (swarm, debug) {
+    this._swarm = swarm;
+    this._debug = debug;
+    this._handlers = Object.create(null);
+  }
+
+  on (topic, handler) {
+    if (Array.isArray(topic)) return topic.forEach(t => this.on(t, handler));
+    if (typeof topic !== 'string' || !topic) throw errors.invalidArgument('topic', 'a non-empty string or an array of strings', topic);
+    if (typeof handler !== 'function') throw errors.invalidArgument('handler', 'a function', handler);
+    (this._handlers[topic] = this._handlers[topic] || []).push(handler);
+  }
+
+  send (host, topic, message) {
+    if (typeof host !== 'string') {
+      return Promise.reject(new Error(`Send Error, parameter host needs to be a string, ${typeof host} found.`));
+    }
+    if (typeof topic !== 'string' && !Array.isArray(topic)) {
+      return Promise.reject(new Error(`Send Error, parameter topic needs to be a string or an Array, ${typeof topic} found.`));
+    }
+    const node = this._swarm._node;
+    if (!node) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_STARTED', 'Unable to send message: swarm not initialized'));
+    let encoded;
+    try {
+      encoded = codec.encode(message);
+    } catch (error) {
+      return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to send message: ${error.message}`));
+    }
+    const path = Array.isArray(topic) ? topic.join('/') : topic;
+    const rawText = typeof message === 'string';
+    return Promise.resolve(node.send(host, path, encoded[0], encoded[1])).then(outcome => {
+      if (outcome.code) throw errors.swarmError(outcome.code, outcome.message);
+      const body = codec.decodeReply(outcome.kind, outcome.body, rawText);
+      if (outcome.status < 200 || outcome.status >= 300) throw errors.statusCodeError(outcome.status, body);
+      return body;
+    });
+  }
+
+  // Called by the native server: runs every handler of every topic segment and answers
+  // through `node.reply`. Never throws: a failing handler becomes a 500 (or its statusCode).
+  _dispatch (node, id, path, kind, body, from) {
+    let results;
+    const topics = path.split('/');
+    try {
+      const message = codec.decodeMessage(kind, body);
+      results = [];
+      for (const topic of topics) {
+        for (const handler of this._handlers[topic] || []) results.push(handler(message, topics, from));
+      }
+    } catch (error) {
+      return this._fail(node, id, error);
+    }
+    if (!results.some(isThenable)) return this._answer(node, id, results);
+    Promise.all(results).then(
+      values => this._answer(node, id, values),
+      error => this._fail(node, id, error));
+  }
+
+  _answer (node, id, results) {
+    const result = results.length <= 1 ? results[0] : results;
+    let encoded;
+    try {
+      encoded = codec.encode(result);
+    } catch (error) {
+      return this._fail(node, id, new Error(`messageHandler: Unable to stringify response ${error.message}`));
+    }
+    node.reply(id, encoded[0] === codec.NONE ? 204 : 200, encoded[0], encoded[1]);
+  }
+
+  _fail (node, id, error) {
+    this._debug(`messageHandler Error, sending error: ${error && error.message}`);
+    const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
+    node.reply(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+  }
+}
+
+function isThenable (value) {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
+}
+
+module.exports = { Messages, isThenable };

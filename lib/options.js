@@ -1,0 +1,106 @@
+'use strict';
+
+// Resolves the options of `init()` and the environment into the settings of the
+// native node, with 0.5.1's names and defaults (COMPAT.md §2), its bugs fixed.
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const DEFAULT_PORT = 45892;
+const SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+// The app name of a pod from its HOSTNAME: OpenShift DeploymentConfig `name-<n>-<suffix>`,
+// Deployment `name-<hash>-<suffix>`, StatefulSet `name-<n>`. Never throws.
+function appNameFromHostname (hostname) {
+  if (typeof hostname !== 'string' || !hostname) return undefined;
+  const patterns = [
+    /^(.+)-[0-9]+-[a-z0-9]{5}$/, // DeploymentConfig
+    /^(.+)-[a-z0-9]{5,10}-[a-z0-9]{5}$/, // Deployment (pod-template-hash, random suffix)
+    /^(.+)-[0-9]+$/ // StatefulSet ordinal
+  ];
+  for (const pattern of patterns) {
+    const match = hostname.match(pattern);
+    if (match) return match[1];
+  }
+  return undefined;
+}
+
+function appNameFromBuild (buildName) {
+  const match = typeof buildName === 'string' && buildName.match(/^(.+)-[0-9]+$/);
+  return match ? match[1] : undefined;
+}
+
+function readFile (folder, file) {
+  try {
+    return fs.readFileSync(path.join(folder, file), 'utf8').trim() || undefined;
+  } catch (_) {
+    return undefined;
+  }
+}
+
+// This process's IPs: `options.ip` (string or array), then POD_IP, then every
+// non-internal IPv4 address of the interfaces.
+function localIps (options, env) {
+  const explicit = options.ip || env.POD_IP;
+  if (explicit) return [].concat(explicit).map(String);
+  const ips = [];
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const address of addresses || []) {
+      if (!address.internal && (address.family === 'IPv4' || address.family === 4)) ips.push(address.address);
+    }
+  }
+  return ips;
+}
+
+// The Kubernetes settings, or `{ standalone: reason }` when there are none.
+function kubernetes (options, env) {
+  const k = Object.assign({}, options.kubernetes);
+  const folder = k.folderPath || env.KUBERNETES_FOLDER_PATH || SERVICE_ACCOUNT;
+  const appName = k.appName || options.appName ||
+    appNameFromHostname(env.HOSTNAME) || appNameFromBuild(env.OPENSHIFT_BUILD_NAME);
+  const selector = k.selector || env.KUBERNETES_SELECTOR || (appName && `app=${appName}`);
+  const namespace = k.namespace || env.KUBERNETES_NS || readFile(folder, 'namespace');
+  const token = k.token || env.KUBERNETES_TOKEN;
+  const tokenFile = token ? undefined : (readFile(folder, 'token') && path.join(folder, 'token'));
+  if (!token && !tokenFile) return { standalone: 'no Kubernetes token found' };
+  if (!namespace) return { standalone: 'no Kubernetes namespace found' };
+  if (!selector) return { standalone: 'no app name or label selector found' };
+  const host = k.host || env.KUBERNETES_SERVICE_HOST || 'kubernetes.default.svc.cluster.local';
+  const port = k.port || env.KUBERNETES_SERVICE_PORT || 443;
+  const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+  return {
+    url: k.url || `http${k.noSSL ? '' : 's'}://${hostPart}:${port}`,
+    namespace,
+    selector,
+    token,
+    tokenFile,
+    ca: k.ca || env.KUBERNETES_CA || readFile(folder, 'ca.crt'),
+    insecure: k.insecureSkipTlsVerify === true
+  };
+}
+
+function number (value, fallback) {
+  const n = Number(value);
+  return Number.isFinite(n) && n >= 0 ? n : fallback;
+}
+
+// Everything the native node needs, plus what the facade reports.
+function resolve (options, env = process.env) {
+  const messages = Object.assign({}, options.messages);
+  const kube = options.standalone ? { standalone: 'options.standalone is set' } : kubernetes(options, env);
+  return {
+    standaloneReason: kube.standalone,
+    node: {
+      localIps: localIps(options, env),
+      bind: messages.bind || env.SWARM_MESSAGING_BIND || undefined,
+      port: number(messages.port !== undefined ? messages.port : env.SWARM_MESSAGING_PORT, DEFAULT_PORT),
+      kubernetes: kube.standalone ? undefined : kube,
+      maxBodySize: number(messages.maxBodySize, 10 * 1024 * 1024),
+      handlerTimeout: number(messages.maxProcessingTime, 5 * 60000),
+      connectTimeout: number(messages.connectTimeout, 3000),
+      requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000)
+    }
+  };
+}
+
+module.exports = { resolve, appNameFromHostname, appNameFromBuild, localIps, DEFAULT_PORT };

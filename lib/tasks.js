@@ -1,0 +1,122 @@
+'use strict';
+
+// Tasks (`swarm.tasks`): registration with 0.5.1's defaults, `exec` routed by the
+// native ring and queues, and the handlers the native engine runs (COMPAT.md §4).
+const Promise = require('bluebird');
+const codec = require('./codec');
+const errors = require('./errors');
+const { isThenable } = require('./messages');
+
+const DEFAULTS = { timeout: 30000, serialized: true, singleTrigger: false, maxQueueLength: 20 };
+
+function nativeOptions (o) {
+  const trigger = o.singleTrigger === 'N' ? 'next' : o.singleTrigger ? 'join' : 'off';
+  return {
+    timeout: Number(o.timeout) >= 0 ? Number(o.timeout) : DEFAULTS.timeout,
+    serialized: Boolean(o.serialized),
+    singleTrigger: trigger,
+    maxQueueLength: Number.isInteger(o.maxQueueLength) && o.maxQueueLength >= 0 ? o.maxQueueLength : DEFAULTS.maxQueueLength
+  };
+}
+
+class Tasks {
+  constructor (swarm, debug) {
+    this._swarm = swarm;
+    this._debug = debug;
+    this.tasks = Object.create(null);
+    this.options = Object.assign({}, DEFAULTS);
+  }
+
+  register (name, handler, options) {
+    if (typeof name === 'string' && name && typeof handler === 'function') {
+      return this._add(name, handler, options);
+    }
+    if (name && typeof name === 'object' && !Array.isArray(name)) {
+      for (const taskName of Object.keys(name)) {
+        const entry = name[taskName];
+        if (typeof entry === 'function') {
+          this._add(taskName, entry, handler);
+        } else if (entry && typeof entry.handler === 'function') {
+          this._add(taskName, entry.handler, Object.assign({}, entry, handler));
+        } else {
+          throw new Error(`Unable to register task ${taskName}, wrong arguments`);
+        }
+      }
+      return;
+    }
+    throw new Error(`Unable to register task ${name}, wrong arguments`);
+  }
+
+  _add (name, handler, options) {
+    if (name in this.tasks) {
+      this._debug(`Unable to register task ${name}, already registered`);
+      return;
+    }
+    const merged = Object.assign({}, this.options, options);
+    delete merged.handler;
+    this.tasks[name] = Object.assign({ name, handler }, merged);
+    if (this._swarm._node) this._swarm._node.registerTask(name, nativeOptions(merged));
+  }
+
+  // Pushes every registration to a node that just started.
+  _registerAll (node) {
+    for (const name of Object.keys(this.tasks)) node.registerTask(name, nativeOptions(this.tasks[name]));
+  }
+
+  exec (name, ...args) {
+    if (typeof name !== 'string' || !(name in this.tasks)) return Promise.reject(errors.swarmError('ERR_SWARM_NO_SUCH_TASK', 'No such task'));
+    const node = this._swarm._node;
+    if (!node || !this._swarm.isReady) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_READY', 'Ring not ready'));
+    const key = args[0] ? String(args[0]) : name;
+    let json;
+    try {
+      json = JSON.stringify(args.map(a => a === undefined ? null : a));
+    } catch (error) {
+      return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
+    }
+    return Promise.resolve(node.execTask(name, key, json)).then(outcome => {
+      if (!outcome.code) return codec.decodeReply(outcome.kind, outcome.body, false);
+      if (outcome.code === 'ERR_SWARM_TIMEOUT') throw errors.timeoutError();
+      const extra = outcome.status ? { statusCode: outcome.status } : {};
+      throw errors.swarmError(outcome.code, outcome.message, extra);
+    });
+  }
+
+  // The IP of the node that owns `key`, by the same ring `exec` uses.
+  owner (key) {
+    if (key === undefined || key === null) throw errors.invalidArgument('key', 'a string or a number', key);
+    const node = this._swarm._node;
+    return node ? node.owner(String(key)) : null;
+  }
+
+  // Called by the native engine to run a handler; answers through `node.taskDone`.
+  _run (node, id, name, argsJson) {
+    const task = this.tasks[name];
+    let result;
+    try {
+      if (!task) throw new Error(`No such task ${name}`);
+      result = task.handler.apply(undefined, JSON.parse(argsJson));
+    } catch (error) {
+      return fail(node, id, error);
+    }
+    if (!isThenable(result)) return done(node, id, result);
+    Promise.resolve(result).then(value => done(node, id, value), error => fail(node, id, error));
+  }
+}
+
+function done (node, id, value) {
+  let encoded;
+  try {
+    encoded = codec.encode(value);
+  } catch (error) {
+    return fail(node, id, new Error(`Unable to encode the result: ${error.message}`));
+  }
+  node.taskDone(id, 0, encoded[0], encoded[1]);
+}
+
+function fail (node, id, error) {
+  const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
+  node.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+}
+
+module.exports = { Tasks, DEFAULTS };

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `npm test`: lint, the engine's tests, the typings, then the JavaScript tests against
+# the built addon (built by `npm install`; rebuilt here when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy -p swarm-core --all-targets -- -D warnings
+cargo clippy -p node-swarm-kb -- -D warnings
+echo "== engine tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p swarm-core --no-fail-fast
+else
+  cargo test -p swarm-core
+fi
+echo "== addon"
+node scripts/install.js
+echo "== typings"
+npx tsc -p __test__/types/tsconfig.json
+echo "== JavaScript tests"
+node --test --test-concurrency=1 __test__/

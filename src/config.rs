@@ -1,0 +1,128 @@
+//! The options the facade passes to `SwarmNode.start`, converted to the engine's
+//! settings. The facade has already applied 0.5.1's option and environment defaults.
+
+use std::{net::IpAddr, time::Duration};
+
+use napi_derive::napi;
+use swarm_core::{
+    messaging::{ClientConfig, ServerLimits},
+    swarm::{DiscoveryConfig, SwarmConfig},
+    tasks::{SingleTrigger, TaskOptions},
+    topology::KubeSettings,
+};
+
+/// Settings of one node, as resolved by the facade.
+#[napi(object)]
+pub struct NodeOptions {
+    /// This process's IPs (option `ip`, `POD_IP`, or the interfaces).
+    pub local_ips: Vec<String>,
+    /// Address the messaging server binds; all interfaces when absent.
+    pub bind: Option<String>,
+    /// The messaging port (45892).
+    pub port: u32,
+    /// Kubernetes settings; standalone when absent.
+    pub kubernetes: Option<KubeOptions>,
+    /// Largest accepted message body, in bytes.
+    pub max_body_size: f64,
+    /// How long a message handler may run, in ms.
+    pub handler_timeout: f64,
+    /// How long connecting to a peer may take, in ms.
+    pub connect_timeout: f64,
+    /// How long a request to a peer may take, in ms.
+    pub request_timeout: f64,
+}
+
+/// How to reach the Kubernetes API.
+#[napi(object)]
+pub struct KubeOptions {
+    /// `http(s)://host:port`.
+    pub url: String,
+    pub namespace: String,
+    /// A label selector, such as `app=web`.
+    pub selector: String,
+    pub token: Option<String>,
+    /// A token file, re-read when it rotates.
+    pub token_file: Option<String>,
+    /// The CA bundle (PEM) that signs the API server's certificate.
+    pub ca: Option<String>,
+    /// Skip TLS verification (logged as a warning).
+    pub insecure: bool,
+}
+
+/// Options of one task, as resolved by the facade.
+#[napi(object)]
+pub struct TaskOptionsJs {
+    pub timeout: f64,
+    pub serialized: bool,
+    /// `false`, `true` or `'N'`, as 0.5.1 spells it: "off", "join" or "next".
+    pub single_trigger: String,
+    pub max_queue_length: u32,
+}
+
+fn millis(ms: f64) -> Duration {
+    Duration::from_millis(ms.max(0.0) as u64)
+}
+
+impl NodeOptions {
+    pub fn into_config(self) -> napi::Result<SwarmConfig> {
+        let bind: IpAddr = match self.bind.as_deref() {
+            None | Some("") => IpAddr::from([0, 0, 0, 0]),
+            Some(addr) => addr.parse().map_err(|_| {
+                napi::Error::from_reason(format!("Invalid messages.bind address {addr}"))
+            })?,
+        };
+        let port = u16::try_from(self.port).map_err(|_| {
+            napi::Error::from_reason(format!("Invalid messages.port {}", self.port))
+        })?;
+        let discovery = match self.kubernetes {
+            None => DiscoveryConfig::Standalone,
+            Some(k) => DiscoveryConfig::Kubernetes(KubeSettings {
+                url: k.url,
+                namespace: k.namespace,
+                selector: k.selector,
+                token: k.token,
+                token_file: k.token_file.map(Into::into),
+                ca_pem: k.ca.map(String::into_bytes),
+                accept_invalid_certs: k.insecure,
+            }),
+        };
+        Ok(SwarmConfig {
+            local_ips: self.local_ips,
+            discovery,
+            bind,
+            port,
+            limits: ServerLimits {
+                max_body: self.max_body_size.max(0.0) as usize,
+                handler_timeout: millis(self.handler_timeout),
+                ..ServerLimits::default()
+            },
+            client: ClientConfig {
+                port,
+                connect_timeout: millis(self.connect_timeout),
+                request_timeout: millis(self.request_timeout),
+                local_address: (!bind.is_unspecified()).then_some(bind),
+            },
+        })
+    }
+}
+
+impl TaskOptionsJs {
+    pub fn into_options(self) -> napi::Result<TaskOptions> {
+        let single_trigger = match self.single_trigger.as_str() {
+            "off" => SingleTrigger::Off,
+            "join" => SingleTrigger::Join,
+            "next" => SingleTrigger::Next,
+            other => {
+                return Err(napi::Error::from_reason(format!(
+                    "Invalid singleTrigger {other}"
+                )))
+            }
+        };
+        Ok(TaskOptions {
+            timeout: millis(self.timeout),
+            serialized: self.serialized,
+            single_trigger,
+            max_queue_length: self.max_queue_length as usize,
+        })
+    }
+}

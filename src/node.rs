@@ -1,0 +1,281 @@
+//! `SwarmNode`: one running engine, driven by the facade (`index.js`).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use serde_json::json;
+use swarm_core::{
+    messaging::Reply,
+    swarm::{ExecError, Swarm, TaskFailure},
+    topology::{Member, TopologyEvent},
+};
+
+use crate::{
+    config::{NodeOptions, TaskOptionsJs},
+    host::{
+        join_payload, split_payload, Callback, Callbacks, EventArgs, JsHost, MessageArgs, TaskArgs,
+    },
+};
+
+/// What a node knows of one member of the cluster.
+#[napi(object)]
+pub struct NodeInfo {
+    pub ip: String,
+    /// The pod's name, when known.
+    pub name: Option<String>,
+    /// The Kubernetes node the pod runs on.
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+impl From<&Member> for NodeInfo {
+    fn from(m: &Member) -> Self {
+        NodeInfo {
+            ip: m.ip.clone(),
+            name: m.pod.clone(),
+            node_name: m.node_name.clone(),
+            zone: m.zone.clone(),
+            ready: m.ready,
+            serving: m.serving,
+            terminating: m.terminating,
+        }
+    }
+}
+
+/// The settled result of a send or a task execution, errors included, so the facade
+/// builds the exact error objects of 0.5.1.
+#[napi(object)]
+pub struct Outcome {
+    /// The HTTP status of the reply (0 when none came back).
+    pub status: u32,
+    /// 0 nothing, 1 text, 2 JSON.
+    pub kind: u32,
+    pub body: Option<String>,
+    /// A stable error code when the call failed.
+    pub code: Option<String>,
+    /// The error message when the call failed.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    fn reply(reply: Reply) -> Outcome {
+        let status = u32::from(reply.status);
+        let (kind, body) = split_payload(reply.payload);
+        Outcome {
+            status,
+            kind,
+            body,
+            code: None,
+            message: None,
+        }
+    }
+
+    fn error(code: &str, status: u32, message: String) -> Outcome {
+        Outcome {
+            status,
+            kind: 0,
+            body: None,
+            code: Some(code.to_owned()),
+            message: Some(message),
+        }
+    }
+}
+
+fn exec_outcome(result: std::result::Result<swarm_core::messaging::Payload, ExecError>) -> Outcome {
+    let payload = match result {
+        Ok(payload) => {
+            return Outcome::reply(Reply {
+                status: 200,
+                payload,
+            })
+        }
+        Err(e) => e,
+    };
+    let message = payload.to_string();
+    match payload {
+        ExecError::NoSuchTask => Outcome::error("ERR_SWARM_NO_SUCH_TASK", 0, message),
+        ExecError::QueueFull(_) => Outcome::error("ERR_SWARM_QUEUE_FULL", 0, message),
+        ExecError::TimedOut => Outcome::error("ERR_SWARM_TIMEOUT", 0, message),
+        ExecError::Failed(f) => {
+            Outcome::error("ERR_SWARM_TASK_FAILED", u32::from(f.status), f.message)
+        }
+        ExecError::Remote { status, .. } => Outcome::error(
+            "ERR_SWARM_REMOTE_TASK",
+            status.map_or(0, u32::from),
+            message,
+        ),
+        ExecError::Closed => Outcome::error("ERR_SWARM_CLOSED", 0, message),
+    }
+}
+
+/// The event name and its JSON data, as the facade's `onEvent` receives them.
+pub fn event_to_js(event: &TopologyEvent) -> (&'static str, String) {
+    let member = |m: &Member| {
+        json!({
+            "ip": m.ip, "name": m.pod, "nodeName": m.node_name, "zone": m.zone,
+            "ready": m.ready, "serving": m.serving, "terminating": m.terminating,
+        })
+    };
+    let (kind, data) = match event {
+        TopologyEvent::NodeAdded(m) => ("nodeAdded", member(m)),
+        TopologyEvent::NodeRemoved(m) => ("nodeRemoved", member(m)),
+        TopologyEvent::LocalLeft(m) => ("localLeft", member(m)),
+        TopologyEvent::MasterChanged { previous, current } => (
+            "masterChanged",
+            json!({ "previous": previous, "current": current }),
+        ),
+        TopologyEvent::Error(e) => ("error", json!({ "message": e.to_string() })),
+        TopologyEvent::Recovered => ("recovered", json!({})),
+    };
+    (kind, data.to_string())
+}
+
+/// One running node of the swarm.
+#[napi]
+pub struct SwarmNode {
+    swarm: Swarm,
+    host: Arc<JsHost>,
+}
+
+/// Starts a node: binds the messaging port and starts the topology. Resolves before the
+/// first topology is known; await `ready()` for it.
+#[napi]
+pub async fn start_node(
+    options: NodeOptions,
+    on_message: Callback<MessageArgs>,
+    on_task: Callback<TaskArgs>,
+    on_event: Callback<EventArgs>,
+) -> Result<SwarmNode> {
+    let config = options.into_config()?;
+    let host = Arc::new(JsHost::new(Callbacks {
+        on_message,
+        on_task,
+        on_event,
+    }));
+    match Swarm::start(config, host.clone()).await {
+        Ok(swarm) => Ok(SwarmNode { swarm, host }),
+        Err(e) => {
+            host.release();
+            Err(Error::new(Status::GenericFailure, e.to_string()))
+        }
+    }
+}
+
+#[napi]
+impl SwarmNode {
+    /// Resolves once the first topology is known.
+    #[napi]
+    pub async fn ready(&self) -> Result<()> {
+        self.swarm
+            .ready()
+            .await
+            .map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    /// The current nodes, in IP string order.
+    #[napi]
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.swarm
+            .view()
+            .nodes
+            .values()
+            .map(NodeInfo::from)
+            .collect()
+    }
+
+    /// Increases with every topology change: the facade caches `nodes` by it.
+    #[napi]
+    pub fn generation(&self) -> f64 {
+        self.swarm.view().generation as f64
+    }
+
+    /// The master's IP.
+    #[napi]
+    pub fn master(&self) -> Option<String> {
+        self.swarm.view().master.clone()
+    }
+
+    /// The port the server listens on.
+    #[napi]
+    pub fn port(&self) -> u32 {
+        u32::from(self.swarm.local_addr().port())
+    }
+
+    /// The IP owning `key` on the ring.
+    #[napi]
+    pub fn owner(&self, key: String) -> Option<String> {
+        self.swarm.owner(&key)
+    }
+
+    /// Sends a message to `ip` and settles with its reply or the failure.
+    #[napi]
+    pub async fn send(&self, ip: String, path: String, kind: u32, body: Option<String>) -> Outcome {
+        match self.swarm.send(&ip, &path, join_payload(kind, body)).await {
+            Ok(reply) => Outcome::reply(reply),
+            Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
+        }
+    }
+
+    /// Registers a task; false when the name is taken.
+    #[napi]
+    pub fn register_task(&self, name: String, options: TaskOptionsJs) -> Result<bool> {
+        Ok(self.swarm.register_task(&name, options.into_options()?))
+    }
+
+    /// Runs task `name` on the owner of `key`; `args` is a JSON array. A local call joins
+    /// its queue before this returns, so calls queue in the order JavaScript makes them.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn exec_task<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        key: String,
+        args: String,
+    ) -> Result<PromiseRaw<'env, Outcome>> {
+        let execution = self.swarm.exec(&name, &key, Bytes::from(args));
+        env.spawn_future(async move { Ok(exec_outcome(execution.await)) })
+    }
+
+    /// Answers message `id`.
+    #[napi]
+    pub fn reply(&self, id: u32, status: u32, kind: u32, body: Option<String>) -> bool {
+        let status = u16::try_from(status).unwrap_or(500);
+        self.host.reply(
+            id,
+            Reply {
+                status,
+                payload: join_payload(kind, body),
+            },
+        )
+    }
+
+    /// Settles task run `id`: `status` 0 is success with the payload, anything else a
+    /// failure with that status and `body` as the message.
+    #[napi]
+    pub fn task_done(&self, id: u32, status: u32, kind: u32, body: Option<String>) -> bool {
+        let outcome = if status == 0 {
+            Ok(join_payload(kind, body))
+        } else {
+            Err(TaskFailure {
+                status: u16::try_from(status).unwrap_or(500),
+                message: body.unwrap_or_default(),
+            })
+        };
+        self.host.task_done(id, outcome)
+    }
+
+    /// Stops the node and lets the process exit: no new work, in-flight requests
+    /// answered, queued tasks given `graceMs` to finish. Safe to call twice.
+    #[napi]
+    pub async fn close(&self, grace_ms: f64) {
+        self.swarm
+            .close(Duration::from_millis(grace_ms.max(0.0) as u64))
+            .await;
+        self.host.release();
+    }
+}

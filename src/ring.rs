@@ -1,0 +1,42 @@
+//! `HashRing`: the engine's `hashring@3`-compatible ring, exposed to JavaScript.
+
+use napi_derive::napi;
+
+/// A consistent-hash ring placing keys exactly as hashring@3 does.
+#[napi(js_name = "HashRing")]
+pub struct JsHashRing {
+    inner: swarm_core::ring::HashRing,
+}
+
+#[napi]
+impl JsHashRing {
+    /// Builds the ring over `servers`, in that order (duplicates dropped, the first
+    /// kept). The order only decides ties: build every ring from the same order
+    /// (node-swarm-kb uses the IPs sorted as strings).
+    #[napi(constructor)]
+    pub fn new(servers: Vec<String>) -> Self {
+        JsHashRing {
+            inner: swarm_core::ring::HashRing::new(servers),
+        }
+    }
+
+    /// The server owning `key`, or `null` when the ring is empty (hashring@3 gives `undefined`).
+    #[napi]
+    pub fn get(&self, key: String) -> Option<String> {
+        self.inner.get(&key).map(str::to_owned)
+    }
+
+    /// The owners of `keys`, in order: `get` for many keys in one call.
+    #[napi]
+    pub fn get_many(&self, keys: Vec<String>) -> Vec<Option<String>> {
+        keys.iter()
+            .map(|key| self.inner.get(key).map(str::to_owned))
+            .collect()
+    }
+
+    /// The servers, in the order the ring was built from.
+    #[napi(getter)]
+    pub fn servers(&self) -> Vec<String> {
+        self.inner.servers().to_vec()
+    }
+}
