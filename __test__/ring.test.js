@@ -104,7 +104,6 @@ const KEYS = makeKeys(KEYS_PER_RING, rnd);
 const SERVER_LISTS = Array.from({ length: MAX_SERVERS }, (_, i) => ips(i + 1, rnd));
 
 test('every key lands where hashring@3 puts it, for 1 to 64 servers', () => {
-  let ties = 0;
   for (const servers of SERVER_LISTS) {
     const n = servers.length;
     const oracle = new OracleRing(servers);
@@ -120,10 +119,7 @@ test('every key lands where hashring@3 puts it, for 1 to 64 servers', () => {
     }
     // The `get` path as well as `getMany`.
     for (const key of KEYS.slice(0, 100)) assert.equal(mine.get(key), oracle.get(key), `n = ${n}, key ${JSON.stringify(key)}`);
-    for (let i = 1; i < oracle.ring.length; i++) if (oracle.ring[i].value === oracle.ring[i - 1].value) ties++;
   }
-  // Worth knowing: with MD5 points ties are (practically) absent in this corpus.
-  assert.equal(ties, 0, 'point ties in the corpus (the order-dependence test below covers them)');
 });
 
 test('the server order only matters for tied points', () => {

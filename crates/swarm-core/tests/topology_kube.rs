@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-/// Long enough for the watcher's backoff (0.8 s doubling) and kube's own retries.
+/// Long enough for the watcher's backoff (0.8 s, doubling) after a few failures.
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "T";
 
@@ -37,16 +37,8 @@ impl StandIn {
         );
         let mut child = Command::new("node")
             .arg(&cli)
-            .args([
-                "--port",
-                "0",
-                "--token",
-                TOKEN,
-                "--namespace",
-                "default",
-                "--app",
-                "web",
-            ])
+            .args(["--port", "0", "--token", TOKEN])
+            .args(["--namespace", "default", "--app", "web"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,91 @@
+'use strict';
+
+// Clusters of 3+ real node processes on 127.0.0.x against the Kubernetes API stand-in:
+// convergence, messaging, task placement by the ring, master agreement, leaves.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert');
+const { startStandin } = require('./kube-standin');
+const { startCluster, NodeProcess, eventually } = require('./helpers/cluster');
+
+const IPS = ['127.0.0.21', '127.0.0.22', '127.0.0.23'];
+let standin;
+let cluster;
+
+before(async () => {
+  standin = await startStandin({ appName: 'web' });
+  cluster = await startCluster(standin, IPS);
+});
+
+after(async () => {
+  if (cluster) await cluster.stop();
+  if (standin) await standin.close();
+});
+
+const sameSet = (a, b) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
+
+test('every node converges on the same topology and master', async () => {
+  for (const node of cluster.nodes) {
+    const view = await eventually(async () => {
+      const v = await node.request('nodes');
+      return sameSet(v.nodes, IPS) && v;
+    }, 10000, `topology on ${node.ip}`);
+    assert.strictEqual(view.master, '127.0.0.21');
+    assert.strictEqual(view.amIMaster, node.ip === '127.0.0.21');
+  }
+});
+
+test('send and broadcast between processes', async () => {
+  const [a, b] = cluster.nodes;
+  const reply = await a.request('send', { to: b.ip, topic: 'echo', data: { hello: 1 } });
+  assert.deepStrictEqual(reply, { message: { hello: 1 }, topics: ['echo'], from: a.ip, me: b.ip });
+  const all = await a.request('broadcast', { topic: 'whoami', data: {} });
+  assert.deepStrictEqual(all.map(x => x === null ? a.ip : x).sort(), [...IPS].sort());
+});
+
+test('1,000 keys run on the owner every node names', async () => {
+  const keys = Array.from({ length: 1000 }, (_, i) => `customer-${i}`);
+  const owners = await Promise.all(cluster.nodes.map(n => n.request('owners', { keys })));
+  for (const other of owners.slice(1)) assert.deepStrictEqual(other, owners[0]);
+  assert.ok(new Set(owners[0]).size === 3, 'keys spread over all nodes');
+  for (const node of cluster.nodes) {
+    const ran = await node.request('execMany', { name: 'where', keys }, 60000);
+    assert.deepStrictEqual(ran, owners[0], `tasks sent from ${node.ip} ran on their owners`);
+  }
+});
+
+test('remote task timeouts and failures name the node', async () => {
+  const [a, b] = cluster.nodes;
+  const key = (await a.request('owners', { keys: Array.from({ length: 50 }, (_, i) => `k${i}`) }))
+    .map((owner, i) => owner === b.ip ? `k${i}` : null).find(Boolean);
+  await assert.rejects(a.request('exec', { name: 'short', args: [key] }), /execution failed on remote node 127\.0\.0\.22: operation timed out/);
+  await b.request('open');
+  await assert.rejects(a.request('exec', { name: 'fails', args: [key] }), /Task fails execution failed on remote node 127\.0\.0\.22: boom/);
+});
+
+test('a smaller IP joins: every node agrees on the new master', async () => {
+  const newcomer = new NodeProcess('127.0.0.20', {
+    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port)
+  });
+  cluster.nodes.push(newcomer);
+  standin.addPod({ name: 'web-new', ip: '127.0.0.20' });
+  await newcomer.waitEvent(e => e.event === 'ready', 20000, 'ready');
+  for (const node of cluster.nodes) {
+    await eventually(async () => (await node.request('nodes')).master === '127.0.0.20', 10000, `new master on ${node.ip}`);
+  }
+});
+
+test('a removed node gets its SIGTERM heads-up; a killed one disappears everywhere', async () => {
+  const leaving = cluster.nodes.find(n => n.ip === '127.0.0.20');
+  standin.removePod('127.0.0.20');
+  await leaving.waitEvent(e => e.event === 'sigterm', 10000, 'the SIGTERM heads-up');
+  for (const node of cluster.nodes.filter(n => n !== leaving)) {
+    await node.waitEvent(e => e.event === 'nodeRemoved' && e.ip === '127.0.0.20', 10000, 'nodeRemoved');
+    await eventually(async () => (await node.request('nodes')).master === '127.0.0.21', 10000, 'master back');
+  }
+  const victim = cluster.nodes.find(n => n.ip === '127.0.0.23');
+  await victim.kill('SIGKILL');
+  standin.removePod('127.0.0.23');
+  for (const node of cluster.nodes.filter(n => n.ip === '127.0.0.21' || n.ip === '127.0.0.22')) {
+    await node.waitEvent(e => e.event === 'nodeRemoved' && e.ip === '127.0.0.23', 10000, 'nodeRemoved of the killed node');
+  }
+});
