@@ -44,6 +44,8 @@ export declare class SwarmNode {
   send(ip: string, path: string, kind: number, body?: string | undefined | null): Promise<Outcome>
   /** Registers a task; false when the name is taken. */
   registerTask(name: string, options: TaskOptionsJs): boolean
+  /** What task `name` is doing on this node, or null when it is not registered. */
+  taskStats(name: string): TaskStatsJs | null
   /**
    * Runs task `name` on the owner of `key`; `args` is a JSON array. A local call joins
    * its queue before this returns, so calls queue in the order JavaScript makes them.
@@ -147,4 +149,14 @@ export interface TaskOptionsJs {
   /** `false`, `true` or `'N'`, as 0.5.1 spells it: "off", "join" or "next". */
   singleTrigger: string
   maxQueueLength: number
+}
+
+/** What a task is doing on this node. */
+export interface TaskStatsJs {
+  /** Executions running now. */
+  running: number
+  /** Executions queued behind the running one. */
+  queued: number
+  /** Callers waiting for the running and queued executions. */
+  waiters: number
 }

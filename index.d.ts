@@ -107,6 +107,8 @@ declare namespace swarm {
     exec(name: string, ...args: any[]): Bluebird<any>;
     /** The IP of the node owning `key`, or null before init. */
     owner(key: string | number): string | null;
+    /** What task `name` is doing on this node, or null when it is not registered. */
+    stats(name: string): { running: number; queued: number; waiters: number } | null;
     options: TaskOptions;
   }
 

@@ -63,18 +63,21 @@ const swarm = {
     let started = null;
     let starting = null;
     const withNode = fn => started ? fn(started) : starting.then(fn);
+    // `ready` comes through the event stream, after the first topology's own events.
+    let topologyReady;
+    const readyEvent = new Promise(resolve => { topologyReady = resolve; });
     return Promise.try(() => {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       starting = Promise.resolve(native().startNode(resolved.node,
         (id, path, kind, body, from) => withNode(node => this.messages._dispatch(node, id, path, kind, body, from)),
         (id, name, args) => withNode(node => this.tasks._run(node, id, name, args)),
-        (kind, data) => this._onEvent(kind, JSON.parse(data))));
+        (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data))));
       return starting;
     }).then(node => {
       started = node;
       this._node = node;
       this.tasks._registerAll(node);
-      return node.ready();
+      return node.ready().then(() => readyEvent);
     }).then(() => {
       this.isReady = true;
       const nodes = this.nodes;

@@ -53,6 +53,51 @@ test('1,000 keys run on the owner every node names', async () => {
   }
 });
 
+// A key that `b` owns, as `a` places it.
+async function keyOwnedBy (a, b) {
+  const keys = Array.from({ length: 100 }, (_, i) => `key-${i}`);
+  const owners = await a.request('owners', { keys });
+  return keys[owners.indexOf(b.ip)];
+}
+
+test('singleTrigger, N and maxQueueLength hold for calls from another node', async () => {
+  const [a, b] = cluster.nodes;
+  const key = await keyOwnedBy(a, b);
+  const exec = name => a.request('exec', { name, args: [key] });
+  const stats = (name, predicate, what) =>
+    eventually(async () => predicate(await b.request('stats', { name })), 10000, `${name}: ${what}`);
+  // Lets the run that is waiting at its gate finish (once it has reached the gate).
+  const openNext = async () => {
+    await eventually(async () => await b.request('gates') > 0, 10000, 'a run at its gate');
+    assert.strictEqual(await b.request('open'), 1);
+  };
+
+  const joined = [exec('single'), exec('single'), exec('single')];
+  await stats('single', s => s.running === 1 && s.waiters === 3, 'three callers on one run');
+  await openNext();
+  assert.strictEqual(new Set(await Promise.all(joined)).size, 1, 'all callers got the one result');
+
+  const first = exec('next');
+  await stats('next', s => s.running === 1, 'the first run');
+  const burst = [exec('next'), exec('next'), exec('next'), exec('next')];
+  await stats('next', s => s.queued === 1 && s.waiters === 5, 'the burst on one queued run');
+  await openNext();
+  await openNext();
+  const results = await Promise.all(burst);
+  assert.strictEqual(new Set(results).size, 1);
+  assert.notStrictEqual(results[0], await first, 'the burst ran once more, after the first run');
+  assert.strictEqual((await b.request('stats', { name: 'next' })).running, 0);
+
+  const running = exec('limited');
+  await stats('limited', s => s.running === 1, 'the running call');
+  const queued = [exec('limited'), exec('limited')];
+  await stats('limited', s => s.queued === 2, 'two queued calls');
+  await assert.rejects(exec('limited'),
+    /Task limited execution failed on remote node 127\.0\.0\.22: Max execution queue size reached for task limited/);
+  for (let i = 0; i < 3; i++) await openNext();
+  await Promise.all([running, ...queued]);
+});
+
 test('remote task timeouts and failures name the node', async () => {
   const [a, b] = cluster.nodes;
   const key = (await a.request('owners', { keys: Array.from({ length: 50 }, (_, i) => `k${i}`) }))

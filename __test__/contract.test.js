@@ -145,3 +145,35 @@ test('tasks: singleTrigger, N, maxQueueLength and timeout', async () => {
   await assert.rejects(swarm.tasks.exec('short'), e => e instanceof Promise.TimeoutError && e.message === 'operation timed out');
   open();
 });
+
+test('a throwing listener is reported as an error and the others still run', () => {
+  const calls = [];
+  const errorsSeen = [];
+  const thrower = () => { calls.push('thrower'); throw new Error('listener bug'); };
+  const after = () => calls.push('after');
+  const onError = e => errorsSeen.push(e.message);
+  swarm.on('nodeAdded', thrower).on('nodeAdded', after).on('error', onError);
+  swarm.emit('nodeAdded', [{ ip: '10.1.1.1' }]);
+  swarm.off('nodeAdded', thrower).off('nodeAdded', after).off('error', onError);
+  assert.deepStrictEqual(calls, ['thrower', 'after']);
+  assert.deepStrictEqual(errorsSeen, ['listener bug']);
+});
+
+test('DEBUG=node-swarm-kb* shows the Rust core in the debug namespaces', async () => {
+  const script = `
+    const swarm = require('.');
+    swarm.tasks.register('t', () => 1);
+    swarm.init({ standalone: true, ip: '127.0.0.10', messages: { port: 0, bind: '127.0.0.10' } })
+      .then(() => swarm.tasks.exec('t')).then(() => swarm.close());`;
+  const { spawnSync } = require('node:child_process');
+  const run = spawnSync(process.execPath, ['-e', script], {
+    cwd: path.join(__dirname, '..'),
+    env: Object.assign({}, process.env, { DEBUG: 'node-swarm-kb*', DEBUG_COLORS: '0' }),
+    encoding: 'utf8',
+    timeout: 20000
+  });
+  assert.strictEqual(run.status, 0, run.stderr);
+  assert.match(run.stderr, /node-swarm-kb:messages \[info\] Listening on 127\.0\.0\.10:\d+/);
+  assert.match(run.stderr, /node-swarm-kb:tasks \[debug\] .*Executing task t/);
+  assert.match(run.stderr, /node-swarm-kb Ready with 1 nodes/);
+});

@@ -89,6 +89,12 @@ class Tasks {
     return node ? node.owner(String(key)) : null;
   }
 
+  // What task `name` is doing on this node ({ running, queued, waiters }), for debugging.
+  stats (name) {
+    const node = this._swarm._node;
+    return node && name in this.tasks ? node.taskStats(name) : null;
+  }
+
   // Called by the native engine to run a handler; answers through `node.taskDone`.
   _run (node, id, name, argsJson) {
     const task = this.tasks[name];

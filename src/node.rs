@@ -47,6 +47,17 @@ impl From<&Member> for NodeInfo {
     }
 }
 
+/// What a task is doing on this node.
+#[napi(object)]
+pub struct TaskStatsJs {
+    /// Executions running now.
+    pub running: u32,
+    /// Executions queued behind the running one.
+    pub queued: u32,
+    /// Callers waiting for the running and queued executions.
+    pub waiters: u32,
+}
+
 /// The settled result of a send or a task execution, errors included, so the facade
 /// builds the exact error objects of 0.5.1.
 #[napi(object)]
@@ -131,6 +142,7 @@ pub fn event_to_js(event: &TopologyEvent) -> (&'static str, String) {
         ),
         TopologyEvent::Error(e) => ("error", json!({ "message": e.to_string() })),
         TopologyEvent::Recovered => ("recovered", json!({})),
+        TopologyEvent::Ready => ("ready", json!({})),
     };
     (kind, data.to_string())
 }
@@ -225,6 +237,16 @@ impl SwarmNode {
     #[napi]
     pub fn register_task(&self, name: String, options: TaskOptionsJs) -> Result<bool> {
         Ok(self.swarm.register_task(&name, options.into_options()?))
+    }
+
+    /// What task `name` is doing on this node, or null when it is not registered.
+    #[napi]
+    pub fn task_stats(&self, name: String) -> Option<TaskStatsJs> {
+        self.swarm.task_stats(&name).map(|s| TaskStatsJs {
+            running: s.running as u32,
+            queued: s.queued as u32,
+            waiters: s.waiters as u32,
+        })
     }
 
     /// Runs task `name` on the owner of `key`; `args` is a JSON array. A local call joins

@@ -24,7 +24,7 @@ use crate::{
         TaskRequest, TASK_TOPIC,
     },
     ring::HashRing,
-    tasks::{TaskError, TaskOptions, Tasks},
+    tasks::{TaskError, TaskOptions, TaskStats, Tasks},
     topology::{
         self, Discovery, KubeDiscovery, KubeSettings, StandaloneDiscovery, TopologyError,
         TopologyEvent, TopologyHandle, View,
@@ -223,6 +223,11 @@ impl Swarm {
             Arc::new(move |args: Bytes| host.run_task(&task, args)),
             options,
         )
+    }
+
+    /// The state of task `name` on this node: running, queued and waiting calls.
+    pub fn task_stats(&self, name: &str) -> Option<TaskStats> {
+        self.inner.tasks.stats(name)
     }
 
     /// Runs task `name` on the owner of `key`, with `args` (a JSON array). A local call

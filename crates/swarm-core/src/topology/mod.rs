@@ -58,6 +58,9 @@ pub enum TopologyEvent {
     Error(TopologyError),
     /// The source answers again after an [`Error`](TopologyEvent::Error).
     Recovered,
+    /// The first full set of endpoints has been applied: sent once, after that set's
+    /// own events, so `ready` always follows the initial `NodeAdded`s.
+    Ready,
 }
 
 /// The errors of the topology layer.
@@ -133,6 +136,7 @@ pub fn start(
 
     tokio::spawn(discovery.run(updates_tx, cancel.child_token()));
     tokio::spawn(async move {
+        let mut ready = false;
         loop {
             let update = tokio::select! {
                 biased;
@@ -144,8 +148,11 @@ pub fn start(
             };
             let batch = match update {
                 DiscoveryUpdate::Endpoints(endpoints) => {
-                    let batch = set.apply(endpoints);
+                    let mut batch = set.apply(endpoints);
                     view_tx.send_replace(set.view());
+                    if !std::mem::replace(&mut ready, true) {
+                        batch.push(TopologyEvent::Ready);
+                    }
                     batch
                 }
                 DiscoveryUpdate::Error(error) => vec![TopologyEvent::Error(error)],
@@ -206,6 +213,11 @@ mod tests {
                 previous: None,
                 current: Some("10.0.0.10".into())
             }
+        );
+        assert_eq!(
+            next(&mut events).await,
+            TopologyEvent::Ready,
+            "ready follows the first set's events"
         );
         assert_eq!(handle.view().master.as_deref(), Some("10.0.0.10"));
 
