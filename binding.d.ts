@@ -51,6 +51,11 @@ export declare class SwarmNode {
    * its queue before this returns, so calls queue in the order JavaScript makes them.
    */
   execTask(name: string, key: string, args: string): Promise<Outcome>
+  /**
+   * Runs task `name` here for a local call whose arguments the facade keeps under
+   * `callId`; admitted to its queue before this returns, answered through `onLocal`.
+   */
+  execLocal(name: string, callId: number): void
   /** Answers message `id`. */
   reply(id: number, status: number, kind: number, body?: string | undefined | null): boolean
   /**
@@ -140,7 +145,7 @@ export declare function setLogSink(callback: LogCallback, enabled: Array<string>
  * Starts a node: binds the messaging port and starts the topology. Resolves before the
  * first topology is known; await `ready()` for it.
  */
-export declare function startNode(options: NodeOptions, onMessage: Callback<MessageArgs>, onTask: Callback<TaskArgs>, onEvent: Callback<EventArgs>): Promise<SwarmNode>
+export declare function startNode(options: NodeOptions, onMessage: Callback<MessageArgs>, onTask: Callback<RunArgs>, onEvent: Callback<EventArgs>, onLocal: Callback<LocalArgs>): Promise<SwarmNode>
 
 /** Options of one task, as resolved by the facade. */
 export interface TaskOptionsJs {

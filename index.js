@@ -70,8 +70,9 @@ const swarm = {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       starting = Promise.resolve(native().startNode(resolved.node,
         (id, path, kind, body, from) => withNode(node => this.messages._dispatch(node, id, path, kind, body, from)),
-        (id, name, args) => withNode(node => this.tasks._run(node, id, name, args)),
-        (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data))));
+        (runId, name, args, callId) => withNode(node => this.tasks._run(node, runId, name, args, callId)),
+        (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
+        (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)));
       return starting;
     }).then(node => {
       started = node;

@@ -8,7 +8,7 @@ const http = require('node:http');
 const { execFileSync } = require('node:child_process');
 const path = require('node:path');
 const Promise = require('bluebird');
-const { freePort } = require('./helpers/cluster');
+const { freePort, eventually } = require('./helpers/cluster');
 
 const IP = '127.0.0.9';
 const swarm = require('..');
@@ -176,4 +176,23 @@ test('DEBUG=node-swarm-kb* shows the Rust core in the debug namespaces', async (
   assert.match(run.stderr, /node-swarm-kb:messages \[info\] Listening on 127\.0\.0\.10:\d+/);
   assert.match(run.stderr, /node-swarm-kb:tasks \[debug\] .*Executing task t/);
   assert.match(run.stderr, /node-swarm-kb Ready with 1 nodes/);
+});
+
+test('a local task gets the caller\'s own arguments and returns its own value, as in 0.5.1', async () => {
+  class TaskRefused extends Error {}
+  const circular = { name: 'loop' };
+  circular.self = circular;
+  swarm.tasks.register('identity', (...args) => args);
+  swarm.tasks.register('circular', () => circular);
+  swarm.tasks.register('refuses', () => { throw new TaskRefused('custom'); });
+  const date = new Date(0);
+  const object = { n: 1 };
+  const [gotDate, gotObject, gotUndefined] = await swarm.tasks.exec('identity', date, object, undefined);
+  assert.ok(gotDate instanceof Date && gotDate === date, 'a Date stays the same Date');
+  assert.strictEqual(gotObject, object, 'the same object, not a copy');
+  assert.strictEqual(gotUndefined, undefined);
+  assert.strictEqual(await swarm.tasks.exec('circular'), circular, 'a value JSON cannot encode still comes back locally');
+  await assert.rejects(swarm.tasks.exec('refuses'), e => e instanceof TaskRefused);
+  await eventually(() => swarm.tasks._runValues.size === 0, 5000, 'the kept values released');
+  assert.strictEqual(swarm.tasks._localArgs.size, 0, 'the kept arguments are released');
 });

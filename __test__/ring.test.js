@@ -13,10 +13,15 @@
 // in a plain object, so keys naming `Object.prototype` members (`constructor`,
 // `toString`, `__proto__`, ...) get the first answer computed in the process, whatever
 // the ring. We compute those placements like any other key.
+//
+// The 64 rings are checked in worker threads (this same file, run as a worker), split
+// over the cores: the debug build of the addon hashes ~3x slower than a release one.
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const os = require('node:os');
+const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
 const OracleRing = require('hashring');
 const { HashRing } = require('../binding.js');
 
@@ -126,107 +131,128 @@ function onTie(oracle, pos) {
   return pos + 1 < ring.length && ring[pos + 1].value === ring[pos].value && ring[pos + 1].server !== ring[pos].server;
 }
 
-test('every key lands where hashring@3 puts it, for 1 to 64 servers', () => {
+// Checks the rings `SERVER_LISTS[i]` for `i` in `indices`: the first mismatch (or
+// null), and how many keys sat on tied points.
+function checkRings(indices) {
   let tied = 0;
-  for (const servers of SERVER_LISTS) {
+  for (const index of indices) {
+    const servers = SERVER_LISTS[index];
     const n = servers.length;
     const oracle = new OracleRing(servers);
     const mine = new HashRing(servers);
-    assert.deepEqual(mine.servers, servers);
+    if (JSON.stringify(mine.servers) !== JSON.stringify(servers)) return { mismatch: `n = ${n}: servers ${mine.servers}`, tied };
     const expected = oracleOwners(oracle);
     const got = ours(mine, KEYS);
     for (let i = 0; i < KEYS.length; i++) {
       if (got[i] !== expected[i]) {
-        assert.fail(`n = ${n}, key ${JSON.stringify(KEYS[i])}: ours ${got[i]}, hashring@3 ${expected[i]}`);
+        return { mismatch: `n = ${n}, key ${JSON.stringify(KEYS[i])}: ours ${got[i]}, hashring@3 ${expected[i]}`, tied };
       }
     }
     // hashring's `get` itself, and our `get`, on a different slice of keys per ring.
     for (let i = (n - 1) * 1000; i < n * 1000; i++) {
       const key = KEYS[i];
-      assert.equal(oracle.get(key), expected[i], `hashring@3 get, n = ${n}, key ${JSON.stringify(key)}`);
-      if (i % 10 === 0) assert.equal(mine.get(key), expected[i], `n = ${n}, key ${JSON.stringify(key)}`);
+      const theirs = oracle.get(key);
+      if (theirs !== expected[i]) return { mismatch: `n = ${n}, key ${JSON.stringify(key)}: hashring@3 get ${theirs}, find ${expected[i]}`, tied };
+      if (i % 10 === 0 && mine.get(key) !== expected[i]) {
+        return { mismatch: `n = ${n}, key ${JSON.stringify(key)}: our get ${mine.get(key)}, hashring@3 ${expected[i]}`, tied };
+      }
     }
     for (let i = 0; i < KEYS.length; i++) if (onTie(oracle, oracle.find(HASHES[i]))) tied++;
   }
-  // MD5 points of different servers do collide in this corpus (n = 20 and n = 48), and
-  // the keys on those arcs check the stable sort and the servers' order.
-  assert.ok(tied > 0, 'the corpus puts keys on tied points');
-});
+  return { mismatch: null, tied };
+}
 
-test('the server order only matters for tied points', () => {
-  // The same server sets built in other orders (reversed, shuffled): a key placed
-  // differently must sit on a point value shared by two servers (a tie), and in every
-  // order we agree with hashring@3 built in that same order.
-  const shuffle = prng(0xa11ce);
-  let moved = 0;
-  for (const servers of [SERVER_LISTS[6], SERVER_LISTS[19], SERVER_LISTS[47], SERVER_LISTS[63]]) {
-    const shuffled = [...servers];
-    for (let i = shuffled.length - 1; i > 0; i--) {
-      const j = Math.floor(shuffle() * (i + 1));
-      [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
-    }
-    const sortedOwners = ours(new HashRing(servers), KEYS);
-    for (const other of [[...servers].reverse(), shuffled]) {
-      const oracle = new OracleRing(other);
-      const expected = oracleOwners(oracle);
-      const got = ours(new HashRing(other), KEYS);
-      for (let i = 0; i < KEYS.length; i++) {
-        if (got[i] !== expected[i]) {
-          assert.fail(`reordered n = ${other.length}, key ${JSON.stringify(KEYS[i])}: ours ${got[i]}, hashring@3 ${expected[i]}`);
-        }
-        if (got[i] !== sortedOwners[i]) {
-          moved++;
-          const pos = oracle.find(HASHES[i]);
-          const tie = onTie(oracle, pos) || (pos > 0 && oracle.ring[pos - 1].value === oracle.ring[pos].value);
-          assert.ok(tie, `n = ${other.length}, key ${JSON.stringify(KEYS[i])} moved without a tie`);
+if (!isMainThread) {
+  parentPort.postMessage(checkRings(workerData.indices));
+} else {
+  test('every key lands where hashring@3 puts it, for 1 to 64 servers', async () => {
+    const workers = Math.max(2, Math.min(4, os.availableParallelism()));
+    const parts = Array.from({ length: workers }, (_, w) => SERVER_LISTS.map((_, i) => i).filter((i) => i % workers === w));
+    const results = await Promise.all(parts.map((indices) => new Promise((resolve, reject) => {
+      const worker = new Worker(__filename, { workerData: { indices } });
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`ring worker exited with ${code}`)));
+    })));
+    for (const { mismatch } of results) if (mismatch) assert.fail(mismatch);
+    // MD5 points of different servers do collide in this corpus (n = 20 and n = 48), and
+    // the keys on those arcs check the stable sort and the servers' order.
+    assert.ok(results.reduce((sum, r) => sum + r.tied, 0) > 0, 'the corpus puts keys on tied points');
+  });
+
+  test('the server order only matters for tied points', () => {
+    // The same server sets built in other orders (reversed, shuffled): a key placed
+    // differently must sit on a point value shared by two servers (a tie), and in every
+    // order we agree with hashring@3 built in that same order.
+    const shuffle = prng(0xa11ce);
+    let moved = 0;
+    for (const servers of [SERVER_LISTS[19], SERVER_LISTS[47], SERVER_LISTS[63]]) {
+      const shuffled = [...servers];
+      for (let i = shuffled.length - 1; i > 0; i--) {
+        const j = Math.floor(shuffle() * (i + 1));
+        [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+      }
+      const sortedOwners = ours(new HashRing(servers), KEYS);
+      for (const other of [[...servers].reverse(), shuffled]) {
+        const oracle = new OracleRing(other);
+        const expected = oracleOwners(oracle);
+        const got = ours(new HashRing(other), KEYS);
+        for (let i = 0; i < KEYS.length; i++) {
+          if (got[i] !== expected[i]) {
+            assert.fail(`reordered n = ${other.length}, key ${JSON.stringify(KEYS[i])}: ours ${got[i]}, hashring@3 ${expected[i]}`);
+          }
+          if (got[i] !== sortedOwners[i]) {
+            moved++;
+            assert.ok(onTie(oracle, oracle.find(HASHES[i])), `n = ${other.length}, key ${JSON.stringify(KEYS[i])} moved without a tie`);
+          }
         }
       }
     }
-  }
-  // Reversing n = 20 swaps the two servers of its tie: its keys move.
-  assert.ok(moved > 0);
-});
+    // Reversing n = 20 swaps the two servers of its tie: its keys move.
+    assert.ok(moved > 0);
+  });
 
-test("hashring@3's find is a lower bound with wrap-around, ties included", () => {
-  // The oracle's own `find` (with its odd bounds) on every sorted ring of length 1..8
-  // over values with ties and both ends of the u32 range, probed everywhere that
-  // matters: it always returns the first point >= the hash, or 0 when none is.
-  const find = OracleRing.prototype.find;
-  const alphabet = [0, 1, 2, 3, 0xfffffffe, 0xffffffff];
-  const probes = [0, 1, 2, 3, 4, 5, 0x80000000, 0xfffffffd, 0xfffffffe, 0xffffffff];
-  let checked = 0;
-  const walk = (prefix, from, len) => {
-    if (prefix.length === len) {
-      const ring = prefix.map((value) => ({ value, server: 's' }));
-      for (const h of probes) {
-        let lb = prefix.findIndex((v) => v >= h);
+  test("hashring@3's find is a lower bound with wrap-around, ties included", () => {
+    // The oracle's own `find` (with its odd bounds) on every sorted ring of length 1..8
+    // over values with ties and both ends of the u32 range, probed everywhere that
+    // matters: it always returns the first point >= the hash, or 0 when none is.
+    const find = OracleRing.prototype.find;
+    const alphabet = [0, 1, 2, 3, 0xfffffffe, 0xffffffff];
+    const probes = [0, 1, 2, 3, 4, 5, 0x80000000, 0xfffffffd, 0xfffffffe, 0xffffffff];
+    let checked = 0;
+    const walk = (prefix, from, len) => {
+      if (prefix.length === len) {
+        const ring = prefix.map((value) => ({ value, server: 's' }));
+        for (const h of probes) {
+          let lb = prefix.findIndex((v) => v >= h);
+          if (lb === -1) lb = 0;
+          assert.equal(find.call({ ring, size: ring.length }, h), lb, `points ${prefix}, hash ${h}`);
+          checked++;
+        }
+        return;
+      }
+      for (let i = from; i < alphabet.length; i++) walk([...prefix, alphabet[i]], i, len);
+    };
+    for (let len = 1; len <= 8; len++) walk([], 0, len);
+    assert.ok(checked > 30_000);
+    // And on the real continuum, at every point and its neighbours.
+    const oracle = new OracleRing(SERVER_LISTS[63]);
+    const values = oracle.ring.map((p) => p.value);
+    for (const v of values) {
+      for (const h of [v - 1, v, v + 1].map((x) => x >>> 0)) {
+        let lb = values.findIndex((p) => p >= h);
         if (lb === -1) lb = 0;
-        assert.equal(find.call({ ring, size: ring.length }, h), lb, `points ${prefix}, hash ${h}`);
-        checked++;
+        assert.equal(oracle.find(h), lb);
       }
-      return;
     }
-    for (let i = from; i < alphabet.length; i++) walk([...prefix, alphabet[i]], i, len);
-  };
-  for (let len = 1; len <= 8; len++) walk([], 0, len);
-  assert.ok(checked > 30_000);
-  // And on the real continuum, at every point and its neighbours.
-  const oracle = new OracleRing(SERVER_LISTS[63]);
-  const values = oracle.ring.map((p) => p.value);
-  for (const v of values) {
-    for (const h of [v - 1, v, v + 1].map((x) => x >>> 0)) {
-      let lb = values.findIndex((p) => p >= h);
-      if (lb === -1) lb = 0;
-      assert.equal(oracle.find(h), lb);
-    }
-  }
-});
+  });
 
-test('an empty ring owns nothing; one server owns everything', () => {
-  const empty = new HashRing([]);
-  assert.deepEqual(empty.servers, []);
-  assert.equal(empty.get('x'), null);
-  assert.equal(new OracleRing([]).get('x'), undefined);
-  const one = new HashRing(['10.1.2.3']);
-  assert.deepEqual(one.getMany(['', 'a', crypto.randomUUID()]), ['10.1.2.3', '10.1.2.3', '10.1.2.3']);
-});
+  test('an empty ring owns nothing; one server owns everything', () => {
+    const empty = new HashRing([]);
+    assert.deepEqual(empty.servers, []);
+    assert.equal(empty.get('x'), null);
+    assert.equal(new OracleRing([]).get('x'), undefined);
+    const one = new HashRing(['10.1.2.3']);
+    assert.deepEqual(one.getMany(['', 'a', crypto.randomUUID()]), ['10.1.2.3', '10.1.2.3', '10.1.2.3']);
+  });
+}

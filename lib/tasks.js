@@ -25,6 +25,13 @@ class Tasks {
     this._debug = debug;
     this.tasks = Object.create(null);
     this.options = Object.assign({}, DEFAULTS);
+    // Local calls keep their own arguments and get the handler's own value, as in
+    // 0.5.1: arguments by call id, pending callers by call id, values of runs started
+    // by a local call by run id (dropped when the native side says the run is done with).
+    this._localArgs = new Map();
+    this._localCalls = new Map();
+    this._runValues = new Map();
+    this._nextCall = 0;
   }
 
   register (name, handler, options) {
@@ -68,18 +75,42 @@ class Tasks {
     const node = this._swarm._node;
     if (!node || !this._swarm.isReady) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_READY', 'Ring not ready'));
     const key = args[0] ? String(args[0]) : name;
+    const owner = node.owner(key);
+    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, args);
     let json;
     try {
       json = JSON.stringify(args.map(a => a === undefined ? null : a));
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    return Promise.resolve(node.execTask(name, key, json)).then(outcome => {
-      if (!outcome.code) return codec.decodeReply(outcome.kind, outcome.body, false);
-      if (outcome.code === 'ERR_SWARM_TIMEOUT') throw errors.timeoutError();
-      const extra = outcome.status ? { statusCode: outcome.status } : {};
-      throw errors.swarmError(outcome.code, outcome.message, extra);
+    return Promise.resolve(node.execTask(name, key, json)).then(outcome => settled(outcome.code, outcome.status, outcome.kind, outcome.body, outcome.message));
+  }
+
+  // A call that runs on this node: queued now, its arguments never serialized.
+  _execLocal (node, name, args) {
+    this._nextCall = this._nextCall >= 0xfffffffe ? 1 : this._nextCall + 1;
+    const callId = this._nextCall;
+    this._localArgs.set(callId, args);
+    return new Promise((resolve, reject) => {
+      this._localCalls.set(callId, { resolve, reject });
+      node.execLocal(name, callId);
     });
+  }
+
+  // Called by the native side when a local call settles (callId 0: run `runId` is done with).
+  _settleLocal (callId, runId, status, kind, body, code, message) {
+    if (callId === 0) return this._runValues.delete(runId);
+    this._localArgs.delete(callId);
+    const call = this._localCalls.get(callId);
+    this._localCalls.delete(callId);
+    if (!call) return;
+    const own = runId ? this._runValues.get(runId) : undefined;
+    if (own) return own.ok ? call.resolve(own.value) : call.reject(own.error);
+    try {
+      call.resolve(settled(code, status, kind, body, message));
+    } catch (error) {
+      call.reject(error);
+    }
   }
 
   // The IP of the node that owns `key`, by the same ring `exec` uses.
@@ -95,19 +126,33 @@ class Tasks {
     return node && name in this.tasks ? node.taskStats(name) : null;
   }
 
-  // Called by the native engine to run a handler; answers through `node.taskDone`.
-  _run (node, id, name, argsJson) {
+  // Called by the native engine to run a handler, with JSON arguments from another node
+  // or the kept arguments of local call `callId`; answers through `node.taskDone`.
+  _run (node, runId, name, argsJson, callId) {
     const task = this.tasks[name];
+    const keep = callId !== 0;
+    const finish = (ok, value) => {
+      if (keep) this._runValues.set(runId, ok ? { ok, value } : { ok, error: value });
+      return ok ? done(node, runId, value) : fail(node, runId, value);
+    };
     let result;
     try {
       if (!task) throw new Error(`No such task ${name}`);
-      result = task.handler.apply(undefined, JSON.parse(argsJson));
+      const args = keep ? this._localArgs.get(callId) || [] : JSON.parse(argsJson);
+      result = task.handler.apply(undefined, args);
     } catch (error) {
-      return fail(node, id, error);
+      return finish(false, error);
     }
-    if (!isThenable(result)) return done(node, id, result);
-    Promise.resolve(result).then(value => done(node, id, value), error => fail(node, id, error));
+    if (!isThenable(result)) return finish(true, result);
+    Promise.resolve(result).then(value => finish(true, value), error => finish(false, error));
   }
+}
+
+// The value of a settled native outcome, or the error it stands for.
+function settled (code, status, kind, body, message) {
+  if (!code) return codec.decodeReply(kind, body, false);
+  if (code === 'ERR_SWARM_TIMEOUT') throw errors.timeoutError();
+  throw errors.swarmError(code, message, status ? { statusCode: status } : {});
 }
 
 function done (node, id, value) {

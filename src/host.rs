@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU32, Ordering},
-        Arc, Mutex, RwLock,
+        Arc, Mutex, RwLock, Weak,
     },
 };
 
@@ -19,7 +19,7 @@ use napi::{
 };
 use swarm_core::{
     messaging::{Inbound, Payload, Reply},
-    swarm::{BoxFuture, Host, TaskFailure},
+    swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::TopologyEvent,
 };
 use tokio::sync::oneshot;
@@ -28,16 +28,30 @@ use tokio::sync::oneshot;
 pub type Callback<T> = ThreadsafeFunction<FnArgs<T>, (), FnArgs<T>, Status, false>;
 /// `(id, path, kind, body, from)`.
 pub type MessageArgs = (u32, String, u32, Option<String>, String);
-/// `(id, name, argsJson)`.
-pub type TaskArgs = (u32, String, String);
+/// `(runId, name, argsJson, callId)`: JSON arguments from another node, or the id under
+/// which the facade keeps the arguments of a local call (0 when JSON).
+pub type RunArgs = (u32, String, Option<String>, u32);
+/// `(callId, runId, status, kind, body, code, message)`: a local call settled (runId is
+/// the run whose own value the facade kept, 0 if none); with callId 0, run `runId` is
+/// done with and the facade may drop what it kept for it.
+pub type LocalArgs = (
+    u32,
+    u32,
+    u32,
+    u32,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 /// `(kind, dataJson)`.
 pub type EventArgs = (String, String);
 
 /// The JavaScript side of a node.
 pub struct Callbacks {
     pub on_message: Callback<MessageArgs>,
-    pub on_task: Callback<TaskArgs>,
+    pub on_task: Callback<RunArgs>,
     pub on_event: Callback<EventArgs>,
+    pub on_local: Callback<LocalArgs>,
 }
 
 /// Calls waiting for JavaScript to answer, by id.
@@ -73,9 +87,37 @@ impl<T> Pending<T> {
 
 /// The host: JavaScript callbacks until `release`, then refusals.
 pub struct JsHost {
+    me: Weak<JsHost>,
     callbacks: RwLock<Option<Callbacks>>,
     messages: Arc<Pending<Reply>>,
     tasks: Arc<Pending<Result<Payload, TaskFailure>>>,
+}
+
+/// Kept with the result of a run started by a local call; when the last caller sharing
+/// the run has been answered, tells the facade to drop the run's own value.
+struct RunToken {
+    id: u32,
+    host: Weak<JsHost>,
+}
+
+impl Drop for RunToken {
+    fn drop(&mut self) {
+        if let Some(host) = self.host.upgrade() {
+            host.call(|cb| &cb.on_local, (0, self.id, 0, 0, None, None, None));
+        }
+    }
+}
+
+/// The stable code of an execution error, as the facade documents it.
+pub fn error_code(e: &ExecError) -> &'static str {
+    match e {
+        ExecError::NoSuchTask => "ERR_SWARM_NO_SUCH_TASK",
+        ExecError::QueueFull(_) => "ERR_SWARM_QUEUE_FULL",
+        ExecError::TimedOut => "ERR_SWARM_TIMEOUT",
+        ExecError::Failed(_) => "ERR_SWARM_TASK_FAILED",
+        ExecError::Remote { .. } => "ERR_SWARM_REMOTE_TASK",
+        ExecError::Closed => "ERR_SWARM_CLOSED",
+    }
 }
 
 /// Removes a call from its pending table when its caller stops waiting (a timeout).
@@ -88,12 +130,48 @@ impl<T> Drop for Forget<T> {
 }
 
 impl JsHost {
-    pub fn new(callbacks: Callbacks) -> Self {
-        JsHost {
+    pub fn new(callbacks: Callbacks) -> Arc<Self> {
+        Arc::new_cyclic(|me| JsHost {
+            me: me.clone(),
             callbacks: RwLock::new(Some(callbacks)),
             messages: Arc::new(Pending::new()),
             tasks: Arc::new(Pending::new()),
-        }
+        })
+    }
+
+    /// Answers local call `call_id` with its outcome. What the run kept is released only
+    /// after this answer, in the same ordered queue of calls into JavaScript.
+    pub fn settle_local(&self, call_id: u32, outcome: Result<TaskValue, ExecError>) {
+        let run = |keep: &Option<Keep>| {
+            keep.as_ref()
+                .and_then(|k| k.downcast_ref::<RunToken>())
+                .map_or(0, |t| t.id)
+        };
+        let args = match &outcome {
+            Ok(value) => {
+                let (kind, body) = split_payload(value.payload.clone());
+                (call_id, run(&value.keep), 200, kind, body, None, None)
+            }
+            Err(e @ ExecError::Failed(f)) => {
+                let code = Some(error_code(e).to_owned());
+                let status = u32::from(f.status);
+                (
+                    call_id,
+                    run(&f.keep),
+                    status,
+                    0,
+                    None,
+                    code,
+                    Some(f.message.clone()),
+                )
+            }
+            Err(e) => {
+                let code = Some(error_code(e).to_owned());
+                (call_id, 0, 0, 0, None, code, Some(e.to_string()))
+            }
+        };
+        self.call(|cb| &cb.on_local, args);
+        drop(outcome);
     }
 
     /// Drops the JavaScript callbacks, so they no longer keep the process alive.
@@ -164,20 +242,33 @@ impl Host for JsHost {
         })
     }
 
-    fn run_task(&self, name: &str, args: Bytes) -> BoxFuture<Result<Payload, TaskFailure>> {
+    fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>> {
         let (id, rx) = self.tasks.open();
-        let closing = || TaskFailure {
-            status: 503,
-            message: "swarm is closing".into(),
+        let closing = || TaskFailure::new(503, "swarm is closing");
+        let (json, call_id) = match args {
+            TaskArgs::Json(json) => (Some(utf8(json)), 0),
+            TaskArgs::Local(call_id) => (None, call_id),
         };
-        if !self.call(|cb| &cb.on_task, (id, name.to_owned(), utf8(args))) {
+        if !self.call(|cb| &cb.on_task, (id, name.to_owned(), json, call_id)) {
             self.tasks.forget(id);
             return Box::pin(async move { Err(closing()) });
         }
+        // A run started by a local call: the facade keeps the handler's own value for
+        // the local callers until every caller sharing the run has its answer.
+        let keep = (call_id != 0).then(|| {
+            Arc::new(RunToken {
+                id,
+                host: self.me.clone(),
+            }) as Keep
+        });
         let forget = Forget(self.tasks.clone(), id);
         Box::pin(async move {
             let _forget = forget;
-            rx.await.unwrap_or_else(|_| Err(closing()))
+            match rx.await {
+                Ok(Ok(payload)) => Ok(TaskValue { payload, keep }),
+                Ok(Err(failure)) => Err(TaskFailure { keep, ..failure }),
+                Err(_) => Err(closing()),
+            }
         })
     }
 

@@ -8,14 +8,15 @@ use napi_derive::napi;
 use serde_json::json;
 use swarm_core::{
     messaging::Reply,
-    swarm::{ExecError, Swarm, TaskFailure},
+    swarm::{ExecError, Swarm, TaskArgs, TaskFailure, TaskValue},
     topology::{Member, TopologyEvent},
 };
 
 use crate::{
     config::{NodeOptions, TaskOptionsJs},
     host::{
-        join_payload, split_payload, Callback, Callbacks, EventArgs, JsHost, MessageArgs, TaskArgs,
+        error_code, join_payload, split_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs,
+        MessageArgs, RunArgs,
     },
 };
 
@@ -97,30 +98,21 @@ impl Outcome {
     }
 }
 
-fn exec_outcome(result: std::result::Result<swarm_core::messaging::Payload, ExecError>) -> Outcome {
-    let payload = match result {
-        Ok(payload) => {
-            return Outcome::reply(Reply {
-                status: 200,
-                payload,
-            })
-        }
-        Err(e) => e,
-    };
-    let message = payload.to_string();
-    match payload {
-        ExecError::NoSuchTask => Outcome::error("ERR_SWARM_NO_SUCH_TASK", 0, message),
-        ExecError::QueueFull(_) => Outcome::error("ERR_SWARM_QUEUE_FULL", 0, message),
-        ExecError::TimedOut => Outcome::error("ERR_SWARM_TIMEOUT", 0, message),
-        ExecError::Failed(f) => {
-            Outcome::error("ERR_SWARM_TASK_FAILED", u32::from(f.status), f.message)
-        }
-        ExecError::Remote { status, .. } => Outcome::error(
-            "ERR_SWARM_REMOTE_TASK",
-            status.map_or(0, u32::from),
-            message,
+fn exec_outcome(result: std::result::Result<TaskValue, ExecError>) -> Outcome {
+    match result {
+        Ok(value) => Outcome::reply(Reply {
+            status: 200,
+            payload: value.payload,
+        }),
+        Err(ExecError::Failed(f)) => Outcome::error(
+            error_code(&ExecError::Failed(f.clone())),
+            u32::from(f.status),
+            f.message,
         ),
-        ExecError::Closed => Outcome::error("ERR_SWARM_CLOSED", 0, message),
+        Err(e @ ExecError::Remote { status, .. }) => {
+            Outcome::error(error_code(&e), status.map_or(0, u32::from), e.to_string())
+        }
+        Err(e) => Outcome::error(error_code(&e), 0, e.to_string()),
     }
 }
 
@@ -160,15 +152,17 @@ pub struct SwarmNode {
 pub async fn start_node(
     options: NodeOptions,
     on_message: Callback<MessageArgs>,
-    on_task: Callback<TaskArgs>,
+    on_task: Callback<RunArgs>,
     on_event: Callback<EventArgs>,
+    on_local: Callback<LocalArgs>,
 ) -> Result<SwarmNode> {
     let config = options.into_config()?;
-    let host = Arc::new(JsHost::new(Callbacks {
+    let host = JsHost::new(Callbacks {
         on_message,
         on_task,
         on_event,
-    }));
+        on_local,
+    });
     match Swarm::start(config, host.clone()).await {
         Ok(swarm) => Ok(SwarmNode { swarm, host }),
         Err(e) => {
@@ -263,6 +257,15 @@ impl SwarmNode {
         env.spawn_future(async move { Ok(exec_outcome(execution.await)) })
     }
 
+    /// Runs task `name` here for a local call whose arguments the facade keeps under
+    /// `callId`; admitted to its queue before this returns, answered through `onLocal`.
+    #[napi]
+    pub fn exec_local(&self, name: String, call_id: u32) {
+        let execution = self.swarm.exec_here(&name, TaskArgs::Local(call_id));
+        let host = self.host.clone();
+        napi::bindgen_prelude::spawn(async move { host.settle_local(call_id, execution.await) });
+    }
+
     /// Answers message `id`.
     #[napi]
     pub fn reply(&self, id: u32, status: u32, kind: u32, body: Option<String>) -> bool {
@@ -283,10 +286,10 @@ impl SwarmNode {
         let outcome = if status == 0 {
             Ok(join_payload(kind, body))
         } else {
-            Err(TaskFailure {
-                status: u16::try_from(status).unwrap_or(500),
-                message: body.unwrap_or_default(),
-            })
+            Err(TaskFailure::new(
+                u16::try_from(status).unwrap_or(500),
+                body.unwrap_or_default(),
+            ))
         };
         self.host.task_done(id, outcome)
     }

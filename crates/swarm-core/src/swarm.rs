@@ -38,19 +38,83 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub trait Host: Send + Sync + 'static {
     /// Answers a message that is not a task.
     fn message(&self, message: Inbound) -> BoxFuture<Reply>;
-    /// Runs the handler of task `name` with `args`, a JSON array.
-    fn run_task(&self, name: &str, args: Bytes) -> BoxFuture<Result<Payload, TaskFailure>>;
+    /// Runs the handler of task `name`.
+    fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>>;
     /// Receives topology events, in order.
     fn event(&self, event: TopologyEvent);
 }
 
-/// A task handler's failure: what its caller is answered.
+/// Something the host attaches to a task result and wants dropped only when every
+/// caller that shares the result has been answered (the JavaScript host keeps the
+/// handler's own value alive until then).
+pub type Keep = Arc<dyn std::any::Any + Send + Sync>;
+
+/// The arguments of a task call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskArgs {
+    /// A JSON array, as tasks travel between nodes.
+    Json(Bytes),
+    /// Arguments the host keeps itself, under this id: a call made on this node, whose
+    /// arguments never need to cross the network.
+    Local(u32),
+}
+
+/// A task's result: the JSON payload remote callers get, and what the host keeps.
+#[derive(Clone)]
+pub struct TaskValue {
+    /// The result, encoded.
+    pub payload: Payload,
+    /// See [`Keep`].
+    pub keep: Option<Keep>,
+}
+
+impl TaskValue {
+    /// A result without anything kept.
+    pub fn new(payload: Payload) -> TaskValue {
+        TaskValue {
+            payload,
+            keep: None,
+        }
+    }
+}
+
+/// A task handler's failure: what its caller is answered.
+#[derive(Clone)]
 pub struct TaskFailure {
     /// The status a remote caller gets (the error's `statusCode`, or 500).
     pub status: u16,
     /// The error message.
     pub message: String,
+    /// See [`Keep`].
+    pub keep: Option<Keep>,
+}
+
+impl TaskFailure {
+    /// A failure without anything kept.
+    pub fn new(status: u16, message: impl Into<String>) -> TaskFailure {
+        TaskFailure {
+            status,
+            message: message.into(),
+            keep: None,
+        }
+    }
+}
+
+impl PartialEq for TaskFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.status == other.status && self.message == other.message
+    }
+}
+
+impl Eq for TaskFailure {}
+
+impl std::fmt::Debug for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFailure")
+            .field("status", &self.status)
+            .field("message", &self.message)
+            .finish()
+    }
 }
 
 /// Why `exec` failed.
@@ -109,7 +173,7 @@ pub struct Swarm {
 
 struct Inner {
     host: Arc<dyn Host>,
-    tasks: Tasks<Bytes, Payload, TaskFailure>,
+    tasks: Tasks<TaskArgs, TaskValue, TaskFailure>,
     client: Client,
     topology: TopologyHandle,
     ring: RwLock<Arc<(u64, HashRing)>>,
@@ -220,7 +284,7 @@ impl Swarm {
         let task = name.to_owned();
         self.inner.tasks.register(
             name,
-            Arc::new(move |args: Bytes| host.run_task(&task, args)),
+            Arc::new(move |args: TaskArgs| host.run_task(&task, args)),
             options,
         )
     }
@@ -237,7 +301,7 @@ impl Swarm {
         name: &str,
         key: &str,
         args: Bytes,
-    ) -> BoxFuture<Result<Payload, ExecError>> {
+    ) -> BoxFuture<Result<TaskValue, ExecError>> {
         if !self.inner.tasks.is_registered(name) {
             return Box::pin(std::future::ready(Err(ExecError::NoSuchTask)));
         }
@@ -246,11 +310,21 @@ impl Swarm {
                 let (this, name) = (self.clone(), name.to_owned());
                 Box::pin(async move { this.exec_remote(&name, &ip, args).await })
             }
-            _ => Box::pin(self.inner.exec_local(name, args)),
+            _ => Box::pin(self.inner.exec_local(name, TaskArgs::Json(args))),
         }
     }
 
-    async fn exec_remote(&self, name: &str, ip: &str, args: Bytes) -> Result<Payload, ExecError> {
+    /// Runs task `name` on this node, whoever owns its key: for callers that already
+    /// routed the call here. Admitted to its queue now, like [`Swarm::exec`].
+    pub fn exec_here(
+        &self,
+        name: &str,
+        args: TaskArgs,
+    ) -> impl Future<Output = Result<TaskValue, ExecError>> + Send + 'static {
+        self.inner.exec_local(name, args)
+    }
+
+    async fn exec_remote(&self, name: &str, ip: &str, args: Bytes) -> Result<TaskValue, ExecError> {
         debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let remote = |reason: String, status: Option<u16>| ExecError::Remote {
@@ -260,7 +334,7 @@ impl Swarm {
             status,
         };
         match self.inner.client.send(ip, TASK_TOPIC, body).await {
-            Ok(reply) if reply.is_success() => Ok(reply.payload),
+            Ok(reply) if reply.is_success() => Ok(TaskValue::new(reply.payload)),
             Ok(reply) => {
                 let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
                 Err(remote(reason, Some(reply.status)))
@@ -302,8 +376,8 @@ impl Inner {
     fn exec_local(
         &self,
         name: &str,
-        args: Bytes,
-    ) -> impl Future<Output = Result<Payload, ExecError>> + Send + 'static {
+        args: TaskArgs,
+    ) -> impl Future<Output = Result<TaskValue, ExecError>> + Send + 'static {
         let admitted = self.tasks.exec(name, args);
         async move {
             admitted.await.map_err(|e| match e {
@@ -321,8 +395,11 @@ impl Inner {
             Ok(request) => request,
             Err(e) => return Reply::error(400, &e.to_string()),
         };
-        match self.exec_local(&request.task, request.args).await {
-            Ok(payload) => Reply::ok(payload),
+        match self
+            .exec_local(&request.task, TaskArgs::Json(request.args))
+            .await
+        {
+            Ok(value) => Reply::ok(value.payload),
             Err(ExecError::NoSuchTask) => {
                 Reply::error(500, &format!("No such task {}", request.task))
             }
@@ -348,9 +425,6 @@ impl Dispatch for Router {
 
 impl From<crate::tasks::TaskPanic> for TaskFailure {
     fn from(panic: crate::tasks::TaskPanic) -> Self {
-        TaskFailure {
-            status: 500,
-            message: panic.to_string(),
-        }
+        TaskFailure::new(500, panic.to_string())
     }
 }
