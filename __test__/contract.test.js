@@ -196,3 +196,32 @@ test('a local task gets the caller\'s own arguments and returns its own value, a
   await eventually(() => swarm.tasks._runValues.size === 0, 5000, 'the kept values released');
   assert.strictEqual(swarm.tasks._localArgs.size, 0, 'the kept arguments are released');
 });
+
+test('a running swarm keeps the process alive; close() lets it exit', async () => {
+  const { spawn } = require('node:child_process');
+  const readline = require('node:readline');
+  const childIp = '127.0.0.11';
+  // Nothing but the swarm holds the child's event loop: no stdin, one short timer.
+  const script = `
+    const swarm = require('.');
+    const say = line => process.stdout.write(line + '\\n');
+    process.on('beforeExit', () => say('beforeExit'));
+    swarm.messages.on('alive', () => 'yes');
+    swarm.messages.on('close', () => { setImmediate(() => swarm.close().then(() => say('closed'))); return 'closing'; });
+    swarm.init({ standalone: true, ip: '${childIp}', messages: { port: ${port}, bind: '${childIp}' } })
+      .then(() => setTimeout(() => say('timer'), 50));`;
+  const child = spawn(process.execPath, ['-e', script], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = [];
+  readline.createInterface({ input: child.stdout }).on('line', line => lines.push(line));
+  const exited = new Promise(resolve => child.on('exit', code => resolve(code)));
+  try {
+    await eventually(() => lines.includes('timer'), 10000, 'the child ready and its timer run');
+    assert.strictEqual(await swarm.messages.send(childIp, 'alive', {}), 'yes');
+    assert.ok(!lines.includes('beforeExit'), 'the event loop did not drain while the swarm runs');
+    assert.strictEqual(await swarm.messages.send(childIp, 'close', {}), 'closing');
+    assert.strictEqual(await exited, 0);
+    assert.deepStrictEqual(lines.slice(-2), ['closed', 'beforeExit'], 'after close() the loop drains and the process exits');
+  } finally {
+    child.kill();
+  }
+});
