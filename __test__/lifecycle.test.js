@@ -1,0 +1,72 @@
+'use strict';
+
+// Pods leaving gracefully: a terminating pod leaves the ring and gets its SIGTERM
+// heads-up while its endpoint is still listed; close() finishes queued work, answers
+// in-flight calls, then releases the port.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert');
+const net = require('node:net');
+const { startStandin } = require('./kube-standin');
+const { startCluster, eventually } = require('./helpers/cluster');
+
+const IPS = ['127.0.0.51', '127.0.0.52', '127.0.0.53'];
+let standin;
+let cluster;
+
+before(async () => {
+  standin = await startStandin({ appName: 'web' });
+  cluster = await startCluster(standin, IPS);
+  for (const node of cluster.nodes) {
+    await eventually(async () => (await node.request('nodes')).nodes.length === 3, 10000, `topology on ${node.ip}`);
+  }
+});
+
+after(async () => {
+  if (cluster) await cluster.stop();
+  if (standin) await standin.close();
+});
+
+function refused (host, port) {
+  return new Promise(resolve => {
+    const socket = net.connect({ host, port }, () => { socket.destroy(); resolve(false); });
+    socket.on('error', error => resolve(error.code === 'ECONNREFUSED'));
+  });
+}
+
+test('a terminating pod leaves the ring and gets its heads-up before its endpoint is gone', async () => {
+  const [a, b, c] = cluster.nodes;
+  const keys = Array.from({ length: 200 }, (_, i) => `t-${i}`);
+  assert.ok((await a.request('owners', { keys })).includes(c.ip), 'c owns keys before');
+  standin.updatePod(c.ip, { terminating: true });
+  await c.waitEvent(e => e.event === 'sigterm', 10000, 'the heads-up');
+  const slices = standin.endpointSlices().items || standin.endpointSlices();
+  const listed = JSON.stringify(slices);
+  assert.ok(listed.includes(c.ip), 'the endpoint is still listed, as terminating');
+  for (const node of [a, b]) {
+    await node.waitEvent(e => e.event === 'nodeRemoved' && e.ip === c.ip, 10000, 'nodeRemoved');
+    const owners = await node.request('owners', { keys });
+    assert.ok(!owners.includes(c.ip), `no key goes to the terminating pod from ${node.ip}`);
+  }
+  const ran = await a.request('execMany', { name: 'where', keys: keys.slice(0, 50) });
+  assert.ok(!ran.includes(c.ip), 'no new task lands on it');
+});
+
+test('close() finishes queued work, answers in-flight calls, then releases the port', async () => {
+  const [a, b] = cluster.nodes;
+  const keys = Array.from({ length: 100 }, (_, i) => `c-${i}`);
+  const owners = await a.request('owners', { keys });
+  const key = keys[owners.indexOf(b.ip)];
+  const running = a.request('exec', { name: 'limited', args: [key] });
+  await eventually(async () => (await b.request('stats', { name: 'limited' })).running === 1, 10000, 'a running call');
+  const queued = a.request('exec', { name: 'limited', args: [key] });
+  await eventually(async () => (await b.request('stats', { name: 'limited' })).queued === 1, 10000, 'a queued call');
+  const closing = b.request('close');
+  for (let i = 0; i < 2; i++) {
+    await eventually(async () => await b.request('gates') > 0, 10000, 'a run at its gate');
+    await b.request('open');
+  }
+  const results = await Promise.all([running, queued]);
+  assert.ok(results.every(r => r.startsWith(`${b.ip}:`)), 'both calls ran to completion on b');
+  assert.strictEqual(await closing, 'closed');
+  assert.ok(await refused(b.ip, cluster.port), 'the port is released');
+});
