@@ -19,5 +19,11 @@ echo "== addon"
 node scripts/install.js
 echo "== typings"
 npx tsc -p __test__/types/tsconfig.json
+echo "== manifests (strict schema check against Kubernetes 1.33)"
+if [ ! -x .venv/bin/kubernetes-validate ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet -r examples/kubernetes/requirements.txt
+fi
+.venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 examples/kubernetes/*.yaml
 echo "== JavaScript tests"
 node --test --test-concurrency=1 __test__/
