@@ -39,15 +39,18 @@ function waitIn (list, emitter, predicate, ms, what) {
 }
 
 class NodeProcess {
-  constructor (ip, env) {
+  // `captureStderr`: keep what the node writes to stderr in `this.stderr` (its warnings).
+  constructor (ip, env, { captureStderr = false } = {}) {
     this.ip = ip;
     this.events = [];
     this.pending = new Map();
     this.nextId = 1;
+    this.stderr = '';
     this.child = spawn(process.execPath, [FIXTURE], {
       env: Object.assign({}, process.env, env, { NODE_IP: ip }),
-      stdio: ['pipe', 'pipe', 'inherit']
+      stdio: ['pipe', 'pipe', captureStderr ? 'pipe' : 'inherit']
     });
+    if (captureStderr) this.child.stderr.on('data', chunk => { this.stderr += chunk; });
     this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => resolve({ code, signal })));
     this.lines = readline.createInterface({ input: this.child.stdout });
     this.lines.on('line', line => {

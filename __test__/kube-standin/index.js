@@ -28,6 +28,7 @@ const { ApiServer } = require('./server');
  * @param {number} [opts.messagingPort=45892] the Service port in the objects
  * @param {boolean} [opts.listItemTypeMeta=true] kind/apiVersion on list items
  * @param {object[]} [opts.pods]            initial pods
+ * @param {object} [opts.tls]               { key, cert } (PEM): serve HTTPS
  */
 async function startStandin(opts = {}) {
   const host = opts.host || '127.0.0.1';
@@ -38,7 +39,7 @@ async function startStandin(opts = {}) {
   const hostPart = host.includes(':') ? `[${host}]` : host;
 
   const standin = {
-    url: `http://${hostPart}:${address.port}`,
+    url: `http${opts.tls ? 's' : ''}://${hostPart}:${address.port}`,
     port: address.port,
     get token() { return api.token; },
     namespace: store.namespace,

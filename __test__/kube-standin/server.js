@@ -7,6 +7,7 @@
 // (404), authorization (403), query validation (400/422), then the request.
 
 const http = require('node:http');
+const https = require('node:https');
 const { EventEmitter } = require('node:events');
 const { RESOURCES } = require('./objects');
 const { parseLabelSelector, parseFieldSelector, SelectorError } = require('./selector');
@@ -52,7 +53,9 @@ class ApiServer extends EventEmitter {
     this.sockets = new Set();
     this.counts = {};
     for (const r of Object.keys(RESOURCES)) this.counts[r] = { list: 0, watch: 0, get: 0 };
-    this.http = http.createServer((req, res) => this._handle(req, res));
+    // With opts.tls ({ key, cert } in PEM), the API is served over HTTPS, as a real one is.
+    const handler = (req, res) => this._handle(req, res);
+    this.http = opts.tls ? https.createServer(opts.tls, handler) : http.createServer(handler);
     this.http.on('connection', (socket) => {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));

@@ -8,6 +8,7 @@
 //! - [`tasks`]: per-task queues with serialization, de-duplicated triggers, queue limits
 //!   and timeouts.
 //! - [`swarm`]: wires the parts into one running node.
+mod errors;
 pub mod messaging;
 pub mod ring;
 pub mod swarm;

@@ -12,6 +12,7 @@ use hyper_util::{
 };
 
 use super::{codec::Payload, path, Reply};
+use crate::errors::with_causes;
 
 /// Settings of the client.
 #[derive(Clone, Debug)]
@@ -103,12 +104,12 @@ impl Client {
                 if e.is_connect() {
                     SendError::Unreachable {
                         ip: ip.to_owned(),
-                        reason: error_chain(&e),
+                        reason: with_causes(&e),
                     }
                 } else {
                     SendError::Failed {
                         ip: ip.to_owned(),
-                        reason: error_chain(&e),
+                        reason: with_causes(&e),
                     }
                 }
             })?;
@@ -137,15 +138,4 @@ impl Client {
                 })
             })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

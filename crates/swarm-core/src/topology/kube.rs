@@ -30,6 +30,7 @@ use super::discovery::Outage;
 use super::kube_config::client;
 use super::kube_objects::{endpoints_members, is_truncated, slice_members, AddressFamily, Store};
 use super::{Discovery, DiscoveryUpdate, KubeSettings, Member, TopologyError, KUBERNETES_TARGET};
+use crate::errors::with_causes;
 
 const SLICES: &str = "endpointslices.discovery.k8s.io";
 const ENDPOINTS: &str = "endpoints";
@@ -88,7 +89,7 @@ impl Probe {
             // By code: `Status::is_forbidden` trusts only a known `reason` string, and a
             // proxy's plain-text 403 has none.
             Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => Probe::Denied(s.code),
-            Err(e) => Probe::Failed(e.to_string()),
+            Err(e) => Probe::Failed(with_causes(&e)),
         }
     }
 }
@@ -177,7 +178,8 @@ impl KubeDiscovery {
                         } else {
                             "forbidden"
                         };
-                        info!(
+                        // A degraded source: said without DEBUG, so the operator sees it.
+                        warn!(
                             target: KUBERNETES_TARGET,
                             "{SLICES} are {why} ({code}): watching {ENDPOINTS} in namespace \
                              {namespace} with selector {selector} instead; grant get/list/watch \
@@ -242,7 +244,7 @@ impl KubeDiscovery {
                     debug!(target: KUBERNETES_TARGET, "{resource}: resourceVersion expired, relisting");
                 }
                 Err(error) => {
-                    let message = error.to_string();
+                    let message = with_causes(&error);
                     if !report(out, outage, TopologyError::Api { resource, message }) {
                         return;
                     }

@@ -5,14 +5,17 @@
 //! it starts from `Config::new(url)`. TLS is verified against the given CA by default;
 //! skipping it is an explicit, logged choice (COMPAT.md §2).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
+use hyper::{header::AUTHORIZATION, Request};
+use kube::client::{Body, ClientBuilder};
 use kube::config::Config;
 use kube::Client;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use tower::util::MapRequestLayer;
 
-use super::{TopologyError, KUBERNETES_TARGET};
+use super::{token_file::TokenFile, TopologyError, KUBERNETES_TARGET};
 
 /// Where and how to reach the Kubernetes API, and what to watch.
 #[derive(Clone, Default)]
@@ -67,12 +70,6 @@ pub(crate) fn config(settings: &KubeSettings) -> Result<Config, TopologyError> {
     config.default_retry = false;
     config.default_namespace = settings.namespace.clone();
     config.auth_info.token = settings.token.clone().map(Into::into);
-    if let Some(path) = &settings.token_file {
-        let path = path.to_str().ok_or_else(|| {
-            TopologyError::Config(format!("token file path is not UTF-8: {path:?}"))
-        })?;
-        config.auth_info.token_file = Some(path.to_owned());
-    }
     if let Some(pem) = &settings.ca_pem {
         config.root_cert = Some(der_certificates(pem)?);
     }
@@ -89,7 +86,22 @@ pub(crate) fn config(settings: &KubeSettings) -> Result<Config, TopologyError> {
 
 /// A client for `settings`. Fails on a bad URL, CA or token file; never connects.
 pub fn client(settings: &KubeSettings) -> Result<Client, TopologyError> {
-    Client::try_from(config(settings)?).map_err(|e| TopologyError::Config(e.to_string()))
+    let builder = ClientBuilder::try_from(config(settings)?)
+        .map_err(|e| TopologyError::Config(e.to_string()))?;
+    // An inline token wins, as in kube; otherwise the token file, re-read on change.
+    match (&settings.token, &settings.token_file) {
+        (None, Some(path)) => {
+            let file = Arc::new(TokenFile::open(path)?);
+            let layer = MapRequestLayer::new(move |mut request: Request<Body>| {
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, file.authorization());
+                request
+            });
+            Ok(builder.with_layer(&layer).build())
+        }
+        _ => Ok(builder.build()),
+    }
 }
 
 /// The DER certificates of a PEM bundle; other PEM sections are skipped.
@@ -134,19 +146,23 @@ mod tests {
     }
 
     #[test]
-    fn token_file_is_passed_for_rotation() {
-        let config = config(&KubeSettings {
-            token_file: Some("/var/run/secrets/token".into()),
+    fn an_unreadable_token_file_is_a_config_error() {
+        let settings = KubeSettings {
+            token_file: Some("/nonexistent/swarm/token".into()),
             accept_invalid_certs: true,
             ..settings("https://kubernetes.default.svc:443")
-        })
-        .unwrap();
-        assert_eq!(
-            config.auth_info.token_file.as_deref(),
-            Some("/var/run/secrets/token")
+        };
+        assert!(config(&settings).unwrap().accept_invalid_certs);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let Err(error) = runtime.block_on(async { client(&settings) }) else {
+            panic!("a client without its token file");
+        };
+        assert!(
+            error.to_string().contains("/nonexistent/swarm/token"),
+            "{error}"
         );
-        assert!(config.auth_info.token.is_none());
-        assert!(config.accept_invalid_certs);
     }
 
     #[test]

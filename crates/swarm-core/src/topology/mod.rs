@@ -20,6 +20,7 @@ mod kube_config;
 mod kube_objects;
 mod member;
 mod standalone;
+mod token_file;
 mod view;
 
 use std::sync::Arc;

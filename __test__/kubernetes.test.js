@@ -1,0 +1,95 @@
+'use strict';
+
+// Kubernetes in production, through the facade and real processes: TLS verified against
+// the CA, the service-account folder, a rotated token, RBAC either way.
+const { test, after } = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { startStandin } = require('./kube-standin');
+const { NodeProcess, freePort, eventually } = require('./helpers/cluster');
+const { makeCertificates } = require('./helpers/certs');
+
+const trusted = makeCertificates('trusted-ca');
+const stranger = makeCertificates('stranger-ca');
+const cleanups = [];
+
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  for (const dir of [trusted.dir, stranger.dir]) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function standin (opts = {}) {
+  const s = await startStandin(Object.assign({ appName: 'web' }, opts));
+  cleanups.push(() => s.close());
+  return s;
+}
+
+async function node (ip, env, opts) {
+  const n = new NodeProcess(ip, Object.assign({ SWARM_PORT: String(await freePort()) }, env), opts);
+  cleanups.push(() => n.kill());
+  return n;
+}
+
+const explicit = (s, extra) => Object.assign({ KUBE_URL: s.url, KUBE_TOKEN: s.token, KUBE_NS: s.namespace }, extra);
+const ready = n => n.waitEvent(e => e.event === 'ready', 20000, 'ready');
+const error = (n, pattern) => n.waitEvent(e => e.event === 'error' && pattern.test(e.message), 20000, `an error ${pattern}`);
+
+test('TLS to the API server is verified against the given CA', async () => {
+  const s = await standin({ tls: trusted });
+  s.addPod({ name: 'web-0', ip: '127.0.0.61' });
+  const n = await node('127.0.0.61', explicit(s, { KUBE_CA_FILE: path.join(trusted.dir, 'ca.crt') }));
+  assert.deepStrictEqual((await ready(n)).nodes, ['127.0.0.61']);
+});
+
+test('a server certificate from another CA is refused with an error event, not ignored', async () => {
+  const s = await standin({ tls: trusted });
+  s.addPod({ name: 'web-0', ip: '127.0.0.62' });
+  const n = await node('127.0.0.62', explicit(s, { KUBE_CA_FILE: path.join(stranger.dir, 'ca.crt') }));
+  await error(n, /certificate|UnknownIssuer|tls|TLS/);
+  assert.ok(!n.events.some(e => e.event === 'ready'), 'not ready, and not standalone');
+});
+
+test('skipping TLS verification is an explicit option, and it is logged', async () => {
+  const s = await standin({ tls: trusted });
+  s.addPod({ name: 'web-0', ip: '127.0.0.63' });
+  const n = await node('127.0.0.63', explicit(s, { KUBE_CA_FILE: path.join(stranger.dir, 'ca.crt'), KUBE_INSECURE: '1' }), { captureStderr: true });
+  await ready(n);
+  assert.match(n.stderr, /TLS verification of the Kubernetes API server is disabled/);
+});
+
+test('in a pod: the service-account folder and KUBERNETES_SERVICE_HOST/PORT, then a rotated token', async () => {
+  const s = await standin({ tls: trusted, token: 'first-token' });
+  const folder = fs.mkdtempSync(path.join(trusted.dir, 'sa-'));
+  fs.writeFileSync(path.join(folder, 'token'), 'first-token\n'); // trimmed, as client-go does
+  fs.writeFileSync(path.join(folder, 'namespace'), s.namespace);
+  fs.copyFileSync(path.join(trusted.dir, 'ca.crt'), path.join(folder, 'ca.crt'));
+  s.addPod({ name: 'web-0', ip: '127.0.0.64' });
+  const n = await node('127.0.0.64', {
+    KUBE_FOLDER: folder, KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(s.port)
+  });
+  await ready(n);
+
+  // The kubelet rotates the projected token; the old one stops working.
+  fs.writeFileSync(path.join(folder, 'token'), 'second-token');
+  s.setToken('second-token');
+  s.endWatches();
+  s.addPod({ name: 'web-1', ip: '127.0.0.65' });
+  // The file is checked on every request, so the reconnecting watch uses the new token.
+  await n.waitEvent(e => e.event === 'nodeAdded' && e.ip === '127.0.0.65', 10000, 'the change seen with the new token');
+});
+
+test('RBAC: with neither resource allowed, one error names the missing permission; endpoints alone work', async () => {
+  const s = await standin();
+  s.forbid('endpointslices');
+  s.forbid('endpoints');
+  s.addPod({ name: 'web-0', ip: '127.0.0.66' });
+  const n = await node('127.0.0.66', explicit(s), { captureStderr: true });
+  await error(n, /grant get\/list\/watch on endpointslices\.discovery\.k8s\.io/);
+  assert.ok(!n.events.some(e => e.event === 'ready'), 'standalone is not assumed');
+  s.forbid('endpoints', false);
+  await ready(n);
+  await eventually(() => /watching endpoints/.test(n.stderr), 10000, 'the log naming the source');
+  assert.match(n.stderr, /grant get\/list\/watch on endpointslices/);
+  assert.strictEqual(n.events.filter(e => e.event === 'error').length, 1, 'one error for the whole outage');
+});
