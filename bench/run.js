@@ -1,0 +1,184 @@
+'use strict';
+
+// `npm run bench`: this project and its peers measured in the same run, alternating,
+// over several rounds; prints medians and ratios, and writes bench/results/latest.json.
+// Peers: a pure-Node keep-alive implementation of the same wire protocol, a raw hyper
+// client and server (no JavaScript), and hashring@3 for ring look-ups. Everything runs
+// on 127.0.0.x; the Kubernetes API is the project's stand-in.
+const { execFileSync, spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const readline = require('node:readline');
+const { performance } = require('node:perf_hooks');
+const { startStandin } = require('../__test__/kube-standin');
+const { startCluster, NodeProcess, freePort } = require('../__test__/helpers/cluster');
+
+const ROOT = path.join(__dirname, '..');
+const ROUNDS = Number(process.env.BENCH_ROUNDS || 3);
+const SCALE = Number(process.env.BENCH_SCALE || 1);
+const N = { seq: 2000 * SCALE, flight: 20000 * SCALE, broadcast: 1000 * SCALE };
+
+const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const mib = bytes => Math.round(bytes / 1048576 * 10) / 10;
+
+function build () {
+  console.log('building the release addon and the raw hyper peer...');
+  execFileSync(process.execPath, ['scripts/install.js'], {
+    cwd: ROOT, stdio: 'inherit', env: Object.assign({}, process.env, { NODE_SWARM_KB_FORCE_BUILD: '1', NODE_SWARM_KB_PROFILE: 'release' })
+  });
+  execFileSync('cargo', ['build', '--release', '-p', 'swarm-core', '--example', 'raw_hyper'], { cwd: ROOT, stdio: 'inherit' });
+  return path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'release', 'examples', 'raw_hyper');
+}
+
+function startBaseline (ips, port) {
+  return ips.map(ip => {
+    const node = new NodeProcess(ip, { SWARM_PORT: String(port) });
+    node.child.kill();
+    // Same driver protocol as the fixture, different program.
+    node.child = spawn(process.execPath, [path.join(__dirname, 'peers', 'node-baseline.js')], {
+      env: Object.assign({}, process.env, { NODE_IP: ip, SWARM_PORT: String(port) }), stdio: ['pipe', 'pipe', 'inherit']
+    });
+    node.exited = new Promise(resolve => node.child.on('exit', resolve));
+    node.lines = readline.createInterface({ input: node.child.stdout });
+    node.lines.on('line', line => {
+      const msg = JSON.parse(line);
+      if (msg.id && node.pending.has(msg.id)) { node.pending.get(msg.id).resolve(msg); node.pending.delete(msg.id); } else if (msg.event) node.events.push(msg);
+    });
+    return node;
+  });
+}
+
+function startRaw (binary, addr) {
+  const child = spawn(binary, ['serve', addr], { stdio: ['pipe', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    readline.createInterface({ input: child.stdout }).once('line', () => resolve(child));
+    child.once('error', reject);
+  });
+}
+
+function rawBench (binary, addr, n, concurrency) {
+  return JSON.parse(execFileSync(binary, ['bench', addr, String(n), String(concurrency)], { encoding: 'utf8' }));
+}
+
+function ringBench (Ring, servers, keys) {
+  const ring = new Ring(servers);
+  const t = performance.now();
+  for (const key of keys) ring.get(key);
+  return Math.round((performance.now() - t) * 1e6 / keys.length);
+}
+
+async function main () {
+  const raw = build();
+  const { HashRing } = require('..');
+  const OldRing = require('hashring');
+  const standin = await startStandin({ appName: 'web' });
+  const ours = await startCluster(standin, ['127.0.0.101', '127.0.0.102', '127.0.0.103']);
+  const basePort = await freePort();
+  const base = startBaseline(['127.0.0.111', '127.0.0.112', '127.0.0.113'], basePort);
+  await Promise.all(base.map(b => b.waitEvent(e => e.event === 'ready', 10000, 'baseline ready')));
+  const rawAddr = `127.0.0.121:${await freePort()}`;
+  const rawServer = await startRaw(raw, rawAddr);
+  const results = {};
+  const record = (figure, peer, value) => ((results[figure] = results[figure] || {})[peer] = results[figure][peer] || []).push(value);
+  try {
+    const [a, b] = ours.nodes;
+    const keys = Array.from({ length: 4000 }, (_, i) => `k${i}`);
+    const owned = (await a.request('owners', { keys })).map((o, i) => o === b.ip ? keys[i] : null).filter(Boolean);
+    const idle = await a.request('usage');
+    const baseIdle = await base[0].request('usage');
+    for (let round = 1; round <= ROUNDS; round++) {
+      console.log(`round ${round}/${ROUNDS}`);
+      for (const [figure, n, c] of [['send sequential', N.seq, 1], ['send 64 in flight', N.flight, 64]]) {
+        record(figure, 'ours', await a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c }, 120000));
+        record(figure, 'node', await base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c }, 120000));
+        record(figure, 'raw', rawBench(raw, rawAddr, n, c));
+      }
+      record('broadcast (3 nodes)', 'ours', await a.request('bench', { kind: 'broadcast', n: N.broadcast, concurrency: 1 }, 120000));
+      record('broadcast (3 nodes)', 'node', await base[0].request('bench', { kind: 'broadcast', to: base.map(x => x.ip), n: N.broadcast, concurrency: 1 }, 120000));
+      record('tasks.exec sequential', 'ours', await a.request('bench', { kind: 'exec', keys: owned, n: N.seq, concurrency: 1 }, 120000));
+      record('tasks.exec 64 in flight', 'ours', await a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64 }, 120000));
+      const ringKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${round}-${i}`);
+      for (const count of [3, 100]) {
+        const servers = Array.from({ length: count }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
+        record(`ring look-up, ${count} nodes (ns)`, 'ours', { ns: ringBench(HashRing, servers, ringKeys) });
+        record(`ring look-up, ${count} nodes (ns)`, 'hashring', { ns: ringBench(OldRing, servers, ringKeys) });
+      }
+      const changes = [];
+      for (let i = 0; i < 20; i++) {
+        const ip = `10.99.${round}.${i + 1}`;
+        const t = performance.now();
+        standin.addPod({ name: `bench-${round}-${i}`, ip });
+        await Promise.all(ours.nodes.map(n => n.waitEvent(e => e.event === 'nodeAdded' && e.ip === ip, 10000, 'nodeAdded')));
+        changes.push(performance.now() - t);
+      }
+      record('API event to nodeAdded on every node (ms)', 'ours', { p50: Math.round(median(changes) * 10) / 10, worst: Math.round(Math.max(...changes) * 10) / 10 });
+    }
+    const loaded = await a.request('usage');
+    const baseLoaded = await base[0].request('usage');
+    const readyMs = ours.nodes.map(n => n.events.find(e => e.event === 'ready').initMs);
+    const summary = summarize(results);
+    summary.push({ figure: 'start to ready (ms)', ours: Math.round(median(readyMs)) });
+    summary.push({ figure: 'RSS idle / after load (MiB)', ours: `${mib(idle.rss)} / ${mib(loaded.rss)}`, node: `${mib(baseIdle.rss)} / ${mib(baseLoaded.rss)}` });
+    print(summary);
+    const file = path.join(__dirname, 'results', 'latest.json');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, JSON.stringify({ machine: machine(), rounds: ROUNDS, summary, raw: results }, null, 2));
+    console.log(`\nwritten to ${path.relative(ROOT, file)}`);
+  } finally {
+    rawServer.stdin.end();
+    rawServer.kill();
+    await Promise.all([...base, ...ours.nodes].map(n => n.kill()));
+    await standin.close();
+  }
+}
+
+// Medians over the rounds, and ratios against the peers.
+function summarize (results) {
+  return Object.entries(results).map(([figure, peers]) => {
+    const row = { figure };
+    for (const [peer, runs] of Object.entries(peers)) {
+      const fields = Object.keys(runs[0]).filter(k => !['n', 'concurrency'].includes(k));
+      row[peer] = Object.fromEntries(fields.map(f => [f, median(runs.map(r => r[f]))]));
+    }
+    return row;
+  });
+}
+
+function show (value) {
+  if (value === undefined) return '';
+  if (typeof value !== 'object') return String(value);
+  return Object.entries(value).map(([k, v]) => `${k} ${v}`).join(', ');
+}
+
+function print (summary) {
+  console.log('\n| figure | ours | pure Node | raw hyper | hashring@3 |');
+  console.log('|---|---|---|---|---|');
+  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row.node)} | ${show(row.raw)} | ${show(row.hashring)} |`);
+  const ratio = (figure, field, peer, higherIsBetter) => {
+    const row = summary.find(r => r.figure === figure);
+    if (!row || !row[peer]) return;
+    const x = row.ours[field] / row[peer][field];
+    console.log(`${figure}, ${field}: ours / ${peer} = ${x.toFixed(2)}${higherIsBetter ? ' (higher is better)' : ' (lower is better)'}`);
+  };
+  console.log('');
+  ratio('send sequential', 'p50', 'raw', false);
+  ratio('send sequential', 'p50', 'node', false);
+  ratio('send 64 in flight', 'opsPerSec', 'raw', true);
+  ratio('send 64 in flight', 'opsPerSec', 'node', true);
+  ratio('broadcast (3 nodes)', 'p50', 'node', false);
+  ratio('ring look-up, 3 nodes (ns)', 'ns', 'hashring', false);
+  ratio('ring look-up, 100 nodes (ns)', 'ns', 'hashring', false);
+  const exec = summary.find(r => r.figure === 'tasks.exec 64 in flight');
+  const send = summary.find(r => r.figure === 'send 64 in flight');
+  if (exec && send) console.log(`tasks.exec / send, 64 in flight ops/s = ${(exec.ours.opsPerSec / send.ours.opsPerSec).toFixed(2)} (target >= 0.8)`);
+}
+
+function machine () {
+  return { cpus: os.cpus().length, model: os.cpus()[0].model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
+}
+
+main().catch(error => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,108 @@
+//! The raw limit of the messaging benchmarks: the same `POST /echo` exchange over
+//! HTTP/1.1 between a minimal hyper server and client, with no JavaScript at all.
+//!
+//! `raw_hyper serve <ip:port>` serves until stdin closes; `raw_hyper bench <ip:port> <n>
+//! <concurrency>` sends `n` requests over `concurrency` connections and prints
+//! `{"n","concurrency","opsPerSec","p50","p99"}` (µs).
+
+use std::{convert::Infallible, net::SocketAddr, time::Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, header, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::{io::AsyncReadExt, net::TcpListener, net::TcpStream};
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .expect("a valid response"))
+}
+
+async fn serve(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    println!("ready");
+    let accept = async {
+        loop {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let io = TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service_fn(echo))
+                    .await;
+            });
+        }
+    };
+    // Stops when the parent closes our stdin.
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    tokio::select! {
+        _ = accept => {}
+        _ = async { while stdin.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {} } => {}
+    }
+}
+
+async fn bench(addr: SocketAddr, n: usize, concurrency: usize) {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        workers.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let _ = stream.set_nodelay(true);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let mut latencies = Vec::new();
+            let mut i = w;
+            while i < n {
+                let t = Instant::now();
+                let request = Request::post(format!("http://{addr}/echo"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(format!("{{\"i\":{i}}}"))))
+                    .expect("a valid request");
+                let response = sender.send_request(request).await.expect("a response");
+                response.into_body().collect().await.expect("a body");
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                i += concurrency;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for worker in workers {
+        latencies.extend(worker.await.expect("a worker"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((n as f64 * q) as usize).min(n - 1)].round();
+    println!(
+        "{{\"n\":{n},\"concurrency\":{concurrency},\"opsPerSec\":{},\"p50\":{},\"p99\":{}}}",
+        (n as f64 / elapsed).round(),
+        at(0.5),
+        at(0.99)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: raw_hyper serve <ip:port> | raw_hyper bench <ip:port> <n> <concurrency>";
+    let addr: SocketAddr = args.get(2).and_then(|a| a.parse().ok()).expect(usage);
+    match args.get(1).map(String::as_str) {
+        Some("serve") => serve(addr).await,
+        Some("bench") => {
+            let number = |i: usize| args.get(i).and_then(|a| a.parse().ok()).expect(usage);
+            bench(addr, number(3), number(4)).await
+        }
+        _ => panic!("{usage}"),
+    }
+}
