@@ -40,13 +40,14 @@ function waitIn (list, emitter, predicate, ms, what) {
 
 class NodeProcess {
   // `captureStderr`: keep what the node writes to stderr in `this.stderr` (its warnings).
-  constructor (ip, env, { captureStderr = false } = {}) {
+  // `program`: another program driven the same way (the benchmarks' peers).
+  constructor (ip, env, { captureStderr = false, program = FIXTURE } = {}) {
     this.ip = ip;
     this.events = [];
     this.pending = new Map();
     this.nextId = 1;
     this.stderr = '';
-    this.child = spawn(process.execPath, [FIXTURE], {
+    this.child = spawn(process.execPath, [program], {
       env: Object.assign({}, process.env, env, { NODE_IP: ip }),
       stdio: ['pipe', 'pipe', captureStderr ? 'pipe' : 'inherit']
     });
