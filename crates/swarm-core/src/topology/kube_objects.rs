@@ -120,14 +120,22 @@ pub(crate) fn is_truncated(endpoints: &Endpoints) -> bool {
 /// Joins the members of several objects into one set, one member per IP, in IP order.
 /// A ready entry wins over a not-ready one (an endpoint moving between slices).
 pub(crate) fn join<'a>(objects: impl IntoIterator<Item = &'a Vec<Member>>) -> Vec<Member> {
-    let mut by_ip: BTreeMap<&str, &Member> = BTreeMap::new();
-    for member in objects.into_iter().flatten() {
-        let entry = by_ip.entry(&member.ip).or_insert(member);
-        if member.ready && !entry.ready {
-            *entry = member;
-        }
-    }
-    by_ip.into_values().cloned().collect()
+    let mut all: Vec<&Member> = objects.into_iter().flatten().collect();
+    // Ready entries first among equal IPs, so deduplication keeps them.
+    all.sort_unstable_by(|a, b| a.ip.cmp(&b.ip).then(b.ready.cmp(&a.ready)));
+    all.dedup_by(|later, first| later.ip == first.ip);
+    all.into_iter().cloned().collect()
+}
+
+/// Whether two member lists hold the same members, in any order.
+fn same_members(a: &[Member], b: &[Member]) -> bool {
+    a.len() == b.len() && by_ip(a) == by_ip(b)
+}
+
+fn by_ip(list: &[Member]) -> Vec<&Member> {
+    let mut refs: Vec<&Member> = list.iter().collect();
+    refs.sort_unstable_by(|x, y| x.ip.cmp(&y.ip));
+    refs
 }
 
 /// The converted objects of one watch, by object name, and the relist buffer.
@@ -135,12 +143,14 @@ pub(crate) fn join<'a>(objects: impl IntoIterator<Item = &'a Vec<Member>>) -> Ve
 /// `Init` opens a fresh buffer, `InitApply` fills it, `InitDone` swaps it in at once;
 /// `Apply`/`Delete` update the store. [`Store::handle`] returns the full joined set
 /// whenever it may have changed, and `None` while a relist is being buffered or when
-/// nothing changed since the last set it returned.
+/// nothing changed: an object whose members are the same (in any order), or a relist
+/// that found every object as it was. Deciding that per object keeps a change to one
+/// slice from costing a comparison of the whole set.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
     objects: BTreeMap<String, Vec<Member>>,
     buffer: Option<BTreeMap<String, Vec<Member>>>,
-    last: Option<Vec<Member>>,
+    listed: bool,
 }
 
 impl Store {
@@ -162,21 +172,35 @@ impl Store {
                     .insert(object.name_any(), members);
                 return None;
             }
-            Event::InitDone => self.objects = self.buffer.take().unwrap_or_default(),
+            Event::InitDone => {
+                let relisted = self.buffer.take().unwrap_or_default();
+                let unchanged = self.listed && relisted == self.objects;
+                self.objects = relisted;
+                self.listed = true;
+                if unchanged {
+                    return None;
+                }
+            }
             Event::Apply(object) => {
                 let members = convert(&object);
-                self.objects.insert(object.name_any(), members);
+                let name = object.name_any();
+                if self
+                    .objects
+                    .get(&name)
+                    .is_some_and(|old| same_members(old, &members))
+                {
+                    return None;
+                }
+                self.objects.insert(name, members);
             }
             Event::Delete(object) => {
-                self.objects.remove(&object.name_any());
+                let removed = self.objects.remove(&object.name_any());
+                if removed.is_none_or(|members| members.is_empty()) {
+                    return None;
+                }
             }
         }
-        let set = join(self.objects.values());
-        if self.last.as_ref() == Some(&set) {
-            return None;
-        }
-        self.last = Some(set.clone());
-        Some(set)
+        Some(join(self.objects.values()))
     }
 }
 

@@ -62,30 +62,48 @@ impl MemberSet {
     /// for every local IP that was a node and is gone; then `MasterChanged` if the
     /// smallest node IP changed. A node whose other fields change stays a node silently.
     pub fn apply(&mut self, endpoints: Vec<Member>) -> Vec<TopologyEvent> {
-        let mut nodes = BTreeMap::new();
-        for member in endpoints.into_iter().filter(|m| m.ready) {
-            nodes.entry(member.ip.clone()).or_insert(member);
-        }
+        // Bulk-built (sorted input, as sources give it, is the fast path); the first
+        // entry of an IP wins.
+        let mut ready: Vec<Member> = endpoints.into_iter().filter(|m| m.ready).collect();
+        ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+        ready.dedup_by(|later, first| later.ip == first.ip);
+        let nodes: BTreeMap<String, Member> =
+            ready.into_iter().map(|m| (m.ip.clone(), m)).collect();
         let master = nodes.keys().next().cloned();
         let previous = &self.current;
 
+        // Both maps iterate in IP order: one merge finds what left and what joined.
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        let mut old = previous.nodes.values().peekable();
+        let mut new = nodes.values().peekable();
+        loop {
+            match (old.peek(), new.peek()) {
+                (Some(o), Some(n)) if o.ip == n.ip => {
+                    old.next();
+                    new.next();
+                }
+                (Some(o), Some(n)) if o.ip < n.ip => removed.push(old.next().expect("peeked")),
+                (Some(_), None) => removed.push(old.next().expect("peeked")),
+                (_, Some(_)) => added.push(new.next().expect("peeked")),
+                (None, None) => break,
+            }
+        }
         let mut events = Vec::new();
         let mut local_left = Vec::new();
-        for (ip, member) in &previous.nodes {
-            if nodes.contains_key(ip) {
-                continue;
-            }
-            if self.local_ips.contains(ip) {
+        for member in removed {
+            if self.local_ips.contains(&member.ip) {
                 local_left.push(TopologyEvent::LocalLeft(member.clone()));
             } else {
                 events.push(TopologyEvent::NodeRemoved(member.clone()));
             }
         }
-        for (ip, member) in &nodes {
-            if !previous.nodes.contains_key(ip) && !self.local_ips.contains(ip) {
-                events.push(TopologyEvent::NodeAdded(member.clone()));
-            }
-        }
+        events.extend(
+            added
+                .into_iter()
+                .filter(|m| !self.local_ips.contains(&m.ip))
+                .map(|m| TopologyEvent::NodeAdded(m.clone())),
+        );
         events.append(&mut local_left);
         if master != previous.master {
             events.push(TopologyEvent::MasterChanged {
