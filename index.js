@@ -214,6 +214,10 @@ const swarm = {
 
 swarm.messages = new Messages(swarm, loggers['node-swarm-kb:messages']);
 swarm.tasks = new Tasks(swarm, loggers['node-swarm-kb:tasks']);
-Object.defineProperty(swarm, 'HashRing', { enumerable: false, get: () => native().HashRing });
+let HashRing = null;
+Object.defineProperty(swarm, 'HashRing', {
+  enumerable: false,
+  get: () => HashRing || (HashRing = require('./lib/ring').ringClass(native().HashRing))
+});
 
 module.exports = swarm;

@@ -32,6 +32,7 @@ class Tasks {
     this._localCalls = new Map();
     this._runValues = new Map();
     this._nextCall = 0;
+    this._ring = null;
   }
 
   register (name, handler, options) {
@@ -117,7 +118,18 @@ class Tasks {
   owner (key) {
     if (key === undefined || key === null) throw errors.invalidArgument('key', 'a string or a number', key);
     const node = this._swarm._node;
-    return node ? node.owner(String(key)) : null;
+    if (!node) return null;
+    // A number comes back, and the servers are cached per ring generation.
+    for (;;) {
+      const slot = node.ownerSlot(String(key));
+      if (slot < 0) return null;
+      const generation = Math.floor(slot / 65536);
+      if (!this._ring || this._ring.node !== node || this._ring.generation !== generation) {
+        this._ring = Object.assign(node.ringServers(), { node });
+        if (this._ring.generation !== generation) continue;
+      }
+      return this._ring.servers[slot % 65536];
+    }
   }
 
   // What task `name` is doing on this node ({ running, queued, waiters }), for debugging.

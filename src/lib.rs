@@ -5,9 +5,11 @@
 //! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
-//! - [`ring`]: the `HashRing` class.
+//! - [`ring`]: the `HashRing` class;
+//! - [`keys`]: reading a look-up key without allocating.
 mod config;
 mod host;
+mod keys;
 mod log;
 mod node;
 mod ring;

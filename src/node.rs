@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use napi::bindgen_prelude::*;
+use napi::{bindgen_prelude::*, JsString};
 use napi_derive::napi;
 use serde_json::json;
 use swarm_core::{
@@ -18,6 +18,7 @@ use crate::{
         error_code, join_payload, split_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs,
         MessageArgs, RunArgs,
     },
+    keys::with_key,
 };
 
 /// What a node knows of one member of the cluster.
@@ -46,6 +47,13 @@ impl From<&Member> for NodeInfo {
             terminating: m.terminating,
         }
     }
+}
+
+/// The servers of a ring, for `ownerSlot`.
+#[napi(object)]
+pub struct RingServers {
+    pub generation: f64,
+    pub servers: Vec<String>,
 }
 
 /// What a task is doing on this node.
@@ -216,6 +224,28 @@ impl SwarmNode {
     #[napi]
     pub fn owner(&self, key: String) -> Option<String> {
         self.swarm.owner(&key)
+    }
+
+    /// The owner of `key` as one number, `generation * 65536 + index` into the servers
+    /// of `ringServers()` for that generation, or -1 on an empty ring: a look-up then
+    /// crosses the boundary without a string coming back.
+    #[napi]
+    pub fn owner_slot(&self, key: JsString) -> Result<f64> {
+        let ring = self.swarm.ring();
+        with_key(&key, |key| match ring.1.index(key) {
+            Some(index) if index < 65536 => ring.0 as f64 * 65536.0 + index as f64,
+            _ => -1.0,
+        })
+    }
+
+    /// The servers of the current ring, and the generation it was built for.
+    #[napi]
+    pub fn ring_servers(&self) -> RingServers {
+        let ring = self.swarm.ring();
+        RingServers {
+            generation: ring.0 as f64,
+            servers: ring.1.servers().to_vec(),
+        }
     }
 
     /// Sends a message to `ip` and settles with its reply or the failure.

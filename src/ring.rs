@@ -1,6 +1,9 @@
 //! `HashRing`: the engine's `hashring@3`-compatible ring, exposed to JavaScript.
 
+use napi::{bindgen_prelude::Result, JsString};
 use napi_derive::napi;
+
+use crate::keys::with_key;
 
 /// A consistent-hash ring placing keys exactly as hashring@3 does.
 #[napi(js_name = "HashRing")]
@@ -24,6 +27,18 @@ impl JsHashRing {
     #[napi]
     pub fn get(&self, key: String) -> Option<String> {
         self.inner.get(&key).map(str::to_owned)
+    }
+
+    /// The position in `servers` of the owner of `key`, or -1 on an empty ring: a
+    /// look-up without a string coming back (the facade's `HashRing.get` uses it).
+    #[napi]
+    pub fn index(&self, key: JsString) -> Result<i32> {
+        with_key(&key, |key| {
+            self.inner
+                .index(key)
+                .and_then(|i| i32::try_from(i).ok())
+                .unwrap_or(-1)
+        })
     }
 
     /// The owners of `keys`, in order: `get` for many keys in one call.

@@ -273,6 +273,11 @@ impl Swarm {
         self.inner.ring().1.get(key).map(str::to_owned)
     }
 
+    /// The current ring and the topology generation it was built for.
+    pub fn ring(&self) -> Arc<(u64, HashRing)> {
+        self.inner.ring()
+    }
+
     /// Sends a message to the node at `ip`, itself included (through the network stack).
     pub async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
         self.inner.client.send(ip, path, payload).await

@@ -66,11 +66,17 @@ impl HashRing {
 
     /// The server owning `key`, or `None` when the ring is empty.
     pub fn get(&self, key: &str) -> Option<&str> {
+        self.index(key).map(|i| self.servers[i].as_str())
+    }
+
+    /// The position in [`HashRing::servers`] of the server owning `key`: lets a caller
+    /// that keeps its own copy of the servers avoid a string per look-up.
+    pub fn index(&self, key: &str) -> Option<usize> {
         if self.points.is_empty() {
             return None;
         }
         let position = find(&self.points, key_point(key));
-        Some(&self.servers[self.owners[position] as usize])
+        Some(self.owners[position] as usize)
     }
 
     /// The servers, in the order the ring was built from (duplicates dropped).
