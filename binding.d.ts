@@ -19,6 +19,11 @@ export declare class HashRing {
   constructor(servers: Array<string>)
   /** The server owning `key`, or `null` when the ring is empty (hashring@3 gives `undefined`). */
   get(key: string): string | null
+  /**
+   * The position in `servers` of the owner of `key`, or -1 on an empty ring: a
+   * look-up without a string coming back (the facade's `HashRing.get` uses it).
+   */
+  index(key: string): number
   /** The owners of `keys`, in order: `get` for many keys in one call. */
   getMany(keys: Array<string>): Array<string | undefined | null>
   /** The servers, in the order the ring was built from. */
@@ -40,6 +45,14 @@ export declare class SwarmNode {
   port(): number
   /** The IP owning `key` on the ring. */
   owner(key: string): string | null
+  /**
+   * The owner of `key` as one number, `generation * 65536 + index` into the servers
+   * of `ringServers()` for that generation, or -1 on an empty ring: a look-up then
+   * crosses the boundary without a string coming back.
+   */
+  ownerSlot(key: string): number
+  /** The servers of the current ring, and the generation it was built for. */
+  ringServers(): RingServers
   /** Sends a message to `ip` and settles with its reply or the failure. */
   send(ip: string, path: string, kind: number, body?: string | undefined | null): Promise<Outcome>
   /** Registers a task; false when the name is taken. */
@@ -117,6 +130,10 @@ export interface NodeOptions {
   connectTimeout: number
   /** How long a request to a peer may take, in ms. */
   requestTimeout: number
+  /** How long a client may take to send its request headers, in ms. */
+  headerTimeout: number
+  /** Largest request head, in bytes. */
+  maxHeaderSize: number
 }
 
 /**
@@ -133,6 +150,12 @@ export interface Outcome {
   code?: string
   /** The error message when the call failed. */
   message?: string
+}
+
+/** The servers of a ring, for `ownerSlot`. */
+export interface RingServers {
+  generation: number
+  servers: Array<string>
 }
 
 /**

@@ -51,6 +51,10 @@ declare namespace swarm {
     connectTimeout?: number;
     /** How long a request to a peer may take, in ms. */
     requestTimeout?: number;
+    /** How long a client may take to send its request headers, in ms (default 10000). */
+    headerTimeout?: number;
+    /** Largest request head in bytes (default 64 KiB); larger ones get 431. */
+    maxHeaderSize?: number;
   }
 
   type SingleTrigger = boolean | 'N';

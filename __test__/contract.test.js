@@ -34,7 +34,7 @@ before(async () => {
   swarm.messages.on('fail', () => { const e = new Error('nope'); e.statusCode = 422; throw e; });
   swarm.messages.on('reject', () => Promise.reject(new Error('rejected')));
   swarm.tasks.register('add', (a, b) => a + b);
-  const nodes = await swarm.init({ standalone: true, ip: IP, messages: { port, bind: IP, maxBodySize: 4096 } });
+  const nodes = await swarm.init({ standalone: true, ip: IP, messages: { port, bind: IP, maxBodySize: 4096, headerTimeout: 300 } });
   assert.deepStrictEqual(Object.keys(nodes), [IP]);
 });
 
@@ -95,6 +95,24 @@ test('bad requests get 4xx', async () => {
   assert.strictEqual((await post('echo', 'x'.repeat(5000))).status, 413);
   assert.strictEqual((await post('_task', '{"args":[]}', { 'content-type': 'application/json' })).status, 400);
   assert.strictEqual((await post('_task', JSON.stringify({ task: 'add', args: [1, 2] }), { 'content-type': 'application/json' })).body, '3');
+});
+
+test('oversized headers get 431; other methods 405', async () => {
+  assert.strictEqual((await post('echo', '{}', { 'content-type': 'application/json', 'x-big': 'y'.repeat(100 * 1024) })).status, 431);
+  const status = await new Promise((resolve, reject) => {
+    http.request({ host: IP, port, method: 'DELETE', path: '/echo' }, res => { res.resume(); resolve(res.statusCode); }).on('error', reject).end();
+  });
+  assert.strictEqual(status, 405);
+});
+
+test('a client that never finishes its headers is cut off and does not block others', async () => {
+  const net = require('node:net');
+  const slow = net.connect({ host: IP, port });
+  await new Promise(resolve => slow.once('connect', resolve));
+  slow.write('POST /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+  const closed = new Promise(resolve => slow.once('close', resolve));
+  assert.deepStrictEqual((await swarm.messages.send(IP, 'echo', { during: 1 })).message, { during: 1 });
+  await closed;
 });
 
 test('tasks: registration, errors, local execution', async () => {

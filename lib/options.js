@@ -98,7 +98,9 @@ function resolve (options, env = process.env) {
       maxBodySize: number(messages.maxBodySize, 10 * 1024 * 1024),
       handlerTimeout: number(messages.maxProcessingTime, 5 * 60000),
       connectTimeout: number(messages.connectTimeout, 3000),
-      requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000)
+      requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000),
+      headerTimeout: number(messages.headerTimeout, 10000),
+      maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024)
     }
   };
 }

@@ -30,6 +30,10 @@ pub struct NodeOptions {
     pub connect_timeout: f64,
     /// How long a request to a peer may take, in ms.
     pub request_timeout: f64,
+    /// How long a client may take to send its request headers, in ms.
+    pub header_timeout: f64,
+    /// Largest request head, in bytes.
+    pub max_header_size: f64,
 }
 
 /// How to reach the Kubernetes API.
@@ -94,6 +98,8 @@ impl NodeOptions {
             limits: ServerLimits {
                 max_body: self.max_body_size.max(0.0) as usize,
                 handler_timeout: millis(self.handler_timeout),
+                header_timeout: millis(self.header_timeout),
+                max_header_size: self.max_header_size.max(0.0) as usize,
                 ..ServerLimits::default()
             },
             client: ClientConfig {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{body::Incoming, header, service::service_fn, Method, Request, Response, StatusCode};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::net::TcpListener;
@@ -37,6 +37,11 @@ pub struct ServerLimits {
     pub handler_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: Duration,
+    /// How long a client may take to send its request headers; a slower connection is
+    /// closed (slowloris), so it cannot hold a slot for long.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    pub max_header_size: usize,
 }
 
 impl Default for ServerLimits {
@@ -45,6 +50,8 @@ impl Default for ServerLimits {
             max_body: 10 * 1024 * 1024,
             handler_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
         }
     }
 }
@@ -63,7 +70,17 @@ pub async fn serve(
 ) {
     let ctx = Arc::new(Context { dispatch, limits });
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.limits.header_timeout)
+        // hyper's floor for its read buffer is 8 KiB.
+        .max_buf_size(ctx.limits.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(ctx.limits.max_header_size).unwrap_or(u32::MAX));
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -127,6 +144,23 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
             ))
         }
     };
+    // hyper's read buffer bounds the memory a head may take, but lets a head that
+    // arrived in large reads through: the limit itself is checked here.
+    let head: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head > ctx.limits.max_header_size {
+        return Err(Reply::error(
+            431,
+            &format!(
+                "Request header fields larger than {} bytes",
+                ctx.limits.max_header_size
+            ),
+        ));
+    }
     let path = path::decode(req.uri().path().trim_matches('/'));
     let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
     let declared = req
