@@ -134,6 +134,10 @@ export interface NodeOptions {
   headerTimeout: number
   /** Largest request head, in bytes. */
   maxHeaderSize: number
+  /** The shared secret that signs pod traffic; unsigned (0.5.1's protocol) when absent. */
+  secret?: string
+  /** With a secret: refuse unsigned requests (false only while rolling the secret out). */
+  requireSignatures: boolean
 }
 
 /**

@@ -100,7 +100,11 @@ function resolve (options, env = process.env) {
       connectTimeout: number(messages.connectTimeout, 3000),
       requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000),
       headerTimeout: number(messages.headerTimeout, 10000),
-      maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024)
+      maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024),
+      secret: messages.secret || env.SWARM_SECRET || undefined,
+      requireSignatures: messages.requireSignatures !== undefined
+        ? messages.requireSignatures !== false
+        : !/^(0|false|no)$/i.test(env.SWARM_REQUIRE_SIGNATURES || '')
     }
   };
 }

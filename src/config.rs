@@ -1,11 +1,11 @@
 //! The options the facade passes to `SwarmNode.start`, converted to the engine's
 //! settings. The facade has already applied 0.5.1's option and environment defaults.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use napi_derive::napi;
 use swarm_core::{
-    messaging::{ClientConfig, ServerLimits},
+    messaging::{Auth, ClientConfig, ServerLimits},
     swarm::{DiscoveryConfig, SwarmConfig},
     tasks::{SingleTrigger, TaskOptions},
     topology::KubeSettings,
@@ -34,6 +34,10 @@ pub struct NodeOptions {
     pub header_timeout: f64,
     /// Largest request head, in bytes.
     pub max_header_size: f64,
+    /// The shared secret that signs pod traffic; unsigned (0.5.1's protocol) when absent.
+    pub secret: Option<String>,
+    /// With a secret: refuse unsigned requests (false only while rolling the secret out).
+    pub require_signatures: bool,
 }
 
 /// How to reach the Kubernetes API.
@@ -63,6 +67,9 @@ pub struct TaskOptionsJs {
     pub max_queue_length: u32,
 }
 
+/// How far a signed request's timestamp may be from the receiver's clock.
+const SIGNATURE_WINDOW: Duration = Duration::from_secs(30);
+
 fn millis(ms: f64) -> Duration {
     Duration::from_millis(ms.max(0.0) as u64)
 }
@@ -90,6 +97,13 @@ impl NodeOptions {
                 accept_invalid_certs: k.insecure,
             }),
         };
+        let auth = self.secret.filter(|s| !s.is_empty()).map(|s| {
+            Arc::new(Auth::new(
+                s.as_bytes(),
+                SIGNATURE_WINDOW,
+                self.require_signatures,
+            ))
+        });
         Ok(SwarmConfig {
             local_ips: self.local_ips,
             discovery,
@@ -100,6 +114,7 @@ impl NodeOptions {
                 handler_timeout: millis(self.handler_timeout),
                 header_timeout: millis(self.header_timeout),
                 max_header_size: self.max_header_size.max(0.0) as usize,
+                auth: auth.clone(),
                 ..ServerLimits::default()
             },
             client: ClientConfig {
@@ -107,6 +122,7 @@ impl NodeOptions {
                 connect_timeout: millis(self.connect_timeout),
                 request_timeout: millis(self.request_timeout),
                 local_address: (!bind.is_unspecified()).then_some(bind),
+                auth,
             },
         })
     }

@@ -1,7 +1,7 @@
 //! The messaging client: one pooled keep-alive HTTP/1.1 client for every peer, with a
 //! connect timeout and a request timeout so that every send settles.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,7 +11,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::{codec::Payload, path, Reply};
+use super::{auth::Auth, codec::Payload, path, Reply};
 use crate::errors::with_causes;
 
 /// Settings of the client.
@@ -25,6 +25,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// The source address of outgoing connections, so peers see this node's IP as `from`.
     pub local_address: Option<IpAddr>,
+    /// Signs every request when set.
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +36,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(310),
             local_address: None,
+            auth: None,
         }
     }
 }
@@ -90,13 +93,20 @@ impl Client {
             IpAddr::V4(v4) => format!("{v4}:{}", self.config.port),
             IpAddr::V6(v6) => format!("[{v6}]:{}", self.config.port),
         };
-        let uri = format!("http://{authority}{}", path::encode(topic_path));
+        let encoded = path::encode(topic_path);
+        let uri = format!("http://{authority}{encoded}");
         let mut builder = Request::builder().method(Method::POST).uri(uri);
         if let Some(ct) = payload.content_type() {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
+        let body = payload.bytes();
+        if let Some(auth) = &self.config.auth {
+            for (name, value) in auth.sign("POST", &encoded, &body) {
+                builder = builder.header(name, value);
+            }
+        }
         let request = builder
-            .body(Full::new(payload.bytes()))
+            .body(Full::new(body))
             .map_err(|e| SendError::BadAddress(format!("{ip}: {e}")))?;
         let timeout = self.config.request_timeout;
         let exchange = async {

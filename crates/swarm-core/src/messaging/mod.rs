@@ -4,8 +4,10 @@
 //! - [`codec`]: bodies, topics and the `_task` envelope;
 //! - [`path`]: topic paths on the wire;
 //! - [`server`]: the hyper server, its limits and its graceful shutdown;
-//! - [`client`]: the pooled client with its timeouts.
+//! - [`client`]: the pooled client with its timeouts;
+//! - [`auth`]: the opt-in signatures of pod traffic.
 
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod path;
@@ -15,6 +17,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
+pub use auth::Auth;
 pub use client::{Client, ClientConfig, SendError};
 pub use codec::{CodecError, Payload, TaskRequest, TASK_TOPIC};
 pub use server::{serve, Dispatch, ServerLimits};

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{codec::Payload, path, Inbound, Reply};
+use super::{auth::Auth, codec::Payload, path, Inbound, Reply};
 
 /// What the server hands a decoded request to.
 pub trait Dispatch: Send + Sync + 'static {
@@ -42,6 +42,8 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Largest request head (request line and headers), in bytes; larger ones get 431.
     pub max_header_size: usize,
+    /// When set, only signed requests are answered; others get 401.
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl Default for ServerLimits {
@@ -52,6 +54,7 @@ impl Default for ServerLimits {
             drain_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
+            auth: None,
         }
     }
 }
@@ -134,7 +137,8 @@ async fn handle(
 }
 
 async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
-    let has_body = match *req.method() {
+    let (parts, incoming) = req.into_parts();
+    let has_body = match parts.method {
         Method::POST | Method::PUT => true,
         Method::GET => false,
         _ => {
@@ -146,25 +150,21 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
     };
     // hyper's read buffer bounds the memory a head may take, but lets a head that
     // arrived in large reads through: the limit itself is checked here.
-    let head: usize = req.uri().to_string().len()
-        + req
-            .headers()
+    let max_head = ctx.limits.max_header_size;
+    let head = parts.uri.to_string().len()
+        + parts
+            .headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
-    if head > ctx.limits.max_header_size {
+    if head > max_head {
         return Err(Reply::error(
             431,
-            &format!(
-                "Request header fields larger than {} bytes",
-                ctx.limits.max_header_size
-            ),
+            &format!("Request header fields larger than {max_head} bytes"),
         ));
     }
-    let path = path::decode(req.uri().path().trim_matches('/'));
-    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-    let declared = req
-        .headers()
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -172,10 +172,7 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
         return Err(too_large(ctx.limits.max_body));
     }
     let body = if has_body {
-        match Limited::new(req.into_body(), ctx.limits.max_body)
-            .collect()
-            .await
-        {
+        match Limited::new(incoming, ctx.limits.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<LengthLimitError>() => return Err(too_large(ctx.limits.max_body)),
             Err(e) => {
@@ -188,7 +185,13 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
     } else {
         Bytes::new()
     };
-    let payload = Payload::decode(content_type.as_ref(), body)
+    let raw_path = parts.uri.path();
+    if let Some(auth) = &ctx.limits.auth {
+        auth.verify(parts.method.as_str(), raw_path, &parts.headers, &body)
+            .map_err(|e| Reply::error(401, &e.to_string()))?;
+    }
+    let path = path::decode(raw_path.trim_matches('/'));
+    let payload = Payload::decode(parts.headers.get(header::CONTENT_TYPE), body)
         .map_err(|e| Reply::error(400, &e.to_string()))?;
     let from = peer.ip().to_canonical();
     debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}");
