@@ -64,7 +64,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -195,26 +195,18 @@ mod tests {
         let auth = Auth::new(b"secret", Duration::from_secs(30), true);
         let other = Auth::new(b"other", Duration::from_secs(30), true);
         let signed = headers(auth.sign("POST", "/a", b"{\"x\":1}"));
-        assert_eq!(
-            auth.verify("POST", "/a", &signed, b"{\"x\":2}"),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            auth.verify("POST", "/b", &signed, b"{\"x\":1}"),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            auth.verify("PUT", "/a", &signed, b"{\"x\":1}"),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            other.verify("POST", "/a", &signed, b"{\"x\":1}"),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            auth.verify("POST", "/a", &HeaderMap::new(), b""),
-            Err(AuthError::Missing)
-        );
+        let cases: [(&Auth, &str, &str, &[u8]); 4] = [
+            (&auth, "POST", "/a", b"{\"x\":2}"),
+            (&auth, "POST", "/b", b"{\"x\":1}"),
+            (&auth, "PUT", "/a", b"{\"x\":1}"),
+            (&other, "POST", "/a", b"{\"x\":1}"),
+        ];
+        for (checker, method, path, body) in cases {
+            let result = checker.verify(method, path, &signed, body);
+            assert_eq!(result, Err(AuthError::BadSignature), "{method} {path}");
+        }
+        let unsigned = auth.verify("POST", "/a", &HeaderMap::new(), b"");
+        assert_eq!(unsigned, Err(AuthError::Missing));
     }
 
     #[test]
