@@ -307,4 +307,46 @@ mod tests {
         assert!(before.is_node("10.0.0.1"));
         assert!(!s.view().is_node("10.0.0.1"));
     }
+
+    mod properties {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn endpoints() -> impl Strategy<Value = Vec<(u8, bool)>> {
+            prop::collection::vec((0u8..12, any::<bool>()), 0..16)
+        }
+
+        proptest! {
+            // Replaying the events on the previous node set gives the new one, whatever
+            // the sets (duplicates, unordered input, not-ready entries, local IPs).
+            #[test]
+            fn events_replay_to_the_view(sets in prop::collection::vec(endpoints(), 1..8)) {
+                let local = "10.0.0.3".to_string();
+                let mut set = MemberSet::new([local.clone()]);
+                let mut replayed: BTreeSet<String> = BTreeSet::new();
+                for list in sets {
+                    let members: Vec<Member> = list
+                        .iter()
+                        .map(|&(n, ready)| Member { ready, ..Member::from_ip(format!("10.0.0.{n}")) })
+                        .collect();
+                    let had_local = set.view().is_node(&local);
+                    for event in set.apply(members) {
+                        match event {
+                            TopologyEvent::NodeAdded(m) => prop_assert!(replayed.insert(m.ip)),
+                            TopologyEvent::NodeRemoved(m) => prop_assert!(replayed.remove(&m.ip)),
+                            TopologyEvent::LocalLeft(m) => prop_assert!(had_local && m.ip == local),
+                            _ => {}
+                        }
+                    }
+                    let view = set.view();
+                    let expected: BTreeSet<String> = view.nodes.keys().filter(|ip| **ip != local).cloned().collect();
+                    prop_assert_eq!(&replayed, &expected);
+                    prop_assert_eq!(view.master.as_ref(), view.nodes.keys().next());
+                }
+            }
+        }
+    }
 }
