@@ -51,6 +51,17 @@ test('a terminating pod leaves the ring and gets its heads-up before its endpoin
   assert.ok(!ran.includes(c.ip), 'no new task lands on it');
 });
 
+test('a call waiting on a peer fails at once when the peer leaves the endpoints', async () => {
+  const [a, , c] = cluster.nodes;
+  const waiting = a.request('send', { to: c.ip, topic: 'hold', data: {} });
+  await eventually(async () => await c.request('gates') > 0, 10000, 'the call held on c');
+  const started = Date.now();
+  standin.removePod(c.ip);
+  await assert.rejects(waiting, new RegExp(`Node ${c.ip.replace(/\./g, '\\.')} left the cluster`));
+  assert.ok(Date.now() - started < 5000, 'failed at once, not at a timeout');
+  await c.request('open');
+});
+
 test('close() finishes queued work, answers in-flight calls, then releases the port', async () => {
   const [a, b] = cluster.nodes;
   const keys = Array.from({ length: 100 }, (_, i) => `c-${i}`);

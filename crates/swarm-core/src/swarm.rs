@@ -5,7 +5,7 @@
 //! and task handlers, and a sink for topology events. Everything else runs here.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
@@ -179,6 +179,8 @@ struct Inner {
     ring: RwLock<Arc<(u64, HashRing)>>,
     local_ips: HashSet<String>,
     local_addr: SocketAddr,
+    /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
+    peers: Mutex<HashMap<String, CancellationToken>>,
     cancel: CancellationToken,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -225,6 +227,7 @@ impl Swarm {
             ring: RwLock::new(Arc::new((u64::MAX, HashRing::new(Vec::<String>::new())))),
             local_ips: config.local_ips.into_iter().collect(),
             local_addr,
+            peers: Mutex::new(HashMap::new()),
             cancel: cancel.clone(),
             background: Mutex::new(Vec::new()),
         });
@@ -240,11 +243,12 @@ impl Swarm {
                 pump_host.event(event);
             }
         });
+        let departures = tokio::spawn(fail_calls_of_departed_peers(inner.clone()));
         inner
             .background
             .lock()
             .expect("not poisoned")
-            .extend([server, pump]);
+            .extend([server, pump, departures]);
         Ok(Swarm { inner })
     }
 
@@ -280,7 +284,7 @@ impl Swarm {
 
     /// Sends a message to the node at `ip`, itself included (through the network stack).
     pub async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
-        self.inner.client.send(ip, path, payload).await
+        self.inner.send(ip, path, payload).await
     }
 
     /// Registers task `name` with its options; false when the name is taken.
@@ -338,7 +342,7 @@ impl Swarm {
             reason,
             status,
         };
-        match self.inner.client.send(ip, TASK_TOPIC, body).await {
+        match self.inner.send(ip, TASK_TOPIC, body).await {
             Ok(reply) if reply.is_success() => Ok(TaskValue::new(reply.payload)),
             Ok(reply) => {
                 let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
@@ -366,7 +370,40 @@ impl Swarm {
     }
 }
 
+/// Fails the calls waiting on a peer as soon as it drops out of the reachable set.
+async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
+    let mut views = inner.topology.subscribe();
+    let mut before = views.borrow_and_update().reachable.clone();
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+        }
+        let now = views.borrow_and_update().reachable.clone();
+        let mut peers = inner.peers.lock().expect("not poisoned");
+        for gone in before.difference(&now) {
+            if let Some(token) = peers.remove(gone) {
+                debug!(target: "node_swarm_kb::messages", "{gone} left: failing its pending calls");
+                token.cancel();
+            }
+        }
+        before = now;
+    }
+}
+
 impl Inner {
+    /// Sends through the client; fails at once if the peer leaves meanwhile.
+    async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
+        let departed = {
+            let mut peers = self.peers.lock().expect("not poisoned");
+            peers.entry(ip.to_owned()).or_default().clone()
+        };
+        tokio::select! {
+            reply = self.client.send(ip, path, payload) => reply,
+            _ = departed.cancelled() => Err(SendError::Left { ip: ip.to_owned() }),
+        }
+    }
+
     fn ring(&self) -> Arc<(u64, HashRing)> {
         let view = self.topology.view();
         let cached = self.ring.read().expect("not poisoned").clone();

@@ -56,6 +56,9 @@ pub enum SendError {
     /// The exchange broke after it started; the message may have been delivered.
     #[error("Request to {ip} failed: {reason}")]
     Failed { ip: String, reason: String },
+    /// The peer left the cluster while the call was waiting; it may have been delivered.
+    #[error("Node {ip} left the cluster before answering; the message may have been delivered")]
+    Left { ip: String },
 }
 
 /// A pooled client for the messaging protocol.

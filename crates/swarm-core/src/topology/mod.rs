@@ -104,6 +104,11 @@ impl TopologyHandle {
         Arc::clone(&self.view.borrow())
     }
 
+    /// A receiver of every new view, for whoever reacts to changes of the view itself.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
     /// Whether the first full set of endpoints has been applied.
     pub fn is_ready(&self) -> bool {
         self.view.borrow().generation > 0

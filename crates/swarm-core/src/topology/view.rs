@@ -19,6 +19,10 @@ pub struct View {
     pub master: Option<String>,
     /// How many full sets of endpoints have been applied; `0` before the first one.
     pub generation: u64,
+    /// The IPs that can still answer: nodes, and endpoints that are not ready but still
+    /// serving (a terminating pod draining its work). A peer that drops out of this set
+    /// is gone, and calls waiting on it can be failed at once.
+    pub reachable: BTreeSet<String>,
 }
 
 impl View {
@@ -62,6 +66,11 @@ impl MemberSet {
     /// for every local IP that was a node and is gone; then `MasterChanged` if the
     /// smallest node IP changed. A node whose other fields change stays a node silently.
     pub fn apply(&mut self, endpoints: Vec<Member>) -> Vec<TopologyEvent> {
+        let reachable = endpoints
+            .iter()
+            .filter(|m| m.ready || m.serving)
+            .map(|m| m.ip.clone())
+            .collect();
         // Bulk-built (sorted input, as sources give it, is the fast path); the first
         // entry of an IP wins.
         let mut ready: Vec<Member> = endpoints.into_iter().filter(|m| m.ready).collect();
@@ -116,6 +125,7 @@ impl MemberSet {
             nodes,
             master,
             generation: previous.generation + 1,
+            reachable,
         });
         events
     }
