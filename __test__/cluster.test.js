@@ -128,8 +128,18 @@ test('a removed node gets its SIGTERM heads-up; a killed one disappears everywhe
     await eventually(async () => (await node.request('nodes')).master === '127.0.0.21', 10000, 'master back');
   }
   const victim = cluster.nodes.find(n => n.ip === '127.0.0.23');
+  const first = cluster.nodes.find(n => n.ip === '127.0.0.21');
+  const key = await keyOwnedBy(first, victim);
   await victim.kill('SIGKILL');
+  // A task sent to the dead node cannot be delivered: it waits for the topology...
+  const rerouted = first.request('exec', { name: 'where', args: [key] });
+  // (a send issued after it has been refused too, so the task has met the closed port)
+  await assert.rejects(first.request('send', { to: victim.ip, topic: 'whoami', data: {} }), /Unable to reach 127\.0\.0\.23/);
   standin.removePod('127.0.0.23');
+  // ...and runs on the key's new owner once the dead node is gone.
+  const ranOn = await rerouted;
+  assert.ok(['127.0.0.21', '127.0.0.22'].includes(ranOn), `ran on ${ranOn}`);
+  assert.strictEqual(ranOn, (await first.request('owners', { keys: [key] }))[0]);
   for (const node of cluster.nodes.filter(n => n.ip === '127.0.0.21' || n.ip === '127.0.0.22')) {
     await node.waitEvent(e => e.event === 'nodeRemoved' && e.ip === '127.0.0.23', 10000, 'nodeRemoved of the killed node');
   }

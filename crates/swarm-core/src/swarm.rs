@@ -316,8 +316,8 @@ impl Swarm {
         }
         match self.owner(key) {
             Some(ip) if !self.is_local(&ip) => {
-                let (this, name) = (self.clone(), name.to_owned());
-                Box::pin(async move { this.exec_remote(&name, &ip, args).await })
+                let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
+                Box::pin(async move { this.exec_remote(&name, &key, ip, args).await })
             }
             _ => Box::pin(self.inner.exec_local(name, TaskArgs::Json(args))),
         }
@@ -333,22 +333,53 @@ impl Swarm {
         self.inner.exec_local(name, args)
     }
 
-    async fn exec_remote(&self, name: &str, ip: &str, args: Bytes) -> Result<TaskValue, ExecError> {
-        debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
+    /// Sends a task to its owner. A call that provably never reached it (no connection
+    /// could be made) waits, within the task's timeout, for the topology to change and
+    /// goes to the key's owner then; a call that may have been delivered is never sent
+    /// again: it fails, saying so.
+    async fn exec_remote(
+        &self,
+        name: &str,
+        key: &str,
+        mut ip: String,
+        args: Bytes,
+    ) -> Result<TaskValue, ExecError> {
+        let timeout = self
+            .inner
+            .tasks
+            .options(name)
+            .map_or(Duration::from_secs(30), |o| o.timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         let body = Payload::Json(TaskRequest::encode(name, &args));
-        let remote = |reason: String, status: Option<u16>| ExecError::Remote {
-            task: name.to_owned(),
-            ip: ip.to_owned(),
-            reason,
-            status,
-        };
-        match self.inner.send(ip, TASK_TOPIC, body).await {
-            Ok(reply) if reply.is_success() => Ok(TaskValue::new(reply.payload)),
-            Ok(reply) => {
-                let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
-                Err(remote(reason, Some(reply.status)))
+        loop {
+            debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
+            let remote = |reason: String, status: Option<u16>| ExecError::Remote {
+                task: name.to_owned(),
+                ip: ip.clone(),
+                reason,
+                status,
+            };
+            let error = match self.inner.send(&ip, TASK_TOPIC, body.clone()).await {
+                Ok(reply) if reply.is_success() => return Ok(TaskValue::new(reply.payload)),
+                Ok(reply) => {
+                    let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
+                    return Err(remote(reason, Some(reply.status)));
+                }
+                Err(e @ SendError::Unreachable { .. }) => e,
+                Err(e) => return Err(remote(e.to_string(), None)),
+            };
+            debug!(target: "node_swarm_kb::tasks", "Task {name} not delivered ({error}): waiting for the topology");
+            let generation = self.view().generation;
+            let mut views = self.inner.topology.subscribe();
+            let moved =
+                tokio::time::timeout_at(deadline, views.wait_for(|v| v.generation > generation));
+            if !matches!(moved.await, Ok(Ok(_))) {
+                return Err(remote(format!("{error}; the task was not delivered"), None));
             }
-            Err(e) => Err(remote(e.to_string(), None)),
+            match self.owner(key) {
+                Some(next) if !self.is_local(&next) => ip = next,
+                _ => return self.inner.exec_local(name, TaskArgs::Json(args)).await,
+            }
         }
     }
 
