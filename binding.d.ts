@@ -138,6 +138,10 @@ export interface NodeOptions {
   secret?: string
   /** With a secret: refuse unsigned requests (false only while rolling the secret out). */
   requireSignatures: boolean
+  /** Open connections at most. */
+  maxConnections: number
+  /** Requests handled at once at most; more get 503. */
+  maxInFlight: number
 }
 
 /**

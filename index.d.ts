@@ -55,6 +55,10 @@ declare namespace swarm {
     headerTimeout?: number;
     /** Largest request head in bytes (default 64 KiB); larger ones get 431. */
     maxHeaderSize?: number;
+    /** Open connections at most (default 4096); more wait to be accepted. */
+    maxConnections?: number;
+    /** Requests handled at once at most (default 1024); more get 503 at once. */
+    maxInFlight?: number;
     /** Shared secret (env SWARM_SECRET): sign and require signatures on pod traffic. */
     secret?: string;
     /** With a secret, refuse unsigned requests (default true; env SWARM_REQUIRE_SIGNATURES=false while rolling out). */

@@ -81,3 +81,34 @@ test('close() finishes queued work, answers in-flight calls, then releases the p
   assert.strictEqual(await closing, 'closed');
   assert.ok(await refused(b.ip, cluster.port), 'the port is released');
 });
+
+test('past maxInFlight a request gets 503 at once, and the node recovers', async () => {
+  const { NodeProcess, freePort } = require('./helpers/cluster');
+  const http = require('node:http');
+  const ip = '127.0.0.59';
+  standin.addPod({ name: 'web-limited', ip });
+  const port = await freePort();
+  const limited = new NodeProcess(ip, {
+    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(port),
+    FIXTURE_MESSAGES: JSON.stringify({ maxInFlight: 1 })
+  });
+  try {
+    await limited.waitEvent(e => e.event === 'ready', 20000, 'ready');
+    const post = topic => new Promise((resolve, reject) => {
+      http.request({ host: ip, port, method: 'POST', path: `/${topic}` }, res => {
+        let body = '';
+        res.on('data', c => { body += c; });
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+      }).on('error', reject).end();
+    });
+    const held = post('hold');
+    await eventually(async () => await limited.request('gates') > 0, 10000, 'a held request');
+    assert.strictEqual((await post('whoami')).status, 503);
+    await limited.request('open');
+    assert.strictEqual((await held).status, 200);
+    assert.deepStrictEqual(await post('whoami'), { status: 200, body: ip });
+  } finally {
+    await limited.kill();
+    standin.removePod(ip);
+  }
+});

@@ -101,6 +101,8 @@ function resolve (options, env = process.env) {
       requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000),
       headerTimeout: number(messages.headerTimeout, 10000),
       maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024),
+      maxConnections: number(messages.maxConnections, 4096),
+      maxInFlight: number(messages.maxInFlight, 1024),
       secret: messages.secret || env.SWARM_SECRET || undefined,
       requireSignatures: messages.requireSignatures !== undefined
         ? messages.requireSignatures !== false

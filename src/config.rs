@@ -38,6 +38,10 @@ pub struct NodeOptions {
     pub secret: Option<String>,
     /// With a secret: refuse unsigned requests (false only while rolling the secret out).
     pub require_signatures: bool,
+    /// Open connections at most.
+    pub max_connections: u32,
+    /// Requests handled at once at most; more get 503.
+    pub max_in_flight: u32,
 }
 
 /// How to reach the Kubernetes API.
@@ -115,6 +119,8 @@ impl NodeOptions {
                 header_timeout: millis(self.header_timeout),
                 max_header_size: self.max_header_size.max(0.0) as usize,
                 auth: auth.clone(),
+                max_connections: self.max_connections as usize,
+                max_in_flight: self.max_in_flight as usize,
                 ..ServerLimits::default()
             },
             client: ClientConfig {

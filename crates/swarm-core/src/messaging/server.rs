@@ -16,7 +16,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -44,6 +44,10 @@ pub struct ServerLimits {
     pub max_header_size: usize,
     /// When set, only signed requests are answered; others get 401.
     pub auth: Option<Arc<Auth>>,
+    /// Open connections at most; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests being handled at most; past it, a request gets 503 at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerLimits {
@@ -55,6 +59,8 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
             auth: None,
+            max_connections: 4096,
+            max_in_flight: 1024,
         }
     }
 }
@@ -62,6 +68,7 @@ impl Default for ServerLimits {
 struct Context {
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
+    in_flight: Arc<Semaphore>,
 }
 
 /// Serves `listener` until `cancel` fires, then drains in-flight requests.
@@ -71,7 +78,13 @@ pub async fn serve(
     limits: ServerLimits,
     cancel: CancellationToken,
 ) {
-    let ctx = Arc::new(Context { dispatch, limits });
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    let ctx = Arc::new(Context {
+        dispatch,
+        limits,
+        in_flight,
+    });
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -85,6 +98,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(ctx.limits.max_header_size).unwrap_or(u32::MAX));
     loop {
+        let connection = tokio::select! {
+            _ = cancel.cancelled() => break,
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -105,6 +122,7 @@ pub async fn serve(
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _connection = connection;
             if let Err(e) = conn.await {
                 debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
             }
@@ -124,6 +142,12 @@ async fn handle(
     peer: SocketAddr,
     ctx: Arc<Context>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Ok(_slot) = ctx.in_flight.clone().try_acquire_owned() else {
+        return Ok(respond(Reply::error(
+            503,
+            "Too many requests in progress, retry later",
+        )));
+    };
     Ok(match decode(req, peer, &ctx).await {
         Ok(message) => {
             let reply =
