@@ -142,6 +142,8 @@ export interface NodeOptions {
   maxConnections: number
   /** Requests handled at once at most; more get 503. */
   maxInFlight: number
+  /** The tasks registered so far, known before the first request is taken. */
+  tasks: Array<TaskSpec>
 }
 
 /**
@@ -185,6 +187,12 @@ export interface TaskOptionsJs {
   /** `false`, `true` or `'N'`, as 0.5.1 spells it: "off", "join" or "next". */
   singleTrigger: string
   maxQueueLength: number
+}
+
+/** A task registration. */
+export interface TaskSpec {
+  name: string
+  options: TaskOptionsJs
 }
 
 /** What a task is doing on this node. */

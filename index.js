@@ -68,7 +68,8 @@ const swarm = {
     const readyEvent = new Promise(resolve => { topologyReady = resolve; });
     return Promise.try(() => {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
-      starting = Promise.resolve(native().startNode(resolved.node,
+      const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
+      starting = Promise.resolve(native().startNode(settings,
         (id, path, kind, body, from) => withNode(node => this.messages._dispatch(node, id, path, kind, body, from)),
         (runId, name, args, callId) => withNode(node => this.tasks._run(node, runId, name, args, callId)),
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),

@@ -66,9 +66,14 @@ class Tasks {
     if (this._swarm._node) this._swarm._node.registerTask(name, nativeOptions(merged));
   }
 
-  // Pushes every registration to a node that just started.
+  // The registrations so far, for a node about to start (it knows them before it takes
+  // a request), then again once it runs, for those made meanwhile (duplicates are ignored).
+  _specs () {
+    return Object.keys(this.tasks).map(name => ({ name, options: nativeOptions(this.tasks[name]) }));
+  }
+
   _registerAll (node) {
-    for (const name of Object.keys(this.tasks)) node.registerTask(name, nativeOptions(this.tasks[name]));
+    for (const { name, options } of this._specs()) node.registerTask(name, options);
   }
 
   exec (name, ...args) {

@@ -42,6 +42,15 @@ pub struct NodeOptions {
     pub max_connections: u32,
     /// Requests handled at once at most; more get 503.
     pub max_in_flight: u32,
+    /// The tasks registered so far, known before the first request is taken.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// A task registration.
+#[napi(object)]
+pub struct TaskSpec {
+    pub name: String,
+    pub options: TaskOptionsJs,
 }
 
 /// How to reach the Kubernetes API.
@@ -108,7 +117,13 @@ impl NodeOptions {
                 self.require_signatures,
             ))
         });
+        let tasks = self
+            .tasks
+            .into_iter()
+            .map(|t| Ok((t.name, t.options.into_options()?)))
+            .collect::<napi::Result<_>>()?;
         Ok(SwarmConfig {
+            tasks,
             local_ips: self.local_ips,
             discovery,
             bind,

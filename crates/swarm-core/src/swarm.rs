@@ -9,7 +9,10 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::Duration,
 };
 
@@ -30,6 +33,13 @@ use crate::{
         TopologyEvent, TopologyHandle, View,
     },
 };
+
+/// The status of a task refused by a closing node before it ran: the caller may take it
+/// to the key's next owner (421 Misdirected Request: "not the server for this request").
+const NOT_RUN: u16 = 421;
+
+/// How long no request must have come in before `close()` releases the port.
+const QUIET: Duration = Duration::from_millis(300);
 
 /// A boxed future, as the [`Host`] returns them.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -163,6 +173,9 @@ pub struct SwarmConfig {
     pub limits: ServerLimits,
     /// Settings of the client (its `port` is the peers' port).
     pub client: ClientConfig,
+    /// Tasks registered before the server takes its first request, so a peer never
+    /// reaches this node before it knows its tasks.
+    pub tasks: Vec<(String, TaskOptions)>,
 }
 
 /// A running node; cheap to clone.
@@ -181,6 +194,9 @@ struct Inner {
     local_addr: SocketAddr,
     /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
     peers: Mutex<HashMap<String, CancellationToken>>,
+    /// When the last request came in, in ms since `started`: `close()` waits for quiet.
+    started: std::time::Instant,
+    last_request_ms: AtomicU64,
     cancel: CancellationToken,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -228,9 +244,17 @@ impl Swarm {
             local_ips: config.local_ips.into_iter().collect(),
             local_addr,
             peers: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
+            last_request_ms: AtomicU64::new(0),
             cancel: cancel.clone(),
             background: Mutex::new(Vec::new()),
         });
+        let swarm = Swarm {
+            inner: inner.clone(),
+        };
+        for (name, options) in config.tasks {
+            swarm.register_task(&name, options);
+        }
         let server = tokio::spawn(messaging::serve(
             listener,
             Arc::new(Router(inner.clone())),
@@ -249,7 +273,7 @@ impl Swarm {
             .lock()
             .expect("not poisoned")
             .extend([server, pump, departures]);
-        Ok(Swarm { inner })
+        Ok(swarm)
     }
 
     /// Resolves once the first topology is known; fails if the node closes first.
@@ -314,10 +338,12 @@ impl Swarm {
         if !self.inner.tasks.is_registered(name) {
             return Box::pin(std::future::ready(Err(ExecError::NoSuchTask)));
         }
-        match self.owner(key) {
-            Some(ip) if !self.is_local(&ip) => {
+        let ring = self.ring();
+        match ring.1.get(key) {
+            Some(ip) if !self.is_local(ip) => {
+                let chosen = (ring.0, ip.to_owned());
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
-                Box::pin(async move { this.exec_remote(&name, &key, ip, args).await })
+                Box::pin(async move { this.exec_remote(&name, &key, chosen, args).await })
             }
             _ => Box::pin(self.inner.exec_local(name, TaskArgs::Json(args))),
         }
@@ -333,15 +359,16 @@ impl Swarm {
         self.inner.exec_local(name, args)
     }
 
-    /// Sends a task to its owner. A call that provably never reached it (no connection
-    /// could be made) waits, within the task's timeout, for the topology to change and
-    /// goes to the key's owner then; a call that may have been delivered is never sent
-    /// again: it fails, saying so.
+    /// Sends a task to its owner (chosen on the ring of topology `generation`). A call
+    /// that provably did not run there (no connection could be made, or a closing node
+    /// refused it) is tried again, within the task's timeout, on the key's owner of the
+    /// moment: after a backoff, or as soon as the topology changes. A call that may have
+    /// been delivered is never sent again: it fails, saying so.
     async fn exec_remote(
         &self,
         name: &str,
         key: &str,
-        mut ip: String,
+        (mut generation, mut ip): (u64, String),
         args: Bytes,
     ) -> Result<TaskValue, ExecError> {
         let timeout = self
@@ -351,6 +378,7 @@ impl Swarm {
             .map_or(Duration::from_secs(30), |o| o.timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let body = Payload::Json(TaskRequest::encode(name, &args));
+        let mut backoff = Duration::from_millis(25);
         loop {
             debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
             let remote = |reason: String, status: Option<u16>| ExecError::Remote {
@@ -361,23 +389,31 @@ impl Swarm {
             };
             let error = match self.inner.send(&ip, TASK_TOPIC, body.clone()).await {
                 Ok(reply) if reply.is_success() => return Ok(TaskValue::new(reply.payload)),
+                Ok(reply) if reply.status == NOT_RUN => {
+                    String::from_utf8_lossy(&reply.payload.bytes()).into_owned()
+                }
                 Ok(reply) => {
                     let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
                     return Err(remote(reason, Some(reply.status)));
                 }
-                Err(e @ SendError::Unreachable { .. }) => e,
+                Err(e @ SendError::Unreachable { .. }) => e.to_string(),
                 Err(e) => return Err(remote(e.to_string(), None)),
             };
-            debug!(target: "node_swarm_kb::tasks", "Task {name} not delivered ({error}): waiting for the topology");
-            let generation = self.view().generation;
+            // Not run: ask the ring again when the topology moves past the one that chose
+            // this owner, or after a backoff (a pod that is listed before it listens).
+            debug!(target: "node_swarm_kb::tasks", "Task {name} not run ({error}): retrying in {backoff:?} or on a topology change");
             let mut views = self.inner.topology.subscribe();
-            let moved =
-                tokio::time::timeout_at(deadline, views.wait_for(|v| v.generation > generation));
-            if !matches!(moved.await, Ok(Ok(_))) {
-                return Err(remote(format!("{error}; the task was not delivered"), None));
+            let wait = tokio::time::Instant::now() + backoff;
+            let moved = views.wait_for(|v| v.generation > generation);
+            let _ = tokio::time::timeout_at(wait.min(deadline), moved).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(remote(format!("{error}; the task did not run"), None));
             }
-            match self.owner(key) {
-                Some(next) if !self.is_local(&next) => ip = next,
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let ring = self.ring();
+            generation = ring.0;
+            match ring.1.get(key) {
+                Some(next) if !self.is_local(next) => ip = next.to_owned(),
                 _ => return self.inner.exec_local(name, TaskArgs::Json(args)).await,
             }
         }
@@ -386,8 +422,15 @@ impl Swarm {
     /// Stops the node: no new work, in-flight requests answered, queued tasks run
     /// within `grace`, then the port is released. Safe to call twice.
     pub async fn close(&self, grace: Duration) {
-        self.inner.cancel.cancel();
+        // Tasks first: while queued work drains, the server still answers, telling late
+        // callers the task did not run here (421) so they take it to the new owner. Then,
+        // once peers have stopped sending (they drop this pod from their rings when it
+        // starts terminating), the listener closes and in-flight requests finish: closing
+        // a kept-alive connection a peer is writing on would lose that request.
+        let deadline = tokio::time::Instant::now() + grace;
         self.inner.tasks.close(grace).await;
+        self.inner.quiesce(deadline).await;
+        self.inner.cancel.cancel();
         let handles: Vec<_> = self
             .inner
             .background
@@ -423,6 +466,24 @@ async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
 }
 
 impl Inner {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits until no request has come in for [`QUIET`], or until `deadline`.
+    async fn quiesce(&self, deadline: tokio::time::Instant) {
+        loop {
+            let idle = self
+                .elapsed_ms()
+                .saturating_sub(self.last_request_ms.load(Ordering::Relaxed));
+            let left = QUIET.saturating_sub(Duration::from_millis(idle));
+            if left.is_zero() || tokio::time::Instant::now() + left > deadline {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+    }
+
     /// Sends through the client; fails at once if the peer leaves meanwhile.
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
         let departed = {
@@ -477,7 +538,9 @@ impl Inner {
                 Reply::error(500, &format!("No such task {}", request.task))
             }
             Err(ExecError::Failed(f)) => Reply::error(f.status, &f.message),
-            Err(ExecError::Closed) => Reply::error(503, "swarm is closing"),
+            Err(ExecError::Closed) => {
+                Reply::error(NOT_RUN, "swarm is closing: the task did not run")
+            }
             Err(e) => Reply::error(500, &e.to_string()),
         }
     }
@@ -488,6 +551,9 @@ struct Router(Arc<Inner>);
 
 impl Dispatch for Router {
     fn dispatch(&self, message: Inbound) -> BoxFuture<Reply> {
+        self.0
+            .last_request_ms
+            .store(self.0.elapsed_ms(), Ordering::Relaxed);
         if message.path == TASK_TOPIC {
             let inner = self.0.clone();
             return Box::pin(async move { inner.answer_task(message).await });

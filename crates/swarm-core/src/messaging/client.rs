@@ -76,7 +76,10 @@ impl Client {
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_local_address(config.local_address);
         let http = HttpClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Shorter than the servers' header timeout (10 s by default), which also ends
+            // idle keep-alive connections: a request must never be written on a
+            // connection the peer is closing, as it could not tell whether it ran.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build(connector);
         Client { http, config }
     }
