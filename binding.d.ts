@@ -130,6 +130,8 @@ export interface NodeOptions {
   connectTimeout: number
   /** How long a request to a peer may take, in ms. */
   requestTimeout: number
+  /** How long sent data may stay unacknowledged by a peer, in ms (a cut link). */
+  linkTimeout: number
   /** How long a client may take to send its request headers, in ms. */
   headerTimeout: number
   /** Largest request head, in bytes. */

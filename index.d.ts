@@ -51,6 +51,8 @@ declare namespace swarm {
     connectTimeout?: number;
     /** How long a request to a peer may take, in ms. */
     requestTimeout?: number;
+    /** How long sent data may stay unacknowledged by a peer before its connection is given up, in ms (default 8000): a cut link is noticed in this time. */
+    linkTimeout?: number;
     /** How long a client may take to send its request headers, in ms (default 10000). */
     headerTimeout?: number;
     /** Largest request head in bytes (default 64 KiB); larger ones get 431. */

@@ -100,6 +100,7 @@ function resolve (options, env = process.env) {
       connectTimeout: number(messages.connectTimeout, 3000),
       requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000),
       headerTimeout: number(messages.headerTimeout, 10000),
+      linkTimeout: number(messages.linkTimeout, 8000),
       maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024),
       maxConnections: number(messages.maxConnections, 4096),
       maxInFlight: number(messages.maxInFlight, 1024),

@@ -26,4 +26,6 @@ if [ ! -x .venv/bin/kubernetes-validate ]; then
 fi
 .venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 examples/kubernetes/*.yaml
 echo "== JavaScript tests"
-node --test --test-concurrency=1 __test__/
+node --test --test-concurrency=1 __test__/*.test.js
+echo "== fault suite (network namespaces; needs root)"
+npm run --silent test:faults

@@ -30,6 +30,8 @@ pub struct NodeOptions {
     pub connect_timeout: f64,
     /// How long a request to a peer may take, in ms.
     pub request_timeout: f64,
+    /// How long sent data may stay unacknowledged by a peer, in ms (a cut link).
+    pub link_timeout: f64,
     /// How long a client may take to send its request headers, in ms.
     pub header_timeout: f64,
     /// Largest request head, in bytes.
@@ -142,6 +144,7 @@ impl NodeOptions {
                 port,
                 connect_timeout: millis(self.connect_timeout),
                 request_timeout: millis(self.request_timeout),
+                link_timeout: millis(self.link_timeout).max(Duration::from_secs(1)),
                 local_address: (!bind.is_unspecified()).then_some(bind),
                 auth,
             },

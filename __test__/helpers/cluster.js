@@ -41,13 +41,17 @@ function waitIn (list, emitter, predicate, ms, what) {
 class NodeProcess {
   // `captureStderr`: keep what the node writes to stderr in `this.stderr` (its warnings).
   // `program`: another program driven the same way (the benchmarks' peers).
-  constructor (ip, env, { captureStderr = false, program = FIXTURE } = {}) {
+  // `netns`: run it inside that network namespace (the fault tests).
+  constructor (ip, env, { captureStderr = false, program = FIXTURE, netns } = {}) {
     this.ip = ip;
     this.events = [];
     this.pending = new Map();
     this.nextId = 1;
     this.stderr = '';
-    this.child = spawn(process.execPath, [program], {
+    const [command, args] = netns
+      ? ['ip', ['netns', 'exec', netns, process.execPath, program]]
+      : [process.execPath, [program]];
+    this.child = spawn(command, args, {
       env: Object.assign({}, process.env, env, { NODE_IP: ip }),
       stdio: ['pipe', 'pipe', captureStderr ? 'pipe' : 'inherit']
     });

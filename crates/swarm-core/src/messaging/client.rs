@@ -23,6 +23,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long a request may take, from sending to the end of the reply.
     pub request_timeout: Duration,
+    /// How long sent data may stay unacknowledged before the connection is given up
+    /// (TCP_USER_TIMEOUT), and idle connections are probed: a peer behind a cut link is
+    /// noticed in this time, while a live peer may take its time to answer.
+    pub link_timeout: Duration,
     /// The source address of outgoing connections, so peers see this node's IP as `from`.
     pub local_address: Option<IpAddr>,
     /// Signs every request when set.
@@ -35,6 +39,7 @@ impl Default for ClientConfig {
             port: 45892,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(310),
+            link_timeout: Duration::from_secs(8),
             local_address: None,
             auth: None,
         }
@@ -75,6 +80,10 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_local_address(config.local_address);
+        connector.set_tcp_user_timeout(Some(config.link_timeout));
+        connector.set_keepalive(Some(config.link_timeout / 2));
+        connector.set_keepalive_interval(Some(Duration::from_secs(1)));
+        connector.set_keepalive_retries(Some(3));
         let http = HttpClient::builder(TokioExecutor::new())
             // Shorter than the servers' header timeout (10 s by default), which also ends
             // idle keep-alive connections: a request must never be written on a
