@@ -2,7 +2,8 @@
 //!
 //! Targets map to namespaces: `node_swarm_kb::kubernetes` to `node-swarm-kb:kubernetes`,
 //! and so on. Only records of namespaces that `debug` has enabled cross into JavaScript,
-//! and warnings always do (the facade prints them), so a quiet process pays nothing.
+//! and our own warnings always do (the facade prints them), so a quiet process pays
+//! nothing. Records of the libraries (kube, hyper) show only with DEBUG.
 
 use std::sync::{Once, RwLock};
 
@@ -69,11 +70,11 @@ impl tracing::field::Visit for Message {
 impl<S: Subscriber> Layer<S> for Forward {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
+        // Our own warnings always show; the libraries' records (kube's retries, hyper's
+        // connection errors) only with DEBUG, since our code already reports each outage
+        // once.
         let ours = meta.target().starts_with("node_swarm_kb");
-        let warning = *meta.level() <= Level::WARN;
-        if !ours && !warning {
-            return;
-        }
+        let warning = ours && *meta.level() <= Level::WARN;
         let ns = namespace(meta.target());
         let guard = SINK.read().expect("not poisoned");
         let Some(sink) = guard.as_ref() else { return };

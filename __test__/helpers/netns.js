@@ -6,6 +6,8 @@
 // bridge down: frames to and from it are dropped without a reset or a refusal, as when a
 // link is cut; `mend(host)` brings it back.
 const { execFileSync } = require('node:child_process');
+const { startStandin } = require('../kube-standin');
+const { NodeProcess, freePort, eventually } = require('./cluster');
 
 const tag = String(process.pid % 100000);
 const BRIDGE = `swb${tag}`;
@@ -59,4 +61,40 @@ function removeHosts (hosts) {
   try { ip('link', 'del', BRIDGE); } catch (_) {}
 }
 
-module.exports = { available, createHosts, removeHosts, cut, mend, HOST_IP };
+// Why the fault tests cannot run here, or false when they can.
+function skipReason () {
+  const root = process.getuid && process.getuid() === 0;
+  return root && available() ? false : 'needs root and `ip netns` to make the test hosts';
+}
+
+// `count` pods of ours, one per test host, against a stand-in on the bridge; resolves
+// once every pod sees them all.
+async function startCluster (count) {
+  const cluster = { hosts: createHosts(count), nodes: [] };
+  cluster.stop = async () => {
+    await Promise.all(cluster.nodes.map(n => n.kill()));
+    if (cluster.standin) await cluster.standin.close();
+    removeHosts(cluster.hosts);
+  };
+  try {
+    cluster.standin = await startStandin({ appName: 'web', host: HOST_IP });
+    cluster.port = await freePort();
+    const { standin } = cluster;
+    for (const host of cluster.hosts) {
+      standin.addPod({ name: `web-${host.ip}`, ip: host.ip });
+      cluster.nodes.push(new NodeProcess(host.ip, {
+        KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port)
+      }, { netns: host.netns }));
+    }
+    await Promise.all(cluster.nodes.map(n => n.waitEvent(e => e.event === 'ready', 30000, 'ready')));
+    for (const n of cluster.nodes) {
+      await eventually(async () => (await n.request('nodes')).nodes.length === count, 10000, 'the cluster');
+    }
+    return cluster;
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+}
+
+module.exports = { skipReason, startCluster, cut, mend, HOST_IP };
