@@ -112,3 +112,36 @@ test('past maxInFlight a request gets 503 at once, and the node recovers', async
     standin.removePod(ip);
   }
 });
+
+test('past maxConnections a new connection waits for a free one', async () => {
+  const { NodeProcess, freePort } = require('./helpers/cluster');
+  const http = require('node:http');
+  const net = require('node:net');
+  const ip = '127.0.0.58';
+  standin.addPod({ name: 'web-few', ip });
+  const port = await freePort();
+  const few = new NodeProcess(ip, {
+    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(port),
+    FIXTURE_MESSAGES: JSON.stringify({ maxConnections: 2, headerTimeout: 1000 })
+  });
+  try {
+    await few.waitEvent(e => e.event === 'ready', 20000, 'ready');
+    // Two idle connections take both slots, until the header timeout ends them.
+    const idle = await Promise.all([1, 2].map(() => new Promise(resolve => {
+      const socket = net.connect({ host: ip, port }, () => resolve(socket));
+      socket.on('error', () => {});
+    })));
+    const closed = Promise.all(idle.map(s => new Promise(resolve => s.on('close', resolve))));
+    const started = Date.now();
+    const status = await new Promise((resolve, reject) => {
+      http.request({ host: ip, port, method: 'POST', path: '/whoami', agent: false }, res => { res.resume(); resolve(res.statusCode); })
+        .on('error', reject).end();
+    });
+    await closed;
+    assert.strictEqual(status, 200);
+    assert.ok(Date.now() - started >= 800, 'the request waited for a slot');
+  } finally {
+    await few.kill();
+    standin.removePod(ip);
+  }
+});

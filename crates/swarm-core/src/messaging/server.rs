@@ -115,15 +115,22 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let service = service_fn(move |req| handle(req, peer, ctx.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _connection = connection;
-            if let Err(e) = conn.await {
+            // A client that connects and stays silent holds a slot too: it gets the
+            // header timeout to send its first byte, as a slow one gets for its headers.
+            let mut first = [0u8; 1];
+            let waited =
+                tokio::time::timeout(ctx.limits.header_timeout, stream.peek(&mut first)).await;
+            if !matches!(waited, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+            let service = service_fn(move |req| handle(req, peer, ctx.clone()));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
             }
         });

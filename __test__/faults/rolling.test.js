@@ -1,13 +1,14 @@
 'use strict';
 
-// Graceful replacement loses nothing: every pod of a cluster is replaced, one at a time,
+// Fault suite (on loopback: it needs no network namespace). Graceful replacement loses
+// nothing: every pod of a cluster is replaced, one at a time,
 // the Kubernetes way (a new pod becomes ready, the old one is marked terminating, gets
 // SIGTERM and calls close(), then its endpoint goes), while another node keeps 32 calls
 // to tasks.exec in flight. Not one call may fail.
 const { test, after } = require('node:test');
 const assert = require('node:assert');
-const { startStandin } = require('./kube-standin');
-const { startCluster, NodeProcess, eventually } = require('./helpers/cluster');
+const { startStandin } = require('../kube-standin');
+const { startCluster, NodeProcess, eventually } = require('../helpers/cluster');
 
 let standin;
 let cluster;
@@ -44,6 +45,7 @@ test('a rolling restart of every pod under continuous load fails no call', async
     await old.kill('SIGKILL');
   }
   const result = await loader.request('loadStop', {}, 60000);
+  console.log(`rolling restart of ${pods.length} pods: ${result.ok} calls ok, ${result.failed} failed`);
   assert.ok(result.ok > 1000, `calls made: ${result.ok}`);
   assert.deepStrictEqual({ failed: result.failed, errors: result.errors }, { failed: 0, errors: [] });
 });
