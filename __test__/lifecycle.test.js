@@ -5,9 +5,10 @@
 // in-flight calls, then releases the port.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
+const http = require('node:http');
 const net = require('node:net');
 const { startStandin } = require('./kube-standin');
-const { startCluster, eventually } = require('./helpers/cluster');
+const { startCluster, NodeProcess, freePort, eventually } = require('./helpers/cluster');
 
 const IPS = ['127.0.0.51', '127.0.0.52', '127.0.0.53'];
 let standin;
@@ -31,6 +32,23 @@ function refused (host, port) {
     const socket = net.connect({ host, port }, () => { socket.destroy(); resolve(false); });
     socket.on('error', error => resolve(error.code === 'ECONNREFUSED'));
   });
+}
+
+// A node of its own, with extra messages options (the limits), listed in the stand-in.
+async function nodeWith (ip, messages) {
+  standin.addPod({ name: `web-${ip}`, ip });
+  const port = await freePort();
+  const node = new NodeProcess(ip, {
+    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(port),
+    FIXTURE_MESSAGES: JSON.stringify(messages)
+  });
+  node.port = port;
+  node.stop = async () => {
+    await node.kill();
+    standin.removePod(ip);
+  };
+  await node.waitEvent(e => e.event === 'ready', 20000, 'ready');
+  return node;
 }
 
 test('a terminating pod leaves the ring and gets its heads-up before its endpoint is gone', async () => {
@@ -83,17 +101,10 @@ test('close() finishes queued work, answers in-flight calls, then releases the p
 });
 
 test('past maxInFlight a request gets 503 at once, and the node recovers', async () => {
-  const { NodeProcess, freePort } = require('./helpers/cluster');
-  const http = require('node:http');
   const ip = '127.0.0.59';
-  standin.addPod({ name: 'web-limited', ip });
-  const port = await freePort();
-  const limited = new NodeProcess(ip, {
-    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(port),
-    FIXTURE_MESSAGES: JSON.stringify({ maxInFlight: 1 })
-  });
+  const limited = await nodeWith(ip, { maxInFlight: 1 });
+  const port = limited.port;
   try {
-    await limited.waitEvent(e => e.event === 'ready', 20000, 'ready');
     const post = topic => new Promise((resolve, reject) => {
       http.request({ host: ip, port, method: 'POST', path: `/${topic}` }, res => {
         let body = '';
@@ -108,24 +119,15 @@ test('past maxInFlight a request gets 503 at once, and the node recovers', async
     assert.strictEqual((await held).status, 200);
     assert.deepStrictEqual(await post('whoami'), { status: 200, body: ip });
   } finally {
-    await limited.kill();
-    standin.removePod(ip);
+    await limited.stop();
   }
 });
 
 test('past maxConnections a new connection waits for a free one', async () => {
-  const { NodeProcess, freePort } = require('./helpers/cluster');
-  const http = require('node:http');
-  const net = require('node:net');
   const ip = '127.0.0.58';
-  standin.addPod({ name: 'web-few', ip });
-  const port = await freePort();
-  const few = new NodeProcess(ip, {
-    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(port),
-    FIXTURE_MESSAGES: JSON.stringify({ maxConnections: 2, headerTimeout: 1000 })
-  });
+  const few = await nodeWith(ip, { maxConnections: 2, headerTimeout: 1000 });
+  const port = few.port;
   try {
-    await few.waitEvent(e => e.event === 'ready', 20000, 'ready');
     // Two idle connections take both slots, until the header timeout ends them.
     const idle = await Promise.all([1, 2].map(() => new Promise(resolve => {
       const socket = net.connect({ host: ip, port }, () => resolve(socket));
@@ -141,7 +143,6 @@ test('past maxConnections a new connection waits for a free one', async () => {
     assert.strictEqual(status, 200);
     assert.ok(Date.now() - started >= 800, 'the request waited for a slot');
   } finally {
-    await few.kill();
-    standin.removePod(ip);
+    await few.stop();
   }
 });
