@@ -487,8 +487,12 @@ impl Inner {
     /// Sends through the client; fails at once if the peer leaves meanwhile.
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
         let departed = {
+            // The hot path: a known peer costs a lookup, not an allocation.
             let mut peers = self.peers.lock().expect("not poisoned");
-            peers.entry(ip.to_owned()).or_default().clone()
+            match peers.get(ip) {
+                Some(token) => token.clone(),
+                None => peers.entry(ip.to_owned()).or_default().clone(),
+            }
         };
         tokio::select! {
             reply = self.client.send(ip, path, payload) => reply,

@@ -335,9 +335,8 @@ async fn an_ended_watch_loses_no_later_change() {
     t.expect(&["-10.0.0.3"]).await;
 }
 
-#[tokio::test]
-async fn compaction_410_relists_and_converges() {
-    let kube = StandIn::start();
+/// Pods 10.0.0.1 (local) and 10.0.0.2, watched until the first set is in.
+async fn two_pods_watched(kube: &StandIn) -> Running {
     kube.post(
         "/pods",
         json!([
@@ -349,6 +348,13 @@ async fn compaction_410_relists_and_converges() {
     let mut t = run(kube.settings(), &["10.0.0.1"]);
     t.ready().await;
     t.expect(&["+10.0.0.2", "master none>10.0.0.1"]).await;
+    t
+}
+
+#[tokio::test]
+async fn compaction_410_relists_and_converges() {
+    let kube = StandIn::start();
+    let mut t = two_pods_watched(&kube).await;
     let lists_before =
         kube.control("GET", "/stats", Value::Null).await["list"]["endpointslices"].clone();
 
@@ -390,17 +396,7 @@ async fn compaction_410_relists_and_converges() {
 #[tokio::test]
 async fn an_outage_is_one_error_keeps_the_topology_and_recovers() {
     let kube = StandIn::start();
-    kube.post(
-        "/pods",
-        json!([
-            pod("web-a", "10.0.0.1", true),
-            pod("web-b", "10.0.0.2", true)
-        ]),
-    )
-    .await;
-    let mut t = run(kube.settings(), &["10.0.0.1"]);
-    t.ready().await;
-    t.expect(&["+10.0.0.2", "master none>10.0.0.1"]).await;
+    let mut t = two_pods_watched(&kube).await;
     let before = t.handle.view();
 
     kube.post("/outage", json!({ "on": true })).await;
