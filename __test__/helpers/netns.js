@@ -25,24 +25,27 @@ function available () {
   }
 }
 
-function createHosts (count) {
+function createBridge () {
   ip('link', 'add', BRIDGE, 'type', 'bridge');
   ip('addr', 'add', `${HOST_IP}/24`, 'dev', BRIDGE);
   ip('link', 'set', BRIDGE, 'up');
-  const hosts = [];
-  for (let i = 1; i <= count; i++) {
-    const host = { netns: `swn${tag}_${i}`, outside: `swh${tag}_${i}`, inside: `swp${tag}_${i}`, ip: `10.213.0.${10 + i}` };
-    ip('netns', 'add', host.netns);
-    ip('link', 'add', host.outside, 'type', 'veth', 'peer', 'name', host.inside);
-    ip('link', 'set', host.inside, 'netns', host.netns);
-    ip('link', 'set', host.outside, 'master', BRIDGE);
-    ip('link', 'set', host.outside, 'up');
-    ip('netns', 'exec', host.netns, 'ip', 'addr', 'add', `${host.ip}/24`, 'dev', host.inside);
-    ip('netns', 'exec', host.netns, 'ip', 'link', 'set', host.inside, 'up');
-    ip('netns', 'exec', host.netns, 'ip', 'link', 'set', 'lo', 'up');
-    hosts.push(host);
-  }
-  return hosts;
+}
+
+// A new test host on the bridge, listed in `hosts` before it is made, so that
+// removeHosts(hosts) also undoes one made halfway.
+function addHost (hosts) {
+  const i = hosts.length + 1;
+  const host = { netns: `swn${tag}_${i}`, outside: `swh${tag}_${i}`, inside: `swp${tag}_${i}`, ip: `10.213.0.${10 + i}` };
+  hosts.push(host);
+  ip('netns', 'add', host.netns);
+  ip('link', 'add', host.outside, 'type', 'veth', 'peer', 'name', host.inside);
+  ip('link', 'set', host.inside, 'netns', host.netns);
+  ip('link', 'set', host.outside, 'master', BRIDGE);
+  ip('link', 'set', host.outside, 'up');
+  ip('netns', 'exec', host.netns, 'ip', 'addr', 'add', `${host.ip}/24`, 'dev', host.inside);
+  ip('netns', 'exec', host.netns, 'ip', 'link', 'set', host.inside, 'up');
+  ip('netns', 'exec', host.netns, 'ip', 'link', 'set', 'lo', 'up');
+  return host;
 }
 
 function cut (host) {
@@ -68,24 +71,34 @@ function skipReason () {
 }
 
 // `count` pods of ours, one per test host, against a stand-in on the bridge; resolves
-// once every pod sees them all.
-async function startCluster (count) {
-  const cluster = { hosts: createHosts(count), nodes: [] };
+// once every pod sees them all. `env` is added to every pod's environment.
+// `cluster.addNode()` starts one more pod, on a host of its own, listed ready in the
+// stand-in (a replacement pod); `cluster.stop()` ends the pods and removes every host.
+async function startCluster (count, { env = {} } = {}) {
+  const cluster = { hosts: [], nodes: [] };
   cluster.stop = async () => {
-    await Promise.all(cluster.nodes.map(n => n.kill()));
-    if (cluster.standin) await cluster.standin.close();
-    removeHosts(cluster.hosts);
+    try {
+      await Promise.all(cluster.nodes.map(n => n.kill()));
+      if (cluster.standin) await cluster.standin.close();
+    } finally {
+      removeHosts(cluster.hosts);
+    }
+  };
+  cluster.addNode = () => {
+    const { standin } = cluster;
+    const host = addHost(cluster.hosts);
+    standin.addPod({ name: `web-${host.ip}`, ip: host.ip });
+    const node = new NodeProcess(host.ip, Object.assign({
+      KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port)
+    }, env), { netns: host.netns });
+    cluster.nodes.push(node);
+    return node;
   };
   try {
+    createBridge();
     cluster.standin = await startStandin({ appName: 'web', host: HOST_IP });
     cluster.port = await freePort();
-    const { standin } = cluster;
-    for (const host of cluster.hosts) {
-      standin.addPod({ name: `web-${host.ip}`, ip: host.ip });
-      cluster.nodes.push(new NodeProcess(host.ip, {
-        KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port)
-      }, { netns: host.netns }));
-    }
+    for (let i = 0; i < count; i++) cluster.addNode();
     await Promise.all(cluster.nodes.map(n => n.waitEvent(e => e.event === 'ready', 30000, 'ready')));
     for (const n of cluster.nodes) {
       await eventually(async () => (await n.request('nodes')).nodes.length === count, 10000, 'the cluster');
