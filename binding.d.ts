@@ -53,17 +53,26 @@ export declare class SwarmNode {
   ownerSlot(key: string): number
   /** The servers of the current ring, and the generation it was built for. */
   ringServers(): RingServers
-  /** Sends a message to `ip` and settles with its reply or the failure. */
-  send(ip: string, path: string, kind: number, body?: string | undefined | null): Promise<Outcome>
+  /**
+   * Sends a message to `ip`; returns the id of the call, whose reply or failure
+   * comes back through the mailbox.
+   */
+  send(ip: string, path: string, kind: number, body?: string | undefined | null): number
+  /**
+   * `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
+   * they delivered (the calls per wake-up, under load, is their ratio).
+   */
+  crossings(): Crossings
   /** Registers a task; false when the name is taken. */
   registerTask(name: string, options: TaskOptionsJs): boolean
   /** What task `name` is doing on this node, or null when it is not registered. */
   taskStats(name: string): TaskStatsJs | null
   /**
-   * Runs task `name` on the owner of `key`; `args` is a JSON array. A local call joins
-   * its queue before this returns, so calls queue in the order JavaScript makes them.
+   * Runs task `name` on the owner of `key`; `args` is a JSON array. Returns the id of
+   * the call, whose outcome comes back through the mailbox. A local call joins its
+   * queue before this returns, so calls queue in the order JavaScript makes them.
    */
-  execTask(name: string, key: string, args: string): Promise<Outcome>
+  execTask(name: string, key: string, args: string): number
   /**
    * Runs task `name` here for a local call whose arguments the facade keeps under
    * `callId`; admitted to its queue before this returns, answered through `onLocal`.
@@ -81,6 +90,12 @@ export declare class SwarmNode {
    * answered, queued tasks given `graceMs` to finish. Safe to call twice.
    */
   close(graceMs: number): Promise<void>
+}
+
+/** Wake-ups of the JavaScript thread and the letters they delivered. */
+export interface Crossings {
+  wakes: number
+  letters: number
 }
 
 /** How to reach the Kubernetes API. */
@@ -148,22 +163,6 @@ export interface NodeOptions {
   tasks: Array<TaskSpec>
 }
 
-/**
- * The settled result of a send or a task execution, errors included, so the facade
- * builds the exact error objects of 0.5.1.
- */
-export interface Outcome {
-  /** The HTTP status of the reply (0 when none came back). */
-  status: number
-  /** 0 nothing, 1 text, 2 JSON. */
-  kind: number
-  body?: string
-  /** A stable error code when the call failed. */
-  code?: string
-  /** The error message when the call failed. */
-  message?: string
-}
-
 /** The servers of a ring, for `ownerSlot`. */
 export interface RingServers {
   generation: number
@@ -178,9 +177,10 @@ export declare function setLogSink(callback: LogCallback, enabled: Array<string>
 
 /**
  * Starts a node: binds the messaging port and starts the topology. Resolves before the
- * first topology is known; await `ready()` for it.
+ * first topology is known; await `ready()` for it. `deliver` gets the mailbox's
+ * batches: a flat array of letters of `[tag, id, a, b, c, d, e]` (see `mailbox.rs`).
  */
-export declare function startNode(options: NodeOptions, onMessage: Callback<MessageArgs>, onTask: Callback<RunArgs>, onEvent: Callback<EventArgs>, onLocal: Callback<LocalArgs>): Promise<SwarmNode>
+export declare function startNode(options: NodeOptions, deliver: (batch: Array<number | string | null>) => void, onEvent: Callback<EventArgs>, onLocal: Callback<LocalArgs>): Promise<SwarmNode>
 
 /** Options of one task, as resolved by the facade. */
 export interface TaskOptionsJs {

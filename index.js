@@ -33,6 +33,7 @@ const swarm = {
   _localIps: [],
   _ready: null,
   _nodesCache: { generation: -1, nodes: {} },
+  _calls: new Map(),
   _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [] },
 
   init (opts) {
@@ -70,8 +71,7 @@ const swarm = {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
       starting = Promise.resolve(native().startNode(settings,
-        (id, path, kind, body, from) => withNode(node => this.messages._dispatch(node, id, path, kind, body, from)),
-        (runId, name, args, callId) => withNode(node => this.tasks._run(node, runId, name, args, callId)),
+        batch => this._deliver(batch, withNode),
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
         (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)));
       return starting;
@@ -92,6 +92,33 @@ const swarm = {
       process.nextTick(() => this.emit('error', [error]));
       throw error;
     });
+  },
+
+  // One wake-up's letters from the native mailbox, 7 slots each: messages to answer
+  // (1), task runs to start (2), and sends or remote task calls that settled (3).
+  _deliver (batch, withNode) {
+    for (let i = 0; i < batch.length; i += 7) {
+      const tag = batch[i];
+      const id = batch[i + 1];
+      const a = batch[i + 2];
+      const b = batch[i + 3];
+      const c = batch[i + 4];
+      const d = batch[i + 5];
+      if (tag === 1) withNode(node => this.messages._dispatch(node, id, a, b, c, d));
+      else if (tag === 2) withNode(node => this.tasks._run(node, id, a, b, c));
+      else this._settle(id, { status: a, kind: b, body: c, code: d, message: batch[i + 6] });
+    }
+  },
+
+  // The outcome of native call `id` ({ status, kind, body, code, message }), once settled.
+  _wait (id) {
+    return new Promise(resolve => this._calls.set(id, resolve));
+  },
+
+  _settle (id, outcome) {
+    const resolve = this._calls.get(id);
+    this._calls.delete(id);
+    if (resolve) resolve(outcome);
   },
 
   _onEvent (kind, data) {

@@ -37,7 +37,7 @@ class Messages {
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const rawText = typeof message === 'string';
-    return Promise.resolve(node.send(host, path, encoded[0], encoded[1])).then(outcome => {
+    return this._swarm._wait(node.send(host, path, encoded[0], encoded[1])).then(outcome => {
       if (outcome.code) throw errors.swarmError(outcome.code, outcome.message);
       const body = codec.decodeReply(outcome.kind, outcome.body, rawText);
       if (outcome.status < 200 || outcome.status >= 300) throw errors.statusCodeError(outcome.status, body);

@@ -89,7 +89,7 @@ class Tasks {
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    return Promise.resolve(node.execTask(name, key, json)).then(outcome => settled(outcome.code, outcome.status, outcome.kind, outcome.body, outcome.message));
+    return this._swarm._wait(node.execTask(name, key, json)).then(outcome => settled(outcome.code, outcome.status, outcome.kind, outcome.body, outcome.message));
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.

@@ -1,10 +1,12 @@
-//! The engine's host, backed by JavaScript: a message or a task run becomes one call of
-//! a JavaScript function with a call id, and JavaScript answers through
+//! The engine's host, backed by JavaScript: a message or a task run becomes a letter
+//! with an id in the node's [`Mailbox`], and JavaScript answers through
 //! `SwarmNode.reply` / `SwarmNode.taskDone` with that id. A reply never comes back as
-//! a promise, so a handler that returns a plain value costs one crossing each way.
+//! a promise, so a handler that returns a plain value costs one synchronous call back,
+//! and the wake-ups that deliver letters are shared by everything posted meanwhile.
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex, RwLock, Weak,
@@ -24,13 +26,10 @@ use swarm_core::{
 };
 use tokio::sync::oneshot;
 
+use crate::mailbox::{Letter, Mailbox, Outcome};
+
 /// A JavaScript callback called with a tuple of arguments and no return value.
 pub type Callback<T> = ThreadsafeFunction<FnArgs<T>, (), FnArgs<T>, Status, false>;
-/// `(id, path, kind, body, from)`.
-pub type MessageArgs = (u32, String, u32, Option<String>, String);
-/// `(runId, name, argsJson, callId)`: JSON arguments from another node, or the id under
-/// which the facade keeps the arguments of a local call (0 when JSON).
-pub type RunArgs = (u32, String, Option<String>, u32);
 /// `(callId, runId, status, kind, body, code, message)`: a local call settled (runId is
 /// the run whose own value the facade kept, 0 if none); with callId 0, run `runId` is
 /// done with and the facade may drop what it kept for it.
@@ -46,10 +45,9 @@ pub type LocalArgs = (
 /// `(kind, dataJson)`.
 pub type EventArgs = (String, String);
 
-/// The JavaScript side of a node.
+/// The JavaScript side of a node besides its mailbox: while held, they keep the
+/// process alive.
 pub struct Callbacks {
-    pub on_message: Callback<MessageArgs>,
-    pub on_task: Callback<RunArgs>,
     pub on_event: Callback<EventArgs>,
     pub on_local: Callback<LocalArgs>,
 }
@@ -89,6 +87,8 @@ impl<T> Pending<T> {
 pub struct JsHost {
     me: Weak<JsHost>,
     callbacks: RwLock<Option<Callbacks>>,
+    mailbox: Mailbox,
+    calls: AtomicU32,
     messages: Arc<Pending<Reply>>,
     tasks: Arc<Pending<Result<Payload, TaskFailure>>>,
 }
@@ -130,10 +130,12 @@ impl<T> Drop for Forget<T> {
 }
 
 impl JsHost {
-    pub fn new(callbacks: Callbacks) -> Arc<Self> {
+    pub fn new(callbacks: Callbacks, mailbox: Mailbox) -> Arc<Self> {
         Arc::new_cyclic(|me| JsHost {
             me: me.clone(),
             callbacks: RwLock::new(Some(callbacks)),
+            mailbox,
+            calls: AtomicU32::new(1),
             messages: Arc::new(Pending::new()),
             tasks: Arc::new(Pending::new()),
         })
@@ -174,9 +176,31 @@ impl JsHost {
         drop(outcome);
     }
 
-    /// Drops the JavaScript callbacks, so they no longer keep the process alive.
+    /// Drops the JavaScript callbacks, so they no longer keep the process alive; from
+    /// now on messages and runs are refused, while calls still settle.
     pub fn release(&self) {
+        self.mailbox.close();
         self.callbacks.write().expect("not poisoned").take();
+    }
+
+    /// Runs `call` (a send or a remote task call) and returns the id under which its
+    /// outcome will be delivered to JavaScript.
+    pub fn settle_later(&self, call: impl Future<Output = Outcome> + Send + 'static) -> u32 {
+        let id = self.calls.fetch_add(1, Ordering::Relaxed);
+        let host = self
+            .me
+            .upgrade()
+            .expect("a node's host lives as long as it");
+        napi::bindgen_prelude::spawn(async move {
+            let outcome = call.await;
+            host.mailbox.post_settled(id, outcome);
+        });
+        id
+    }
+
+    /// `(wake-ups, letters delivered)` so far.
+    pub fn crossings(&self) -> (u64, u64) {
+        self.mailbox.counters()
     }
 
     pub fn reply(&self, id: u32, reply: Reply) -> bool {
@@ -220,8 +244,10 @@ pub fn join_payload(kind: u32, body: Option<String>) -> Payload {
     }
 }
 
+/// The text of a body; the bytes are moved, not copied, when nothing else shares them,
+/// so a body is held once on its way to JavaScript.
 fn utf8(bytes: Bytes) -> String {
-    String::from_utf8(bytes.to_vec())
+    String::from_utf8(Vec::from(bytes))
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
@@ -229,8 +255,14 @@ impl Host for JsHost {
     fn message(&self, message: Inbound) -> BoxFuture<Reply> {
         let (id, rx) = self.messages.open();
         let (kind, body) = split_payload(message.payload);
-        let args = (id, message.path, kind, body, message.from.to_string());
-        if !self.call(|cb| &cb.on_message, args) {
+        let letter = Letter::Message {
+            id,
+            path: message.path,
+            kind,
+            body,
+            from: message.from.to_string(),
+        };
+        if !self.mailbox.post_work(letter) {
             self.messages.forget(id);
             return Box::pin(async { Reply::error(503, "swarm is closing") });
         }
@@ -249,7 +281,13 @@ impl Host for JsHost {
             TaskArgs::Json(json) => (Some(utf8(json)), 0),
             TaskArgs::Local(call_id) => (None, call_id),
         };
-        if !self.call(|cb| &cb.on_task, (id, name.to_owned(), json, call_id)) {
+        let letter = Letter::Run {
+            id,
+            name: name.to_owned(),
+            args: json,
+            call_id,
+        };
+        if !self.mailbox.post_work(letter) {
             self.tasks.forget(id);
             return Box::pin(async move { Err(closing()) });
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`node`]: the `SwarmNode` class the facade drives;
 //! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
+//! - [`mailbox`]: the batched crossings into JavaScript;
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
@@ -11,5 +12,6 @@ mod config;
 mod host;
 mod keys;
 mod log;
+mod mailbox;
 mod node;
 mod ring;

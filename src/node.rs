@@ -14,11 +14,9 @@ use swarm_core::{
 
 use crate::{
     config::{NodeOptions, TaskOptionsJs},
-    host::{
-        error_code, join_payload, split_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs,
-        MessageArgs, RunArgs,
-    },
+    host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
     keys::with_key,
+    mailbox::{Batch, Mailbox, Outcome},
 };
 
 /// What a node knows of one member of the cluster.
@@ -49,6 +47,13 @@ impl From<&Member> for NodeInfo {
     }
 }
 
+/// Wake-ups of the JavaScript thread and the letters they delivered.
+#[napi(object)]
+pub struct Crossings {
+    pub wakes: f64,
+    pub letters: f64,
+}
+
 /// The servers of a ring, for `ownerSlot`.
 #[napi(object)]
 pub struct RingServers {
@@ -65,45 +70,6 @@ pub struct TaskStatsJs {
     pub queued: u32,
     /// Callers waiting for the running and queued executions.
     pub waiters: u32,
-}
-
-/// The settled result of a send or a task execution, errors included, so the facade
-/// builds the exact error objects of 0.5.1.
-#[napi(object)]
-pub struct Outcome {
-    /// The HTTP status of the reply (0 when none came back).
-    pub status: u32,
-    /// 0 nothing, 1 text, 2 JSON.
-    pub kind: u32,
-    pub body: Option<String>,
-    /// A stable error code when the call failed.
-    pub code: Option<String>,
-    /// The error message when the call failed.
-    pub message: Option<String>,
-}
-
-impl Outcome {
-    fn reply(reply: Reply) -> Outcome {
-        let status = u32::from(reply.status);
-        let (kind, body) = split_payload(reply.payload);
-        Outcome {
-            status,
-            kind,
-            body,
-            code: None,
-            message: None,
-        }
-    }
-
-    fn error(code: &str, status: u32, message: String) -> Outcome {
-        Outcome {
-            status,
-            kind: 0,
-            body: None,
-            code: Some(code.to_owned()),
-            message: Some(message),
-        }
-    }
 }
 
 fn exec_outcome(result: std::result::Result<TaskValue, ExecError>) -> Outcome {
@@ -155,29 +121,31 @@ pub struct SwarmNode {
 }
 
 /// Starts a node: binds the messaging port and starts the topology. Resolves before the
-/// first topology is known; await `ready()` for it.
-#[napi]
-pub async fn start_node(
+/// first topology is known; await `ready()` for it. `deliver` gets the mailbox's
+/// batches: a flat array of letters of `[tag, id, a, b, c, d, e]` (see `mailbox.rs`).
+#[napi(ts_return_type = "Promise<SwarmNode>")]
+pub fn start_node<'env>(
+    env: &'env Env,
     options: NodeOptions,
-    on_message: Callback<MessageArgs>,
-    on_task: Callback<RunArgs>,
+    #[napi(ts_arg_type = "(batch: Array<number | string | null>) => void")] deliver: Function<
+        'env,
+        FnArgs<(Batch,)>,
+        (),
+    >,
     on_event: Callback<EventArgs>,
     on_local: Callback<LocalArgs>,
-) -> Result<SwarmNode> {
+) -> Result<PromiseRaw<'env, SwarmNode>> {
     let config = options.into_config()?;
-    let host = JsHost::new(Callbacks {
-        on_message,
-        on_task,
-        on_event,
-        on_local,
-    });
-    match Swarm::start(config, host.clone()).await {
-        Ok(swarm) => Ok(SwarmNode { swarm, host }),
-        Err(e) => {
-            host.release();
-            Err(Error::new(Status::GenericFailure, e.to_string()))
+    let host = JsHost::new(Callbacks { on_event, on_local }, Mailbox::new(deliver)?);
+    env.spawn_future(async move {
+        match Swarm::start(config, host.clone()).await {
+            Ok(swarm) => Ok(SwarmNode { swarm, host }),
+            Err(e) => {
+                host.release();
+                Err(Error::new(Status::GenericFailure, e.to_string()))
+            }
         }
-    }
+    })
 }
 
 #[napi]
@@ -248,12 +216,27 @@ impl SwarmNode {
         }
     }
 
-    /// Sends a message to `ip` and settles with its reply or the failure.
+    /// Sends a message to `ip`; returns the id of the call, whose reply or failure
+    /// comes back through the mailbox.
     #[napi]
-    pub async fn send(&self, ip: String, path: String, kind: u32, body: Option<String>) -> Outcome {
-        match self.swarm.send(&ip, &path, join_payload(kind, body)).await {
-            Ok(reply) => Outcome::reply(reply),
-            Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
+    pub fn send(&self, ip: String, path: String, kind: u32, body: Option<String>) -> u32 {
+        let swarm = self.swarm.clone();
+        self.host.settle_later(async move {
+            match swarm.send(&ip, &path, join_payload(kind, body)).await {
+                Ok(reply) => Outcome::reply(reply),
+                Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
+            }
+        })
+    }
+
+    /// `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
+    /// they delivered (the calls per wake-up, under load, is their ratio).
+    #[napi]
+    pub fn crossings(&self) -> Crossings {
+        let (wakes, letters) = self.host.crossings();
+        Crossings {
+            wakes: wakes as f64,
+            letters: letters as f64,
         }
     }
 
@@ -273,18 +256,14 @@ impl SwarmNode {
         })
     }
 
-    /// Runs task `name` on the owner of `key`; `args` is a JSON array. A local call joins
-    /// its queue before this returns, so calls queue in the order JavaScript makes them.
-    #[napi(ts_return_type = "Promise<Outcome>")]
-    pub fn exec_task<'env>(
-        &self,
-        env: &'env Env,
-        name: String,
-        key: String,
-        args: String,
-    ) -> Result<PromiseRaw<'env, Outcome>> {
+    /// Runs task `name` on the owner of `key`; `args` is a JSON array. Returns the id of
+    /// the call, whose outcome comes back through the mailbox. A local call joins its
+    /// queue before this returns, so calls queue in the order JavaScript makes them.
+    #[napi]
+    pub fn exec_task(&self, name: String, key: String, args: String) -> u32 {
         let execution = self.swarm.exec(&name, &key, Bytes::from(args));
-        env.spawn_future(async move { Ok(exec_outcome(execution.await)) })
+        self.host
+            .settle_later(async move { exec_outcome(execution.await) })
     }
 
     /// Runs task `name` here for a local call whose arguments the facade keeps under
