@@ -20,10 +20,11 @@ export declare class HashRing {
   /** The server owning `key`, or `null` when the ring is empty (hashring@3 gives `undefined`). */
   get(key: string): string | null
   /**
-   * The position in `servers` of the owner of `key`, or -1 on an empty ring: a
-   * look-up without a string coming back (the facade's `HashRing.get` uses it).
+   * A function `(key) => number`: the position in `servers` of the owner of `key`, or
+   * -1 on an empty ring. A look-up without a string coming back and without the
+   * method-call layer (the facade's `HashRing.get` uses it).
    */
-  index(key: string): number
+  indexer(): (key: string) => number
   /** The owners of `keys`, in order: `get` for many keys in one call. */
   getMany(keys: Array<string>): Array<string | undefined | null>
   /** The servers, in the order the ring was built from. */
@@ -46,11 +47,11 @@ export declare class SwarmNode {
   /** The IP owning `key` on the ring. */
   owner(key: string): string | null
   /**
-   * The owner of `key` as one number, `generation * 65536 + index` into the servers
-   * of `ringServers()` for that generation, or -1 on an empty ring: a look-up then
-   * crosses the boundary without a string coming back.
+   * A function `(key) => number`: the owner of `key` as one number, `generation *
+   * 65536 + index` into the servers of `ringServers()` for that generation, or -1 on
+   * an empty ring, so a look-up crosses the boundary without a string coming back.
    */
-  ownerSlot(key: string): number
+  ownerSlot(): (key: string) => number
   /** The servers of the current ring, and the generation it was built for. */
   ringServers(): RingServers
   /**

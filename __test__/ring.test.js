@@ -180,6 +180,24 @@ if (!isMainThread) {
     assert.ok(results.reduce((sum, r) => sum + r.tied, 0) > 0, 'the corpus puts keys on tied points');
   });
 
+  test("the facade's look-up function agrees with hashring@3, keys of any length included", () => {
+    // swarm.HashRing.get reads keys through a bare napi function with a stack buffer:
+    // keys longer than the buffer, or whose UTF-8 crosses its end, take the other path.
+    const { HashRing: FacadeRing } = require('..');
+    const servers = SERVER_LISTS[6];
+    const ring = new FacadeRing(servers);
+    const oracle = new OracleRing(servers);
+    const long = [250, 251, 252, 255, 256, 300, 4096].flatMap((n) => ['k'.repeat(n), 'é'.repeat(n >> 1) + 'x', `${'a'.repeat(n - 2)}\u{1F600}`]);
+    const keys = [...KEYS.slice(0, 20_000), ...long];
+    for (const key of keys) {
+      const expected = oracle.ring[oracle.find(oracle.hashValue(key))].server;
+      assert.equal(ring.get(key), expected, `key of ${key.length} chars: ${JSON.stringify(key.slice(0, 20))}`);
+    }
+    assert.equal(ring.get(12345), oracle.ring[oracle.find(oracle.hashValue('12345'))].server, 'a number is looked up as its string');
+    assert.throws(() => ring._index(42), TypeError);
+    assert.equal(new FacadeRing([]).get('any'), null);
+  });
+
   test('the server order only matters for tied points', () => {
     // The same server sets built in other orders (reversed, shuffled): a key placed
     // differently must sit on a point value shared by two servers (a tie), and in every

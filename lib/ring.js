@@ -12,10 +12,11 @@ function ringClass (NativeRing) {
       }
       this._native = new NativeRing(servers);
       this.servers = this._native.servers;
+      this._index = this._native.indexer();
     }
 
     get (key) {
-      const index = this._native.index(String(key));
+      const index = this._index(String(key));
       return index < 0 ? null : this.servers[index];
     }
 

@@ -33,6 +33,7 @@ class Tasks {
     this._runValues = new Map();
     this._nextCall = 0;
     this._ring = null;
+    this._slotOf = null;
   }
 
   register (name, handler, options) {
@@ -125,8 +126,9 @@ class Tasks {
     const node = this._swarm._node;
     if (!node) return null;
     // A number comes back, and the servers are cached per ring generation.
+    if (!this._slotOf || this._slotOf.node !== node) this._slotOf = { node, lookup: node.ownerSlot() };
     for (;;) {
-      const slot = node.ownerSlot(String(key));
+      const slot = this._slotOf.lookup(String(key));
       if (slot < 0) return null;
       const generation = Math.floor(slot / 65536);
       if (!this._ring || this._ring.node !== node || this._ring.generation !== generation) {

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use napi::{bindgen_prelude::*, JsString};
+use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::json;
 use swarm_core::{
@@ -15,7 +15,7 @@ use swarm_core::{
 use crate::{
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
-    keys::with_key,
+    keys::key_function,
     mailbox::{Batch, Mailbox, Outcome},
 };
 
@@ -194,15 +194,18 @@ impl SwarmNode {
         self.swarm.owner(&key)
     }
 
-    /// The owner of `key` as one number, `generation * 65536 + index` into the servers
-    /// of `ringServers()` for that generation, or -1 on an empty ring: a look-up then
-    /// crosses the boundary without a string coming back.
-    #[napi]
-    pub fn owner_slot(&self, key: JsString) -> Result<f64> {
-        let ring = self.swarm.ring();
-        with_key(&key, |key| match ring.1.index(key) {
-            Some(index) if index < 65536 => ring.0 as f64 * 65536.0 + index as f64,
-            _ => -1.0,
+    /// A function `(key) => number`: the owner of `key` as one number, `generation *
+    /// 65536 + index` into the servers of `ringServers()` for that generation, or -1 on
+    /// an empty ring, so a look-up crosses the boundary without a string coming back.
+    #[napi(ts_return_type = "(key: string) => number")]
+    pub fn owner_slot<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let swarm = self.swarm.clone();
+        key_function(env, "ownerSlot", move |key| {
+            let ring = swarm.ring();
+            match ring.1.index(key) {
+                Some(index) if index < 65536 => ring.0 as f64 * 65536.0 + index as f64,
+                _ => -1.0,
+            }
         })
     }
 

@@ -1,14 +1,19 @@
 //! `HashRing`: the engine's `hashring@3`-compatible ring, exposed to JavaScript.
 
-use napi::{bindgen_prelude::Result, JsString};
+use std::sync::Arc;
+
+use napi::{
+    bindgen_prelude::{Result, Unknown},
+    Env,
+};
 use napi_derive::napi;
 
-use crate::keys::with_key;
+use crate::keys::key_function;
 
 /// A consistent-hash ring placing keys exactly as hashring@3 does.
 #[napi(js_name = "HashRing")]
 pub struct JsHashRing {
-    inner: swarm_core::ring::HashRing,
+    inner: Arc<swarm_core::ring::HashRing>,
 }
 
 #[napi]
@@ -19,7 +24,7 @@ impl JsHashRing {
     #[napi(constructor)]
     pub fn new(servers: Vec<String>) -> Self {
         JsHashRing {
-            inner: swarm_core::ring::HashRing::new(servers),
+            inner: Arc::new(swarm_core::ring::HashRing::new(servers)),
         }
     }
 
@@ -29,15 +34,14 @@ impl JsHashRing {
         self.inner.get(&key).map(str::to_owned)
     }
 
-    /// The position in `servers` of the owner of `key`, or -1 on an empty ring: a
-    /// look-up without a string coming back (the facade's `HashRing.get` uses it).
-    #[napi]
-    pub fn index(&self, key: JsString) -> Result<i32> {
-        with_key(&key, |key| {
-            self.inner
-                .index(key)
-                .and_then(|i| i32::try_from(i).ok())
-                .unwrap_or(-1)
+    /// A function `(key) => number`: the position in `servers` of the owner of `key`, or
+    /// -1 on an empty ring. A look-up without a string coming back and without the
+    /// method-call layer (the facade's `HashRing.get` uses it).
+    #[napi(ts_return_type = "(key: string) => number")]
+    pub fn indexer<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let ring = self.inner.clone();
+        key_function(env, "index", move |key| {
+            ring.index(key).map_or(-1.0, |i| i as f64)
         })
     }
 
