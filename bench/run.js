@@ -19,6 +19,7 @@ const ROOT = path.join(__dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3);
 const SCALE = Number(process.env.BENCH_SCALE || 1);
 const N = { seq: 2000 * SCALE, flight: 20000 * SCALE, broadcast: 1000 * SCALE };
+const WIDE = 20;
 
 const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mib = bytes => Math.round(bytes / 1048576 * 10) / 10;
@@ -78,14 +79,14 @@ async function main () {
     for (let round = 1; round <= ROUNDS; round++) {
       console.log(`round ${round}/${ROUNDS}`);
       for (const [figure, n, c] of [['send sequential', N.seq, 1], ['send 64 in flight', N.flight, 64]]) {
-        record(figure, 'ours', await a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c }, 120000));
+        record(figure, 'ours', await crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c }, 120000)));
         record(figure, 'node', await base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c }, 120000));
         record(figure, 'raw', rawBench(raw, rawAddr, n, c));
       }
       record('broadcast (3 nodes)', 'ours', await a.request('bench', { kind: 'broadcast', n: N.broadcast, concurrency: 1 }, 120000));
       record('broadcast (3 nodes)', 'node', await base[0].request('bench', { kind: 'broadcast', to: base.map(x => x.ip), n: N.broadcast, concurrency: 1 }, 120000));
       record('tasks.exec sequential', 'ours', await a.request('bench', { kind: 'exec', keys: owned, n: N.seq, concurrency: 1 }, 120000));
-      record('tasks.exec 64 in flight', 'ours', await a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64 }, 120000));
+      record('tasks.exec 64 in flight', 'ours', await crossed(a, b, () => a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64 }, 120000)));
       const ringKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${round}-${i}`);
       for (const count of [3, 100]) {
         const servers = Array.from({ length: count }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
@@ -105,6 +106,16 @@ async function main () {
         await Promise.all(ours.nodes.map(n => n.waitEvent(e => e.event === 'nodeRemoved' && e.ip === ip, 10000, 'nodeRemoved')));
       }
       record('API event to nodeAdded on every node (ms)', 'ours', { p50: Math.round(median(changes) * 10) / 10, worst: Math.round(Math.max(...changes) * 10) / 10 });
+    }
+    console.log(`broadcast to ${WIDE} nodes`);
+    const wide = await widen(standin, ours, base, basePort);
+    try {
+      for (let round = 1; round <= ROUNDS; round++) {
+        record(`broadcast (${WIDE} nodes)`, 'ours', await a.request('bench', { kind: 'broadcast', n: N.broadcast, concurrency: 1 }, 120000));
+        record(`broadcast (${WIDE} nodes)`, 'node', await base[0].request('bench', { kind: 'broadcast', to: wide.baseIps, n: N.broadcast, concurrency: 1 }, 120000));
+      }
+    } finally {
+      await wide.stop();
     }
     console.log('topology at scale');
     const scale = await topologyAtScale();
@@ -129,6 +140,44 @@ async function main () {
     await Promise.all([...base, ...ours.nodes].map(n => n.kill()));
     await standin.close();
   }
+}
+
+// Runs `run` and adds how many letters (calls into JavaScript) each wake-up of the
+// JavaScript thread carried, on the sending and on the receiving node.
+async function crossed (sender, receiver, run) {
+  const before = await Promise.all([sender.request('usage'), receiver.request('usage')]);
+  const result = await run();
+  const after = await Promise.all([sender.request('usage'), receiver.request('usage')]);
+  const perWake = i => {
+    const [x, y] = [before[i].crossings, after[i].crossings];
+    return Math.round((y.letters - x.letters) / Math.max(1, y.wakes - x.wakes) * 100) / 100;
+  };
+  return Object.assign(result, { callsPerWakeSender: perWake(0), callsPerWakeReceiver: perWake(1) });
+}
+
+// Grows both clusters to WIDE nodes (more loopback addresses, pods in the stand-in),
+// until the sender of ours sees them all; `stop` kills and removes the extra ones.
+async function widen (standin, ours, base, basePort) {
+  const ips = Array.from({ length: WIDE - ours.nodes.length }, (_, i) => `127.0.0.${131 + i}`);
+  const baseIps = Array.from({ length: WIDE - base.length }, (_, i) => `127.0.0.${171 + i}`);
+  const extra = ips.map(ip => {
+    standin.addPod({ name: `bench-wide-${ip}`, ip });
+    return new NodeProcess(ip, { KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(ours.port) });
+  });
+  const extraBase = startBaseline(baseIps, basePort);
+  const stop = async () => {
+    await Promise.all([...extra, ...extraBase].map(n => n.kill()));
+    ips.forEach(ip => standin.removePod(ip));
+  };
+  try {
+    await Promise.all([...extra, ...extraBase].map(n => n.waitEvent(e => e.event === 'ready', 30000, 'ready')));
+    const sender = ours.nodes[0];
+    await Promise.all(ips.map(ip => sender.waitEvent(e => e.event === 'nodeAdded' && e.ip === ip, 30000, 'nodeAdded')));
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { baseIps: [...base.map(b => b.ip), ...baseIps], stop };
 }
 
 // Medians over the rounds, and ratios against the peers.
@@ -165,6 +214,7 @@ function print (summary) {
   ratio('send 64 in flight', 'opsPerSec', 'raw', true);
   ratio('send 64 in flight', 'opsPerSec', 'node', true);
   ratio('broadcast (3 nodes)', 'p50', 'node', false);
+  ratio(`broadcast (${WIDE} nodes)`, 'p50', 'node', false);
   ratio('ring look-up, 3 nodes (ns)', 'ns', 'hashring', false);
   ratio('ring look-up, 100 nodes (ns)', 'ns', 'hashring', false);
   const exec = summary.find(r => r.figure === 'tasks.exec 64 in flight');
