@@ -1,18 +1,36 @@
-//! The messaging client: one pooled keep-alive HTTP/1.1 client for every peer, with a
-//! connect timeout and a request timeout so that every send settles.
+//! The messaging client: keep-alive HTTP/1.1 connections to every peer, pooled here
+//! over hyper's connection API, with a connect timeout and a request timeout so that
+//! every send settles.
+//!
+//! The pool is a list of idle connections per peer: a send takes the most recently used
+//! one that is still open (or opens one), and gives it back once the reply is read. A
+//! request that a connection hands back unsent (it was closing) goes on a new one; one
+//! that may have been written is never sent again.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{header, Method, Request};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client as HttpClient},
-    rt::TokioExecutor,
+use hyper::{
+    client::conn::http1::{self, SendRequest},
+    header, Method, Request, Uri,
 };
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::ServiceExt;
 
 use super::{auth::Auth, codec::Payload, path, Reply};
 use crate::errors::with_causes;
+
+/// How long a connection may stay idle in the pool: shorter than the servers' header
+/// timeout (10 s by default), which also ends idle keep-alive connections, so a request
+/// is never written on a connection the peer is closing, as it could not tell whether
+/// it ran.
+const IDLE: Duration = Duration::from_secs(4);
 
 /// Settings of the client.
 #[derive(Clone, Debug)]
@@ -69,8 +87,19 @@ pub enum SendError {
 /// A pooled client for the messaging protocol.
 #[derive(Clone)]
 pub struct Client {
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: HttpConnector,
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     config: ClientConfig,
+}
+
+/// A connection waiting in the pool, and since when.
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
 }
 
 impl Client {
@@ -84,13 +113,13 @@ impl Client {
         connector.set_keepalive(Some(config.link_timeout / 2));
         connector.set_keepalive_interval(Some(Duration::from_secs(1)));
         connector.set_keepalive_retries(Some(3));
-        let http = HttpClient::builder(TokioExecutor::new())
-            // Shorter than the servers' header timeout (10 s by default), which also ends
-            // idle keep-alive connections: a request must never be written on a
-            // connection the peer is closing, as it could not tell whether it ran.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .build(connector);
-        Client { http, config }
+        Client {
+            inner: Arc::new(Inner {
+                connector,
+                idle: Mutex::new(HashMap::new()),
+                config,
+            }),
+        }
     }
 
     /// Sends `payload` to `path` on the node at `ip` and returns its reply, whatever
@@ -104,18 +133,17 @@ impl Client {
         let addr: IpAddr = ip
             .parse()
             .map_err(|_| SendError::BadAddress(ip.to_owned()))?;
-        let authority = match addr {
-            IpAddr::V4(v4) => format!("{v4}:{}", self.config.port),
-            IpAddr::V6(v6) => format!("[{v6}]:{}", self.config.port),
-        };
+        let peer = SocketAddr::new(addr, self.inner.config.port);
         let encoded = path::encode(topic_path);
-        let uri = format!("http://{authority}{encoded}");
-        let mut builder = Request::builder().method(Method::POST).uri(uri);
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(encoded.as_str())
+            .header(header::HOST, peer.to_string());
         if let Some(ct) = payload.content_type() {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
         let body = payload.bytes();
-        if let Some(auth) = &self.config.auth {
+        if let Some(auth) = &self.inner.config.auth {
             for (name, value) in auth.sign("POST", &encoded, &body) {
                 builder = builder.header(name, value);
             }
@@ -123,38 +151,8 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| SendError::BadAddress(format!("{ip}: {e}")))?;
-        let timeout = self.config.request_timeout;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    SendError::Unreachable {
-                        ip: ip.to_owned(),
-                        reason: with_causes(&e),
-                    }
-                } else {
-                    SendError::Failed {
-                        ip: ip.to_owned(),
-                        reason: with_causes(&e),
-                    }
-                }
-            })?;
-            let status = response.status().as_u16();
-            let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| SendError::Failed {
-                    ip: ip.to_owned(),
-                    reason: e.to_string(),
-                })?
-                .to_bytes();
-            Ok(Reply {
-                status,
-                payload: Payload::decode_reply(status, content_type.as_ref(), body),
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
+        let timeout = self.inner.config.request_timeout;
+        tokio::time::timeout(timeout, self.inner.exchange(peer, request))
             .await
             .unwrap_or_else(|_| {
                 Err(SendError::Timeout {
@@ -162,5 +160,100 @@ impl Client {
                     ms: timeout.as_millis(),
                 })
             })
+    }
+}
+
+impl Inner {
+    /// One request and its whole reply, on a pooled connection or a new one.
+    async fn exchange(
+        &self,
+        peer: SocketAddr,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Reply, SendError> {
+        let failed = |e: &dyn std::error::Error| SendError::Failed {
+            ip: peer.ip().to_string(),
+            reason: with_causes(e),
+        };
+        let (sender, response) = loop {
+            let (mut sender, reused) = self.connection(peer).await?;
+            match sender.try_send_request(request).await {
+                Ok(response) => break (sender, response),
+                Err(mut e) => match e.take_message() {
+                    // Handed back unsent by a connection that was closing: a new one.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(failed(e.error())),
+                },
+            }
+        };
+        let status = response.status().as_u16();
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| failed(&e))?
+            .to_bytes();
+        // Ready again once hyper has seen the end of this exchange: that may take a turn
+        // of its connection task, so the pool waits for readiness when it hands it out.
+        if !sender.is_closed() {
+            self.check_in(peer, sender);
+        }
+        Ok(Reply {
+            status,
+            payload: Payload::decode_reply(status, content_type.as_ref(), body),
+        })
+    }
+
+    /// A connection ready for a request, and whether it was reused from the pool.
+    async fn connection(
+        &self,
+        peer: SocketAddr,
+    ) -> Result<(SendRequest<Full<Bytes>>, bool), SendError> {
+        while let Some(mut sender) = self.check_out(peer) {
+            if sender.ready().await.is_ok() {
+                return Ok((sender, true));
+            }
+        }
+        let unreachable = |e: &dyn std::error::Error| SendError::Unreachable {
+            ip: peer.ip().to_string(),
+            reason: with_causes(e),
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(peer.to_string())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| unreachable(&e))?;
+        let io = self
+            .connector
+            .clone()
+            .oneshot(uri)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (sender, connection) = http1::handshake(io).await.map_err(|e| unreachable(&e))?;
+        tokio::spawn(connection);
+        Ok((sender, false))
+    }
+
+    /// The most recently used idle connection to `peer` that is still open and fresh.
+    fn check_out(&self, peer: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().expect("not poisoned");
+        let list = idle.get_mut(&peer)?;
+        while let Some(entry) = list.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE {
+                return Some(entry.sender);
+            }
+        }
+        idle.remove(&peer);
+        None
+    }
+
+    fn check_in(&self, peer: SocketAddr, sender: SendRequest<Full<Bytes>>) {
+        let since = Instant::now();
+        let mut idle = self.idle.lock().expect("not poisoned");
+        let list = idle.entry(peer).or_default();
+        // Connections idle too long are dropped as they are passed over, oldest first.
+        list.retain(|entry| since.duration_since(entry.since) < IDLE);
+        list.push(Idle { sender, since });
     }
 }
