@@ -244,7 +244,7 @@ impl KubeDiscovery {
                     debug!(target: KUBERNETES_TARGET, "{resource}: resourceVersion expired, relisting");
                 }
                 Err(error) => {
-                    let message = with_causes(&error);
+                    let message = describe(&error);
                     if !report(out, outage, TopologyError::Api { resource, message }) {
                         return;
                     }
@@ -253,6 +253,28 @@ impl KubeDiscovery {
         }
         // The watcher never ends; if it did, wait for cancellation like an idle source.
         out.closed().await;
+    }
+}
+
+/// The text of a watcher error. kube's own shows an API status twice, once in its whole
+/// `Debug` form; here a status is its code, reason and message.
+fn describe(error: &watcher::Error) -> String {
+    let status = |s: &kube::core::Status| format!("{} {} ({})", s.code, s.reason, s.message);
+    let (what, cause) = match error {
+        watcher::Error::InitialListFailed(e) => ("failed to list", e),
+        watcher::Error::WatchStartFailed(e) => ("failed to start watching", e),
+        watcher::Error::WatchFailed(e) => ("the watch failed", e),
+        watcher::Error::WatchError(s) => {
+            return format!(
+                "error returned by the API server during watch: {}",
+                status(s)
+            )
+        }
+        other => return with_causes(other),
+    };
+    match cause {
+        kube::Error::Api(s) => format!("{what}: {}", status(s)),
+        other => format!("{what}: {}", with_causes(other)),
     }
 }
 
@@ -293,6 +315,36 @@ mod tests {
         assert_eq!(Probe::of(api_error(404)), Probe::Denied(404));
         assert!(matches!(Probe::of(api_error(500)), Probe::Failed(_)));
         assert!(matches!(Probe::of(api_error(401)), Probe::Failed(_)));
+    }
+
+    #[test]
+    fn an_api_status_reads_as_code_reason_and_message() {
+        let unavailable = || {
+            kube::Error::Api(
+                Status::failure(
+                    "the server is unable to handle the request",
+                    "ServiceUnavailable",
+                )
+                .with_code(503)
+                .boxed(),
+            )
+        };
+        assert_eq!(
+            describe(&watcher::Error::WatchStartFailed(unavailable())),
+            "failed to start watching: 503 ServiceUnavailable (the server is unable to handle the request)"
+        );
+        assert_eq!(
+            describe(&watcher::Error::WatchError(
+                Status::failure("gone", "Expired").with_code(410).boxed()
+            )),
+            "error returned by the API server during watch: 410 Expired (gone)"
+        );
+        let io = kube::Error::Service(Box::new(std::io::Error::other("connection refused")));
+        let text = describe(&watcher::Error::InitialListFailed(io));
+        assert!(
+            text.starts_with("failed to list: ") && text.ends_with("connection refused"),
+            "{text}"
+        );
     }
 
     #[test]
