@@ -2,6 +2,7 @@
 //! store that turns watcher events into full sets.
 //!
 //! Pure functions and state, no I/O: the watcher loop in `kube.rs` only feeds them.
+//! Public so that property tests and the fuzz targets (`fuzz/`) can feed them too.
 
 use std::collections::BTreeMap;
 
@@ -59,7 +60,7 @@ fn pod_name(target: Option<&ObjectReference>) -> Option<String> {
 /// Conditions default as the API documents: absent `ready` is ready, absent `serving`
 /// is `ready`'s value, absent `terminating` is false. Only an endpoint's first address
 /// is used (the API calls them fungible).
-pub(crate) fn slice_members(slice: &EndpointSlice, family: AddressFamily) -> Vec<Member> {
+pub fn slice_members(slice: &EndpointSlice, family: AddressFamily) -> Vec<Member> {
     if slice.address_type != family.address_type() {
         return Vec::new();
     }
@@ -84,7 +85,7 @@ pub(crate) fn slice_members(slice: &EndpointSlice, family: AddressFamily) -> Vec
 }
 
 /// The members of one Endpoints object: `addresses` are ready, `notReadyAddresses` not.
-pub(crate) fn endpoints_members(endpoints: &Endpoints) -> Vec<Member> {
+pub fn endpoints_members(endpoints: &Endpoints) -> Vec<Member> {
     let convert = |address: &EndpointAddress, ready: bool| Member {
         ip: address.ip.clone(),
         pod: pod_name(address.target_ref.as_ref()),
@@ -147,7 +148,7 @@ fn by_ip(list: &[Member]) -> Vec<&Member> {
 /// that found every object as it was. Deciding that per object keeps a change to one
 /// slice from costing a comparison of the whole set.
 #[derive(Debug, Default)]
-pub(crate) struct Store {
+pub struct Store {
     objects: BTreeMap<String, Vec<Member>>,
     buffer: Option<BTreeMap<String, Vec<Member>>>,
     listed: bool,
@@ -155,7 +156,7 @@ pub(crate) struct Store {
 
 impl Store {
     /// Feeds one watcher event, converting objects with `convert`.
-    pub(crate) fn handle<K: kube::ResourceExt>(
+    pub fn handle<K: kube::ResourceExt>(
         &mut self,
         event: Event<K>,
         mut convert: impl FnMut(&K) -> Vec<Member>,

@@ -17,7 +17,7 @@
 mod discovery;
 mod kube;
 mod kube_config;
-mod kube_objects;
+pub mod kube_objects;
 mod member;
 mod standalone;
 mod token_file;
