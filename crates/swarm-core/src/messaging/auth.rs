@@ -64,7 +64,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // `from_str_radix` alone also takes a sign: "+f" would pass as a hex byte.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -219,6 +220,19 @@ mod tests {
             auth.verify("POST", "/a", &signed, b""),
             Err(AuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn only_hex_digits_are_hex() {
+        assert_eq!(unhex("0fA0"), Some(vec![0x0f, 0xa0]));
+        for text in ["+f", "+f0a", "-1", " 1", "0g", "f"] {
+            assert_eq!(unhex(text), None, "{text:?}");
+        }
+        let auth = Auth::new(b"secret", Duration::from_secs(30), true);
+        let mut signed = headers(auth.sign("POST", "/a", b""));
+        signed.insert(NONCE, HeaderValue::from_str(&"+0".repeat(16)).unwrap());
+        let result = auth.verify("POST", "/a", &signed, b"");
+        assert_eq!(result, Err(AuthError::Missing), "a nonce of signs");
     }
 
     #[test]
