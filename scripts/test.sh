@@ -9,6 +9,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy -p swarm-core --all-targets -- -D warnings
 cargo clippy -p node-swarm-kb -- -D warnings
+echo "== fuzz targets compile (run them with npm run fuzz)"
+cargo check --manifest-path fuzz/Cargo.toml
 echo "== engine tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run -p swarm-core --no-fail-fast
