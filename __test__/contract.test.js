@@ -97,6 +97,29 @@ test('bad requests get 4xx', async () => {
   assert.strictEqual((await post('_task', JSON.stringify({ task: 'add', args: [1, 2] }), { 'content-type': 'application/json' })).body, '3');
 });
 
+test('a body sent in pieces arrives whole, and one past the limit in pieces gets 413', async () => {
+  // Chunked, no content-length: the server cannot size its buffer in advance, and a
+  // multi-byte character is split between two pieces.
+  const chunked = pieces => new Promise((resolve, reject) => {
+    const req = http.request({ host: IP, port, method: 'POST', path: '/echo', headers: { 'content-type': 'application/json' } }, res => {
+      const chunks = [];
+      res.on('data', c => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    for (const piece of pieces) req.write(piece);
+    req.end();
+  });
+  const text = `${'a'.repeat(700)}é${'b'.repeat(700)}`;
+  const bytes = Buffer.from(JSON.stringify({ text }));
+  const split = bytes.indexOf(Buffer.from('é')) + 1;
+  const whole = await chunked([bytes.subarray(0, 300), bytes.subarray(300, split), bytes.subarray(split)]);
+  assert.strictEqual(whole.status, 200);
+  assert.deepStrictEqual(JSON.parse(whole.body).message, { text });
+  const over = await chunked(Array.from({ length: 5 }, () => Buffer.alloc(1000, 'x')));
+  assert.strictEqual(over.status, 413);
+});
+
 test('oversized headers get 431; other methods 405', async () => {
   assert.strictEqual((await post('echo', '{}', { 'content-type': 'application/json', 'x-big': 'y'.repeat(100 * 1024) })).status, 431);
   const status = await new Promise((resolve, reject) => {

@@ -203,16 +203,7 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
         return Err(too_large(ctx.limits.max_body));
     }
     let body = if has_body {
-        match Limited::new(incoming, ctx.limits.max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(too_large(ctx.limits.max_body)),
-            Err(e) => {
-                return Err(Reply::error(
-                    400,
-                    &format!("Unable to read request body: {e}"),
-                ))
-            }
-        }
+        read_body(incoming, declared, ctx.limits.max_body).await?
     } else {
         Bytes::new()
     };
@@ -231,6 +222,32 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
         payload,
         from,
     })
+}
+
+/// The whole body, at most `max` bytes, in one buffer sized from its declared length:
+/// each piece is copied in and let go as it arrives, so the body is held once (hyper's
+/// `collect` keeps every piece until it copies them all into one buffer), and the
+/// buffer is the body's own, which the host can take over without copying.
+async fn read_body(incoming: Incoming, declared: Option<u64>, max: usize) -> Result<Bytes, Reply> {
+    let mut limited = Limited::new(incoming, max);
+    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize).min(max));
+    while let Some(frame) = limited.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    body.extend_from_slice(&data);
+                }
+            }
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large(max)),
+            Err(e) => {
+                return Err(Reply::error(
+                    400,
+                    &format!("Unable to read request body: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(Bytes::from(body))
 }
 
 fn too_large(max: usize) -> Reply {
