@@ -447,15 +447,17 @@ impl Swarm {
 /// Fails the calls waiting on a peer as soon as it drops out of the reachable set.
 async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
     let mut views = inner.topology.subscribe();
-    let mut before = views.borrow_and_update().reachable.clone();
+    // The views themselves are kept, not copies of their sets: a change to a topology of
+    // thousands of endpoints costs no allocation here.
+    let mut before = views.borrow_and_update().clone();
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => return,
             changed = views.changed() => if changed.is_err() { return },
         }
-        let now = views.borrow_and_update().reachable.clone();
+        let now = views.borrow_and_update().clone();
         let mut peers = inner.peers.lock().expect("not poisoned");
-        for gone in before.difference(&now) {
+        for gone in before.reachable.difference(&now.reachable) {
             if let Some(token) = peers.remove(gone) {
                 debug!(target: "node_swarm_kb::messages", "{gone} left: failing its pending calls");
                 token.cancel();
