@@ -36,10 +36,10 @@ pub struct NodeInfo {
 impl From<&Member> for NodeInfo {
     fn from(m: &Member) -> Self {
         NodeInfo {
-            ip: m.ip.clone(),
-            name: m.pod.clone(),
-            node_name: m.node_name.clone(),
-            zone: m.zone.clone(),
+            ip: m.ip.to_string(),
+            name: m.pod.as_deref().map(str::to_owned),
+            node_name: m.node_name.as_deref().map(str::to_owned),
+            zone: m.zone.as_deref().map(str::to_owned),
             ready: m.ready,
             serving: m.serving,
             terminating: m.terminating,
@@ -94,7 +94,7 @@ fn exec_outcome(result: std::result::Result<TaskValue, ExecError>) -> Outcome {
 pub fn event_to_js(event: &TopologyEvent) -> (&'static str, String) {
     let member = |m: &Member| {
         json!({
-            "ip": m.ip, "name": m.pod, "nodeName": m.node_name, "zone": m.zone,
+            "ip": &*m.ip, "name": m.pod.as_deref(), "nodeName": m.node_name.as_deref(), "zone": m.zone.as_deref(),
             "ready": m.ready, "serving": m.serving, "terminating": m.terminating,
         })
     };

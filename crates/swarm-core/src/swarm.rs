@@ -458,7 +458,7 @@ async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
         let now = views.borrow_and_update().clone();
         let mut peers = inner.peers.lock().expect("not poisoned");
         for gone in before.reachable.difference(&now.reachable) {
-            if let Some(token) = peers.remove(gone) {
+            if let Some(token) = peers.remove(&**gone) {
                 debug!(target: "node_swarm_kb::messages", "{gone} left: failing its pending calls");
                 token.cancel();
             }
@@ -508,7 +508,10 @@ impl Inner {
         if cached.0 == view.generation {
             return cached;
         }
-        let fresh = Arc::new((view.generation, HashRing::new(view.nodes.keys().cloned())));
+        let fresh = Arc::new((
+            view.generation,
+            HashRing::new(view.nodes.keys().map(|ip| ip.to_string())),
+        ));
         *self.ring.write().expect("not poisoned") = fresh.clone();
         fresh
     }

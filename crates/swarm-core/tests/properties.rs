@@ -261,7 +261,8 @@ fn check_store<K: ResourceExt + Clone>(
         for (ip, ready) in in_force.values().flat_map(|o| entries(o, family)) {
             *expected.entry(ip).or_default() |= ready;
         }
-        let got: BTreeMap<String, bool> = held.iter().map(|m| (m.ip.clone(), m.ready)).collect();
+        let got: BTreeMap<String, bool> =
+            held.iter().map(|m| (m.ip.to_string(), m.ready)).collect();
         prop_assert_eq!(got, expected);
         let given: Vec<Member> = in_force.values().flat_map(|o| convert(o, family)).collect();
         for member in &held {

@@ -166,7 +166,12 @@ impl Running {
     }
 
     fn nodes(&self) -> Vec<String> {
-        self.handle.view().nodes.keys().cloned().collect()
+        self.handle
+            .view()
+            .nodes
+            .keys()
+            .map(|ip| ip.to_string())
+            .collect()
     }
 }
 
@@ -215,7 +220,7 @@ async fn first_set_then_add_remove_and_ready_changes() {
     let TopologyEvent::NodeAdded(member) = &first else {
         panic!("{first:?}")
     };
-    assert_eq!(member.ip, "10.0.0.9");
+    assert_eq!(&*member.ip, "10.0.0.9");
     assert_eq!(member.pod.as_deref(), Some("web-a"));
     assert_eq!(member.node_name.as_deref(), Some("node-1"));
     assert_eq!(member.zone.as_deref(), Some("zone-a"));

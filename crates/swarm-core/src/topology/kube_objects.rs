@@ -5,6 +5,7 @@
 //! Public so that property tests and the fuzz targets (`fuzz/`) can feed them too.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -47,10 +48,10 @@ impl AddressFamily {
     }
 }
 
-fn pod_name(target: Option<&ObjectReference>) -> Option<String> {
+fn pod_name(target: Option<&ObjectReference>) -> Option<Arc<str>> {
     let target = target?;
     match target.kind.as_deref() {
-        None | Some("Pod") => target.name.clone(),
+        None | Some("Pod") => target.name.as_deref().map(Arc::from),
         Some(_) => None,
     }
 }
@@ -72,10 +73,10 @@ pub fn slice_members(slice: &EndpointSlice, family: AddressFamily) -> Vec<Member
         let conditions = endpoint.conditions.as_ref();
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
         members.push(Member {
-            ip: ip.clone(),
+            ip: ip.as_str().into(),
             pod: pod_name(endpoint.target_ref.as_ref()),
-            node_name: endpoint.node_name.clone(),
-            zone: endpoint.zone.clone(),
+            node_name: endpoint.node_name.as_deref().map(Arc::from),
+            zone: endpoint.zone.as_deref().map(Arc::from),
             ready,
             serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
@@ -87,9 +88,9 @@ pub fn slice_members(slice: &EndpointSlice, family: AddressFamily) -> Vec<Member
 /// The members of one Endpoints object: `addresses` are ready, `notReadyAddresses` not.
 pub fn endpoints_members(endpoints: &Endpoints) -> Vec<Member> {
     let convert = |address: &EndpointAddress, ready: bool| Member {
-        ip: address.ip.clone(),
+        ip: address.ip.as_str().into(),
         pod: pod_name(address.target_ref.as_ref()),
-        node_name: address.node_name.clone(),
+        node_name: address.node_name.as_deref().map(Arc::from),
         zone: None,
         ready,
         serving: ready,

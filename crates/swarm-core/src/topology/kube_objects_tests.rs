@@ -51,7 +51,7 @@ fn slice(name: &str, address_type: &str, endpoints: Vec<Endpoint>) -> EndpointSl
 }
 
 fn ips(members: &[Member]) -> Vec<(&str, bool)> {
-    members.iter().map(|m| (m.ip.as_str(), m.ready)).collect()
+    members.iter().map(|m| (&*m.ip, m.ready)).collect()
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn only_the_local_family_counts() {
     assert_eq!(slice_members(&v4, AddressFamily::IPv4).len(), 1);
     assert!(slice_members(&v6, AddressFamily::IPv4).is_empty());
     assert!(slice_members(&fqdn, AddressFamily::IPv4).is_empty());
-    assert_eq!(slice_members(&v6, AddressFamily::IPv6)[0].ip, "fd00::1");
+    assert_eq!(&*slice_members(&v6, AddressFamily::IPv6)[0].ip, "fd00::1");
     assert!(slice_members(&v4, AddressFamily::IPv6).is_empty());
 
     assert_eq!(AddressFamily::of_ips::<&str>(&[]), AddressFamily::IPv4);
@@ -232,7 +232,7 @@ fn s(name: &str, ips: &[&str]) -> EndpointSlice {
 
 fn feed(store: &mut Store, event: Event<EndpointSlice>) -> Option<Vec<String>> {
     let set = store.handle(event, |s| slice_members(s, AddressFamily::IPv4))?;
-    Some(set.into_iter().map(|m| m.ip).collect())
+    Some(set.into_iter().map(|m| m.ip.to_string()).collect())
 }
 
 fn set(ips: &[&str]) -> Option<Vec<String>> {

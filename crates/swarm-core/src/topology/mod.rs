@@ -272,7 +272,7 @@ mod tests {
         handle.ready().await.unwrap();
         let view = handle.view();
         assert_eq!(
-            view.nodes.keys().collect::<Vec<_>>(),
+            view.nodes.keys().map(|ip| &**ip).collect::<Vec<_>>(),
             ["10.1.0.2", "10.1.0.3"]
         );
         assert_eq!(view.master.as_deref(), Some("10.1.0.2"));

@@ -14,7 +14,7 @@ use super::{Member, TopologyEvent};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
     /// The nodes (endpoints with `ready == true`), by IP in string order.
-    pub nodes: BTreeMap<String, Member>,
+    pub nodes: BTreeMap<Arc<str>, Member>,
     /// The smallest node IP in string order (`"10.0.0.10" < "10.0.0.9"`), if any node.
     pub master: Option<String>,
     /// How many full sets of endpoints have been applied; `0` before the first one.
@@ -22,7 +22,7 @@ pub struct View {
     /// The IPs that can still answer: nodes, and endpoints that are not ready but still
     /// serving (a terminating pod draining its work). A peer that drops out of this set
     /// is gone, and calls waiting on it can be failed at once.
-    pub reachable: BTreeSet<String>,
+    pub reachable: BTreeSet<Arc<str>>,
 }
 
 impl View {
@@ -76,9 +76,9 @@ impl MemberSet {
         let mut ready: Vec<Member> = endpoints.into_iter().filter(|m| m.ready).collect();
         ready.sort_by(|a, b| a.ip.cmp(&b.ip));
         ready.dedup_by(|later, first| later.ip == first.ip);
-        let nodes: BTreeMap<String, Member> =
+        let nodes: BTreeMap<Arc<str>, Member> =
             ready.into_iter().map(|m| (m.ip.clone(), m)).collect();
-        let master = nodes.keys().next().cloned();
+        let master = nodes.keys().next().map(|ip| ip.to_string());
         let previous = &self.current;
 
         // Both maps iterate in IP order: one merge finds what left and what joined.
@@ -101,7 +101,7 @@ impl MemberSet {
         let mut events = Vec::new();
         let mut local_left = Vec::new();
         for member in removed {
-            if self.local_ips.contains(&member.ip) {
+            if self.local_ips.contains(&*member.ip) {
                 local_left.push(TopologyEvent::LocalLeft(member.clone()));
             } else {
                 events.push(TopologyEvent::NodeRemoved(member.clone()));
@@ -110,7 +110,7 @@ impl MemberSet {
         events.extend(
             added
                 .into_iter()
-                .filter(|m| !self.local_ips.contains(&m.ip))
+                .filter(|m| !self.local_ips.contains(&*m.ip))
                 .map(|m| TopologyEvent::NodeAdded(m.clone())),
         );
         events.append(&mut local_left);
@@ -345,16 +345,16 @@ mod tests {
                     let had_local = set.view().is_node(&local);
                     for event in set.apply(members) {
                         match event {
-                            TopologyEvent::NodeAdded(m) => prop_assert!(replayed.insert(m.ip)),
-                            TopologyEvent::NodeRemoved(m) => prop_assert!(replayed.remove(&m.ip)),
-                            TopologyEvent::LocalLeft(m) => prop_assert!(had_local && m.ip == local),
+                            TopologyEvent::NodeAdded(m) => prop_assert!(replayed.insert(m.ip.to_string())),
+                            TopologyEvent::NodeRemoved(m) => prop_assert!(replayed.remove(&*m.ip)),
+                            TopologyEvent::LocalLeft(m) => prop_assert!(had_local && *m.ip == *local),
                             _ => {}
                         }
                     }
                     let view = set.view();
-                    let expected: BTreeSet<String> = view.nodes.keys().filter(|ip| **ip != local).cloned().collect();
+                    let expected: BTreeSet<String> = view.nodes.keys().filter(|ip| ***ip != *local).map(|ip| ip.to_string()).collect();
                     prop_assert_eq!(&replayed, &expected);
-                    prop_assert_eq!(view.master.as_ref(), view.nodes.keys().next());
+                    prop_assert_eq!(view.master.as_deref(), view.nodes.keys().next().map(|ip| &**ip));
                 }
             }
         }
