@@ -266,3 +266,33 @@ test('a running swarm keeps the process alive; close() lets it exit', async () =
     child.kill();
   }
 });
+
+test('a send still pending across close() and a new init() settles with its own reply', { timeout: 20000 }, async () => {
+  // A peer (an HTTP server on another loopback address, at the swarm's port) that holds
+  // 'hold' until told and answers 'quick' at once; the new node's calls must not be
+  // mistaken for the closed node's.
+  const peerIp = '127.0.0.12';
+  const held = [];
+  const peer = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', chunk => { body += chunk; });
+    req.on('end', () => {
+      const answer = () => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify({ path: req.url, body: JSON.parse(body) })); };
+      if (req.url === '/hold') held.push(answer);
+      else answer();
+    });
+  });
+  await new Promise(resolve => peer.listen(port, peerIp, resolve));
+  try {
+    const pending = swarm.messages.send(peerIp, 'hold', { call: 'old' });
+    await eventually(() => held.length === 1, 5000, 'the held request at the peer');
+    await swarm.close(0);
+    await swarm.init({ standalone: true, ip: IP, messages: { port, bind: IP, maxBodySize: 4096, headerTimeout: 300 } });
+    const quick = await Promise.all(Array.from({ length: 200 }, (_, i) => swarm.messages.send(peerIp, 'quick', { i })));
+    quick.forEach((reply, i) => assert.deepStrictEqual(reply, { path: '/quick', body: { i } }));
+    held[0]();
+    assert.deepStrictEqual(await pending, { path: '/hold', body: { call: 'old' } });
+  } finally {
+    await new Promise(resolve => peer.close(resolve));
+  }
+});

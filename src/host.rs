@@ -83,12 +83,16 @@ impl<T> Pending<T> {
     }
 }
 
+/// Ids of sends and remote task calls, unique in the process: the facade keeps one table
+/// of pending calls across `close()` and a new `init()`, and a call of the closed node
+/// may still settle after the new node has made its own.
+static CALLS: AtomicU32 = AtomicU32::new(1);
+
 /// The host: JavaScript callbacks until `release`, then refusals.
 pub struct JsHost {
     me: Weak<JsHost>,
     callbacks: RwLock<Option<Callbacks>>,
     mailbox: Mailbox,
-    calls: AtomicU32,
     messages: Arc<Pending<Reply>>,
     tasks: Arc<Pending<Result<Payload, TaskFailure>>>,
 }
@@ -135,7 +139,6 @@ impl JsHost {
             me: me.clone(),
             callbacks: RwLock::new(Some(callbacks)),
             mailbox,
-            calls: AtomicU32::new(1),
             messages: Arc::new(Pending::new()),
             tasks: Arc::new(Pending::new()),
         })
@@ -186,7 +189,7 @@ impl JsHost {
     /// Runs `call` (a send or a remote task call) and returns the id under which its
     /// outcome will be delivered to JavaScript.
     pub fn settle_later(&self, call: impl Future<Output = Outcome> + Send + 'static) -> u32 {
-        let id = self.calls.fetch_add(1, Ordering::Relaxed);
+        let id = CALLS.fetch_add(1, Ordering::Relaxed);
         let host = self
             .me
             .upgrade()
