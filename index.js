@@ -71,7 +71,7 @@ const swarm = {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
       starting = Promise.resolve(native().startNode(settings,
-        batch => this._deliver(batch, withNode),
+        batch => withNode(node => this._deliver(node, batch)),
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
         (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)));
       return starting;
@@ -96,7 +96,7 @@ const swarm = {
 
   // One wake-up's letters from the native mailbox, 7 slots each: messages to answer
   // (1), task runs to start (2), and sends or remote task calls that settled (3).
-  _deliver (batch, withNode) {
+  _deliver (node, batch) {
     for (let i = 0; i < batch.length; i += 7) {
       const tag = batch[i];
       const id = batch[i + 1];
@@ -104,8 +104,8 @@ const swarm = {
       const b = batch[i + 3];
       const c = batch[i + 4];
       const d = batch[i + 5];
-      if (tag === 1) withNode(node => this.messages._dispatch(node, id, a, b, c, d));
-      else if (tag === 2) withNode(node => this.tasks._run(node, id, a, b, c));
+      if (tag === 1) this.messages._dispatch(node, id, a, b, c, d);
+      else if (tag === 2) this.tasks._run(node, id, a, b, c);
       else this._settle(id, { status: a, kind: b, body: c, code: d, message: batch[i + 6] });
     }
   },
