@@ -252,8 +252,9 @@ impl Inner {
         let since = Instant::now();
         let mut idle = self.idle.lock().expect("not poisoned");
         let list = idle.entry(peer).or_default();
-        // Connections idle too long are dropped as they are passed over, oldest first.
-        list.retain(|entry| since.duration_since(entry.since) < IDLE);
+        // The list is in check-in order, so the connections idle too long are a prefix.
+        let stale = list.partition_point(|entry| since.duration_since(entry.since) >= IDLE);
+        list.drain(..stale);
         list.push(Idle { sender, since });
     }
 }
