@@ -44,8 +44,6 @@ export declare class SwarmNode {
   master(): string | null
   /** The port the server listens on. */
   port(): number
-  /** The IP owning `key` on the ring. */
-  owner(key: string): string | null
   /**
    * A function `(key) => number`: the owner of `key` as one number, `generation *
    * 65536 + index` into the servers of `ringServers()` for that generation, or -1 on

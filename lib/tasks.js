@@ -32,8 +32,7 @@ class Tasks {
     this._localCalls = new Map();
     this._runValues = new Map();
     this._nextCall = 0;
-    this._ring = null;
-    this._slotOf = null;
+    this._owners = null;
   }
 
   register (name, handler, options) {
@@ -82,7 +81,7 @@ class Tasks {
     const node = this._swarm._node;
     if (!node || !this._swarm.isReady) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_READY', 'Ring not ready'));
     const key = args[0] ? String(args[0]) : name;
-    const owner = node.owner(key);
+    const owner = this.owner(key);
     if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, args);
     let json;
     try {
@@ -125,17 +124,18 @@ class Tasks {
     if (key === undefined || key === null) throw errors.invalidArgument('key', 'a string or a number', key);
     const node = this._swarm._node;
     if (!node) return null;
-    // A number comes back, and the servers are cached per ring generation.
-    if (!this._slotOf || this._slotOf.node !== node) this._slotOf = { node, lookup: node.ownerSlot() };
+    // A number comes back, and the servers are cached per node and ring generation.
+    let owners = this._owners;
+    if (!owners || owners.node !== node) owners = this._owners = { node, lookup: node.ownerSlot(), generation: -1, servers: [] };
     for (;;) {
-      const slot = this._slotOf.lookup(String(key));
+      const slot = owners.lookup(String(key));
       if (slot < 0) return null;
       const generation = Math.floor(slot / 65536);
-      if (!this._ring || this._ring.node !== node || this._ring.generation !== generation) {
-        this._ring = Object.assign(node.ringServers(), { node });
-        if (this._ring.generation !== generation) continue;
+      if (owners.generation !== generation) {
+        Object.assign(owners, node.ringServers());
+        if (owners.generation !== generation) continue;
       }
-      return this._ring.servers[slot % 65536];
+      return owners.servers[slot % 65536];
     }
   }
 

@@ -188,12 +188,6 @@ impl SwarmNode {
         u32::from(self.swarm.local_addr().port())
     }
 
-    /// The IP owning `key` on the ring.
-    #[napi]
-    pub fn owner(&self, key: String) -> Option<String> {
-        self.swarm.owner(&key)
-    }
-
     /// A function `(key) => number`: the owner of `key` as one number, `generation *
     /// 65536 + index` into the servers of `ringServers()` for that generation, or -1 on
     /// an empty ring, so a look-up crosses the boundary without a string coming back.

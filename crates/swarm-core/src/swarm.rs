@@ -296,11 +296,6 @@ impl Swarm {
         self.inner.local_ips.contains(ip)
     }
 
-    /// The node owning `key` on the ring over the current nodes.
-    pub fn owner(&self, key: &str) -> Option<String> {
-        self.inner.ring().1.get(key).map(str::to_owned)
-    }
-
     /// The current ring and the topology generation it was built for.
     pub fn ring(&self) -> Arc<(u64, HashRing)> {
         self.inner.ring()
