@@ -158,6 +158,8 @@ export interface NodeOptions {
   maxConnections: number
   /** Requests handled at once at most; more get 503. */
   maxInFlight: number
+  /** Offer, serve and use the multiplexed transport between pods of this version. */
+  multiplex: boolean
   /** The tasks registered so far, known before the first request is taken. */
   tasks: Array<TaskSpec>
 }

@@ -61,6 +61,8 @@ declare namespace swarm {
     maxConnections?: number;
     /** Requests handled at once at most (default 1024); more get 503 at once. */
     maxInFlight?: number;
+    /** Between pods of this version, send over one multiplexed connection per peer once the peer offers it (default true; env SWARM_MESSAGING_MULTIPLEX=false turns it off). Pods of 0.5.1 always get HTTP/1.1. */
+    multiplex?: boolean;
     /** Shared secret (env SWARM_SECRET): sign and require signatures on pod traffic. */
     secret?: string;
     /** With a secret, refuse unsigned requests (default true; env SWARM_REQUIRE_SIGNATURES=false while rolling out). */

@@ -60,3 +60,16 @@ test('ours -> 0.5.1: objects, strings, scalars and errors', async () => {
   assert.deepStrictEqual(legacyGot.map(g => g.from), Array(5).fill(OURS), 'the sender is our node IP');
   await assert.rejects(swarm.messages.send(LEGACY, 'broken', {}), e => e.statusCode === 500 && e.message === '500 - "legacy broke"');
 });
+
+test('ours -> 0.5.1 stays on HTTP/1.1; ours offers the multiplexed transport to 0.5.1 harmlessly', async () => {
+  const unparsed = [];
+  legacy.on('clientError', (error, socket) => { unparsed.push(error.code); socket.destroy(); });
+  legacyGot.length = 0;
+  await Promise.all(Array.from({ length: 50 }, (_, i) => swarm.messages.send(LEGACY, 'legacy', { i })));
+  assert.strictEqual(legacyGot.length, 50);
+  assert.deepStrictEqual(unparsed, [], 'the 0.5.1 peer never got a request it could not parse (a multiplexed preface)');
+  const offer = await new Promise((resolve, reject) => {
+    http.request({ agent, host: OURS, port, path: '/echo', method: 'POST' }, res => { res.resume(); resolve(res.headers['x-swarm-kb-mux']); }).on('error', reject).end();
+  });
+  assert.strictEqual(offer, '1', 'our replies carry the offer, which a 0.5.1 client ignores');
+});

@@ -84,6 +84,12 @@ function number (value, fallback) {
   return Number.isFinite(n) && n >= 0 ? n : fallback;
 }
 
+// A switch that is on unless the option is `false`, or, without the option, unless the
+// environment variable says 0, false or no.
+function flag (option, variable) {
+  return option !== undefined ? option !== false : !/^(0|false|no)$/i.test(variable || '');
+}
+
 // Everything the native node needs, plus what the facade reports.
 function resolve (options, env = process.env) {
   const messages = Object.assign({}, options.messages);
@@ -104,10 +110,9 @@ function resolve (options, env = process.env) {
       maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024),
       maxConnections: number(messages.maxConnections, 4096),
       maxInFlight: number(messages.maxInFlight, 1024),
+      multiplex: flag(messages.multiplex, env.SWARM_MESSAGING_MULTIPLEX),
       secret: messages.secret || env.SWARM_SECRET || undefined,
-      requireSignatures: messages.requireSignatures !== undefined
-        ? messages.requireSignatures !== false
-        : !/^(0|false|no)$/i.test(env.SWARM_REQUIRE_SIGNATURES || '')
+      requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES)
     }
   };
 }

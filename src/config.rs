@@ -44,6 +44,8 @@ pub struct NodeOptions {
     pub max_connections: u32,
     /// Requests handled at once at most; more get 503.
     pub max_in_flight: u32,
+    /// Offer, serve and use the multiplexed transport between pods of this version.
+    pub multiplex: bool,
     /// The tasks registered so far, known before the first request is taken.
     pub tasks: Vec<TaskSpec>,
 }
@@ -138,6 +140,7 @@ impl NodeOptions {
                 auth: auth.clone(),
                 max_connections: self.max_connections as usize,
                 max_in_flight: self.max_in_flight as usize,
+                multiplex: self.multiplex,
                 ..ServerLimits::default()
             },
             client: ClientConfig {
@@ -147,6 +150,7 @@ impl NodeOptions {
                 link_timeout: millis(self.link_timeout).max(Duration::from_secs(1)),
                 local_address: (!bind.is_unspecified()).then_some(bind),
                 auth,
+                multiplex: self.multiplex,
             },
         })
     }

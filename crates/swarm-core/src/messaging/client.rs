@@ -1,11 +1,15 @@
 //! The messaging client: keep-alive HTTP/1.1 connections to every peer, pooled here
-//! over hyper's connection API, with a connect timeout and a request timeout so that
-//! every send settles.
+//! over hyper's connection API, and one multiplexed connection ([`super::mux`]) to each
+//! peer that offered it; a connect timeout and a request timeout make every send settle.
 //!
 //! The pool is a list of idle connections per peer: a send takes the most recently used
 //! one that is still open (or opens one), and gives it back once the reply is read. A
 //! request that a connection hands back unsent (it was closing) goes on a new one; one
-//! that may have been written is never sent again.
+//! that may have been written is never sent again. The same holds on multiplexed
+//! connections: only requests the peer says it never read (go-away) are sent again.
+//!
+//! A peer is reached over HTTP/1.1 until one of its replies offers the multiplexed
+//! transport, so 0.5.1 pods only ever see HTTP/1.1.
 
 use std::{
     collections::HashMap,
@@ -20,10 +24,16 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
     header, Method, Request, Uri,
 };
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use super::{auth::Auth, codec::Payload, path, Reply};
+use super::{
+    auth::Auth,
+    codec::Payload,
+    mux::{self, Outcome},
+    path, Reply,
+};
 use crate::errors::with_causes;
 
 /// How long a connection may stay idle in the pool: shorter than the servers' header
@@ -49,6 +59,8 @@ pub struct ClientConfig {
     pub local_address: Option<IpAddr>,
     /// Signs every request when set.
     pub auth: Option<Arc<Auth>>,
+    /// Whether peers that offer the multiplexed transport are sent to over it.
+    pub multiplex: bool,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +72,7 @@ impl Default for ClientConfig {
             link_timeout: Duration::from_secs(8),
             local_address: None,
             auth: None,
+            multiplex: true,
         }
     }
 }
@@ -93,7 +106,18 @@ pub struct Client {
 struct Inner {
     connector: HttpConnector,
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    routes: Mutex<HashMap<SocketAddr, Route>>,
     config: ClientConfig,
+}
+
+/// How a peer is sent to, once known; an unknown peer gets HTTP/1.1.
+enum Route {
+    /// HTTP/1.1: the peer refused the multiplexed transport.
+    Http,
+    /// The peer offered the multiplexed transport; no connection is open yet.
+    Offered,
+    /// The multiplexed connection to the peer (perhaps closed since: then a new one).
+    Mux(Arc<mux::Conn>),
 }
 
 /// A connection waiting in the pool, and since when.
@@ -117,6 +141,7 @@ impl Client {
             inner: Arc::new(Inner {
                 connector,
                 idle: Mutex::new(HashMap::new()),
+                routes: Mutex::new(HashMap::new()),
                 config,
             }),
         }
@@ -135,24 +160,8 @@ impl Client {
             .map_err(|_| SendError::BadAddress(ip.to_owned()))?;
         let peer = SocketAddr::new(addr, self.inner.config.port);
         let encoded = path::encode(topic_path);
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(encoded.as_str())
-            .header(header::HOST, peer.to_string());
-        if let Some(ct) = payload.content_type() {
-            builder = builder.header(header::CONTENT_TYPE, ct);
-        }
-        let body = payload.bytes();
-        if let Some(auth) = &self.inner.config.auth {
-            for (name, value) in auth.sign("POST", &encoded, &body) {
-                builder = builder.header(name, value);
-            }
-        }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|e| SendError::BadAddress(format!("{ip}: {e}")))?;
         let timeout = self.inner.config.request_timeout;
-        tokio::time::timeout(timeout, self.inner.exchange(peer, request))
+        tokio::time::timeout(timeout, self.inner.deliver(peer, &encoded, payload))
             .await
             .unwrap_or_else(|_| {
                 Err(SendError::Timeout {
@@ -163,7 +172,122 @@ impl Client {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let routes = self.routes.get_mut().unwrap_or_else(|e| e.into_inner());
+        for route in routes.values() {
+            if let Route::Mux(conn) = route {
+                conn.close();
+            }
+        }
+    }
+}
+
 impl Inner {
+    /// Sends over the peer's multiplexed connection if it has one, HTTP/1.1 otherwise.
+    async fn deliver(
+        &self,
+        peer: SocketAddr,
+        encoded: &str,
+        payload: Payload,
+    ) -> Result<Reply, SendError> {
+        let ip = || peer.ip().to_string();
+        loop {
+            let Some(conn) = self.multiplexed(peer) else {
+                return self.over_http(peer, encoded, payload).await;
+            };
+            // `None`: it closed meanwhile; a new one is opened.
+            let Some(call) = conn.call(encoded, &payload, self.config.auth.as_deref()) else {
+                continue;
+            };
+            match call.outcome().await {
+                Outcome::Reply(reply) => return Ok(reply),
+                Outcome::Resend => {}
+                Outcome::NotOurs => {
+                    self.lock_routes().insert(peer, Route::Http);
+                }
+                Outcome::Unreachable(reason) => {
+                    return Err(SendError::Unreachable { ip: ip(), reason })
+                }
+                Outcome::Failed(reason) => return Err(SendError::Failed { ip: ip(), reason }),
+            }
+        }
+    }
+
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Route>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open multiplexed connection to `peer`, opened now if it offered the transport.
+    fn multiplexed(&self, peer: SocketAddr) -> Option<Arc<mux::Conn>> {
+        if !self.config.multiplex {
+            return None;
+        }
+        let mut routes = self.lock_routes();
+        match routes.get(&peer)? {
+            Route::Http => None,
+            Route::Mux(conn) if conn.is_open() => Some(conn.clone()),
+            Route::Offered | Route::Mux(_) => {
+                let dial = self.dial(peer);
+                let conn = mux::Conn::open(async move { dial.await.map(TokioIo::into_inner) });
+                routes.insert(peer, Route::Mux(conn.clone()));
+                Some(conn)
+            }
+        }
+    }
+
+    /// Notes that `peer` offers the multiplexed transport, unless it is in use already.
+    fn offered(&self, peer: SocketAddr) {
+        let mut routes = self.lock_routes();
+        if !matches!(routes.get(&peer), Some(Route::Mux(_) | Route::Offered)) {
+            routes.insert(peer, Route::Offered);
+        }
+    }
+
+    /// A new TCP connection to `peer`, with the client's socket options.
+    fn dial(
+        &self,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Result<TokioIo<TcpStream>, String>> + Send + 'static
+    {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(peer.to_string())
+            .path_and_query("/")
+            .build();
+        let connector = self.connector.clone();
+        async move {
+            let uri = uri.map_err(|e| with_causes(&e))?;
+            connector.oneshot(uri).await.map_err(|e| with_causes(&e))
+        }
+    }
+
+    /// One exchange over HTTP/1.1.
+    async fn over_http(
+        &self,
+        peer: SocketAddr,
+        encoded: &str,
+        payload: Payload,
+    ) -> Result<Reply, SendError> {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(encoded)
+            .header(header::HOST, peer.to_string());
+        if let Some(ct) = payload.content_type() {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        let body = payload.bytes();
+        if let Some(auth) = &self.config.auth {
+            for (name, value) in auth.sign("POST", encoded, &body) {
+                builder = builder.header(name, value);
+            }
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| SendError::BadAddress(format!("{}: {e}", peer.ip())))?;
+        self.exchange(peer, request).await
+    }
+
     /// One request and its whole reply, on a pooled connection or a new one.
     async fn exchange(
         &self,
@@ -185,6 +309,9 @@ impl Inner {
                 },
             }
         };
+        if self.config.multiplex && response.headers().contains_key(mux::ADVERTISE) {
+            self.offered(peer);
+        }
         let status = response.status().as_u16();
         let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
         let body = response
@@ -214,23 +341,14 @@ impl Inner {
                 return Ok((sender, true));
             }
         }
-        let unreachable = |e: &dyn std::error::Error| SendError::Unreachable {
+        let unreachable = |reason: String| SendError::Unreachable {
             ip: peer.ip().to_string(),
-            reason: with_causes(e),
+            reason,
         };
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(peer.to_string())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| unreachable(&e))?;
-        let io = self
-            .connector
-            .clone()
-            .oneshot(uri)
+        let io = self.dial(peer).await.map_err(unreachable)?;
+        let (sender, connection) = http1::handshake(io)
             .await
-            .map_err(|e| unreachable(&e))?;
-        let (sender, connection) = http1::handshake(io).await.map_err(|e| unreachable(&e))?;
+            .map_err(|e| unreachable(with_causes(&e)))?;
         tokio::spawn(connection);
         Ok((sender, false))
     }

@@ -5,11 +5,13 @@
 //! - [`path`]: topic paths on the wire;
 //! - [`server`]: the hyper server, its limits and its graceful shutdown;
 //! - [`client`]: the pooled client with its timeouts;
+//! - [`mux`]: the multiplexed transport between pods of this version;
 //! - [`auth`]: the opt-in signatures of pod traffic.
 
 pub mod auth;
 pub mod client;
 pub mod codec;
+pub mod mux;
 pub mod path;
 pub mod server;
 

@@ -1,26 +1,45 @@
-//! The messaging server: HTTP/1.1 as 0.5.1 speaks it, and HTTP/2 without TLS on the
-//! same port for peers that negotiate it.
+//! The messaging server: HTTP/1.1 as 0.5.1 speaks it, and on the same port HTTP/2
+//! without TLS and the multiplexed transport of [`super::mux`], for peers that use them.
 //!
 //! Each request is decoded (size-limited, JSON validated), handed to a [`Dispatch`]
-//! and answered from its [`Reply`]. Shutdown stops accepting, lets in-flight requests
-//! finish, then releases the port.
+//! and answered from its [`Reply`], whatever the transport. Shutdown stops accepting,
+//! lets in-flight requests finish, then releases the port.
 
 use std::{
     convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
 };
 
 use bytes::Bytes;
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::{body::Incoming, header, service::service_fn, Method, Request, Response, StatusCode};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderMap, HeaderValue},
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, Semaphore},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use super::{auth::Auth, codec::Payload, path, Inbound, Reply};
+use super::{
+    auth::Auth,
+    codec::Payload,
+    mux::{self, Read},
+    path, Inbound, Reply,
+};
+
+/// A multiplexed connection without requests for this long is closed (with a go-away,
+/// so the client loses nothing); the client opens a new one when it needs one.
+const MUX_IDLE: Duration = Duration::from_secs(60);
 
 /// What the server hands a decoded request to.
 pub trait Dispatch: Send + Sync + 'static {
@@ -48,6 +67,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Requests being handled at most; past it, a request gets 503 at once.
     pub max_in_flight: usize,
+    /// Whether the multiplexed transport is offered (to pods of this version) and served.
+    pub multiplex: bool,
 }
 
 impl Default for ServerLimits {
@@ -61,6 +82,7 @@ impl Default for ServerLimits {
             auth: None,
             max_connections: 4096,
             max_in_flight: 1024,
+            multiplex: true,
         }
     }
 }
@@ -86,6 +108,7 @@ pub async fn serve(
         in_flight,
     });
     let graceful = GracefulShutdown::new();
+    let multiplexed = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -116,6 +139,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
+        let (cancel, multiplexed) = (cancel.clone(), multiplexed.clone());
         tokio::spawn(async move {
             let _connection = connection;
             // A client that connects and stays silent holds a slot too: it gets the
@@ -125,6 +149,11 @@ pub async fn serve(
                 tokio::time::timeout(ctx.limits.header_timeout, stream.peek(&mut first)).await;
             if !matches!(waited, Ok(Ok(n)) if n > 0) {
                 return;
+            }
+            if first[0] == mux::PREFACE[0] && ctx.limits.multiplex {
+                return multiplexed
+                    .track_future(serve_mux(stream, peer, ctx, cancel))
+                    .await;
             }
             let service = service_fn(move |req| handle(req, peer, ctx.clone()));
             let conn = builder
@@ -136,11 +165,108 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(ctx.limits.drain_timeout, graceful.shutdown())
+    multiplexed.close();
+    let drained = async { tokio::join!(graceful.shutdown(), multiplexed.wait()) };
+    if tokio::time::timeout(ctx.limits.drain_timeout, drained)
         .await
         .is_err()
     {
         warn!(target: "node_swarm_kb::messages", "in-flight requests still running at shutdown");
+    }
+}
+
+/// Serves one multiplexed connection (its first byte is waiting): requests are handled
+/// concurrently and their replies written as they come, in batches. At shutdown, or
+/// after [`MUX_IDLE`] without requests, it sends a go-away naming the last request it
+/// read, answers those in flight and ends its sending side; the client sends any later
+/// request again elsewhere.
+async fn serve_mux(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    cancel: CancellationToken,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut preface = [0u8; mux::PREFACE.len()];
+    let greeted =
+        tokio::time::timeout(ctx.limits.header_timeout, reader.read_exact(&mut preface)).await;
+    if !matches!(greeted, Ok(Ok(_)))
+        || preface != mux::PREFACE
+        || write.write_all(mux::ACCEPTED).await.is_err()
+    {
+        return;
+    }
+    debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
+    let (frames, queued) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(mux::write_frames(queued, write));
+    let max = ctx.limits.max_body + ctx.limits.max_header_size;
+    let mut last = 0;
+    let idle = tokio::time::sleep(MUX_IDLE);
+    tokio::pin!(idle);
+    // The requests being handled, polled by this task: an answer wakes it, not a
+    // task of its own.
+    let mut handling = FuturesUnordered::new();
+    let going_away = loop {
+        // Waits between frames: what is read here is kept, so stopping loses nothing.
+        let more = tokio::select! {
+            Some((id, reply)) = handling.next(), if !handling.is_empty() => {
+                let _ = frames.send(mux::reply_frame(id, &reply));
+                continue;
+            }
+            _ = cancel.cancelled() => break true,
+            _ = &mut idle => {
+                if handling.is_empty() {
+                    break true;
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + MUX_IDLE);
+                continue;
+            }
+            more = reader.fill_buf() => more.is_ok_and(|b| !b.is_empty()),
+        };
+        if !more {
+            break false;
+        }
+        // A frame that has begun must come whole within the header timeout.
+        let read =
+            tokio::time::timeout(ctx.limits.header_timeout, mux::read_frame(&mut reader, max));
+        let (id, rest) = match read.await {
+            Ok(Ok(Read::Frame(mux::REQUEST, id, rest))) if id > last => (id, Some(rest)),
+            Ok(Ok(Read::TooLarge(mux::REQUEST, id))) if id > last => (id, None),
+            _ => break false,
+        };
+        last = id;
+        idle.as_mut().reset(tokio::time::Instant::now() + MUX_IDLE);
+        let ctx = &ctx;
+        handling.push(async move {
+            let reply = match rest {
+                Some(rest) => answer(ctx, decode_frame(rest, peer, ctx)).await,
+                None => too_large(ctx.limits.max_body),
+            };
+            (id, reply)
+        });
+    };
+    if going_away {
+        let _ = frames.send(mux::go_away_frame(last));
+    }
+    let answered = async {
+        while let Some((id, reply)) = handling.next().await {
+            let _ = frames.send(mux::reply_frame(id, &reply));
+        }
+        // The writer ends once the replies are sent.
+        drop(frames);
+    };
+    let rest = async {
+        // Reads on until the client closes, so closing never resets the connection
+        // under replies it has not read yet.
+        while let Ok(Ok(Read::Frame(..) | Read::TooLarge(..))) =
+            tokio::time::timeout(ctx.limits.drain_timeout, mux::read_frame(&mut reader, max)).await
+        {
+        }
+    };
+    let (written, (), ()) = tokio::join!(writer, answered, rest);
+    if let Ok(Err(e)) = written {
+        debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer} ended: {e}");
     }
 }
 
@@ -149,22 +275,46 @@ async fn handle(
     peer: SocketAddr,
     ctx: Arc<Context>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = answer(&ctx, decode(req, peer, &ctx)).await;
+    Ok(respond(reply, ctx.limits.multiplex))
+}
+
+/// The reply to a request: it gets a slot among those in flight (or `503`), then is
+/// decoded and handed to the dispatcher, which has the handler timeout to answer.
+async fn answer(ctx: &Context, decoded: impl Future<Output = Result<Inbound, Reply>>) -> Reply {
     let Ok(_slot) = ctx.in_flight.clone().try_acquire_owned() else {
-        return Ok(respond(Reply::error(
-            503,
-            "Too many requests in progress, retry later",
-        )));
+        return Reply::error(503, "Too many requests in progress, retry later");
     };
-    Ok(match decode(req, peer, &ctx).await {
+    match decoded.await {
         Ok(message) => {
-            let reply =
-                tokio::time::timeout(ctx.limits.handler_timeout, ctx.dispatch.dispatch(message))
-                    .await
-                    .unwrap_or_else(|_| Reply::error(500, "operation timed out"));
-            respond(reply)
+            tokio::time::timeout(ctx.limits.handler_timeout, ctx.dispatch.dispatch(message))
+                .await
+                .unwrap_or_else(|_| Reply::error(500, "operation timed out"))
         }
-        Err(reply) => respond(reply),
-    })
+        Err(reply) => reply,
+    }
+}
+
+/// Decodes a multiplexed request as [`decode`] does an HTTP one.
+async fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+    let request =
+        mux::parse_request(rest).ok_or_else(|| Reply::error(400, "Malformed request frame"))?;
+    if request.path.len() > ctx.limits.max_header_size {
+        return Err(head_too_large(ctx.limits.max_header_size));
+    }
+    // The frame limit leaves room for a head; the body has its own.
+    if request.body.len() > ctx.limits.max_body {
+        return Err(too_large(ctx.limits.max_body));
+    }
+    inbound(
+        ctx,
+        "POST",
+        &request.path,
+        request.content_type,
+        &request.signature,
+        request.body,
+        peer,
+    )
 }
 
 async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
@@ -189,10 +339,7 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
     if head > max_head {
-        return Err(Reply::error(
-            431,
-            &format!("Request header fields larger than {max_head} bytes"),
-        ));
+        return Err(head_too_large(max_head));
     }
     let declared = parts
         .headers
@@ -207,14 +354,35 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
     } else {
         Bytes::new()
     };
-    let raw_path = parts.uri.path();
+    inbound(
+        ctx,
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.headers.get(header::CONTENT_TYPE),
+        &parts.headers,
+        body,
+        peer,
+    )
+}
+
+/// A request whose body is read: its signature checked, its path and body decoded.
+/// Multiplexed requests are signed as `POST`s, as HTTP ones are sent.
+fn inbound(
+    ctx: &Context,
+    method: &str,
+    raw_path: &str,
+    content_type: Option<&HeaderValue>,
+    headers: &HeaderMap,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Result<Inbound, Reply> {
     if let Some(auth) = &ctx.limits.auth {
-        auth.verify(parts.method.as_str(), raw_path, &parts.headers, &body)
+        auth.verify(method, raw_path, headers, &body)
             .map_err(|e| Reply::error(401, &e.to_string()))?;
     }
     let path = path::decode(raw_path.trim_matches('/'));
-    let payload = Payload::decode(parts.headers.get(header::CONTENT_TYPE), body)
-        .map_err(|e| Reply::error(400, &e.to_string()))?;
+    let payload =
+        Payload::decode(content_type, body).map_err(|e| Reply::error(400, &e.to_string()))?;
     let from = peer.ip().to_canonical();
     debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}");
     Ok(Inbound {
@@ -250,13 +418,24 @@ async fn read_body(incoming: Incoming, declared: Option<u64>, max: usize) -> Res
     Ok(Bytes::from(body))
 }
 
+fn head_too_large(max: usize) -> Reply {
+    Reply::error(
+        431,
+        &format!("Request header fields larger than {max} bytes"),
+    )
+}
+
 fn too_large(max: usize) -> Reply {
     Reply::error(413, &format!("Request body larger than {max} bytes"))
 }
 
-fn respond(reply: Reply) -> Response<Full<Bytes>> {
+/// The HTTP response of `reply`; with `offer_mux`, it offers the multiplexed transport.
+fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = Response::builder().status(status);
+    if offer_mux {
+        builder = builder.header(mux::ADVERTISE, "1");
+    }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(header::ALLOW, "POST, PUT, GET");
     }

@@ -1,0 +1,588 @@
+//! The multiplexed transport between pods of this version: any number of requests in
+//! flight on one TCP connection, written and read in batches, where HTTP/1.1 needs one
+//! connection per request in flight and a write and a read system call per message.
+//!
+//! Pods of 0.5.1 never see it. A server of ours advertises the transport with a header
+//! on its HTTP replies ([`ADVERTISE`]); a client opens a multiplexed connection only to
+//! a peer that did, and starts it with [`PREFACE`], whose first byte (NUL) starts no
+//! HTTP request, so the server tells the two apart from one byte on the same port. The
+//! server answers [`ACCEPTED`]; anything else and the client keeps HTTP/1.1 for it.
+//!
+//! Frames, big-endian: `len: u32` (of what follows), `kind: u8`, `id: u32`, then
+//! - request (1): `type: u8`, `path_len: u16`, the path as in an HTTP request line,
+//!   `auth_len: u16`, the signature header values joined by spaces, the body;
+//! - reply (2): `status: u16`, `type: u8`, the body;
+//! - go-away (3): nothing. The server answers every request up to `id` and none after
+//!   it, so the client sends those again on a new connection (HTTP/2's GOAWAY): a server
+//!   shutting down, or closing an idle connection, never leaves a request in doubt.
+//!
+//! `type` is 0 for no content type, 1 for JSON and 2 for text, as [`Payload`] sends them;
+//! bodies are decoded and checked as HTTP ones are, so both transports answer alike.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    sync::{Arc, Mutex},
+};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::{
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+};
+
+use super::{auth, Auth, Payload, Reply};
+
+/// The reply header by which a server of ours offers the transport.
+pub const ADVERTISE: HeaderName = HeaderName::from_static("x-swarm-kb-mux");
+/// The first bytes a client sends on a multiplexed connection.
+pub const PREFACE: &[u8] = b"\0SWARM-KB MUX/1\r\n";
+/// The server's answer to [`PREFACE`].
+pub const ACCEPTED: &[u8] = b"\0SWARM-KB MUX/1 OK\r\n";
+
+/// The kinds of frames.
+pub const REQUEST: u8 = 1;
+pub const REPLY: u8 = 2;
+pub const GO_AWAY: u8 = 3;
+/// `kind` and `id`.
+const HEAD: usize = 5;
+/// Frames are gathered into writes of about this size.
+const BATCH: usize = 64 * 1024;
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+fn type_code(payload: &Payload) -> u8 {
+    match payload {
+        Payload::Empty => 0,
+        Payload::Json(_) => 1,
+        Payload::Text(_) => 2,
+    }
+}
+
+/// The content type a `type` byte stands for, as an HTTP header would carry it.
+pub fn content_type(code: u8) -> Option<&'static HeaderValue> {
+    match code {
+        1 => Some(&JSON),
+        2 => Some(&TEXT),
+        _ => None,
+    }
+}
+
+fn frame(kind: u8, id: u32, rest: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(4 + HEAD + rest);
+    buf.put_u32((HEAD + rest) as u32);
+    buf.put_u8(kind);
+    buf.put_u32(id);
+    buf
+}
+
+/// A request frame; `auth` signs it as an HTTP `POST` to `path`.
+pub fn request_frame(id: u32, path: &str, payload: &Payload, auth: Option<&Auth>) -> Bytes {
+    let body = payload.bytes();
+    let signature = auth
+        .map(|auth| {
+            let headers = auth.sign("POST", path, &body);
+            let values: Vec<&str> = headers
+                .iter()
+                .map(|(_, v)| v.to_str().expect("ASCII"))
+                .collect();
+            values.join(" ")
+        })
+        .unwrap_or_default();
+    let mut buf = frame(REQUEST, id, 5 + path.len() + signature.len() + body.len());
+    buf.put_u8(type_code(payload));
+    buf.put_u16(path.len() as u16);
+    buf.put_slice(path.as_bytes());
+    buf.put_u16(signature.len() as u16);
+    buf.put_slice(signature.as_bytes());
+    buf.put_slice(&body);
+    buf.freeze()
+}
+
+/// A reply frame, with the body an HTTP reply of `reply` would have.
+pub fn reply_frame(id: u32, reply: &Reply) -> Bytes {
+    let (code, body) = if reply.status == 204 {
+        (0, Bytes::new())
+    } else {
+        (type_code(&reply.payload), reply.payload.bytes())
+    };
+    let mut buf = frame(REPLY, id, 3 + body.len());
+    buf.put_u16(reply.status);
+    buf.put_u8(code);
+    buf.put_slice(&body);
+    buf.freeze()
+}
+
+/// A go-away frame: requests after `last` will not be answered.
+pub fn go_away_frame(last: u32) -> Bytes {
+    frame(GO_AWAY, last, 0).freeze()
+}
+
+/// A request as a frame carries it.
+#[derive(Debug)]
+pub struct RequestFrame {
+    pub content_type: Option<&'static HeaderValue>,
+    pub path: String,
+    /// The signature headers, when the request is signed.
+    pub signature: HeaderMap,
+    pub body: Bytes,
+}
+
+fn take_short(rest: &mut Bytes) -> Option<Bytes> {
+    let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+    rest.advance(2);
+    (rest.len() >= len).then(|| rest.split_to(len))
+}
+
+/// Parses the rest of a request frame; `None` when it is malformed.
+pub fn parse_request(mut rest: Bytes) -> Option<RequestFrame> {
+    let code = *rest.first()?;
+    rest.advance(1);
+    let path = String::from_utf8(take_short(&mut rest)?.to_vec()).ok()?;
+    let signed = take_short(&mut rest)?;
+    let mut signature = HeaderMap::new();
+    if !signed.is_empty() {
+        let text = std::str::from_utf8(&signed).ok()?;
+        let mut values = text.split(' ');
+        for name in [auth::TIMESTAMP, auth::NONCE, auth::SIGNATURE] {
+            signature.insert(name, HeaderValue::from_str(values.next()?).ok()?);
+        }
+    }
+    Some(RequestFrame {
+        content_type: content_type(code),
+        path,
+        signature,
+        body: rest,
+    })
+}
+
+/// Parses the rest of a reply frame; `None` when it is malformed.
+pub fn parse_reply(mut rest: Bytes) -> Option<Reply> {
+    let status = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+    let code = *rest.get(2)?;
+    rest.advance(3);
+    Some(Reply {
+        status,
+        payload: Payload::decode_reply(status, content_type(code), rest),
+    })
+}
+
+/// What [`read_frame`] read.
+#[derive(Debug)]
+pub enum Read {
+    /// A frame: its kind, its id and what follows them.
+    Frame(u8, u32, Bytes),
+    /// A frame longer than allowed, skipped: its kind and id.
+    TooLarge(u8, u32),
+    /// The connection ended between frames.
+    End,
+}
+
+/// Reads the next frame; one longer than `max` bytes is read past, not kept.
+pub async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Read> {
+    if reader.fill_buf().await?.is_empty() {
+        return Ok(Read::End);
+    }
+    let len = reader.read_u32().await? as usize;
+    if len < HEAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too short",
+        ));
+    }
+    let kind = reader.read_u8().await?;
+    let id = reader.read_u32().await?;
+    let rest = (len - HEAD) as u64;
+    if len > max {
+        let skipped =
+            tokio::io::copy(&mut (&mut *reader).take(rest), &mut tokio::io::sink()).await?;
+        if skipped < rest {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        return Ok(Read::TooLarge(kind, id));
+    }
+    let mut buf = vec![0; len - HEAD];
+    reader.read_exact(&mut buf).await?;
+    Ok(Read::Frame(kind, id, Bytes::from(buf)))
+}
+
+/// Writes the frames sent on `frames`, as many per system call as are waiting, until an
+/// empty frame or the end of the channel; then ends the stream's sending side.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut out: W,
+) -> io::Result<()> {
+    let mut batch = Vec::with_capacity(BATCH);
+    'frames: while let Some(first) = frames.recv().await {
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            if frame.is_empty() {
+                out.write_all(&batch).await?;
+                break 'frames;
+            }
+            if batch.len() + frame.len() > BATCH && !batch.is_empty() {
+                out.write_all(&batch).await?;
+                batch.clear();
+            }
+            if frame.len() > BATCH {
+                out.write_all(&frame).await?;
+            } else {
+                batch.extend_from_slice(&frame);
+            }
+            next = frames.try_recv().ok();
+        }
+        out.write_all(&batch).await?;
+        batch.clear();
+    }
+    out.shutdown().await
+}
+
+/// How a call on a client connection ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The peer's reply.
+    Reply(Reply),
+    /// Never handled by the peer (refused or told to go away): send it again.
+    Resend,
+    /// The peer does not speak this transport: send it over HTTP/1.1.
+    NotOurs,
+    /// No connection could be made: never delivered.
+    Unreachable(String),
+    /// The connection broke while the call was on it: it may have been delivered.
+    Failed(String),
+}
+
+struct State {
+    /// False once the connection stops taking calls (go-away, failure, close).
+    open: bool,
+    next_id: u32,
+    waiting: HashMap<u32, oneshot::Sender<Outcome>>,
+}
+
+/// A client's multiplexed connection to one peer.
+pub struct Conn {
+    state: Mutex<State>,
+    frames: mpsc::UnboundedSender<Bytes>,
+}
+
+/// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
+pub struct Call {
+    conn: Arc<Conn>,
+    id: u32,
+    outcome: oneshot::Receiver<Outcome>,
+}
+
+impl Call {
+    /// Waits for the outcome.
+    pub async fn outcome(mut self) -> Outcome {
+        (&mut self.outcome)
+            .await
+            .unwrap_or_else(|_| Outcome::Failed("connection closed".into()))
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut state = self.conn.lock();
+        if state.waiting.remove(&self.id).is_some() {
+            self.conn.end_if_done(&state);
+        }
+    }
+}
+
+impl Conn {
+    /// A connection over what `connect` yields, driven by tasks of its own; calls may
+    /// be made at once and are written once the peer has accepted the preface.
+    pub fn open<F>(connect: F) -> Arc<Conn>
+    where
+        F: Future<Output = Result<TcpStream, String>> + Send + 'static,
+    {
+        let (frames, queued) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            state: Mutex::new(State {
+                open: true,
+                next_id: 1,
+                waiting: HashMap::new(),
+            }),
+            frames,
+        });
+        tokio::spawn(conn.clone().drive(connect, queued));
+        conn
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while the connection takes calls.
+    pub fn is_open(&self) -> bool {
+        self.lock().open
+    }
+
+    /// Puts a request on the connection, or `None` when it no longer takes calls.
+    pub fn call(
+        self: &Arc<Self>,
+        path: &str,
+        payload: &Payload,
+        auth: Option<&Auth>,
+    ) -> Option<Call> {
+        let (tx, outcome) = oneshot::channel();
+        let mut state = self.lock();
+        if !state.open {
+            return None;
+        }
+        let id = state.next_id;
+        // Ids only grow on a connection; the last one retires it.
+        state.next_id = id.saturating_add(1);
+        state.open = id < u32::MAX;
+        // Sent under the lock, so ids go out in order and a go-away's `last` splits them.
+        self.frames
+            .send(request_frame(id, path, payload, auth))
+            .ok()?;
+        state.waiting.insert(id, tx);
+        drop(state);
+        Some(Call {
+            conn: self.clone(),
+            id,
+            outcome,
+        })
+    }
+
+    /// Stops taking calls; the connection ends once the calls on it are answered.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.open = false;
+        self.end_if_done(&state);
+    }
+
+    /// Ends the sending side (the peer then closes) once a connection that takes no
+    /// more calls has none left.
+    fn end_if_done(&self, state: &State) {
+        if !state.open && state.waiting.is_empty() {
+            let _ = self.frames.send(Bytes::new());
+        }
+    }
+
+    /// Settles every waiting call with `outcome`, and stops taking calls.
+    fn settle_all(&self, outcome: impl Fn() -> Outcome) {
+        let mut state = self.lock();
+        state.open = false;
+        for (_, tx) in state.waiting.drain() {
+            let _ = tx.send(outcome());
+        }
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        connect: impl Future<Output = Result<TcpStream, String>>,
+        queued: mpsc::UnboundedReceiver<Bytes>,
+    ) {
+        let mut stream = match connect.await {
+            Ok(stream) => stream,
+            Err(reason) => return self.settle_all(|| Outcome::Unreachable(reason.clone())),
+        };
+        let mut answer = [0u8; ACCEPTED.len()];
+        let accepted = async {
+            stream.write_all(PREFACE).await?;
+            stream.read_exact(&mut answer).await
+        }
+        .await;
+        if accepted.is_err() || answer != ACCEPTED {
+            // Nothing but the preface was written: no call reached the peer.
+            return self.settle_all(|| Outcome::NotOurs);
+        }
+        let (read, write) = stream.into_split();
+        let reading = async {
+            let read = self
+                .read_replies(BufReader::with_capacity(BATCH, read))
+                .await;
+            // Whatever ended the reading ends the writing too.
+            let _ = self.frames.send(Bytes::new());
+            read
+        };
+        let writing = async {
+            let written = write_frames(queued, write).await;
+            if let Err(e) = &written {
+                self.settle_all(|| Outcome::Failed(e.to_string()));
+            }
+            written
+        };
+        let (read, written) = tokio::join!(reading, writing);
+        let reason = match (read, written) {
+            (Err(e), _) | (Ok(()), Err(e)) => e.to_string(),
+            (Ok(()), Ok(())) => "connection closed".into(),
+        };
+        self.settle_all(|| Outcome::Failed(reason.clone()));
+    }
+
+    /// Hands each reply to its call, until the connection ends or, after a go-away or
+    /// [`Conn::close`], the last call on it is answered.
+    async fn read_replies<R: AsyncBufRead + Unpin>(&self, mut reader: R) -> io::Result<()> {
+        loop {
+            let (kind, id, rest) = match read_frame(&mut reader, usize::MAX).await? {
+                Read::Frame(kind, id, rest) => (kind, id, rest),
+                // A clean end with calls waiting is a failure, reported by `drive`.
+                Read::TooLarge(..) | Read::End => return Ok(()),
+            };
+            let mut state = self.lock();
+            match kind {
+                REPLY => {
+                    let reply = parse_reply(rest).ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
+                    })?;
+                    if let Some(tx) = state.waiting.remove(&id) {
+                        let _ = tx.send(Outcome::Reply(reply));
+                    }
+                }
+                GO_AWAY => {
+                    state.open = false;
+                    let unanswered: Vec<u32> = state
+                        .waiting
+                        .keys()
+                        .copied()
+                        .filter(|&waiting| waiting > id)
+                        .collect();
+                    for waiting in unanswered {
+                        if let Some(tx) = state.waiting.remove(&waiting) {
+                            let _ = tx.send(Outcome::Resend);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unexpected frame kind {kind}"),
+                    ))
+                }
+            }
+            if !state.open && state.waiting.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn read(bytes: &[u8], max: usize) -> io::Result<Read> {
+        read_frame(&mut BufReader::new(bytes), max).await
+    }
+
+    #[tokio::test]
+    async fn a_request_frame_carries_path_type_signature_and_body() {
+        let auth = Auth::new(b"secret", Duration::from_secs(30), true);
+        for payload in [
+            Payload::Json(Bytes::from_static(b"{\"a\":1}")),
+            Payload::Text(Bytes::from_static(b"hello")),
+            Payload::Empty,
+        ] {
+            let frame = request_frame(7, "/a/b%20c", &payload, Some(&auth));
+            let Ok(Read::Frame(REQUEST, 7, rest)) = read(&frame, usize::MAX).await else {
+                panic!("not a request frame")
+            };
+            let request = parse_request(rest).expect("well formed");
+            assert_eq!(
+                request.content_type.map(|v| v.to_str().expect("ASCII")),
+                payload.content_type()
+            );
+            assert_eq!(request.body, payload.bytes());
+            auth.verify("POST", "/a/b%20c", &request.signature, &request.body)
+                .expect("signed as an HTTP POST of the path");
+        }
+        let unsigned = request_frame(1, "/x", &Payload::Empty, None);
+        let Ok(Read::Frame(_, _, rest)) = read(&unsigned, usize::MAX).await else {
+            panic!("not a frame")
+        };
+        assert!(parse_request(rest)
+            .expect("well formed")
+            .signature
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_frame_decodes_as_an_http_reply_would() {
+        let cases = [
+            Reply::ok(Payload::Json(Bytes::from_static(b"[1,2]"))),
+            Reply::ok(Payload::Text(Bytes::from_static(b"plain"))),
+            Reply::ok(Payload::Empty),
+            Reply::error(409, "refused"),
+        ];
+        for reply in cases {
+            let frame = reply_frame(3, &reply);
+            let Ok(Read::Frame(REPLY, 3, rest)) = read(&frame, usize::MAX).await else {
+                panic!("not a reply frame")
+            };
+            assert_eq!(parse_reply(rest), Some(reply));
+        }
+        let Ok(Read::Frame(GO_AWAY, 9, rest)) = read(&go_away_frame(9), usize::MAX).await else {
+            panic!("not a go-away frame")
+        };
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn truncated_oversized_and_malformed_frames_are_told_apart() {
+        let frame = request_frame(
+            5,
+            "/big",
+            &Payload::Text(Bytes::from(vec![b'x'; 100])),
+            None,
+        );
+        let mut two = frame.to_vec();
+        two.extend_from_slice(&go_away_frame(6));
+        let mut reader = BufReader::new(&two[..]);
+        assert!(matches!(
+            read_frame(&mut reader, 50).await,
+            Ok(Read::TooLarge(REQUEST, 5))
+        ));
+        assert!(
+            matches!(
+                read_frame(&mut reader, 50).await,
+                Ok(Read::Frame(GO_AWAY, 6, _))
+            ),
+            "the frame after a skipped one is read whole"
+        );
+        assert!(matches!(read_frame(&mut reader, 50).await, Ok(Read::End)));
+        assert!(
+            read(&frame[..frame.len() - 1], usize::MAX).await.is_err(),
+            "truncated"
+        );
+        assert!(
+            read(&[0, 0, 0, 2, 1, 0], usize::MAX).await.is_err(),
+            "shorter than a head"
+        );
+        for rest in [&b""[..], b"\x01\x00\x09/x", b"\x01\x00\x02/x\x00\x03a b"] {
+            assert!(
+                parse_request(Bytes::copy_from_slice(rest)).is_none(),
+                "{rest:?}"
+            );
+        }
+        assert!(parse_reply(Bytes::from_static(b"\x00")).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_writer_sends_every_frame_before_the_end_marker_and_none_after() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let frames: Vec<Bytes> = (1..=3).map(go_away_frame).collect();
+        for frame in &frames {
+            tx.send(frame.clone()).expect("open");
+        }
+        tx.send(Bytes::new()).expect("open");
+        tx.send(go_away_frame(4)).expect("open");
+        let mut out = Vec::new();
+        write_frames(rx, &mut out).await.expect("written");
+        assert_eq!(
+            out,
+            frames.concat(),
+            "everything before the end marker, nothing after"
+        );
+    }
+}
