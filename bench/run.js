@@ -3,8 +3,10 @@
 // `npm run bench`: this project and its peers measured in the same run, alternating,
 // over several rounds; prints medians and ratios, and writes bench/results/latest.json.
 // Peers: a pure-Node keep-alive implementation of the same wire protocol, a raw hyper
-// client and server (no JavaScript), and hashring@3 for ring look-ups. Everything runs
-// on 127.0.0.x; the Kubernetes API is the project's stand-in.
+// client and server (no JavaScript), and hashring@3 for ring look-ups. Messaging of ours
+// runs twice: between pods of ours (the multiplexed transport, `ours`) and on the
+// 0.5.1-compatible HTTP/1.1 path (`ours-http1`, a cluster with multiplexing off).
+// Everything runs on 127.0.0.x; the Kubernetes API is the project's stand-in.
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -63,6 +65,8 @@ async function main () {
   const OldRing = require('hashring');
   const standin = await startStandin({ appName: 'web' });
   const ours = await startCluster(standin, ['127.0.0.101', '127.0.0.102', '127.0.0.103']);
+  const standinHttp1 = await startStandin({ appName: 'web' });
+  const oursHttp1 = await startCluster(standinHttp1, ['127.0.0.104', '127.0.0.105', '127.0.0.106'], { env: { SWARM_MESSAGING_MULTIPLEX: 'false' } });
   const basePort = await freePort();
   const base = startBaseline(['127.0.0.111', '127.0.0.112', '127.0.0.113'], basePort);
   await Promise.all(base.map(b => b.waitEvent(e => e.event === 'ready', 10000, 'baseline ready')));
@@ -72,6 +76,7 @@ async function main () {
   const record = (figure, peer, value) => ((results[figure] = results[figure] || {})[peer] = results[figure][peer] || []).push(value);
   try {
     const [a, b] = ours.nodes;
+    const [h1a, h1b] = oursHttp1.nodes;
     const keys = Array.from({ length: 4000 }, (_, i) => `k${i}`);
     const owned = (await a.request('owners', { keys })).map((o, i) => o === b.ip ? keys[i] : null).filter(Boolean);
     const idle = await a.request('usage');
@@ -80,6 +85,7 @@ async function main () {
       console.log(`round ${round}/${ROUNDS}`);
       for (const [figure, n, c] of [['send sequential', N.seq, 1], ['send 64 in flight', N.flight, 64]]) {
         record(figure, 'ours', await crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c }, 120000)));
+        record(figure, 'ours-http1', await crossed(h1a, h1b, () => h1a.request('bench', { kind: 'send', to: h1b.ip, n, concurrency: c }, 120000)));
         record(figure, 'node', await base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c }, 120000));
         record(figure, 'raw', rawBench(raw, rawAddr, n, c));
       }
@@ -137,8 +143,8 @@ async function main () {
   } finally {
     rawServer.stdin.end();
     rawServer.kill();
-    await Promise.all([...base, ...ours.nodes].map(n => n.kill()));
-    await standin.close();
+    await Promise.all([...base, ...ours.nodes, ...oursHttp1.nodes].map(n => n.kill()));
+    await Promise.all([standin.close(), standinHttp1.close()]);
   }
 }
 
@@ -199,20 +205,23 @@ function show (value) {
 }
 
 function print (summary) {
-  console.log('\n| figure | ours | pure Node | raw hyper | hashring@3 |');
-  console.log('|---|---|---|---|---|');
-  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row.node)} | ${show(row.raw)} | ${show(row.hashring)} |`);
-  const ratio = (figure, field, peer, higherIsBetter) => {
+  console.log('\n| figure | ours | ours, HTTP/1.1 | pure Node | raw hyper | hashring@3 |');
+  console.log('|---|---|---|---|---|---|');
+  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row.node)} | ${show(row.raw)} | ${show(row.hashring)} |`);
+  const ratio = (figure, field, peer, higherIsBetter, mine = 'ours') => {
     const row = summary.find(r => r.figure === figure);
-    if (!row || !row[peer]) return;
-    const x = row.ours[field] / row[peer][field];
-    console.log(`${figure}, ${field}: ours / ${peer} = ${x.toFixed(2)}${higherIsBetter ? ' (higher is better)' : ' (lower is better)'}`);
+    if (!row || !row[peer] || !row[mine]) return;
+    const x = row[mine][field] / row[peer][field];
+    console.log(`${figure}, ${field}: ${mine} / ${peer} = ${x.toFixed(2)}${higherIsBetter ? ' (higher is better)' : ' (lower is better)'}`);
   };
   console.log('');
   ratio('send sequential', 'p50', 'raw', false);
+  ratio('send sequential', 'p50', 'raw', false, 'ours-http1');
   ratio('send sequential', 'p50', 'node', false);
   ratio('send 64 in flight', 'opsPerSec', 'raw', true);
+  ratio('send 64 in flight', 'opsPerSec', 'raw', true, 'ours-http1');
   ratio('send 64 in flight', 'opsPerSec', 'node', true);
+  ratio('send 64 in flight', 'opsPerSec', 'node', true, 'ours-http1');
   ratio('broadcast (3 nodes)', 'p50', 'node', false);
   ratio(`broadcast (${WIDE} nodes)`, 'p50', 'node', false);
   ratio('ring look-up, 3 nodes (ns)', 'ns', 'hashring', false);
