@@ -457,6 +457,7 @@ async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
                 debug!(target: "node_swarm_kb::messages", "{gone} left: failing its pending calls");
                 token.cancel();
             }
+            inner.client.forget(gone);
         }
         before = now;
     }

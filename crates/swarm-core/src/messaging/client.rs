@@ -27,6 +27,7 @@ use hyper::{
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
+use tracing::debug;
 
 use super::{
     auth::Auth,
@@ -172,6 +173,20 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Forgets what is known of the peer at `ip` (it left the cluster): its
+    /// multiplexed connection ends once the calls on it are settled.
+    pub fn forget(&self, ip: &str) {
+        let Ok(addr) = ip.parse::<IpAddr>() else {
+            return;
+        };
+        let peer = SocketAddr::new(addr, self.inner.config.port);
+        if let Some(Route::Mux(conn)) = self.inner.lock_routes().remove(&peer) {
+            conn.close();
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         let routes = self.routes.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -194,7 +209,9 @@ impl Inner {
         let ip = || peer.ip().to_string();
         loop {
             let Some(conn) = self.multiplexed(peer) else {
-                return self.over_http(peer, encoded, payload).await;
+                // Boxed: the HTTP exchange is large, and kept out of the multiplexed
+                // path's future, which is moved on every spawn.
+                return Box::pin(self.over_http(peer, encoded, payload)).await;
             };
             // `None`: it closed meanwhile; a new one is opened.
             let Some(call) = conn.call(encoded, &payload, self.config.auth.as_deref()) else {
@@ -204,6 +221,7 @@ impl Inner {
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::Resend => {}
                 Outcome::NotOurs => {
+                    debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
                     self.lock_routes().insert(peer, Route::Http);
                 }
                 Outcome::Unreachable(reason) => {
@@ -229,7 +247,10 @@ impl Inner {
             Route::Mux(conn) if conn.is_open() => Some(conn.clone()),
             Route::Offered | Route::Mux(_) => {
                 let dial = self.dial(peer);
-                let conn = mux::Conn::open(async move { dial.await.map(TokioIo::into_inner) });
+                let conn = mux::Conn::open(
+                    async move { dial.await.map(TokioIo::into_inner) },
+                    self.config.connect_timeout,
+                );
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)
             }
@@ -240,6 +261,7 @@ impl Inner {
     fn offered(&self, peer: SocketAddr) {
         let mut routes = self.lock_routes();
         if !matches!(routes.get(&peer), Some(Route::Mux(_) | Route::Offered)) {
+            debug!(target: "node_swarm_kb::messages", "{peer} offers the multiplexed transport");
             routes.insert(peer, Route::Offered);
         }
     }

@@ -24,6 +24,7 @@ use std::{
     future::Future,
     io,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -205,8 +206,12 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> 
         }
         return Ok(Read::TooLarge(kind, id));
     }
-    let mut buf = vec![0; len - HEAD];
-    reader.read_exact(&mut buf).await?;
+    // Grown as the bytes arrive, not sized from the declared length: a peer that
+    // announces a large frame and sends little gets little memory.
+    let mut buf = Vec::with_capacity((len - HEAD).min(BATCH));
+    if (&mut *reader).take(rest).read_to_end(&mut buf).await? < len - HEAD {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Read::Frame(kind, id, Bytes::from(buf)))
 }
 
@@ -297,7 +302,8 @@ impl Drop for Call {
 impl Conn {
     /// A connection over what `connect` yields, driven by tasks of its own; calls may
     /// be made at once and are written once the peer has accepted the preface.
-    pub fn open<F>(connect: F) -> Arc<Conn>
+    /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
+    pub fn open<F>(connect: F, handshake: Duration) -> Arc<Conn>
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
     {
@@ -310,7 +316,7 @@ impl Conn {
             }),
             frames,
         });
-        tokio::spawn(conn.clone().drive(connect, queued));
+        tokio::spawn(conn.clone().drive(connect, handshake, queued));
         conn
     }
 
@@ -340,9 +346,15 @@ impl Conn {
         state.next_id = id.saturating_add(1);
         state.open = id < u32::MAX;
         // Sent under the lock, so ids go out in order and a go-away's `last` splits them.
-        self.frames
+        if self
+            .frames
             .send(request_frame(id, path, payload, auth))
-            .ok()?;
+            .is_err()
+        {
+            // The writer has stopped: the connection is over.
+            state.open = false;
+            return None;
+        }
         state.waiting.insert(id, tx);
         drop(state);
         Some(Call {
@@ -357,6 +369,12 @@ impl Conn {
         let mut state = self.lock();
         state.open = false;
         self.end_if_done(&state);
+    }
+
+    /// Stops taking calls and ends the sending side now.
+    fn retire(&self) {
+        self.lock().open = false;
+        let _ = self.frames.send(Bytes::new());
     }
 
     /// Ends the sending side (the peer then closes) once a connection that takes no
@@ -379,6 +397,7 @@ impl Conn {
     async fn drive(
         self: Arc<Self>,
         connect: impl Future<Output = Result<TcpStream, String>>,
+        handshake: Duration,
         queued: mpsc::UnboundedReceiver<Bytes>,
     ) {
         let mut stream = match connect.await {
@@ -386,12 +405,12 @@ impl Conn {
             Err(reason) => return self.settle_all(|| Outcome::Unreachable(reason.clone())),
         };
         let mut answer = [0u8; ACCEPTED.len()];
-        let accepted = async {
+        let accepted = tokio::time::timeout(handshake, async {
             stream.write_all(PREFACE).await?;
             stream.read_exact(&mut answer).await
-        }
+        })
         .await;
-        if accepted.is_err() || answer != ACCEPTED {
+        if !matches!(accepted, Ok(Ok(_))) || answer != ACCEPTED {
             // Nothing but the preface was written: no call reached the peer.
             return self.settle_all(|| Outcome::NotOurs);
         }
@@ -401,7 +420,7 @@ impl Conn {
                 .read_replies(BufReader::with_capacity(BATCH, read))
                 .await;
             // Whatever ended the reading ends the writing too.
-            let _ = self.frames.send(Bytes::new());
+            self.retire();
             read
         };
         let writing = async {
@@ -468,8 +487,6 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     async fn read(bytes: &[u8], max: usize) -> io::Result<Read> {
