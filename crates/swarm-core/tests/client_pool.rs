@@ -2,6 +2,8 @@
 //! loopback that counts its connections: sequential sends share one connection, a
 //! connection the server ends is never used again, and failures say what happened.
 
+mod common;
+
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -12,7 +14,7 @@ use std::{
 
 use swarm_core::messaging::{Client, ClientConfig, Payload, SendError};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncWriteExt, BufReader},
     net::TcpListener,
 };
 
@@ -38,21 +40,9 @@ async fn server(answer: Answer) -> (u16, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 loop {
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().expect("a length");
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0u8; length];
-                    stream.read_exact(&mut body).await.expect("the body");
+                    let Some(body) = common::read_http_request(&mut stream).await else {
+                        return;
+                    };
                     let connection = match answer {
                         Answer::KeepAlive => "keep-alive",
                         Answer::Close => "close",

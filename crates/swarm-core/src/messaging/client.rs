@@ -43,6 +43,9 @@ use crate::errors::with_causes;
 /// it ran.
 const IDLE: Duration = Duration::from_secs(4);
 
+/// How many times a request a peer did not read (it went away) is sent again.
+const RESENDS: u32 = 3;
+
 /// Settings of the client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -207,6 +210,7 @@ impl Inner {
         payload: Payload,
     ) -> Result<Reply, SendError> {
         let ip = || peer.ip().to_string();
+        let mut resent = 0;
         loop {
             let Some(conn) = self.multiplexed(peer) else {
                 // Boxed: the HTTP exchange is large, and kept out of the multiplexed
@@ -214,12 +218,22 @@ impl Inner {
                 return Box::pin(self.over_http(peer, encoded, payload)).await;
             };
             // `None`: it closed meanwhile; a new one is opened.
-            let Some(call) = conn.call(encoded, &payload, self.config.auth.as_deref()) else {
+            let Some(call) = conn
+                .call(encoded, &payload, self.config.auth.as_deref())
+                .await
+            else {
                 continue;
             };
             match call.outcome().await {
                 Outcome::Reply(reply) => return Ok(reply),
-                Outcome::Resend => {}
+                // Never read by the peer: sent again, on a new connection, a few times.
+                Outcome::Resend if resent < RESENDS => resent += 1,
+                Outcome::Resend => {
+                    return Err(SendError::Unreachable {
+                        ip: ip(),
+                        reason: format!("closed {RESENDS} connections before reading the request"),
+                    })
+                }
                 Outcome::NotOurs => {
                     debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
                     self.lock_routes().insert(peer, Route::Http);
@@ -260,7 +274,8 @@ impl Inner {
     /// Notes that `peer` offers the multiplexed transport, unless it is in use already.
     fn offered(&self, peer: SocketAddr) {
         let mut routes = self.lock_routes();
-        if !matches!(routes.get(&peer), Some(Route::Mux(_) | Route::Offered)) {
+        // A peer that refused the transport keeps HTTP/1.1 until it leaves the cluster.
+        if routes.get(&peer).is_none() {
             debug!(target: "node_swarm_kb::messages", "{peer} offers the multiplexed transport");
             routes.insert(peer, Route::Offered);
         }

@@ -34,6 +34,7 @@ use tokio::{
     net::TcpStream,
     sync::{mpsc, oneshot},
 };
+use tokio_util::sync::CancellationToken;
 
 use super::{auth, Auth, Payload, Reply};
 
@@ -215,20 +216,36 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> 
     Ok(Read::Frame(kind, id, Bytes::from(buf)))
 }
 
-/// Writes the frames sent on `frames`, as many per system call as are waiting, until an
-/// empty frame or the end of the channel; then ends the stream's sending side.
+/// How many frames may wait for the writer of a connection; past it, senders wait
+/// (a peer that does not read holds back its own requests, not this process's memory).
+pub const QUEUE: usize = 1024;
+
+/// Writes the frames sent on `frames`, as many per system call as are waiting, until the
+/// channel closes, or `end` has come and nothing is waiting; then ends the stream's
+/// sending side.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: mpsc::Receiver<Bytes>,
+    end: impl Future<Output = ()>,
     mut out: W,
 ) -> io::Result<()> {
+    tokio::pin!(end);
+    let mut ended = false;
     let mut batch = Vec::with_capacity(BATCH);
-    'frames: while let Some(first) = frames.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            frame = frames.recv() => frame,
+            () = &mut end, if !ended => {
+                ended = true;
+                if frames.is_empty() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         let mut next = Some(first);
         while let Some(frame) = next.take() {
-            if frame.is_empty() {
-                out.write_all(&batch).await?;
-                break 'frames;
-            }
             if batch.len() + frame.len() > BATCH && !batch.is_empty() {
                 out.write_all(&batch).await?;
                 batch.clear();
@@ -242,6 +259,9 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
         }
         out.write_all(&batch).await?;
         batch.clear();
+        if ended && frames.is_empty() {
+            break;
+        }
     }
     out.shutdown().await
 }
@@ -271,7 +291,9 @@ struct State {
 /// A client's multiplexed connection to one peer.
 pub struct Conn {
     state: Mutex<State>,
-    frames: mpsc::UnboundedSender<Bytes>,
+    frames: mpsc::Sender<Bytes>,
+    /// Ends the sending side once what is queued is written.
+    end: CancellationToken,
 }
 
 /// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
@@ -307,7 +329,7 @@ impl Conn {
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
     {
-        let (frames, queued) = mpsc::unbounded_channel();
+        let (frames, queued) = mpsc::channel(QUEUE);
         let conn = Arc::new(Conn {
             state: Mutex::new(State {
                 open: true,
@@ -315,6 +337,7 @@ impl Conn {
                 waiting: HashMap::new(),
             }),
             frames,
+            end: CancellationToken::new(),
         });
         tokio::spawn(conn.clone().drive(connect, handshake, queued));
         conn
@@ -329,13 +352,19 @@ impl Conn {
         self.lock().open
     }
 
-    /// Puts a request on the connection, or `None` when it no longer takes calls.
-    pub fn call(
+    /// Puts a request on the connection (waiting while [`QUEUE`] frames wait to be
+    /// written), or `None` when it no longer takes calls.
+    pub async fn call(
         self: &Arc<Self>,
         path: &str,
         payload: &Payload,
         auth: Option<&Auth>,
     ) -> Option<Call> {
+        let Ok(slot) = self.frames.reserve().await else {
+            // The writer has stopped: the connection is over.
+            self.lock().open = false;
+            return None;
+        };
         let (tx, outcome) = oneshot::channel();
         let mut state = self.lock();
         if !state.open {
@@ -345,16 +374,8 @@ impl Conn {
         // Ids only grow on a connection; the last one retires it.
         state.next_id = id.saturating_add(1);
         state.open = id < u32::MAX;
-        // Sent under the lock, so ids go out in order and a go-away's `last` splits them.
-        if self
-            .frames
-            .send(request_frame(id, path, payload, auth))
-            .is_err()
-        {
-            // The writer has stopped: the connection is over.
-            state.open = false;
-            return None;
-        }
+        // Queued under the lock, so ids go out in order and a go-away's `last` splits them.
+        slot.send(request_frame(id, path, payload, auth));
         state.waiting.insert(id, tx);
         drop(state);
         Some(Call {
@@ -374,14 +395,14 @@ impl Conn {
     /// Stops taking calls and ends the sending side now.
     fn retire(&self) {
         self.lock().open = false;
-        let _ = self.frames.send(Bytes::new());
+        self.end.cancel();
     }
 
     /// Ends the sending side (the peer then closes) once a connection that takes no
     /// more calls has none left.
     fn end_if_done(&self, state: &State) {
         if !state.open && state.waiting.is_empty() {
-            let _ = self.frames.send(Bytes::new());
+            self.end.cancel();
         }
     }
 
@@ -398,7 +419,7 @@ impl Conn {
         self: Arc<Self>,
         connect: impl Future<Output = Result<TcpStream, String>>,
         handshake: Duration,
-        queued: mpsc::UnboundedReceiver<Bytes>,
+        queued: mpsc::Receiver<Bytes>,
     ) {
         let mut stream = match connect.await {
             Ok(stream) => stream,
@@ -419,12 +440,16 @@ impl Conn {
             let read = self
                 .read_replies(BufReader::with_capacity(BATCH, read))
                 .await;
-            // Whatever ended the reading ends the writing too.
+            // Whatever ended the reading ends the writing too, and settles the calls
+            // left at once, whatever the writer is waiting for.
             self.retire();
+            if let Err(e) = &read {
+                self.settle_all(|| Outcome::Failed(e.to_string()));
+            }
             read
         };
         let writing = async {
-            let written = write_frames(queued, write).await;
+            let written = write_frames(queued, self.end.cancelled(), write).await;
             if let Err(e) = &written {
                 self.settle_all(|| Outcome::Failed(e.to_string()));
             }
@@ -586,20 +611,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_writer_sends_every_frame_before_the_end_marker_and_none_after() {
-        let (tx, rx) = mpsc::unbounded_channel();
+    async fn the_writer_ends_with_what_was_queued_when_told_to_end() {
+        let (tx, rx) = mpsc::channel(QUEUE);
         let frames: Vec<Bytes> = (1..=3).map(go_away_frame).collect();
         for frame in &frames {
-            tx.send(frame.clone()).expect("open");
+            tx.send(frame.clone()).await.expect("open");
         }
-        tx.send(Bytes::new()).expect("open");
-        tx.send(go_away_frame(4)).expect("open");
         let mut out = Vec::new();
-        write_frames(rx, &mut out).await.expect("written");
-        assert_eq!(
-            out,
-            frames.concat(),
-            "everything before the end marker, nothing after"
+        let end = std::future::ready(());
+        write_frames(rx, end, &mut out).await.expect("written");
+        assert_eq!(out, frames.concat(), "the queued frames, then the end");
+        assert!(
+            tx.send(go_away_frame(4)).await.is_err(),
+            "the writer is gone"
         );
     }
 }

@@ -198,20 +198,21 @@ async fn serve_mux(
         return;
     }
     debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
-    let (frames, queued) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(mux::write_frames(queued, write));
+    let (frames, queued) = mpsc::channel(mux::QUEUE);
+    let writer = tokio::spawn(mux::write_frames(queued, std::future::pending(), write));
     let max = ctx.limits.max_body + ctx.limits.max_header_size;
     let mut last = 0;
     let idle = tokio::time::sleep(MUX_IDLE);
     tokio::pin!(idle);
-    // The requests being handled, polled by this task: an answer wakes it, not a
-    // task of its own.
+    // The requests being handled, polled by this task: an answer wakes it, not a task
+    // of its own. A reply waits for room in the writer's queue, and reading waits with
+    // it: a client that does not read its replies is not read from either.
     let mut handling = FuturesUnordered::new();
     let going_away = loop {
         // Waits between frames: what is read here is kept, so stopping loses nothing.
         let more = tokio::select! {
             Some((id, reply)) = handling.next(), if !handling.is_empty() => {
-                let _ = frames.send(mux::reply_frame(id, &reply));
+                let _ = frames.send(mux::reply_frame(id, &reply)).await;
                 continue;
             }
             _ = cancel.cancelled() => break true,
@@ -227,10 +228,20 @@ async fn serve_mux(
         if !more {
             break false;
         }
-        // A frame that has begun must come whole within the header timeout.
+        // A frame that has begun must come whole within the header timeout; the
+        // requests in flight are answered meanwhile.
         let read =
             tokio::time::timeout(ctx.limits.header_timeout, mux::read_frame(&mut reader, max));
-        let (id, rest) = match read.await {
+        tokio::pin!(read);
+        let read = loop {
+            tokio::select! {
+                read = &mut read => break read,
+                Some((id, reply)) = handling.next(), if !handling.is_empty() => {
+                    let _ = frames.send(mux::reply_frame(id, &reply)).await;
+                }
+            }
+        };
+        let (id, rest) = match read {
             Ok(Ok(Read::Frame(mux::REQUEST, id, rest))) if id > last => (id, Some(rest)),
             Ok(Ok(Read::TooLarge(mux::REQUEST, id))) if id > last => (id, None),
             _ => break false,
@@ -247,22 +258,24 @@ async fn serve_mux(
         });
     };
     if going_away {
-        let _ = frames.send(mux::go_away_frame(last));
+        let _ = frames.send(mux::go_away_frame(last)).await;
     }
     let answered = async {
         while let Some((id, reply)) = handling.next().await {
-            let _ = frames.send(mux::reply_frame(id, &reply));
+            let _ = frames.send(mux::reply_frame(id, &reply)).await;
         }
         // The writer ends once the replies are sent.
         drop(frames);
     };
+    // Reads on until the client closes (for the drain timeout at most), so closing never
+    // resets the connection under replies it has not read yet.
     let rest = async {
-        // Reads on until the client closes, so closing never resets the connection
-        // under replies it has not read yet.
-        while let Ok(Ok(Read::Frame(..) | Read::TooLarge(..))) =
-            tokio::time::timeout(ctx.limits.drain_timeout, mux::read_frame(&mut reader, max)).await
-        {
-        }
+        let _ = tokio::time::timeout(ctx.limits.drain_timeout, async {
+            while let Ok(Read::Frame(..) | Read::TooLarge(..)) =
+                mux::read_frame(&mut reader, max).await
+            {}
+        })
+        .await;
     };
     let (written, (), ()) = tokio::join!(writer, answered, rest);
     if let Ok(Err(e)) = written {
@@ -306,10 +319,12 @@ async fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<In
     if request.body.len() > ctx.limits.max_body {
         return Err(too_large(ctx.limits.max_body));
     }
+    // As of an HTTP request line, the path is what precedes a query.
+    let path = request.path.split('?').next().unwrap_or_default();
     inbound(
         ctx,
         "POST",
-        &request.path,
+        path,
         request.content_type,
         &request.signature,
         request.body,
