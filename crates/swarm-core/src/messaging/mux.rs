@@ -84,6 +84,13 @@ fn frame(kind: u8, id: u32, rest: usize) -> BytesMut {
 
 /// A request frame; `auth` signs it as an HTTP `POST` to `path`.
 pub fn request_frame(id: u32, path: &str, payload: &Payload, auth: Option<&Auth>) -> Bytes {
+    let mut buf = encode_request(path, payload, auth);
+    set_id(&mut buf, id);
+    buf.freeze()
+}
+
+/// A request frame without its id: signing and copying the body need no lock.
+fn encode_request(path: &str, payload: &Payload, auth: Option<&Auth>) -> BytesMut {
     let body = payload.bytes();
     let signature = auth
         .map(|auth| {
@@ -95,14 +102,19 @@ pub fn request_frame(id: u32, path: &str, payload: &Payload, auth: Option<&Auth>
             values.join(" ")
         })
         .unwrap_or_default();
-    let mut buf = frame(REQUEST, id, 5 + path.len() + signature.len() + body.len());
+    let mut buf = frame(REQUEST, 0, 5 + path.len() + signature.len() + body.len());
     buf.put_u8(type_code(payload));
     buf.put_u16(path.len() as u16);
     buf.put_slice(path.as_bytes());
     buf.put_u16(signature.len() as u16);
     buf.put_slice(signature.as_bytes());
     buf.put_slice(&body);
-    buf.freeze()
+    buf
+}
+
+/// Writes `id` into a frame (after `len` and `kind`).
+fn set_id(frame: &mut BytesMut, id: u32) {
+    frame[5..5 + 4].copy_from_slice(&id.to_be_bytes());
 }
 
 /// A reply frame, with the body an HTTP reply of `reply` would have.
@@ -365,6 +377,7 @@ impl Conn {
             self.lock().open = false;
             return None;
         };
+        let mut frame = encode_request(path, payload, auth);
         let (tx, outcome) = oneshot::channel();
         let mut state = self.lock();
         if !state.open {
@@ -375,7 +388,8 @@ impl Conn {
         state.next_id = id.saturating_add(1);
         state.open = id < u32::MAX;
         // Queued under the lock, so ids go out in order and a go-away's `last` splits them.
-        slot.send(request_frame(id, path, payload, auth));
+        set_id(&mut frame, id);
+        slot.send(frame.freeze());
         state.waiting.insert(id, tx);
         drop(state);
         Some(Call {
