@@ -159,10 +159,9 @@ impl Client {
         topic_path: &str,
         payload: Payload,
     ) -> Result<Reply, SendError> {
-        let addr: IpAddr = ip
-            .parse()
-            .map_err(|_| SendError::BadAddress(ip.to_owned()))?;
-        let peer = SocketAddr::new(addr, self.inner.config.port);
+        let peer = self
+            .peer(ip)
+            .ok_or_else(|| SendError::BadAddress(ip.to_owned()))?;
         let encoded = path::encode(topic_path);
         let timeout = self.inner.config.request_timeout;
         tokio::time::timeout(timeout, self.inner.deliver(peer, &encoded, payload))
@@ -174,19 +173,20 @@ impl Client {
                 })
             })
     }
-}
 
-impl Client {
     /// Forgets what is known of the peer at `ip` (it left the cluster): its
     /// multiplexed connection ends once the calls on it are settled.
     pub fn forget(&self, ip: &str) {
-        let Ok(addr) = ip.parse::<IpAddr>() else {
-            return;
-        };
-        let peer = SocketAddr::new(addr, self.inner.config.port);
+        let Some(peer) = self.peer(ip) else { return };
         if let Some(Route::Mux(conn)) = self.inner.lock_routes().remove(&peer) {
             conn.close();
         }
+    }
+
+    /// The messaging address of the node at `ip`.
+    fn peer(&self, ip: &str) -> Option<SocketAddr> {
+        let addr: IpAddr = ip.parse().ok()?;
+        Some(SocketAddr::new(addr, self.inner.config.port))
     }
 }
 
