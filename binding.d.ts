@@ -54,7 +54,8 @@ export declare class SwarmNode {
   ringServers(): RingServers
   /**
    * Sends a message to `ip`; returns the id of the call, whose reply or failure
-   * comes back through the mailbox.
+   * comes back through the mailbox. Over a multiplexed connection, the request is
+   * written by `flushWrites()`, which the facade calls once per turn of the loop.
    */
   send(ip: string, path: string, kind: number, body?: string | undefined | null): number
   /**
@@ -96,6 +97,12 @@ export interface Crossings {
   wakes: number
   letters: number
 }
+
+/**
+ * Writes the requests that `SwarmNode.send` queued on this thread's multiplexed
+ * connections: one system call per connection for all the sends of a turn of the loop.
+ */
+export declare function flushWrites(): void
 
 /** How to reach the Kubernetes API. */
 export interface KubeOptions {

@@ -25,6 +25,11 @@ function forwardLog (namespace, level, message) {
   else if (level === 'warn' || level === 'error') console.error(`[${namespace}] ${message}`);
 }
 
+function flushWrites () {
+  swarm._flushing = false;
+  native().flushWrites();
+}
+
 const swarm = {
   isReady: false,
   options: {},
@@ -34,6 +39,7 @@ const swarm = {
   _ready: null,
   _nodesCache: { generation: -1, nodes: {} },
   _calls: new Map(),
+  _flushing: false,
   _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [] },
 
   init (opts) {
@@ -108,6 +114,14 @@ const swarm = {
       else if (tag === 2) this.tasks._run(node, id, a, b, c);
       else this._settle(id, { status: a, kind: b, body: c, code: d, message: batch[i + 6] });
     }
+  },
+
+  // Requests that `send` queued on multiplexed connections are written at the end of
+  // this turn of the event loop, all of the turn's at once (see SwarmNode.send).
+  _flushSoon () {
+    if (this._flushing) return;
+    this._flushing = true;
+    setImmediate(flushWrites);
   },
 
   // The outcome of native call `id` ({ status, kind, body, code, message }), once settled.

@@ -37,7 +37,9 @@ class Messages {
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const rawText = typeof message === 'string';
-    return this._swarm._wait(node.send(host, path, encoded[0], encoded[1])).then(outcome => {
+    const call = node.send(host, path, encoded[0], encoded[1]);
+    this._swarm._flushSoon();
+    return this._swarm._wait(call).then(outcome => {
       if (outcome.code) throw errors.swarmError(outcome.code, outcome.message);
       const body = codec.decodeReply(outcome.kind, outcome.body, rawText);
       if (outcome.status < 200 || outcome.status >= 300) throw errors.statusCodeError(outcome.status, body);

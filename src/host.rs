@@ -186,18 +186,22 @@ impl JsHost {
         self.callbacks.write().expect("not poisoned").take();
     }
 
-    /// Runs `call` (a send or a remote task call) and returns the id under which its
-    /// outcome will be delivered to JavaScript.
-    pub fn settle_later(&self, call: impl Future<Output = Outcome> + Send + 'static) -> u32 {
+    /// A new call (a send or a remote task call): its id, under which its outcome will
+    /// be delivered to JavaScript, and what delivers it, from any thread.
+    pub fn new_call(&self) -> (u32, impl FnOnce(Outcome) + Send + 'static) {
         let id = CALLS.fetch_add(1, Ordering::Relaxed);
         let host = self
             .me
             .upgrade()
             .expect("a node's host lives as long as it");
-        napi::bindgen_prelude::spawn(async move {
-            let outcome = call.await;
-            host.mailbox.post_settled(id, outcome);
-        });
+        (id, move |outcome| host.mailbox.post_settled(id, outcome))
+    }
+
+    /// Runs `call` (a send or a remote task call) and returns the id under which its
+    /// outcome will be delivered to JavaScript.
+    pub fn settle_later(&self, call: impl Future<Output = Outcome> + Send + 'static) -> u32 {
+        let (id, settle) = self.new_call();
+        napi::bindgen_prelude::spawn(async move { settle(call.await) });
         id
     }
 

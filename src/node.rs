@@ -214,16 +214,19 @@ impl SwarmNode {
     }
 
     /// Sends a message to `ip`; returns the id of the call, whose reply or failure
-    /// comes back through the mailbox.
+    /// comes back through the mailbox. Over a multiplexed connection, the request is
+    /// written by `flushWrites()`, which the facade calls once per turn of the loop.
     #[napi]
     pub fn send(&self, ip: String, path: String, kind: u32, body: Option<String>) -> u32 {
-        let swarm = self.swarm.clone();
-        self.host.settle_later(async move {
-            match swarm.send(&ip, &path, join_payload(kind, body)).await {
-                Ok(reply) => Outcome::reply(reply),
-                Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
-            }
-        })
+        let (id, settle) = self.host.new_call();
+        self.swarm
+            .send_later(&ip, &path, join_payload(kind, body), |result| {
+                settle(match result {
+                    Ok(reply) => Outcome::reply(reply),
+                    Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
+                })
+            });
+        id
     }
 
     /// `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
@@ -309,4 +312,11 @@ impl SwarmNode {
             .await;
         self.host.release();
     }
+}
+
+/// Writes the requests that `SwarmNode.send` queued on this thread's multiplexed
+/// connections: one system call per connection for all the sends of a turn of the loop.
+#[napi]
+pub fn flush_writes() {
+    swarm_core::messaging::mux::flush();
 }

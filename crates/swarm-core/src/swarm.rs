@@ -17,7 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -199,6 +199,8 @@ struct Inner {
     last_request_ms: AtomicU64,
     cancel: CancellationToken,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// The runtime the node runs on, for work started from other threads.
+    runtime: Handle,
 }
 
 /// Why a node could not start.
@@ -248,6 +250,7 @@ impl Swarm {
             last_request_ms: AtomicU64::new(0),
             cancel: cancel.clone(),
             background: Mutex::new(Vec::new()),
+            runtime: Handle::current(),
         });
         let swarm = Swarm {
             inner: inner.clone(),
@@ -304,6 +307,29 @@ impl Swarm {
     /// Sends a message to the node at `ip`, itself included (through the network stack).
     pub async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
         self.inner.send(ip, path, payload).await
+    }
+
+    /// Sends a message as [`Swarm::send`] does, from any thread; over the peer's open
+    /// multiplexed connection it takes no task: the request is written when this thread
+    /// calls [`messaging::mux::flush`]. `done` gets the result on the node's runtime.
+    pub fn send_later<F>(&self, ip: &str, path: &str, payload: Payload, done: F)
+    where
+        F: FnOnce(Result<Reply, SendError>) + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let again = (ip.to_owned(), path.to_owned(), payload.clone());
+        self.inner
+            .client
+            .send_later(ip, path, &payload, move |result| match result {
+                Some(result) => done(result),
+                None => {
+                    let runtime = inner.runtime.clone();
+                    runtime.spawn(async move {
+                        let (ip, path, payload) = again;
+                        done(inner.send(&ip, &path, payload).await)
+                    });
+                }
+            });
     }
 
     /// Registers task `name` with its options; false when the name is taken.

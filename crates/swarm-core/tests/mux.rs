@@ -31,7 +31,7 @@ use tokio::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
         TcpListener, TcpSocket, TcpStream,
     },
-    sync::{mpsc, Semaphore},
+    sync::{mpsc, oneshot, Semaphore},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -823,6 +823,8 @@ enum Script {
     GoAwayAfterTwo,
     /// Reads one request and closes without answering.
     BreakAfterOne,
+    /// Accepts the preface, reads requests and never answers them.
+    Mute,
 }
 
 #[derive(Debug, Default)]
@@ -973,6 +975,10 @@ async fn fake_mux(stream: TcpStream, script: Script, log: Arc<Mutex<Log>>) {
             write.write_all(mux::ACCEPTED).await.expect("write");
             next_request(&mut reader, &log).await.expect("a request");
         }
+        Script::Mute => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            while next_request(&mut reader, &log).await.is_some() {}
+        }
     }
     // Ends its side, then reads on until the client closes (a clean close, no reset).
     let _ = write.shutdown().await;
@@ -1103,5 +1109,130 @@ async fn a_peer_that_refused_the_preface_is_not_asked_again() {
         1,
         "one refusal is enough: {:?}",
         fake.connections()
+    );
+}
+
+/// What `Client::send_later` settles a send with: `None` when it hands it back for `send`.
+type Later = oneshot::Receiver<Option<Result<Reply, SendError>>>;
+
+/// Sends `body` to `echo` by `Client::send_later` (written at the next `mux::flush`).
+fn send_later(client: &Client, body: &str) -> Later {
+    let (tx, rx) = oneshot::channel();
+    client.send_later("127.0.0.1", "echo", &json(body), move |result| {
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+async fn settled(later: Later) -> Option<Result<Reply, SendError>> {
+    within("a later send to settle", later)
+        .await
+        .expect("settled")
+}
+
+/// Sends `body` by `Client::send_later` once the client's multiplexed connection to the
+/// peer is accepted, opened by a `send` of `"opens it"` (the peer must have offered it).
+async fn send_later_accepted(client: &Client, body: &str) -> Later {
+    let opener = client.clone();
+    tokio::spawn(async move {
+        let _ = opener.send("127.0.0.1", "echo", json("\"opens it\"")).await;
+    });
+    // `Some`: a receiver is itself a future, and is not to be awaited here.
+    let accepted = async {
+        loop {
+            let mut later = send_later(client, body);
+            match later.try_recv() {
+                Ok(None) => tokio::task::yield_now().await,
+                Err(oneshot::error::TryRecvError::Empty) => return Some(later),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    within("an accepted connection", accepted)
+        .await
+        .expect("on the connection")
+}
+
+#[tokio::test]
+async fn sends_made_later_go_on_the_accepted_connection_when_flushed() {
+    let fake = Fake::start(true, vec![]).await;
+    let client = client(fake.port);
+    assert!(
+        matches!(send_later(&client, "[0]").try_recv(), Ok(None)),
+        "before the peer offers the transport, handed back at once for `send`"
+    );
+    send(&client, "\"over http\"").await.expect("a reply");
+    let mut later = vec![("[1]".to_owned(), send_later_accepted(&client, "[1]").await)];
+    later.extend((2..=3).map(|i| (format!("[{i}]"), send_later(&client, &format!("[{i}]")))));
+    mux::flush();
+    for (body, later) in later {
+        assert_eq!(settled(later).await, Some(Ok(Reply::ok(json(&body)))));
+    }
+    assert_eq!(
+        fake.connections(),
+        vec![false, true],
+        "on the one multiplexed connection"
+    );
+    assert_eq!(
+        bodies(&fake.answered(), true).len(),
+        4,
+        "the opener and the 3 sends"
+    );
+}
+
+#[tokio::test]
+async fn a_send_made_later_that_gets_no_reply_times_out() {
+    let fake = Fake::start(true, vec![Script::Mute]).await;
+    let client = Client::new(ClientConfig {
+        request_timeout: Duration::from_millis(300),
+        ..config(fake.port)
+    });
+    send(&client, "\"over http\"").await.expect("a reply");
+    let later = send_later_accepted(&client, "\"unanswered\"").await;
+    mux::flush();
+    match settled(later).await {
+        Some(Err(SendError::Timeout { ip, ms })) => {
+            assert_eq!((ip.as_str(), ms), ("127.0.0.1", 300))
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(
+        fake.frames(),
+        vec![Bytes::from("\"opens it\""), Bytes::from("\"unanswered\"")],
+        "it was delivered, once"
+    );
+}
+
+#[tokio::test]
+async fn sends_made_later_to_a_peer_that_left_fail_at_once() {
+    let fake = Fake::start(true, vec![Script::Mute]).await;
+    let client = client(fake.port);
+    send(&client, "\"over http\"").await.expect("a reply");
+    let later = send_later_accepted(&client, "\"in doubt\"").await;
+    mux::flush();
+    client.forget("127.0.0.1");
+    match settled(later).await {
+        Some(Err(SendError::Left { ip })) => assert_eq!(ip, "127.0.0.1"),
+        other => panic!("expected the peer to have left, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_send_made_later_the_peer_did_not_read_is_handed_back() {
+    let fake = Fake::start(true, vec![Script::GoAwayAfterTwo]).await;
+    let client = client(fake.port);
+    send(&client, "\"over http\"").await.expect("a reply");
+    // The connection's first request goes with `send`, the second waits for a flush.
+    let b = send_later_accepted(&client, "\"b\"").await;
+    mux::flush();
+    assert_eq!(
+        settled(b).await,
+        None,
+        "after the go-away, handed back for `send`"
+    );
+    assert_eq!(
+        fake.frames(),
+        vec![Bytes::from("\"opens it\""), Bytes::from("\"b\"")],
+        "read, and not answered: the go-away named the one before"
     );
 }

@@ -174,12 +174,37 @@ impl Client {
             })
     }
 
-    /// Forgets what is known of the peer at `ip` (it left the cluster): its
-    /// multiplexed connection ends once the calls on it are settled.
+    /// Sends `payload` over the multiplexed connection to the node at `ip` without a
+    /// task of its own, from any thread, when that connection is open and accepted (one
+    /// is opened by [`Client::send`] only): the request is
+    /// written when this thread calls [`mux::flush`], and `done` gets the reply or the
+    /// failure on the connection's tasks. `done` gets `None`, perhaps at once, when the
+    /// request is to go through [`Client::send`] instead: there is no such connection, or
+    /// the peer went away before reading it.
+    pub fn send_later<F>(&self, ip: &str, topic_path: &str, payload: &Payload, done: F)
+    where
+        F: FnOnce(Option<Result<Reply, SendError>>) + Send + 'static,
+    {
+        let Some((peer, conn)) = self
+            .peer(ip)
+            .and_then(|peer| Some((peer, self.inner.open_connection(peer)?)))
+        else {
+            return done(None);
+        };
+        let timeout = self.inner.config.request_timeout;
+        let settle: mux::Done = Box::new(move |outcome| done(settled(peer, outcome, timeout)));
+        let auth = self.inner.config.auth.as_deref();
+        if let Err(settle) = conn.call_later(&path::encode(topic_path), payload, auth, settle) {
+            settle(Outcome::Resend);
+        }
+    }
+
+    /// Forgets what is known of the peer at `ip` (it left the cluster): the calls on its
+    /// multiplexed connection fail as [`SendError::Left`], and the connection ends.
     pub fn forget(&self, ip: &str) {
         let Some(peer) = self.peer(ip) else { return };
         if let Some(Route::Mux(conn)) = self.inner.lock_routes().remove(&peer) {
-            conn.close();
+            conn.abandon();
         }
     }
 
@@ -188,6 +213,27 @@ impl Client {
         let addr: IpAddr = ip.parse().ok()?;
         Some(SocketAddr::new(addr, self.inner.config.port))
     }
+}
+
+/// What a call's outcome on a multiplexed connection means for its sender; `None` when
+/// it is to be sent again.
+fn settled(
+    peer: SocketAddr,
+    outcome: Outcome,
+    timeout: Duration,
+) -> Option<Result<Reply, SendError>> {
+    let ip = || peer.ip().to_string();
+    Some(match outcome {
+        Outcome::Reply(reply) => Ok(reply),
+        Outcome::Resend | Outcome::NotOurs => return None,
+        Outcome::Unreachable(reason) => Err(SendError::Unreachable { ip: ip(), reason }),
+        Outcome::Failed(reason) => Err(SendError::Failed { ip: ip(), reason }),
+        Outcome::TimedOut => Err(SendError::Timeout {
+            ip: ip(),
+            ms: timeout.as_millis(),
+        }),
+        Outcome::Left => Err(SendError::Left { ip: ip() }),
+    })
 }
 
 impl Drop for Inner {
@@ -209,7 +255,6 @@ impl Inner {
         encoded: &str,
         payload: Payload,
     ) -> Result<Reply, SendError> {
-        let ip = || peer.ip().to_string();
         let mut resent = 0;
         loop {
             let Some(conn) = self.multiplexed(peer) else {
@@ -225,12 +270,11 @@ impl Inner {
                 continue;
             };
             match call.outcome().await {
-                Outcome::Reply(reply) => return Ok(reply),
                 // Never read by the peer: sent again, on a new connection, a few times.
                 Outcome::Resend if resent < RESENDS => resent += 1,
                 Outcome::Resend => {
                     return Err(SendError::Unreachable {
-                        ip: ip(),
+                        ip: peer.ip().to_string(),
                         reason: format!("closed {RESENDS} connections before reading the request"),
                     })
                 }
@@ -238,10 +282,11 @@ impl Inner {
                     debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
                     self.lock_routes().insert(peer, Route::Http);
                 }
-                Outcome::Unreachable(reason) => {
-                    return Err(SendError::Unreachable { ip: ip(), reason })
+                outcome => {
+                    if let Some(result) = settled(peer, outcome, self.config.request_timeout) {
+                        return result;
+                    }
                 }
-                Outcome::Failed(reason) => return Err(SendError::Failed { ip: ip(), reason }),
             }
         }
     }
@@ -264,10 +309,19 @@ impl Inner {
                 let conn = mux::Conn::open(
                     async move { dial.await.map(TokioIo::into_inner) },
                     self.config.connect_timeout,
+                    self.config.request_timeout,
                 );
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)
             }
+        }
+    }
+
+    /// The open multiplexed connection to `peer`, if there is one.
+    fn open_connection(&self, peer: SocketAddr) -> Option<Arc<mux::Conn>> {
+        match self.lock_routes().get(&peer)? {
+            Route::Mux(conn) if conn.is_open() => Some(conn.clone()),
+            _ => None,
         }
     }
 

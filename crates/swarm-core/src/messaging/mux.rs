@@ -20,21 +20,21 @@
 //! bodies are decoded and checked as HTTP ones are, so both transports answer alike.
 
 use std::{
-    collections::HashMap,
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
     future::Future,
-    io,
-    sync::{Arc, Mutex},
-    time::Duration,
+    io::{self, IoSlice},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::{
-    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
-    net::TcpStream,
-    sync::{mpsc, oneshot},
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{tcp::OwnedWriteHalf, TcpStream},
+    sync::{oneshot, Notify},
 };
-use tokio_util::sync::CancellationToken;
 
 use super::{auth, Auth, Payload, Reply};
 
@@ -228,54 +228,209 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> 
     Ok(Read::Frame(kind, id, Bytes::from(buf)))
 }
 
-/// How many frames may wait for the writer of a connection; past it, senders wait
-/// (a peer that does not read holds back its own requests, not this process's memory).
-pub const QUEUE: usize = 1024;
+/// Past this many bytes waiting to be written on a connection, the tasks that queue
+/// frames wait for room (a peer that does not read holds back its own traffic, not this
+/// process's memory).
+pub const HIGH_WATER: usize = 1 << 20;
+/// At most this many frames go into one system call.
+const GATHER: usize = 64;
 
-/// Writes the frames sent on `frames`, as many per system call as are waiting, until the
-/// channel closes, or `end` has come and nothing is waiting; then ends the stream's
-/// sending side.
-pub async fn write_frames<W: AsyncWrite + Unpin>(
-    mut frames: mpsc::Receiver<Bytes>,
-    end: impl Future<Output = ()>,
-    mut out: W,
-) -> io::Result<()> {
-    tokio::pin!(end);
-    let mut ended = false;
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let first = tokio::select! {
-            biased;
-            frame = frames.recv() => frame,
-            () = &mut end, if !ended => {
-                ended = true;
-                if frames.is_empty() {
-                    break;
+/// Frames waiting to be written, and their bytes.
+#[derive(Default)]
+struct Frames {
+    list: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Frames {
+    fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.list.push_back(frame);
+    }
+
+    /// Writes what the socket takes now, without waiting.
+    fn try_write(&mut self, out: &OwnedWriteHalf) -> io::Result<()> {
+        while !self.list.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .list
+                .iter()
+                .take(GATHER)
+                .map(|frame| IoSlice::new(frame))
+                .collect();
+            let mut written = out.try_write_vectored(&slices)?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.bytes -= written;
+            while written > 0 {
+                let front = self.list.front_mut().expect("written bytes were queued");
+                if front.len() <= written {
+                    written -= front.len();
+                    self.list.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
                 }
-                continue;
             }
-        };
-        let Some(first) = first else { break };
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            if batch.len() + frame.len() > BATCH && !batch.is_empty() {
-                out.write_all(&batch).await?;
-                batch.clear();
-            }
-            if frame.len() > BATCH {
-                out.write_all(&frame).await?;
-            } else {
-                batch.extend_from_slice(&frame);
-            }
-            next = frames.try_recv().ok();
         }
-        out.write_all(&batch).await?;
-        batch.clear();
-        if ended && frames.is_empty() {
-            break;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct OutState {
+    /// The socket, once connected, until the writer ends.
+    out: Option<Arc<OwnedWriteHalf>>,
+    queued: Frames,
+    /// The writer task is writing a batch: nobody else may write meanwhile.
+    busy: bool,
+    /// In this thread's list of outboxes to [`flush`].
+    listed: bool,
+    /// No frames are taken any more; the writer ends once the queue is written.
+    closed: bool,
+}
+
+thread_local! {
+    /// The outboxes that frames were queued on by [`Outbox::push_later`] on this thread.
+    static LATER: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes what [`Outbox::push_later`] queued on this thread: a thread that queues many
+/// frames (JavaScript, in one turn of its loop) writes them in one system call per
+/// connection, and no other thread is woken for it.
+pub fn flush() {
+    for outbox in LATER.with(|later| std::mem::take(&mut *later.borrow_mut())) {
+        let mut state = outbox.lock();
+        state.listed = false;
+        outbox.write_now(&mut state);
+    }
+}
+
+/// The sending side of a multiplexed connection. A frame is written by the thread that
+/// queues it when the socket takes it at once, and by the connection's writer task (see
+/// [`Outbox::run`]) when it does not, or when that thread is a task of the runtime,
+/// which gathers the frames queued meanwhile into one write.
+#[derive(Default)]
+pub struct Outbox {
+    state: Mutex<OutState>,
+    /// Wakes the writer: there are frames to write, or the outbox closed.
+    wake: Notify,
+    /// Wakes those waiting for room.
+    room: Notify,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame for the writer task; false once the outbox is closed.
+    pub fn push(&self, frame: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.queued.push(frame);
+        if !state.busy {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Queues a frame to be written when this thread calls [`flush`]; false once the
+    /// outbox is closed.
+    pub fn push_later(self: &Arc<Self>, frame: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.queued.push(frame);
+        if !std::mem::replace(&mut state.listed, true) {
+            LATER.with(|later| later.borrow_mut().push(self.clone()));
+        }
+        true
+    }
+
+    /// Waits until fewer than [`HIGH_WATER`] bytes wait to be written.
+    pub async fn room(&self) {
+        loop {
+            let room = self.room.notified();
+            if self.has_room() {
+                return;
+            }
+            room.await;
         }
     }
-    out.shutdown().await
+
+    fn has_room(&self) -> bool {
+        let state = self.lock();
+        state.queued.bytes < HIGH_WATER || state.closed
+    }
+
+    /// Takes no more frames; the writer ends once those queued are written.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Writes what the socket takes now, unless the writer is at work; what is left,
+    /// the writer writes.
+    fn write_now(&self, state: &mut OutState) {
+        if state.busy || state.queued.list.is_empty() {
+            return;
+        }
+        let written = match &state.out {
+            Some(out) => state.queued.try_write(out),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        };
+        if written.is_err() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes the frames queued on the outbox to `out`, gathered into as few system
+    /// calls as the socket allows, until it is closed and they are written; then ends the
+    /// stream's sending side. Frames queued after a failure are dropped.
+    pub async fn run(&self, out: OwnedWriteHalf) -> io::Result<()> {
+        let out = Arc::new(out);
+        self.lock().out = Some(out.clone());
+        let written = self.write_all(&out).await;
+        let mut state = self.lock();
+        state.closed = true;
+        state.out = None;
+        state.queued = Frames::default();
+        drop(state);
+        self.room.notify_waiters();
+        // The last reference: dropping it ends the sending side.
+        drop(out);
+        written
+    }
+
+    async fn write_all(&self, out: &OwnedWriteHalf) -> io::Result<()> {
+        loop {
+            let wake = self.wake.notified();
+            let taken = {
+                let mut state = self.lock();
+                state.busy = !state.queued.list.is_empty();
+                if !state.busy && state.closed {
+                    return Ok(());
+                }
+                state.busy.then(|| std::mem::take(&mut state.queued))
+            };
+            let Some(mut batch) = taken else {
+                wake.await;
+                continue;
+            };
+            while !batch.list.is_empty() {
+                out.writable().await?;
+                match batch.try_write(out) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => {}
+                }
+            }
+            self.room.notify_waiters();
+        }
+    }
 }
 
 /// How a call on a client connection ended.
@@ -291,21 +446,37 @@ pub enum Outcome {
     Unreachable(String),
     /// The connection broke while the call was on it: it may have been delivered.
     Failed(String),
+    /// No reply within the connection's request timeout: it may have been delivered.
+    TimedOut,
+    /// The peer left the cluster (see [`Conn::abandon`]): it may have been delivered.
+    Left,
+}
+
+/// What a call's outcome is handed to, on the connection's tasks.
+pub type Done = Box<dyn FnOnce(Outcome) + Send>;
+
+/// A call waiting for its reply.
+struct Waiter {
+    done: Done,
+    /// When it times out; `None` for calls whose caller keeps its own time ([`Call`]).
+    deadline: Option<Instant>,
 }
 
 struct State {
     /// False once the connection stops taking calls (go-away, failure, close).
     open: bool,
+    /// True once the peer accepted the preface.
+    accepted: bool,
     next_id: u32,
-    waiting: HashMap<u32, oneshot::Sender<Outcome>>,
+    waiting: HashMap<u32, Waiter>,
 }
 
 /// A client's multiplexed connection to one peer.
 pub struct Conn {
     state: Mutex<State>,
-    frames: mpsc::Sender<Bytes>,
-    /// Ends the sending side once what is queued is written.
-    end: CancellationToken,
+    outbox: Arc<Outbox>,
+    /// How long a call made by [`Conn::call_later`] may wait for its reply.
+    timeout: Duration,
 }
 
 /// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
@@ -337,25 +508,26 @@ impl Conn {
     /// A connection over what `connect` yields, driven by tasks of its own; calls may
     /// be made at once and are written once the peer has accepted the preface.
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
-    pub fn open<F>(connect: F, handshake: Duration) -> Arc<Conn>
+    /// Calls made by [`Conn::call_later`] time out after `timeout`.
+    pub fn open<F>(connect: F, handshake: Duration, timeout: Duration) -> Arc<Conn>
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
     {
-        let (frames, queued) = mpsc::channel(QUEUE);
         let conn = Arc::new(Conn {
             state: Mutex::new(State {
                 open: true,
+                accepted: false,
                 next_id: 1,
                 waiting: HashMap::new(),
             }),
-            frames,
-            end: CancellationToken::new(),
+            outbox: Arc::default(),
+            timeout,
         });
-        tokio::spawn(conn.clone().drive(connect, handshake, queued));
+        tokio::spawn(conn.clone().drive(connect, handshake));
         conn
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -364,7 +536,7 @@ impl Conn {
         self.lock().open
     }
 
-    /// Puts a request on the connection (waiting while [`QUEUE`] frames wait to be
+    /// Puts a request on the connection (waiting while [`HIGH_WATER`] bytes wait to be
     /// written), or `None` when it no longer takes calls.
     pub async fn call(
         self: &Arc<Self>,
@@ -372,31 +544,73 @@ impl Conn {
         payload: &Payload,
         auth: Option<&Auth>,
     ) -> Option<Call> {
-        let Ok(slot) = self.frames.reserve().await else {
-            // The writer has stopped: the connection is over.
-            self.lock().open = false;
-            return None;
-        };
-        let mut frame = encode_request(path, payload, auth);
+        self.outbox.room().await;
         let (tx, outcome) = oneshot::channel();
-        let mut state = self.lock();
-        if !state.open {
-            return None;
-        }
-        let id = state.next_id;
-        // Ids only grow on a connection; the last one retires it.
-        state.next_id = id.saturating_add(1);
-        state.open = id < u32::MAX;
-        // Queued under the lock, so ids go out in order and a go-away's `last` splits them.
-        set_id(&mut frame, id);
-        slot.send(frame.freeze());
-        state.waiting.insert(id, tx);
-        drop(state);
+        let done: Done = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        let id = self
+            .enqueue(path, payload, auth, done, None, |frame| {
+                self.outbox.push(frame)
+            })
+            .ok()?;
         Some(Call {
             conn: self.clone(),
             id,
             outcome,
         })
+    }
+
+    /// Puts a request on a connection the peer has accepted, to be written when this
+    /// thread calls [`flush`]; `done` gets its outcome, on the connection's tasks, within
+    /// the connection's timeout. Hands `done` back when the connection is not
+    /// accepted yet or no longer takes calls.
+    pub fn call_later(
+        self: &Arc<Self>,
+        path: &str,
+        payload: &Payload,
+        auth: Option<&Auth>,
+        done: Done,
+    ) -> Result<(), Done> {
+        if !self.lock().accepted {
+            return Err(done);
+        }
+        let deadline = Some(Instant::now() + self.timeout);
+        self.enqueue(path, payload, auth, done, deadline, |frame| {
+            self.outbox.push_later(frame)
+        })
+        .map(|_| ())
+    }
+
+    /// Gives the request an id and queues it with `push`; `done` back when the
+    /// connection no longer takes calls.
+    fn enqueue(
+        &self,
+        path: &str,
+        payload: &Payload,
+        auth: Option<&Auth>,
+        done: Done,
+        deadline: Option<Instant>,
+        push: impl FnOnce(Bytes) -> bool,
+    ) -> Result<u32, Done> {
+        let mut frame = encode_request(path, payload, auth);
+        let mut state = self.lock();
+        if !state.open {
+            return Err(done);
+        }
+        let id = state.next_id;
+        // Queued under the lock, so ids go out in order and a go-away's `last` splits them.
+        set_id(&mut frame, id);
+        if !push(frame.freeze()) {
+            // The writer has stopped: the connection is over.
+            state.open = false;
+            return Err(done);
+        }
+        // Ids only grow on a connection; the last one retires it.
+        state.next_id = id.saturating_add(1);
+        state.open = id < u32::MAX;
+        state.waiting.insert(id, Waiter { done, deadline });
+        Ok(id)
     }
 
     /// Stops taking calls; the connection ends once the calls on it are answered.
@@ -406,26 +620,44 @@ impl Conn {
         self.end_if_done(&state);
     }
 
+    /// Stops taking calls, settles those waiting as [`Outcome::Left`] and ends the
+    /// connection: its peer left the cluster.
+    pub fn abandon(&self) {
+        self.settle_all(|| Outcome::Left);
+        self.outbox.close();
+    }
+
     /// Stops taking calls and ends the sending side now.
     fn retire(&self) {
         self.lock().open = false;
-        self.end.cancel();
+        self.outbox.close();
     }
 
     /// Ends the sending side (the peer then closes) once a connection that takes no
     /// more calls has none left.
     fn end_if_done(&self, state: &State) {
         if !state.open && state.waiting.is_empty() {
-            self.end.cancel();
+            self.outbox.close();
         }
     }
 
     /// Settles every waiting call with `outcome`, and stops taking calls.
     fn settle_all(&self, outcome: impl Fn() -> Outcome) {
-        let mut state = self.lock();
-        state.open = false;
-        for (_, tx) in state.waiting.drain() {
-            let _ = tx.send(outcome());
+        let waiting: Vec<Waiter> = {
+            let mut state = self.lock();
+            state.open = false;
+            state.waiting.drain().map(|(_, waiter)| waiter).collect()
+        };
+        for waiter in waiting {
+            (waiter.done)(outcome());
+        }
+    }
+
+    /// Settles call `id` with `outcome`, if it still waits.
+    fn settle(&self, id: u32, outcome: Outcome) {
+        let waiter = self.lock().waiting.remove(&id);
+        if let Some(waiter) = waiter {
+            (waiter.done)(outcome);
         }
     }
 
@@ -433,7 +665,6 @@ impl Conn {
         self: Arc<Self>,
         connect: impl Future<Output = Result<TcpStream, String>>,
         handshake: Duration,
-        queued: mpsc::Receiver<Bytes>,
     ) {
         let mut stream = match connect.await {
             Ok(stream) => stream,
@@ -447,8 +678,10 @@ impl Conn {
         .await;
         if !matches!(accepted, Ok(Ok(_))) || answer != ACCEPTED {
             // Nothing but the preface was written: no call reached the peer.
+            self.outbox.close();
             return self.settle_all(|| Outcome::NotOurs);
         }
+        self.lock().accepted = true;
         let (read, write) = stream.into_split();
         let reading = async {
             let read = self
@@ -463,18 +696,51 @@ impl Conn {
             read
         };
         let writing = async {
-            let written = write_frames(queued, self.end.cancelled(), write).await;
+            let written = self.outbox.run(write).await;
             if let Err(e) = &written {
                 self.settle_all(|| Outcome::Failed(e.to_string()));
             }
             written
         };
-        let (read, written) = tokio::join!(reading, writing);
+        let ended = async { tokio::join!(reading, writing) };
+        let (read, written) = tokio::select! {
+            ended = ended => ended,
+            never = self.expire_calls() => match never {},
+        };
         let reason = match (read, written) {
             (Err(e), _) | (Ok(()), Err(e)) => e.to_string(),
             (Ok(()), Ok(())) => "connection closed".into(),
         };
         self.settle_all(|| Outcome::Failed(reason.clone()));
+    }
+
+    /// Times out the calls made by [`Conn::call_later`], for as long as it is polled.
+    /// Their deadlines grow with their ids, so it wakes once per timeout when idle, and
+    /// once more per call that times out.
+    async fn expire_calls(&self) -> std::convert::Infallible {
+        let mut next = Instant::now() + self.timeout;
+        loop {
+            tokio::time::sleep_until(next.into()).await;
+            let now = Instant::now();
+            let expired: Vec<u32> = {
+                let state = self.lock();
+                next = now + self.timeout;
+                let mut expired = Vec::new();
+                for (&id, waiter) in &state.waiting {
+                    match waiter.deadline {
+                        Some(deadline) if deadline <= now => expired.push(id),
+                        Some(deadline) => next = next.min(deadline),
+                        None => {}
+                    }
+                }
+                expired
+            };
+            for id in expired {
+                self.settle(id, Outcome::TimedOut);
+            }
+            let state = self.lock();
+            self.end_if_done(&state);
+        }
     }
 
     /// Hands each reply to its call, until the connection ends or, after a go-away or
@@ -486,28 +752,30 @@ impl Conn {
                 // A clean end with calls waiting is a failure, reported by `drive`.
                 Read::TooLarge(..) | Read::End => return Ok(()),
             };
-            let mut state = self.lock();
             match kind {
                 REPLY => {
                     let reply = parse_reply(rest).ok_or_else(|| {
                         io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
                     })?;
-                    if let Some(tx) = state.waiting.remove(&id) {
-                        let _ = tx.send(Outcome::Reply(reply));
-                    }
+                    self.settle(id, Outcome::Reply(reply));
                 }
                 GO_AWAY => {
-                    state.open = false;
-                    let unanswered: Vec<u32> = state
-                        .waiting
-                        .keys()
-                        .copied()
-                        .filter(|&waiting| waiting > id)
-                        .collect();
-                    for waiting in unanswered {
-                        if let Some(tx) = state.waiting.remove(&waiting) {
-                            let _ = tx.send(Outcome::Resend);
-                        }
+                    let unanswered: Vec<Waiter> = {
+                        let mut state = self.lock();
+                        state.open = false;
+                        let later: Vec<u32> = state
+                            .waiting
+                            .keys()
+                            .copied()
+                            .filter(|&waiting| waiting > id)
+                            .collect();
+                        later
+                            .iter()
+                            .filter_map(|id| state.waiting.remove(id))
+                            .collect()
+                    };
+                    for waiter in unanswered {
+                        (waiter.done)(Outcome::Resend);
                     }
                 }
                 _ => {
@@ -517,6 +785,7 @@ impl Conn {
                     ))
                 }
             }
+            let state = self.lock();
             if !state.open && state.waiting.is_empty() {
                 return Ok(());
             }
@@ -526,6 +795,8 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     async fn read(bytes: &[u8], max: usize) -> io::Result<Read> {
@@ -624,20 +895,107 @@ mod tests {
         assert!(parse_reply(Bytes::from_static(b"\x00")).is_none());
     }
 
+    /// A connected pair: the outbox's writing half, and the peer's end as a blocking
+    /// socket, read from without giving the runtime a turn.
+    async fn pair() -> (OwnedWriteHalf, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        (ours.into_split().1, peer)
+    }
+
+    /// Starts the writer and waits until it holds the socket.
+    async fn writing(
+        outbox: &Arc<Outbox>,
+        out: OwnedWriteHalf,
+    ) -> tokio::task::JoinHandle<io::Result<()>> {
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run(out).await }
+        });
+        while outbox.lock().out.is_none() {
+            tokio::task::yield_now().await;
+        }
+        writer
+    }
+
+    fn read_exactly(peer: &mut std::net::TcpStream, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        std::io::Read::read_exact(peer, &mut bytes).expect("the bytes");
+        bytes
+    }
+
     #[tokio::test]
-    async fn the_writer_ends_with_what_was_queued_when_told_to_end() {
-        let (tx, rx) = mpsc::channel(QUEUE);
+    async fn frames_queued_for_later_are_written_by_the_thread_that_flushes() {
+        let (out, mut peer) = pair().await;
+        let outbox = Arc::new(Outbox::default());
+        let _writer = writing(&outbox, out).await;
         let frames: Vec<Bytes> = (1..=3).map(go_away_frame).collect();
         for frame in &frames {
-            tx.send(frame.clone()).await.expect("open");
+            assert!(outbox.push_later(frame.clone()));
         }
-        let mut out = Vec::new();
-        let end = std::future::ready(());
-        write_frames(rx, end, &mut out).await.expect("written");
-        assert_eq!(out, frames.concat(), "the queued frames, then the end");
-        assert!(
-            tx.send(go_away_frame(4)).await.is_err(),
-            "the writer is gone"
+        flush();
+        // The runtime gets no turn before the bytes are read: the writer task had no
+        // part in writing them.
+        assert_eq!(read_exactly(&mut peer, 27), frames.concat());
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_at_once_the_writer_writes_in_order() {
+        let (out, mut peer) = pair().await;
+        let outbox = Arc::new(Outbox::default());
+        let writer = writing(&outbox, out).await;
+        // Far more than the socket buffers take.
+        let big = Bytes::from(
+            (0..32u32 << 20)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
         );
+        assert!(outbox.push_later(big.clone()));
+        flush();
+        assert!(
+            outbox.lock().queued.bytes > 0,
+            "the socket took part of it; the rest is the writer's"
+        );
+        assert!(outbox.push(go_away_frame(7)), "queued behind the rest");
+        outbox.close();
+        assert!(!outbox.push(go_away_frame(8)), "closed");
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut peer, &mut all).expect("to the end");
+            all
+        });
+        writer.await.expect("joined").expect("written");
+        let all = reading.join().expect("joined");
+        assert_eq!(all.len(), big.len() + 9);
+        assert!(all[..big.len()] == big[..], "the big frame whole, first");
+        assert_eq!(&all[big.len()..], &go_away_frame(7)[..], "then the next");
+    }
+
+    #[tokio::test]
+    async fn producers_wait_for_room_until_the_writer_catches_up() {
+        let (out, mut peer) = pair().await;
+        let outbox = Arc::new(Outbox::default());
+        assert!(outbox.push(Bytes::from(vec![1u8; HIGH_WATER])));
+        let room = outbox.room();
+        tokio::pin!(room);
+        assert!(
+            room.as_mut().now_or_never().is_none(),
+            "no room before it is written"
+        );
+        let _writer = writing(&outbox, out).await;
+        let reading = std::thread::spawn(move || read_exactly(&mut peer, HIGH_WATER));
+        within_test(room).await;
+        assert_eq!(reading.join().expect("joined"), vec![1u8; HIGH_WATER]);
+    }
+
+    async fn within_test<F: Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("in time")
     }
 }

@@ -25,7 +25,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, Semaphore},
+    sync::Semaphore,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use super::{
     auth::Auth,
     codec::Payload,
-    mux::{self, Read},
+    mux::{self, Outbox, Read},
     path, Inbound, Reply,
 };
 
@@ -198,8 +198,16 @@ async fn serve_mux(
         return;
     }
     debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
-    let (frames, queued) = mpsc::channel(mux::QUEUE);
-    let writer = tokio::spawn(mux::write_frames(queued, std::future::pending(), write));
+    let outbox = Arc::new(Outbox::default());
+    let writer = tokio::spawn({
+        let outbox = outbox.clone();
+        async move { outbox.run(write).await }
+    });
+    // Queues a frame; the reading waits while the client leaves too much unread.
+    let send = |frame| {
+        outbox.push(frame);
+        outbox.room()
+    };
     let max = ctx.limits.max_body + ctx.limits.max_header_size;
     let mut last = 0;
     let idle = tokio::time::sleep(MUX_IDLE);
@@ -212,7 +220,7 @@ async fn serve_mux(
         // Waits between frames: what is read here is kept, so stopping loses nothing.
         let more = tokio::select! {
             Some((id, reply)) = handling.next(), if !handling.is_empty() => {
-                let _ = frames.send(mux::reply_frame(id, &reply)).await;
+                send(mux::reply_frame(id, &reply)).await;
                 continue;
             }
             _ = cancel.cancelled() => break true,
@@ -237,7 +245,7 @@ async fn serve_mux(
             tokio::select! {
                 read = &mut read => break read,
                 Some((id, reply)) = handling.next(), if !handling.is_empty() => {
-                    let _ = frames.send(mux::reply_frame(id, &reply)).await;
+                    send(mux::reply_frame(id, &reply)).await;
                 }
             }
         };
@@ -258,14 +266,14 @@ async fn serve_mux(
         });
     };
     if going_away {
-        let _ = frames.send(mux::go_away_frame(last)).await;
+        send(mux::go_away_frame(last)).await;
     }
     let answered = async {
         while let Some((id, reply)) = handling.next().await {
-            let _ = frames.send(mux::reply_frame(id, &reply)).await;
+            send(mux::reply_frame(id, &reply)).await;
         }
         // The writer ends once the replies are sent.
-        drop(frames);
+        outbox.close();
     };
     // Reads on until the client closes (for the drain timeout at most), so closing never
     // resets the connection under replies it has not read yet.
