@@ -78,7 +78,10 @@ export declare class SwarmNode {
    * `callId`; admitted to its queue before this returns, answered through `onLocal`.
    */
   execLocal(name: string, callId: number): void
-  /** Answers message `id`. */
+  /**
+   * Answers message `id`; an answer to a multiplexed request is written by
+   * `flushWrites()`, as requests are.
+   */
   reply(id: number, status: number, kind: number, body?: string | undefined | null): boolean
   /**
    * Settles task run `id`: `status` 0 is success with the payload, anything else a
@@ -99,8 +102,9 @@ export interface Crossings {
 }
 
 /**
- * Writes the requests that `SwarmNode.send` queued on this thread's multiplexed
- * connections: one system call per connection for all the sends of a turn of the loop.
+ * Writes the requests that `SwarmNode.send` and the answers that `SwarmNode.reply`
+ * queued on this thread's multiplexed connections: one system call per connection for
+ * all those of a turn of the loop.
  */
 export declare function flushWrites(): void
 

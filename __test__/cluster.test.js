@@ -131,6 +131,12 @@ test('a removed node gets its SIGTERM heads-up; a killed one disappears everywhe
   const first = cluster.nodes.find(n => n.ip === '127.0.0.21');
   const key = await keyOwnedBy(first, victim);
   await victim.kill('SIGKILL');
+  // A send that goes out before `first` has read the end of its connection to the dead
+  // node fails as in doubt (it may have been read); once it has, nothing can reach it.
+  const refused = () => first.request('send', { to: victim.ip, topic: 'whoami', data: {} }).then(
+    () => assert.fail('a killed node answered'),
+    error => /Unable to reach 127\.0\.0\.23/.test(error.message));
+  await eventually(refused, 10000, 'sends to the killed node to be refused');
   // A task sent to the dead node cannot be delivered: it waits for the topology...
   const rerouted = first.request('exec', { name: 'where', args: [key] });
   // (a send issued after it has been refused too, so the task has met the closed port)

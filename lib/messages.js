@@ -75,13 +75,19 @@ class Messages {
     } catch (error) {
       return this._fail(node, id, new Error(`messageHandler: Unable to stringify response ${error.message}`));
     }
-    node.reply(id, encoded[0] === codec.NONE ? 204 : 200, encoded[0], encoded[1]);
+    this._reply(node, id, encoded[0] === codec.NONE ? 204 : 200, encoded[0], encoded[1]);
   }
 
   _fail (node, id, error) {
     this._debug(`messageHandler Error, sending error: ${error && error.message}`);
     const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-    node.reply(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+    this._reply(node, id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+  }
+
+  // An answer to a multiplexed request is written with this turn's other writes.
+  _reply (node, id, status, kind, body) {
+    node.reply(id, status, kind, body);
+    this._swarm._flushSoon();
   }
 }
 

@@ -20,7 +20,7 @@ use napi::{
     Status,
 };
 use swarm_core::{
-    messaging::{Inbound, Payload, Reply},
+    messaging::{mux::Responder, Answering, Inbound, Payload, Reply},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::TopologyEvent,
 };
@@ -66,8 +66,12 @@ impl<T> Pending<T> {
         }
     }
 
+    fn next_id(&self) -> u32 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn open(&self) -> (u32, oneshot::Receiver<T>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().expect("not poisoned").insert(id, tx);
         (id, rx)
@@ -94,6 +98,8 @@ pub struct JsHost {
     callbacks: RwLock<Option<Callbacks>>,
     mailbox: Mailbox,
     messages: Arc<Pending<Reply>>,
+    /// Multiplexed requests JavaScript answers, by message id (from `messages`' ids).
+    answers: Mutex<HashMap<u32, Responder>>,
     tasks: Arc<Pending<Result<Payload, TaskFailure>>>,
 }
 
@@ -140,6 +146,7 @@ impl JsHost {
             callbacks: RwLock::new(Some(callbacks)),
             mailbox,
             messages: Arc::new(Pending::new()),
+            answers: Mutex::new(HashMap::new()),
             tasks: Arc::new(Pending::new()),
         })
     }
@@ -210,8 +217,26 @@ impl JsHost {
         self.mailbox.counters()
     }
 
+    /// Answers message `id`; a multiplexed request's answer is written at this thread's
+    /// next `flushWrites()`.
     pub fn reply(&self, id: u32, reply: Reply) -> bool {
-        self.messages.settle(id, reply)
+        let responder = self.answers.lock().expect("not poisoned").remove(&id);
+        match responder {
+            Some(responder) => responder.reply_later(&reply),
+            None => self.messages.settle(id, reply),
+        }
+    }
+
+    /// Posts message `id` for JavaScript to answer; false once the node is closed.
+    fn post_message(&self, id: u32, message: Inbound) -> bool {
+        let (kind, body) = split_payload(message.payload);
+        self.mailbox.post_work(Letter::Message {
+            id,
+            path: message.path,
+            kind,
+            body,
+            from: message.from.to_string(),
+        })
     }
 
     pub fn task_done(&self, id: u32, outcome: Result<Payload, TaskFailure>) -> bool {
@@ -259,26 +284,32 @@ fn utf8(bytes: Bytes) -> String {
 }
 
 impl Host for JsHost {
-    fn message(&self, message: Inbound) -> BoxFuture<Reply> {
+    fn message(&self, mut message: Inbound) -> Answering {
+        let closing = || Reply::error(503, "swarm is closing");
+        if let Some(responder) = message.responder.take() {
+            // Answered by `reply` on the JavaScript thread, which writes it itself.
+            let id = self.messages.next_id();
+            self.answers
+                .lock()
+                .expect("not poisoned")
+                .insert(id, responder);
+            if !self.post_message(id, message) {
+                if let Some(responder) = self.answers.lock().expect("not poisoned").remove(&id) {
+                    responder.reply(&closing());
+                }
+            }
+            return Answering::Taken;
+        }
         let (id, rx) = self.messages.open();
-        let (kind, body) = split_payload(message.payload);
-        let letter = Letter::Message {
-            id,
-            path: message.path,
-            kind,
-            body,
-            from: message.from.to_string(),
-        };
-        if !self.mailbox.post_work(letter) {
+        if !self.post_message(id, message) {
             self.messages.forget(id);
-            return Box::pin(async { Reply::error(503, "swarm is closing") });
+            return Answering::Later(Box::pin(async move { closing() }));
         }
         let forget = Forget(self.messages.clone(), id);
-        Box::pin(async move {
+        Answering::Later(Box::pin(async move {
             let _forget = forget;
-            rx.await
-                .unwrap_or_else(|_| Reply::error(503, "swarm is closing"))
-        })
+            rx.await.unwrap_or_else(|_| closing())
+        }))
     }
 
     fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>> {

@@ -275,7 +275,8 @@ impl SwarmNode {
         napi::bindgen_prelude::spawn(async move { host.settle_local(call_id, execution.await) });
     }
 
-    /// Answers message `id`.
+    /// Answers message `id`; an answer to a multiplexed request is written by
+    /// `flushWrites()`, as requests are.
     #[napi]
     pub fn reply(&self, id: u32, status: u32, kind: u32, body: Option<String>) -> bool {
         let status = u16::try_from(status).unwrap_or(500);
@@ -314,8 +315,9 @@ impl SwarmNode {
     }
 }
 
-/// Writes the requests that `SwarmNode.send` queued on this thread's multiplexed
-/// connections: one system call per connection for all the sends of a turn of the loop.
+/// Writes the requests that `SwarmNode.send` and the answers that `SwarmNode.reply`
+/// queued on this thread's multiplexed connections: one system call per connection for
+/// all those of a turn of the loop.
 #[napi]
 pub fn flush_writes() {
     swarm_core::messaging::mux::flush();

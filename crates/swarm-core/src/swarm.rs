@@ -23,8 +23,8 @@ use tracing::{debug, info};
 
 use crate::{
     messaging::{
-        self, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError, ServerLimits,
-        TaskRequest, TASK_TOPIC,
+        self, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
+        ServerLimits, TaskRequest, TASK_TOPIC,
     },
     ring::HashRing,
     tasks::{TaskError, TaskOptions, TaskStats, Tasks},
@@ -46,8 +46,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What the embedding provides.
 pub trait Host: Send + Sync + 'static {
-    /// Answers a message that is not a task.
-    fn message(&self, message: Inbound) -> BoxFuture<Reply>;
+    /// Answers a message that is not a task: with a future, or, for a multiplexed
+    /// request, through the responder it may take from the message.
+    fn message(&self, message: Inbound) -> Answering;
     /// Runs the handler of task `name`.
     fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>>;
     /// Receives topology events, in order.
@@ -581,13 +582,13 @@ impl Inner {
 struct Router(Arc<Inner>);
 
 impl Dispatch for Router {
-    fn dispatch(&self, message: Inbound) -> BoxFuture<Reply> {
+    fn dispatch(&self, message: Inbound) -> Answering {
         self.0
             .last_request_ms
             .store(self.0.elapsed_ms(), Ordering::Relaxed);
         if message.path == TASK_TOPIC {
             let inner = self.0.clone();
-            return Box::pin(async move { inner.answer_task(message).await });
+            return Answering::Later(Box::pin(async move { inner.answer_task(message).await }));
         }
         self.0.host.message(message)
     }

@@ -23,7 +23,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use swarm_core::messaging::{
     mux::{self, Read},
-    serve, Auth, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError, ServerLimits,
+    serve, Answering, Auth, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
+    ServerLimits,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
@@ -63,12 +64,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Answers by the first topic: `gate` waits for a permit of the test's gate (and says
 /// it started), `path` answers the decoded path as text, `nothing` answers nothing,
-/// anything else echoes.
+/// `take` hands the request's responder to the test, anything else echoes.
 struct App {
     /// Every message handed over: its path, payload and sender.
     handled: Mutex<Vec<(String, Payload, IpAddr)>>,
     started: mpsc::UnboundedSender<String>,
     gate: Arc<Semaphore>,
+    taken: mpsc::UnboundedSender<mux::Responder>,
 }
 
 impl App {
@@ -81,8 +83,19 @@ impl App {
 }
 
 impl Dispatch for App {
-    fn dispatch(&self, message: Inbound) -> Pin<Box<dyn Future<Output = Reply> + Send>> {
+    fn dispatch(&self, mut message: Inbound) -> Answering {
         lock(&self.handled).push((message.path.clone(), message.payload.clone(), message.from));
+        if message.path == "take" {
+            let responder = message.responder.take().expect("a multiplexed request");
+            self.taken.send(responder).expect("the test is alive");
+            return Answering::Taken;
+        }
+        Answering::Later(self.handler(message))
+    }
+}
+
+impl App {
+    fn handler(&self, message: Inbound) -> Pin<Box<dyn Future<Output = Reply> + Send>> {
         match message.topics()[0].as_str() {
             "gate" => {
                 let (gate, started) = (self.gate.clone(), self.started.clone());
@@ -106,6 +119,8 @@ struct Server {
     app: Arc<App>,
     /// The paths of the `gate` requests whose handler started.
     started: mpsc::UnboundedReceiver<String>,
+    /// The responders of the `take` requests.
+    taken: mpsc::UnboundedReceiver<mux::Responder>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -119,10 +134,12 @@ impl Server {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, started) = mpsc::unbounded_channel();
+        let (responders, taken) = mpsc::unbounded_channel();
         let app = Arc::new(App {
             handled: Mutex::new(Vec::new()),
             started: tx,
             gate: Arc::new(Semaphore::new(0)),
+            taken: responders,
         });
         let cancel = CancellationToken::new();
         let task = tokio::spawn(serve(listener, app.clone(), limits, cancel.clone()));
@@ -130,6 +147,7 @@ impl Server {
             addr,
             app,
             started,
+            taken,
             cancel,
             task,
         }
@@ -144,6 +162,13 @@ impl Server {
 
     fn open_gate(&self) {
         self.app.gate.add_permits(1);
+    }
+
+    /// The responder of the next `take` request.
+    async fn taken(&mut self) -> mux::Responder {
+        within("a taken request", self.taken.recv())
+            .await
+            .expect("the app is alive")
     }
 }
 
@@ -474,6 +499,82 @@ async fn shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client(
         server.app.payloads(),
         vec![json("\"in flight\""), json("\"quick\"")]
     );
+}
+
+#[tokio::test]
+async fn a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_slot() {
+    let limits = ServerLimits {
+        max_in_flight: 1,
+        ..ServerLimits::default()
+    };
+    let mut server = Server::start(limits).await;
+    let mut peer = Peer::open(server.addr).await;
+    peer.write(&request(1, "/take", &json("\"mine\""))).await;
+    let responder = server.taken().await;
+    peer.write(&request(2, "/echo", &json("\"busy\""))).await;
+    let (id, busy) = peer.reply().await;
+    assert_eq!(
+        (id, busy.status),
+        (2, 503),
+        "the taken request holds its slot"
+    );
+    // Answered and written on a thread of no runtime: nothing else writes it.
+    let answered = std::thread::spawn(move || {
+        let first = responder.reply_later(&Reply::ok(text("from afar")));
+        mux::flush();
+        (first, responder.reply_later(&Reply::ok(text("again"))))
+    })
+    .join()
+    .expect("joined");
+    assert_eq!(answered, (true, false), "answered once");
+    assert_eq!(peer.reply().await, (1, Reply::ok(text("from afar"))));
+    peer.write(&request(3, "/echo", &json("\"free\""))).await;
+    assert_eq!(peer.reply().await, (3, Reply::ok(json("\"free\""))));
+}
+
+#[tokio::test]
+async fn a_taken_request_left_unanswered_times_out() {
+    let limits = ServerLimits {
+        handler_timeout: Duration::from_millis(200),
+        ..ServerLimits::default()
+    };
+    let mut server = Server::start(limits).await;
+    let mut peer = Peer::open(server.addr).await;
+    peer.write(&request(1, "/take", &json("\"slow\""))).await;
+    let responder = server.taken().await;
+    let (id, reply) = peer.reply().await;
+    assert_eq!((id, reply.status), (1, 500));
+    assert!(is_text_containing(&reply.payload, "timed out"), "{reply:?}");
+    assert!(
+        !responder.reply(&Reply::ok(text("late"))),
+        "too late to answer"
+    );
+    peer.write(&request(2, "/echo", &json("\"next\""))).await;
+    assert_eq!(peer.reply().await, (2, Reply::ok(json("\"next\""))));
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_the_answer_of_a_taken_request() {
+    let mut server = Server::start(ServerLimits::default()).await;
+    let mut peer = Peer::open(server.addr).await;
+    peer.write(&request(1, "/take", &json("\"in flight\"")))
+        .await;
+    let responder = server.taken().await;
+    server.cancel.cancel();
+    match peer.next().await {
+        Read::Frame(kind, last, _) => assert_eq!((kind, last), (mux::GO_AWAY, 1)),
+        other => panic!("expected a go-away, got {other:?}"),
+    }
+    assert!(responder.reply(&Reply::ok(text("done"))));
+    assert_eq!(peer.reply().await, (1, Reply::ok(text("done"))));
+    assert!(
+        matches!(peer.next().await, Read::End),
+        "the server ends its side once the request it read is answered"
+    );
+    peer.writer.shutdown().await.expect("shutdown");
+    within("serve to return", &mut server.task)
+        .await
+        .expect("serve ran to its end");
 }
 
 #[tokio::test]

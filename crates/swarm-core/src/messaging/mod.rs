@@ -22,7 +22,7 @@ use bytes::Bytes;
 pub use auth::Auth;
 pub use client::{Client, ClientConfig, SendError};
 pub use codec::{CodecError, Payload, TaskRequest, TASK_TOPIC};
-pub use server::{serve, Dispatch, ServerLimits};
+pub use server::{serve, Answering, Dispatch, ServerLimits};
 
 /// A decoded request.
 #[derive(Debug)]
@@ -33,6 +33,9 @@ pub struct Inbound {
     pub payload: Payload,
     /// The sender's address.
     pub from: IpAddr,
+    /// For a multiplexed request, what answers it from any thread; a dispatcher that
+    /// takes it answers through it and returns [`Answering::Taken`].
+    pub responder: Option<mux::Responder>,
 }
 
 impl Inbound {

@@ -6,7 +6,8 @@
 //! lets in-flight requests finish, then releases the port.
 
 use std::{
-    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+    collections::VecDeque, convert::Infallible, future::Future, net::SocketAddr, pin::Pin,
+    sync::Arc, time::Duration,
 };
 
 use bytes::Bytes;
@@ -25,7 +26,8 @@ use hyper_util::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
@@ -33,7 +35,7 @@ use tracing::{debug, warn};
 use super::{
     auth::Auth,
     codec::Payload,
-    mux::{self, Outbox, Read},
+    mux::{self, Answer, Outbox, Read, Responder},
     path, Inbound, Reply,
 };
 
@@ -44,7 +46,21 @@ const MUX_IDLE: Duration = Duration::from_secs(60);
 /// What the server hands a decoded request to.
 pub trait Dispatch: Send + Sync + 'static {
     /// Answers one message.
-    fn dispatch(&self, message: Inbound) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+    fn dispatch(&self, message: Inbound) -> Answering;
+}
+
+/// How a dispatcher answers a message.
+pub enum Answering {
+    /// With the reply this future resolves to.
+    Later(Pin<Box<dyn Future<Output = Reply> + Send>>),
+    /// Through the message's [`mux::Responder`], which the dispatcher took; only for a
+    /// message that came with one.
+    Taken,
+}
+
+/// The answer to a request whose handler took longer than the handler timeout.
+fn timed_out() -> Reply {
+    Reply::error(500, "operation timed out")
 }
 
 /// Limits applied to every request.
@@ -208,27 +224,42 @@ async fn serve_mux(
         outbox.push(frame);
         outbox.room()
     };
+    let given = Arc::new(Notify::new());
     let max = ctx.limits.max_body + ctx.limits.max_header_size;
+    let timeout = ctx.limits.handler_timeout;
     let mut last = 0;
     let idle = tokio::time::sleep(MUX_IDLE);
     tokio::pin!(idle);
-    // The requests being handled, polled by this task: an answer wakes it, not a task
-    // of its own. A reply waits for room in the writer's queue, and reading waits with
-    // it: a client that does not read its replies is not read from either.
+    // The requests being handled by futures, polled by this task: an answer wakes it,
+    // not a task of its own. A reply waits for room in the writer's queue, and reading
+    // waits with it: a client that does not read its replies is not read from either.
     let mut handling = FuturesUnordered::new();
+    // The requests whose dispatcher took their responder, by deadline (the handler
+    // timeout is the same for all); their answers wake nothing here.
+    let mut taken: VecDeque<(Instant, Arc<Answer>)> = VecDeque::new();
+    let expiry = tokio::time::sleep(timeout);
+    tokio::pin!(expiry);
     let going_away = loop {
         // Waits between frames: what is read here is kept, so stopping loses nothing.
         let more = tokio::select! {
-            Some((id, reply)) = handling.next(), if !handling.is_empty() => {
-                send(mux::reply_frame(id, &reply)).await;
+            Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
+                give(&answer, &reply, &outbox).await;
+                continue;
+            }
+            () = &mut expiry, if !taken.is_empty() => {
+                expire(&mut taken, Instant::now());
+                if let Some(&(deadline, _)) = taken.front() {
+                    expiry.as_mut().reset(deadline);
+                }
                 continue;
             }
             _ = cancel.cancelled() => break true,
             _ = &mut idle => {
-                if handling.is_empty() {
+                expire(&mut taken, Instant::now());
+                if handling.is_empty() && taken.is_empty() {
                     break true;
                 }
-                idle.as_mut().reset(tokio::time::Instant::now() + MUX_IDLE);
+                idle.as_mut().reset(Instant::now() + MUX_IDLE);
                 continue;
             }
             more = reader.fill_buf() => more.is_ok_and(|b| !b.is_empty()),
@@ -244,8 +275,8 @@ async fn serve_mux(
         let read = loop {
             tokio::select! {
                 read = &mut read => break read,
-                Some((id, reply)) = handling.next(), if !handling.is_empty() => {
-                    send(mux::reply_frame(id, &reply)).await;
+                Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
+                    give(&answer, &reply, &outbox).await;
                 }
             }
         };
@@ -255,23 +286,49 @@ async fn serve_mux(
             _ => break false,
         };
         last = id;
-        idle.as_mut().reset(tokio::time::Instant::now() + MUX_IDLE);
-        let ctx = &ctx;
-        handling.push(async move {
-            let reply = match rest {
-                Some(rest) => answer(ctx, decode_frame(rest, peer, ctx)).await,
-                None => too_large(ctx.limits.max_body),
-            };
-            (id, reply)
-        });
+        let now = Instant::now();
+        idle.as_mut().reset(now + MUX_IDLE);
+        let answer = |slot| Answer::new(outbox.clone(), id, slot, given.clone());
+        match start(&ctx, rest, peer, answer) {
+            Started::Now(reply) => send(mux::reply_frame(id, &reply)).await,
+            Started::Later(answer, handler) => handling.push(async move {
+                let reply = tokio::time::timeout(timeout, handler)
+                    .await
+                    .unwrap_or_else(|_| timed_out());
+                (answer, reply)
+            }),
+            Started::Taken(answer) => {
+                expire(&mut taken, now);
+                taken.push_back((now + timeout, answer));
+                if let Some(&(deadline, _)) = taken.front() {
+                    expiry.as_mut().reset(deadline);
+                }
+            }
+        }
     };
     if going_away {
         send(mux::go_away_frame(last)).await;
     }
     let answered = async {
-        while let Some((id, reply)) = handling.next().await {
-            send(mux::reply_frame(id, &reply)).await;
-        }
+        let handled = async {
+            while let Some((answer, reply)) = handling.next().await {
+                give(&answer, &reply, &outbox).await;
+            }
+        };
+        let taken = async {
+            loop {
+                let answer_given = given.notified();
+                expire(&mut taken, Instant::now());
+                let Some(&(deadline, _)) = taken.front() else {
+                    break;
+                };
+                tokio::select! {
+                    () = answer_given => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        };
+        tokio::join!(handled, taken);
         // The writer ends once the replies are sent.
         outbox.close();
     };
@@ -291,6 +348,62 @@ async fn serve_mux(
     }
 }
 
+/// How a multiplexed request started.
+enum Started {
+    /// Answered at once (refused, malformed, too large).
+    Now(Reply),
+    /// Answered by the reply this future resolves to.
+    Later(Arc<Answer>, Pin<Box<dyn Future<Output = Reply> + Send>>),
+    /// Answered through its responder, which the dispatcher took.
+    Taken(Arc<Answer>),
+}
+
+/// Starts answering request `rest` (`None`: it was too large) as [`answer`] does an HTTP
+/// one; `answer` makes what answers it, given its slot among those in flight.
+fn start(
+    ctx: &Context,
+    rest: Option<Bytes>,
+    peer: SocketAddr,
+    answer: impl FnOnce(OwnedSemaphorePermit) -> Arc<Answer>,
+) -> Started {
+    let Some(rest) = rest else {
+        return Started::Now(too_large(ctx.limits.max_body));
+    };
+    let Ok(slot) = ctx.in_flight.clone().try_acquire_owned() else {
+        return Started::Now(busy());
+    };
+    let mut message = match decode_frame(rest, peer, ctx) {
+        Ok(message) => message,
+        Err(reply) => return Started::Now(reply),
+    };
+    let answer = answer(slot);
+    message.responder = Some(Responder(answer.clone()));
+    match ctx.dispatch.dispatch(message) {
+        Answering::Later(handler) => Started::Later(answer, handler),
+        Answering::Taken => Started::Taken(answer),
+    }
+}
+
+/// Gives the reply of a handler's future, unless its request was answered already;
+/// then waits for room in the writer's queue.
+async fn give(answer: &Arc<Answer>, reply: &Reply, outbox: &Outbox) {
+    if answer.give(reply, false) {
+        outbox.room().await;
+    }
+}
+
+/// Drops the answered requests at the head of `taken`, and answers those whose handler
+/// timed out by `now`.
+fn expire(taken: &mut VecDeque<(Instant, Arc<Answer>)>, now: Instant) {
+    while let Some((deadline, answer)) = taken.front() {
+        if !answer.is_answered() && *deadline > now {
+            return;
+        }
+        answer.give(&timed_out(), false);
+        taken.pop_front();
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -304,20 +417,26 @@ async fn handle(
 /// decoded and handed to the dispatcher, which has the handler timeout to answer.
 async fn answer(ctx: &Context, decoded: impl Future<Output = Result<Inbound, Reply>>) -> Reply {
     let Ok(_slot) = ctx.in_flight.clone().try_acquire_owned() else {
-        return Reply::error(503, "Too many requests in progress, retry later");
+        return busy();
     };
     match decoded.await {
-        Ok(message) => {
-            tokio::time::timeout(ctx.limits.handler_timeout, ctx.dispatch.dispatch(message))
+        Ok(message) => match ctx.dispatch.dispatch(message) {
+            Answering::Later(handler) => tokio::time::timeout(ctx.limits.handler_timeout, handler)
                 .await
-                .unwrap_or_else(|_| Reply::error(500, "operation timed out"))
-        }
+                .unwrap_or_else(|_| timed_out()),
+            // An HTTP request has no responder to take.
+            Answering::Taken => Reply::error(500, "the request's answer went astray"),
+        },
         Err(reply) => reply,
     }
 }
 
+fn busy() -> Reply {
+    Reply::error(503, "Too many requests in progress, retry later")
+}
+
 /// Decodes a multiplexed request as [`decode`] does an HTTP one.
-async fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
     let request =
         mux::parse_request(rest).ok_or_else(|| Reply::error(400, "Malformed request frame"))?;
     if request.path.len() > ctx.limits.max_header_size {
@@ -412,6 +531,7 @@ fn inbound(
         path,
         payload,
         from,
+        responder: None,
     })
 }
 
