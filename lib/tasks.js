@@ -89,7 +89,9 @@ class Tasks {
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    return this._swarm._wait(node.execTask(name, key, json)).then(outcome => settled(outcome.code, outcome.status, outcome.kind, outcome.body, outcome.message));
+    const call = node.execTask(name, key, json);
+    this._swarm._flushSoon();
+    return this._swarm._wait(call).then(outcome => settled(outcome.code, outcome.status, outcome.kind, outcome.body, outcome.message));
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.

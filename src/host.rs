@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex, RwLock, Weak,
@@ -202,14 +201,6 @@ impl JsHost {
             .upgrade()
             .expect("a node's host lives as long as it");
         (id, move |outcome| host.mailbox.post_settled(id, outcome))
-    }
-
-    /// Runs `call` (a send or a remote task call) and returns the id under which its
-    /// outcome will be delivered to JavaScript.
-    pub fn settle_later(&self, call: impl Future<Output = Outcome> + Send + 'static) -> u32 {
-        let (id, settle) = self.new_call();
-        napi::bindgen_prelude::spawn(async move { settle(call.await) });
-        id
     }
 
     /// `(wake-ups, letters delivered)` so far.

@@ -261,9 +261,12 @@ impl SwarmNode {
     /// queue before this returns, so calls queue in the order JavaScript makes them.
     #[napi]
     pub fn exec_task(&self, name: String, key: String, args: String) -> u32 {
-        let execution = self.swarm.exec(&name, &key, Bytes::from(args));
-        self.host
-            .settle_later(async move { exec_outcome(execution.await) })
+        let (id, settle) = self.host.new_call();
+        self.swarm
+            .exec_later(&name, &key, Bytes::from(args), |result| {
+                settle(exec_outcome(result))
+            });
+        id
     }
 
     /// Runs task `name` here for a local call whose arguments the facade keeps under

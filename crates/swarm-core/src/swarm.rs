@@ -365,10 +365,49 @@ impl Swarm {
             Some(ip) if !self.is_local(ip) => {
                 let chosen = (ring.0, ip.to_owned());
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
-                Box::pin(async move { this.exec_remote(&name, &key, chosen, args).await })
+                let first = Attempt::none();
+                Box::pin(async move { this.exec_remote(&name, &key, chosen, args, first).await })
             }
             _ => Box::pin(self.inner.exec_local(name, TaskArgs::Json(args))),
         }
+    }
+
+    /// Runs task `name` on the owner of `key` as [`Swarm::exec`] does, from any thread:
+    /// a call to an owner whose multiplexed connection is open takes no task, and is
+    /// written when this thread calls [`messaging::mux::flush`]. `done` gets the outcome,
+    /// on the node's runtime.
+    pub fn exec_later<F>(&self, name: &str, key: &str, args: Bytes, done: F)
+    where
+        F: FnOnce(Result<TaskValue, ExecError>) + Send + 'static,
+    {
+        let ring = self.ring();
+        let owner = ring.1.get(key).filter(|ip| !self.is_local(ip));
+        let (Some(ip), true) = (owner, self.inner.tasks.is_registered(name)) else {
+            let execution = self.exec(name, key, args);
+            self.inner
+                .runtime
+                .spawn(async move { done(execution.await) });
+            return;
+        };
+        let started = tokio::time::Instant::now();
+        let body = Payload::Json(TaskRequest::encode(name, &args));
+        let chosen = (ring.0, ip.to_owned());
+        let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
+        self.inner
+            .client
+            .send_later(ip, TASK_TOPIC, &body, move |sent| {
+                let not_run = match sent.map(|sent| attempted(&name, &chosen.1, sent)) {
+                    Some(Ok(outcome)) => return done(outcome),
+                    Some(Err(error)) => Some(error),
+                    // Sent the usual way.
+                    None => None,
+                };
+                let runtime = this.inner.runtime.clone();
+                runtime.spawn(async move {
+                    let first = Attempt { started, not_run };
+                    done(this.exec_remote(&name, &key, chosen, args, first).await)
+                });
+            });
     }
 
     /// Runs task `name` on this node, whoever owns its key: for callers that already
@@ -392,34 +431,28 @@ impl Swarm {
         key: &str,
         (mut generation, mut ip): (u64, String),
         args: Bytes,
+        first: Attempt,
     ) -> Result<TaskValue, ExecError> {
         let timeout = self
             .inner
             .tasks
             .options(name)
             .map_or(Duration::from_secs(30), |o| o.timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = first.started + timeout;
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let mut backoff = Duration::from_millis(25);
+        let mut not_run = first.not_run;
         loop {
-            debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
-            let remote = |reason: String, status: Option<u16>| ExecError::Remote {
-                task: name.to_owned(),
-                ip: ip.clone(),
-                reason,
-                status,
-            };
-            let error = match self.inner.send(&ip, TASK_TOPIC, body.clone()).await {
-                Ok(reply) if reply.is_success() => return Ok(TaskValue::new(reply.payload)),
-                Ok(reply) if reply.status == NOT_RUN => {
-                    String::from_utf8_lossy(&reply.payload.bytes()).into_owned()
+            let error = match not_run.take() {
+                Some(error) => error,
+                None => {
+                    debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
+                    let sent = self.inner.send(&ip, TASK_TOPIC, body.clone()).await;
+                    match attempted(name, &ip, sent) {
+                        Ok(outcome) => return outcome,
+                        Err(error) => error,
+                    }
                 }
-                Ok(reply) => {
-                    let reason = String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
-                    return Err(remote(reason, Some(reply.status)));
-                }
-                Err(e @ SendError::Unreachable { .. }) => e.to_string(),
-                Err(e) => return Err(remote(e.to_string(), None)),
             };
             // Not run: ask the ring again when the topology moves past the one that chose
             // this owner, or after a backoff (a pod that is listed before it listens).
@@ -429,7 +462,12 @@ impl Swarm {
             let moved = views.wait_for(|v| v.generation > generation);
             let _ = tokio::time::timeout_at(wait.min(deadline), moved).await;
             if tokio::time::Instant::now() >= deadline {
-                return Err(remote(format!("{error}; the task did not run"), None));
+                return Err(ExecError::Remote {
+                    task: name.to_owned(),
+                    ip,
+                    reason: format!("{error}; the task did not run"),
+                    status: None,
+                });
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
             let ring = self.ring();
@@ -463,6 +501,44 @@ impl Swarm {
         for handle in handles {
             let _ = handle.await;
         }
+    }
+}
+
+/// How a remote task call began: when, and why it did not run if it was sent already.
+struct Attempt {
+    started: tokio::time::Instant,
+    not_run: Option<String>,
+}
+
+impl Attempt {
+    fn none() -> Attempt {
+        Attempt {
+            started: tokio::time::Instant::now(),
+            not_run: None,
+        }
+    }
+}
+
+/// What sending task `name` to `ip` came to: its outcome, or why it did not run there
+/// (no connection could be made, or a closing node refused it: it may be sent again).
+fn attempted(
+    name: &str,
+    ip: &str,
+    sent: Result<Reply, SendError>,
+) -> Result<Result<TaskValue, ExecError>, String> {
+    let remote = |reason: String, status: Option<u16>| ExecError::Remote {
+        task: name.to_owned(),
+        ip: ip.to_owned(),
+        reason,
+        status,
+    };
+    let text = |reply: &Reply| String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
+    match sent {
+        Ok(reply) if reply.is_success() => Ok(Ok(TaskValue::new(reply.payload))),
+        Ok(reply) if reply.status == NOT_RUN => Err(text(&reply)),
+        Ok(reply) => Ok(Err(remote(text(&reply), Some(reply.status)))),
+        Err(e @ SendError::Unreachable { .. }) => Err(e.to_string()),
+        Err(e) => Ok(Err(remote(e.to_string(), None))),
     }
 }
 
