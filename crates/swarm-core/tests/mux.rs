@@ -926,6 +926,8 @@ enum Script {
     BreakAfterOne,
     /// Accepts the preface, reads requests and never answers them.
     Mute,
+    /// Accepts the preface, reads the start of a request and resets the connection.
+    ResetMidRequest,
 }
 
 #[derive(Debug, Default)]
@@ -1080,6 +1082,16 @@ async fn fake_mux(stream: TcpStream, script: Script, log: Arc<Mutex<Log>>) {
             write.write_all(mux::ACCEPTED).await.expect("write");
             while next_request(&mut reader, &log).await.is_some() {}
         }
+        Script::ResetMidRequest => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            let mut start = [0u8; 64];
+            reader
+                .read_exact(&mut start)
+                .await
+                .expect("a request begun");
+            // Closed with unread data: the kernel resets the connection.
+            return;
+        }
     }
     // Ends its side, then reads on until the client closes (a clean close, no reset).
     let _ = write.shutdown().await;
@@ -1167,6 +1179,22 @@ async fn a_request_on_a_connection_that_breaks_fails_and_is_not_sent_again() {
         vec![Bytes::from("\"lost\""), Bytes::from("\"next\"")],
         "the request in doubt was sent once"
     );
+}
+
+#[tokio::test]
+async fn a_request_the_kernel_never_had_all_of_is_sent_again_when_the_connection_breaks() {
+    let fake = Fake::start(true, vec![Script::ResetMidRequest]).await;
+    let client = client(fake.port);
+    send(&client, "\"over http\"").await.expect("a reply");
+    // Far more than the socket buffers hold: most of it is still queued at the reset.
+    let big = format!("\"{}\"", "x".repeat(32 << 20));
+    assert_eq!(send(&client, &big).await, Ok(Reply::ok(json(&big))));
+    assert_eq!(
+        fake.connections(),
+        vec![false, true, true],
+        "sent again on a new connection"
+    );
+    assert_eq!(fake.frames().len(), 1, "read whole once");
 }
 
 #[tokio::test]

@@ -238,10 +238,14 @@ pub const HIGH_WATER: usize = 1 << 20;
 /// At most this many frames go into one system call.
 const GATHER: usize = 64;
 
-/// Frames waiting to be written, and their bytes.
+/// Frames not yet wholly handed to the kernel, and their bytes; the first may be partly
+/// written. A peer handles a request only once it has read the whole frame, so a frame
+/// still here was never handled.
 #[derive(Default)]
 struct Frames {
     list: VecDeque<Bytes>,
+    /// How much of the first frame is written.
+    front_written: usize,
     bytes: usize,
 }
 
@@ -258,7 +262,14 @@ impl Frames {
                 .list
                 .iter()
                 .take(GATHER)
-                .map(|frame| IoSlice::new(frame))
+                .enumerate()
+                .map(|(i, frame)| {
+                    IoSlice::new(if i == 0 {
+                        &frame[self.front_written..]
+                    } else {
+                        frame
+                    })
+                })
                 .collect();
             let mut written = out.try_write_vectored(&slices)?;
             if written == 0 {
@@ -266,17 +277,27 @@ impl Frames {
             }
             self.bytes -= written;
             while written > 0 {
-                let front = self.list.front_mut().expect("written bytes were queued");
-                if front.len() <= written {
-                    written -= front.len();
+                let left = self.list[0].len() - self.front_written;
+                if left <= written {
+                    written -= left;
                     self.list.pop_front();
+                    self.front_written = 0;
                 } else {
-                    front.advance(written);
+                    self.front_written += written;
                     written = 0;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The ids of the requests among the frames.
+    fn requests(&self) -> Vec<u32> {
+        self.list
+            .iter()
+            .filter(|frame| frame.get(4) == Some(&REQUEST))
+            .filter_map(|frame| Some(u32::from_be_bytes(frame.get(5..9)?.try_into().ok()?)))
+            .collect()
     }
 }
 
@@ -285,12 +306,12 @@ struct OutState {
     /// The socket, once connected, until the writer ends.
     out: Option<Arc<OwnedWriteHalf>>,
     queued: Frames,
-    /// The writer task is writing a batch: nobody else may write meanwhile.
-    busy: bool,
     /// In this thread's list of outboxes to [`flush`].
     listed: bool,
     /// No frames are taken any more; the writer ends once the queue is written.
     closed: bool,
+    /// Nothing more is written: the connection is over.
+    aborted: bool,
 }
 
 thread_local! {
@@ -309,12 +330,17 @@ pub fn flush() {
     }
 }
 
-/// The sending side of a multiplexed connection. A frame is written by the thread that
-/// queues it when the socket takes it at once, and by the connection's writer task (see
-/// [`Outbox::run`]) when it does not, or when that thread is a task of the runtime,
-/// which gathers the frames queued meanwhile into one write.
+/// The sending side of a multiplexed connection. Frames are written under its lock,
+/// without waiting: by the thread that queues them ([`Outbox::push_later`], then
+/// [`flush`]), or by the connection's writer task ([`Outbox::run`]) for frames queued
+/// by tasks of the runtime (gathered into one write) and for what the socket did not
+/// take at once. A frame leaves the queue only once the kernel has all of it, so when
+/// the connection breaks, the requests still queued are known never to have been read.
 #[derive(Default)]
 pub struct Outbox {
+    /// Carries requests: nothing is written once the peer has ended its side (see
+    /// [`peer_closed`]).
+    requests: bool,
     state: Mutex<OutState>,
     /// Wakes the writer: there are frames to write, or the outbox closed.
     wake: Notify,
@@ -323,6 +349,19 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The outbox of a client's connection, whose frames are requests.
+    fn for_requests() -> Outbox {
+        Outbox {
+            requests: true,
+            ..Outbox::default()
+        }
+    }
+
+    /// True when nothing may be written on `out` any more.
+    fn stopped(&self, out: &OwnedWriteHalf) -> bool {
+        self.requests && peer_closed(out)
+    }
+
     fn lock(&self) -> MutexGuard<'_, OutState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -334,9 +373,7 @@ impl Outbox {
             return false;
         }
         state.queued.push(frame);
-        if !state.busy {
-            self.wake.notify_one();
-        }
+        self.wake.notify_one();
         true
     }
 
@@ -376,24 +413,38 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Writes what the socket takes now, unless the writer is at work; what is left,
-    /// the writer writes.
+    /// Writes nothing more, and returns the ids of the requests never wholly written.
+    pub fn abort(&self) -> Vec<u32> {
+        let mut state = self.lock();
+        state.closed = true;
+        state.aborted = true;
+        let unsent = state.queued.requests();
+        state.queued = Frames::default();
+        drop(state);
+        self.wake.notify_one();
+        self.room.notify_waiters();
+        unsent
+    }
+
+    /// Writes what the socket takes now; what is left, the writer writes.
     fn write_now(&self, state: &mut OutState) {
-        if state.busy || state.queued.list.is_empty() {
+        if state.aborted || state.queued.list.is_empty() {
             return;
         }
         let written = match &state.out {
-            Some(out) => state.queued.try_write(out),
-            None => Err(io::ErrorKind::NotConnected.into()),
+            Some(out) if !self.stopped(out) => state.queued.try_write(out),
+            _ => Err(io::ErrorKind::NotConnected.into()),
         };
         if written.is_err() {
             self.wake.notify_one();
         }
+        self.room.notify_waiters();
     }
 
     /// Writes the frames queued on the outbox to `out`, gathered into as few system
-    /// calls as the socket allows, until it is closed and they are written; then ends the
-    /// stream's sending side. Frames queued after a failure are dropped.
+    /// calls as the socket allows, until it is closed and they are written or it is
+    /// aborted; then ends the stream's sending side. The frames left unwritten after a
+    /// failure stay queued, for [`Outbox::abort`] to name.
     pub async fn run(&self, out: OwnedWriteHalf) -> io::Result<()> {
         let out = Arc::new(out);
         self.lock().out = Some(out.clone());
@@ -401,7 +452,6 @@ impl Outbox {
         let mut state = self.lock();
         state.closed = true;
         state.out = None;
-        state.queued = Frames::default();
         drop(state);
         self.room.notify_waiters();
         // The last reference: dropping it ends the sending side.
@@ -412,28 +462,62 @@ impl Outbox {
     async fn write_all(&self, out: &OwnedWriteHalf) -> io::Result<()> {
         loop {
             let wake = self.wake.notified();
-            let taken = {
+            let written = {
                 let mut state = self.lock();
-                state.busy = !state.queued.list.is_empty();
-                if !state.busy && state.closed {
+                let empty = state.queued.list.is_empty();
+                // The peer ended its side: what is queued was never read, and the
+                // reader, about to see the end, names it (see `Conn::retire`).
+                if state.aborted || empty && state.closed || !empty && self.stopped(out) {
                     return Ok(());
                 }
-                state.busy.then(|| std::mem::take(&mut state.queued))
+                let written = (!state.queued.list.is_empty()).then(|| state.queued.try_write(out));
+                self.room.notify_waiters();
+                written
             };
-            let Some(mut batch) = taken else {
-                wake.await;
-                continue;
-            };
-            while !batch.list.is_empty() {
-                out.writable().await?;
-                match batch.try_write(out) {
-                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
-                    _ => {}
-                }
+            match written {
+                None => wake.await,
+                Some(Ok(())) => {}
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => tokio::select! {
+                    writable = out.writable() => writable?,
+                    () = wake => {}
+                },
+                Some(Err(e)) => return Err(e),
             }
-            self.room.notify_waiters();
         }
     }
+}
+
+/// True once the peer has ended its side of the connection, or reset it: a server of
+/// ours does so only after a go-away or when it died, so a request written now would
+/// never be read. Seen in the kernel's TCP state, which knows of a FIN the reader may
+/// not have read yet (replies can be waiting before it).
+#[cfg(target_os = "linux")]
+fn peer_closed(out: &OwnedWriteHalf) -> bool {
+    use std::os::fd::AsRawFd;
+    // The states of <netinet/tcp.h> once a FIN or a reset came in.
+    const CLOSE: u8 = 7;
+    const CLOSE_WAIT: u8 = 8;
+    const LAST_ACK: u8 = 9;
+    // `struct tcp_info` starts with the state; the kernel copies no more than asked.
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is valid for `len` bytes, and the descriptor is open while `out`
+    // lives.
+    let got = unsafe {
+        libc::getsockopt(
+            out.as_ref().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    got == 0 && len >= 1 && matches!(info[0], CLOSE | CLOSE_WAIT | LAST_ACK)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_closed(_: &OwnedWriteHalf) -> bool {
+    false
 }
 
 /// The answer to a multiplexed request: given once, by its [`Responder`] from any
@@ -598,7 +682,7 @@ impl Conn {
                 next_id: 1,
                 waiting: HashMap::new(),
             }),
-            outbox: Arc::default(),
+            outbox: Arc::new(Outbox::for_requests()),
             timeout,
         });
         tokio::spawn(conn.clone().drive(connect, handshake));
@@ -698,17 +782,20 @@ impl Conn {
         self.end_if_done(&state);
     }
 
-    /// Stops taking calls, settles those waiting as [`Outcome::Left`] and ends the
-    /// connection: its peer left the cluster.
+    /// Stops taking calls, settles those waiting as [`Outcome::Left`] (those never
+    /// written as [`Outcome::Resend`]) and ends the connection: its peer left the cluster.
     pub fn abandon(&self) {
+        self.retire();
         self.settle_all(|| Outcome::Left);
-        self.outbox.close();
     }
 
-    /// Stops taking calls and ends the sending side now.
+    /// Stops taking calls and writing: the requests the kernel never had all of are
+    /// sent again, elsewhere.
     fn retire(&self) {
         self.lock().open = false;
-        self.outbox.close();
+        for id in self.outbox.abort() {
+            self.settle(id, Outcome::Resend);
+        }
     }
 
     /// Ends the sending side (the peer then closes) once a connection that takes no
@@ -776,6 +863,7 @@ impl Conn {
         let writing = async {
             let written = self.outbox.run(write).await;
             if let Err(e) = &written {
+                self.retire();
                 self.settle_all(|| Outcome::Failed(e.to_string()));
             }
             written
@@ -1069,6 +1157,24 @@ mod tests {
         let reading = std::thread::spawn(move || read_exactly(&mut peer, HIGH_WATER));
         within_test(room).await;
         assert_eq!(reading.join().expect("joined"), vec![1u8; HIGH_WATER]);
+    }
+
+    #[tokio::test]
+    async fn requests_are_not_written_once_the_peer_has_ended_its_side() {
+        let (out, peer) = pair().await;
+        peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        // The FIN reaches the kernel at once on loopback; the reader has not run.
+        within_test(async {
+            while !peer_closed(&out) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let outbox = Arc::new(Outbox::for_requests());
+        let _writer = writing(&outbox, out).await;
+        assert!(outbox.push_later(request_frame(4, "/x", &Payload::Empty, None)));
+        flush();
+        assert_eq!(outbox.abort(), vec![4], "never written: known unsent");
     }
 
     async fn within_test<F: Future>(future: F) -> F::Output {
