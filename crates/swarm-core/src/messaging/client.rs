@@ -215,6 +215,10 @@ impl Client {
     }
 }
 
+fn resending(peer: SocketAddr) {
+    debug!(target: "node_swarm_kb::messages", "{peer} never read a request (it went away, or the connection ended first): sending it again");
+}
+
 /// What a call's outcome on a multiplexed connection means for its sender; `None` when
 /// it is to be sent again.
 fn settled(
@@ -225,7 +229,11 @@ fn settled(
     let ip = || peer.ip().to_string();
     Some(match outcome {
         Outcome::Reply(reply) => Ok(reply),
-        Outcome::Resend | Outcome::NotOurs => return None,
+        Outcome::Resend => {
+            resending(peer);
+            return None;
+        }
+        Outcome::NotOurs => return None,
         Outcome::Unreachable(reason) => Err(SendError::Unreachable { ip: ip(), reason }),
         Outcome::Failed(reason) => Err(SendError::Failed { ip: ip(), reason }),
         Outcome::TimedOut => Err(SendError::Timeout {
@@ -271,7 +279,10 @@ impl Inner {
             };
             match call.outcome().await {
                 // Never read by the peer: sent again, on a new connection, a few times.
-                Outcome::Resend if resent < RESENDS => resent += 1,
+                Outcome::Resend if resent < RESENDS => {
+                    resending(peer);
+                    resent += 1;
+                }
                 Outcome::Resend => {
                     return Err(SendError::Unreachable {
                         ip: peer.ip().to_string(),
