@@ -1226,6 +1226,48 @@ async fn a_peer_that_offers_then_refuses_the_preface_gets_the_send_over_http() {
 }
 
 #[tokio::test]
+async fn a_peer_that_did_not_answer_the_preface_in_time_is_asked_again_later() {
+    let fake = Fake::start(true, vec![Script::Silent]).await;
+    let connect_timeout = Duration::from_millis(100);
+    let client = Client::new(ClientConfig {
+        connect_timeout,
+        ..config(fake.port)
+    });
+    send(&client, "\"offer\"").await.expect("a reply");
+    assert_eq!(
+        send(&client, "\"no answer\"").await,
+        Ok(Reply::ok(json("\"no answer\"")))
+    );
+    // The retry is due ten connect timeouts after the preface went unanswered, which
+    // was before that send returned.
+    let due = tokio::time::Instant::now() + connect_timeout * 10;
+    send(&client, "\"meanwhile\"").await.expect("a reply");
+    if tokio::time::Instant::now() < due {
+        assert_eq!(
+            fake.connections().iter().filter(|mux| **mux).count(),
+            1,
+            "not asked again before it is due"
+        );
+    }
+    tokio::time::sleep_until(due).await;
+    assert_eq!(
+        send(&client, "\"later\"").await,
+        Ok(Reply::ok(json("\"later\"")))
+    );
+    assert_eq!(
+        fake.connections().iter().filter(|mux| **mux).count(),
+        2,
+        "asked again: {:?}",
+        fake.connections()
+    );
+    assert_eq!(
+        bodies(&fake.answered(), true),
+        vec![Bytes::from("\"later\"")],
+        "then multiplexed"
+    );
+}
+
+#[tokio::test]
 async fn a_peer_that_refused_the_preface_is_not_asked_again() {
     let fake = Fake::start(true, vec![Script::Refuse; 8]).await;
     let client = client(fake.port);

@@ -46,6 +46,10 @@ const IDLE: Duration = Duration::from_secs(4);
 /// How many times a request a peer did not read (it went away) is sent again.
 const RESENDS: u32 = 3;
 
+/// A peer that did not answer the multiplexed transport's preface within the connect
+/// timeout is asked again after this many connect timeouts (30 s by default).
+const PREFACE_RETRY: u32 = 10;
+
 /// Settings of the client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -116,8 +120,9 @@ struct Inner {
 
 /// How a peer is sent to, once known; an unknown peer gets HTTP/1.1.
 enum Route {
-    /// HTTP/1.1: the peer refused the multiplexed transport.
-    Http,
+    /// HTTP/1.1: the peer refused the multiplexed transport, or did not answer it in
+    /// time and is asked again from `retry` on.
+    Http { retry: Option<Instant> },
     /// The peer offered the multiplexed transport; no connection is open yet.
     Offered,
     /// The multiplexed connection to the peer (perhaps closed since: then a new one).
@@ -233,7 +238,7 @@ fn settled(
             resending(peer);
             return None;
         }
-        Outcome::NotOurs => return None,
+        Outcome::NotOurs | Outcome::NoAnswer => return None,
         Outcome::Unreachable(reason) => Err(SendError::Unreachable { ip: ip(), reason }),
         Outcome::Failed(reason) => Err(SendError::Failed { ip: ip(), reason }),
         Outcome::TimedOut => Err(SendError::Timeout {
@@ -291,7 +296,14 @@ impl Inner {
                 }
                 Outcome::NotOurs => {
                     debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
-                    self.lock_routes().insert(peer, Route::Http);
+                    self.lock_routes().insert(peer, Route::Http { retry: None });
+                }
+                Outcome::NoAnswer => {
+                    // A pod of ours too busy to answer in time is asked again later.
+                    let retry = Instant::now() + self.config.connect_timeout * PREFACE_RETRY;
+                    debug!(target: "node_swarm_kb::messages", "{peer} did not answer the multiplexed transport's preface in time: HTTP/1.1 to it for now");
+                    self.lock_routes()
+                        .insert(peer, Route::Http { retry: Some(retry) });
                 }
                 outcome => {
                     if let Some(result) = settled(peer, outcome, self.config.request_timeout) {
@@ -313,9 +325,10 @@ impl Inner {
         }
         let mut routes = self.lock_routes();
         match routes.get(&peer)? {
-            Route::Http => None,
+            Route::Http { retry: None } => None,
+            Route::Http { retry: Some(at) } if Instant::now() < *at => None,
             Route::Mux(conn) if conn.is_open() => Some(conn.clone()),
-            Route::Offered | Route::Mux(_) => {
+            Route::Offered | Route::Mux(_) | Route::Http { .. } => {
                 let dial = self.dial(peer);
                 let conn = mux::Conn::open(
                     async move { dial.await.map(TokioIo::into_inner) },

@@ -604,6 +604,8 @@ pub enum Outcome {
     Resend,
     /// The peer does not speak this transport: send it over HTTP/1.1.
     NotOurs,
+    /// The peer did not answer the preface in time: send it over HTTP/1.1, for now.
+    NoAnswer,
     /// No connection could be made: never delivered.
     Unreachable(String),
     /// The connection broke while the call was on it: it may have been delivered.
@@ -841,10 +843,17 @@ impl Conn {
             stream.read_exact(&mut answer).await
         })
         .await;
-        if !matches!(accepted, Ok(Ok(_))) || answer != ACCEPTED {
-            // Nothing but the preface was written: no call reached the peer.
-            self.outbox.close();
-            return self.settle_all(|| Outcome::NotOurs);
+        // Nothing but the preface was written: no call reached the peer.
+        match accepted {
+            Ok(Ok(_)) if answer == ACCEPTED => {}
+            Ok(_) => {
+                self.outbox.close();
+                return self.settle_all(|| Outcome::NotOurs);
+            }
+            Err(_) => {
+                self.outbox.close();
+                return self.settle_all(|| Outcome::NoAnswer);
+            }
         }
         self.lock().accepted = true;
         let (read, write) = stream.into_split();
