@@ -578,6 +578,31 @@ async fn shutdown_waits_for_the_answer_of_a_taken_request() {
 }
 
 #[tokio::test]
+async fn shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout() {
+    let limits = ServerLimits {
+        drain_timeout: Duration::from_millis(200),
+        handler_timeout: Duration::from_secs(60),
+        ..ServerLimits::default()
+    };
+    let mut server = Server::start(limits).await;
+    let mut peer = Peer::open(server.addr).await;
+    peer.write(&request(1, "/take", &json("\"hung\""))).await;
+    let _never_answered = server.taken().await;
+    server.cancel.cancel();
+    match peer.next().await {
+        Read::Frame(kind, last, _) => assert_eq!((kind, last), (mux::GO_AWAY, 1)),
+        other => panic!("expected a go-away, got {other:?}"),
+    }
+    within("serve to return", &mut server.task)
+        .await
+        .expect("serve ran to its end");
+    assert!(
+        matches!(peer.next().await, Read::End),
+        "the connection ends with the server, not at the handler timeout"
+    );
+}
+
+#[tokio::test]
 async fn a_frame_arriving_slowly_holds_back_no_other_request() {
     let mut server = Server::start(ServerLimits {
         header_timeout: Duration::from_secs(30),

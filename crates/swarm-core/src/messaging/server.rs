@@ -125,6 +125,9 @@ pub async fn serve(
     });
     let graceful = GracefulShutdown::new();
     let multiplexed = TaskTracker::new();
+    // Cancelled when the drain timeout has passed: multiplexed connections still
+    // draining are dropped.
+    let give_up = CancellationToken::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -155,7 +158,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
-        let (cancel, multiplexed) = (cancel.clone(), multiplexed.clone());
+        let (cancel, multiplexed, give_up) = (cancel.clone(), multiplexed.clone(), give_up.clone());
         tokio::spawn(async move {
             let _connection = connection;
             // A client that connects and stays silent holds a slot too: it gets the
@@ -167,9 +170,13 @@ pub async fn serve(
                 return;
             }
             if first[0] == mux::PREFACE[0] && ctx.limits.multiplex {
-                return multiplexed
-                    .track_future(serve_mux(stream, peer, ctx, cancel))
-                    .await;
+                // Dropped, connection and all, if it is still draining when shutdown
+                // gives up.
+                tokio::select! {
+                    () = multiplexed.track_future(serve_mux(stream, peer, ctx, cancel)) => {}
+                    () = give_up.cancelled() => {}
+                }
+                return;
             }
             let service = service_fn(move |req| handle(req, peer, ctx.clone()));
             let conn = builder
@@ -188,6 +195,8 @@ pub async fn serve(
         .is_err()
     {
         warn!(target: "node_swarm_kb::messages", "in-flight requests still running at shutdown");
+        give_up.cancel();
+        multiplexed.wait().await;
     }
 }
 
@@ -215,6 +224,7 @@ async fn serve_mux(
     }
     debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
     let outbox = Arc::new(Outbox::default());
+    let _stop = StopWriter(outbox.clone());
     let writer = tokio::spawn({
         let outbox = outbox.clone();
         async move { outbox.run(write).await }
@@ -345,6 +355,16 @@ async fn serve_mux(
     let (written, (), ()) = tokio::join!(writer, answered, rest);
     if let Ok(Err(e)) = written {
         debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer} ended: {e}");
+    }
+}
+
+/// Stops a connection's writer task when the connection's own task ends, or is dropped
+/// (shutdown gave up on it), so the socket closes with it.
+struct StopWriter(Arc<Outbox>);
+
+impl Drop for StopWriter {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
