@@ -258,20 +258,15 @@ impl Frames {
     /// Writes what the socket takes now, without waiting.
     fn try_write(&mut self, out: &OwnedWriteHalf) -> io::Result<()> {
         while !self.list.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .list
-                .iter()
-                .take(GATHER)
-                .enumerate()
-                .map(|(i, frame)| {
-                    IoSlice::new(if i == 0 {
-                        &frame[self.front_written..]
-                    } else {
-                        frame
-                    })
-                })
-                .collect();
-            let mut written = out.try_write_vectored(&slices)?;
+            // On the stack: this runs for every write.
+            let mut slices = [IoSlice::new(&[]); GATHER];
+            let mut count = 0;
+            for (slice, frame) in slices.iter_mut().zip(&self.list) {
+                let skip = if count == 0 { self.front_written } else { 0 };
+                *slice = IoSlice::new(&frame[skip..]);
+                count += 1;
+            }
+            let mut written = out.try_write_vectored(&slices[..count])?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

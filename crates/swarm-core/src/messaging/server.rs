@@ -257,16 +257,14 @@ async fn serve_mux(
                 continue;
             }
             () = &mut expiry, if !taken.is_empty() => {
-                expire(&mut taken, Instant::now());
-                if let Some(&(deadline, _)) = taken.front() {
+                if let Some(deadline) = expire(&mut taken, Instant::now()) {
                     expiry.as_mut().reset(deadline);
                 }
                 continue;
             }
             _ = cancel.cancelled() => break true,
             _ = &mut idle => {
-                expire(&mut taken, Instant::now());
-                if handling.is_empty() && taken.is_empty() {
+                if handling.is_empty() && expire(&mut taken, Instant::now()).is_none() {
                     break true;
                 }
                 idle.as_mut().reset(Instant::now() + MUX_IDLE);
@@ -308,9 +306,8 @@ async fn serve_mux(
                 (answer, reply)
             }),
             Started::Taken(answer) => {
-                expire(&mut taken, now);
                 taken.push_back((now + timeout, answer));
-                if let Some(&(deadline, _)) = taken.front() {
+                if let Some(deadline) = expire(&mut taken, now) {
                     expiry.as_mut().reset(deadline);
                 }
             }
@@ -328,8 +325,7 @@ async fn serve_mux(
         let taken = async {
             loop {
                 let answer_given = given.notified();
-                expire(&mut taken, Instant::now());
-                let Some(&(deadline, _)) = taken.front() else {
+                let Some(deadline) = expire(&mut taken, Instant::now()) else {
                     break;
                 };
                 tokio::select! {
@@ -412,16 +408,17 @@ async fn give(answer: &Arc<Answer>, reply: &Reply, outbox: &Outbox) {
     }
 }
 
-/// Drops the answered requests at the head of `taken`, and answers those whose handler
-/// timed out by `now`.
-fn expire(taken: &mut VecDeque<(Instant, Arc<Answer>)>, now: Instant) {
+/// Drops the answered requests at the head of `taken`, answers those whose handler
+/// timed out by `now`, and returns the next deadline, if any request is left.
+fn expire(taken: &mut VecDeque<(Instant, Arc<Answer>)>, now: Instant) -> Option<Instant> {
     while let Some((deadline, answer)) = taken.front() {
         if !answer.is_answered() && *deadline > now {
-            return;
+            return Some(*deadline);
         }
         answer.give(&timed_out(), false);
         taken.pop_front();
     }
+    None
 }
 
 async fn handle(
