@@ -361,25 +361,31 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame for the writer task; false once the outbox is closed.
-    pub fn push(&self, frame: Bytes) -> bool {
+    /// Queues a frame, and holds the lock for what follows; `None` once it is closed.
+    fn queue(&self, frame: Bytes) -> Option<MutexGuard<'_, OutState>> {
         let mut state = self.lock();
         if state.closed {
-            return false;
+            return None;
         }
         state.queued.push(frame);
-        self.wake.notify_one();
-        true
+        Some(state)
+    }
+
+    /// Queues a frame for the writer task; false once the outbox is closed.
+    pub fn push(&self, frame: Bytes) -> bool {
+        let queued = self.queue(frame).is_some();
+        if queued {
+            self.wake.notify_one();
+        }
+        queued
     }
 
     /// Queues a frame to be written when this thread calls [`flush`]; false once the
     /// outbox is closed.
     pub fn push_later(self: &Arc<Self>, frame: Bytes) -> bool {
-        let mut state = self.lock();
-        if state.closed {
+        let Some(mut state) = self.queue(frame) else {
             return false;
-        }
-        state.queued.push(frame);
+        };
         if !std::mem::replace(&mut state.listed, true) {
             LATER.with(|later| later.borrow_mut().push(self.clone()));
         }
@@ -465,7 +471,7 @@ impl Outbox {
                 if state.aborted || empty && state.closed || !empty && self.stopped(out) {
                     return Ok(());
                 }
-                let written = (!state.queued.list.is_empty()).then(|| state.queued.try_write(out));
+                let written = (!empty).then(|| state.queued.try_write(out));
                 self.room.notify_waiters();
                 written
             };
