@@ -5,8 +5,10 @@
 // in-flight calls, then releases the port.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
+const { execFile } = require('node:child_process');
 const http = require('node:http');
 const net = require('node:net');
+const path = require('node:path');
 const { startStandin } = require('./kube-standin');
 const { startCluster, NodeProcess, freePort, eventually } = require('./helpers/cluster');
 
@@ -79,6 +81,31 @@ test('a call waiting on a peer fails at once when the peer leaves the endpoints'
   assert.ok(Date.now() - started < 5000, 'failed at once, not at a timeout');
   await c.request('open');
 });
+
+// The multiplexed replies of a node in a worker thread are read on the worker's loop:
+// ending the worker, with its connection open or after close(), must not bring the
+// process down (libuv refuses to close a loop that still holds handles).
+for (const end of ['terminate', 'close']) {
+  test(`a node in a worker thread gets its replies, and the process outlives the worker (${end})`, async () => {
+    const ip = end === 'terminate' ? '127.0.0.54' : '127.0.0.55';
+    const [peer] = cluster.nodes;
+    standin.addPod({ name: `web-${ip}`, ip });
+    try {
+      const env = Object.assign({}, process.env, {
+        KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace,
+        SWARM_PORT: String(cluster.port), NODE_IP: ip, PEER: peer.ip, WORKER_END: end
+      });
+      const program = path.join(__dirname, 'fixtures', 'worker-sender.js');
+      const stdout = await new Promise((resolve, reject) => {
+        execFile(process.execPath, [program], { env, timeout: 20000 }, (error, out, err) =>
+          error ? reject(new Error(`exit ${error.code} ${error.signal}: ${err}`)) : resolve(out));
+      });
+      assert.deepStrictEqual(JSON.parse(stdout), { replies: 50, from: [peer.ip] });
+    } finally {
+      standin.removePod(ip);
+    }
+  });
+}
 
 test('close() finishes queued work, answers in-flight calls, then releases the port', async () => {
   const [a, b] = cluster.nodes;

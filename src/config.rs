@@ -151,6 +151,7 @@ impl NodeOptions {
                 local_address: (!bind.is_unspecified()).then_some(bind),
                 auth,
                 multiplex: self.multiplex,
+                read_loop: None,
             },
         })
     }

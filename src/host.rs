@@ -95,7 +95,7 @@ static CALLS: AtomicU32 = AtomicU32::new(1);
 pub struct JsHost {
     me: Weak<JsHost>,
     callbacks: RwLock<Option<Callbacks>>,
-    mailbox: Mailbox,
+    mailbox: Arc<Mailbox>,
     messages: Arc<Pending<Reply>>,
     /// Multiplexed requests JavaScript answers, by message id (from `messages`' ids).
     answers: Mutex<HashMap<u32, Responder>>,
@@ -139,7 +139,7 @@ impl<T> Drop for Forget<T> {
 }
 
 impl JsHost {
-    pub fn new(callbacks: Callbacks, mailbox: Mailbox) -> Arc<Self> {
+    pub fn new(callbacks: Callbacks, mailbox: Arc<Mailbox>) -> Arc<Self> {
         Arc::new_cyclic(|me| JsHost {
             me: me.clone(),
             callbacks: RwLock::new(Some(callbacks)),

@@ -4,6 +4,7 @@
 //! - [`node`]: the `SwarmNode` class the facade drives;
 //! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
 //! - [`mailbox`]: the batched crossings into JavaScript;
+//! - [`reader`]: multiplexed replies read on the JavaScript thread's loop;
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
@@ -14,4 +15,5 @@ mod keys;
 mod log;
 mod mailbox;
 mod node;
+mod reader;
 mod ring;

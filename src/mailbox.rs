@@ -2,21 +2,31 @@
 //! that settled are posted here from any thread, and one wake-up of the JavaScript
 //! thread delivers everything posted since the last one, as one flat array. Under load
 //! a wake-up carries many letters; idle, a letter costs one wake-up, as before.
+//!
+//! The mailbox is also where the replies of multiplexed connections are read
+//! ([`ReadLoop`]): the JavaScript thread's own loop watches their sockets (`reader.rs`),
+//! and what a reply settles is delivered at once, in the same turn, without a wake-up.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock, Weak,
+    },
+    thread::{self, ThreadId},
 };
 
 use napi::{
-    bindgen_prelude::{FnArgs, Function, Null, ToNapiValue},
+    bindgen_prelude::{FnArgs, Function, JsValue, Null, ToNapiValue},
     check_status, sys,
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
-    Result, Status,
+    Env, Result, Status,
 };
-use swarm_core::messaging::Reply;
+use swarm_core::messaging::{
+    mux::{ReadLoop, Replies},
+    Reply,
+};
 
-use crate::host::split_payload;
+use crate::{host::split_payload, reader};
 
 /// Slots per letter in the delivered array: `[tag, id, a, b, c, d, e]`.
 pub const STRIDE: usize = 7;
@@ -91,9 +101,89 @@ struct Queue {
     delivered: u64,
 }
 
+impl Queue {
+    /// The letters posted so far, counted as one wake-up's.
+    fn take(&mut self) -> Batch {
+        self.wakes += 1;
+        self.delivered += self.letters.len() as u64;
+        Batch(std::mem::take(&mut self.letters))
+    }
+}
+
 /// What one wake-up delivers: the letters, turned into a JavaScript array on the
 /// JavaScript thread.
 pub struct Batch(Vec<Letter>);
+
+/// Starts reading the connections adopted since the last wake-up, on this thread.
+fn start_reading(env: Env, adopted: &Mutex<Vec<Replies>>, mailbox: &Weak<Mailbox>) {
+    let adopted = std::mem::take(&mut *adopted.lock().expect("not poisoned"));
+    // Without the mailbox (the node is gone), dropping them ends their reading.
+    if let Some(mailbox) = mailbox.upgrade() {
+        for replies in adopted {
+            reader::start(env, replies, mailbox.clone());
+        }
+    }
+}
+
+impl ReadLoop for Mailbox {
+    fn adopt(&self, replies: Replies) {
+        self.adopted.lock().expect("not poisoned").push(replies);
+        let wake = self.hold();
+        if wake {
+            self.wake();
+        }
+    }
+}
+
+impl Direct {
+    /// Calls the delivery function with `batch`, as libuv's callbacks call JavaScript.
+    ///
+    /// # Safety
+    /// On the JavaScript thread, outside JavaScript (in a callback of its loop).
+    unsafe fn call(&self, batch: Batch) -> Result<()> {
+        let env = self.env;
+        let mut scope = std::ptr::null_mut();
+        check_status!(sys::napi_open_handle_scope(env, &mut scope))?;
+        let called = self.call_in_scope(batch);
+        sys::napi_close_handle_scope(env, scope);
+        called
+    }
+
+    unsafe fn call_in_scope(&self, batch: Batch) -> Result<()> {
+        let env = self.env;
+        let mut deliver = std::ptr::null_mut();
+        check_status!(sys::napi_get_reference_value(
+            env,
+            self.deliver,
+            &mut deliver
+        ))?;
+        if deliver.is_null() {
+            // Collected: the node is gone, and nobody waits for these letters.
+            return Ok(());
+        }
+        let mut global = std::ptr::null_mut();
+        check_status!(sys::napi_get_global(env, &mut global))?;
+        let argv = [Batch::to_napi_value(env, batch)?];
+        let mut result = std::ptr::null_mut();
+        let status = sys::napi_make_callback(
+            env,
+            reader::async_context(env),
+            global,
+            deliver,
+            argv.len(),
+            argv.as_ptr(),
+            &mut result,
+        );
+        if status == sys::Status::napi_pending_exception {
+            // As a throwing callback of the loop: `uncaughtException`.
+            let mut error = std::ptr::null_mut();
+            sys::napi_get_and_clear_last_exception(env, &mut error);
+            sys::napi_fatal_exception(env, error);
+            return Ok(());
+        }
+        check_status!(status)
+    }
+}
 
 type Wake = ThreadsafeFunction<(), (), FnArgs<(Batch,)>, Status, false, true>;
 
@@ -101,33 +191,76 @@ type Wake = ThreadsafeFunction<(), (), FnArgs<(Batch,)>, Status, false, true>;
 pub struct Mailbox {
     queue: Arc<Mutex<Queue>>,
     /// Weak: pending letters never keep the process alive on their own; the node's other
-    /// callbacks do, until it is closed.
-    wake: Wake,
+    /// callbacks do, until it is closed. Set once, right after the mailbox is made.
+    wake: OnceLock<Wake>,
     /// False once the node is closed: no new messages or runs, settled calls still come.
     accepting: AtomicBool,
+    /// Connections whose replies the JavaScript thread is to read, from its next wake-up.
+    adopted: Arc<Mutex<Vec<Replies>>>,
+    /// The delivery function, for deliveries on the JavaScript thread itself.
+    direct: Direct,
+}
+
+/// A weak reference to the function batches go to, with its environment: used on the
+/// JavaScript thread alone. The thread-safe function holds the function while the
+/// mailbox lives.
+struct Direct {
+    env: sys::napi_env,
+    deliver: sys::napi_ref,
+    thread: ThreadId,
+}
+
+// SAFETY: the pointers are only used on `thread` (see `Mailbox::deliver_held`, `Drop`).
+unsafe impl Send for Direct {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Direct {}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        // Elsewhere the reference is left to the environment, which frees it when it ends.
+        if thread::current().id() == self.thread {
+            // SAFETY: on the environment's thread; the reference is not used again.
+            unsafe { sys::napi_delete_reference(self.env, self.deliver) };
+        }
+    }
 }
 
 impl Mailbox {
     /// A mailbox delivering to `deliver(batch)`.
-    pub fn new(deliver: Function<'_, FnArgs<(Batch,)>, ()>) -> Result<Self> {
-        let queue = Arc::new(Mutex::new(Queue::default()));
-        let taken = queue.clone();
+    pub fn new(env: &Env, deliver: Function<'_, FnArgs<(Batch,)>, ()>) -> Result<Arc<Self>> {
+        let mut reference = std::ptr::null_mut();
+        // SAFETY: on the JavaScript thread, with a live function value.
+        check_status!(unsafe {
+            sys::napi_create_reference(env.raw(), deliver.raw(), 0, &mut reference)
+        })?;
+        let mailbox = Arc::new(Mailbox {
+            queue: Arc::new(Mutex::new(Queue::default())),
+            wake: OnceLock::new(),
+            accepting: AtomicBool::new(true),
+            adopted: Arc::new(Mutex::new(Vec::new())),
+            direct: Direct {
+                env: env.raw(),
+                deliver: reference,
+                thread: thread::current().id(),
+            },
+        });
+        let (taken, adopted, me) = (
+            mailbox.queue.clone(),
+            mailbox.adopted.clone(),
+            Arc::downgrade(&mailbox),
+        );
         let wake = deliver
             .build_threadsafe_function::<()>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(move |_| {
+            .build_callback(move |ctx| {
+                start_reading(ctx.env, &adopted, &me);
                 let mut queue = taken.lock().expect("not poisoned");
                 queue.scheduled = false;
-                queue.wakes += 1;
-                queue.delivered += queue.letters.len() as u64;
-                Ok(FnArgs::from((Batch(std::mem::take(&mut queue.letters)),)))
+                Ok(FnArgs::from((queue.take(),)))
             })?;
-        Ok(Mailbox {
-            queue,
-            wake,
-            accepting: AtomicBool::new(true),
-        })
+        let _ = mailbox.wake.set(wake);
+        Ok(mailbox)
     }
 
     /// Posts a message or a run; false once the node is closed.
@@ -146,7 +279,42 @@ impl Mailbox {
             queue.letters.push(letter);
             !std::mem::replace(&mut queue.scheduled, true)
         };
-        !wake || self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
+        !wake || self.wake()
+    }
+
+    fn wake(&self) -> bool {
+        self.wake.get().is_some_and(|wake| {
+            wake.call((), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
+        })
+    }
+
+    /// Letters posted from now on wait for [`Mailbox::deliver_held`]: for a callback of
+    /// the JavaScript thread's loop. True when this holds them (no wake-up was on its way).
+    pub fn hold(&self) -> bool {
+        !std::mem::replace(
+            &mut self.queue.lock().expect("not poisoned").scheduled,
+            true,
+        )
+    }
+
+    /// On the JavaScript thread, in a callback of its loop: delivers what was posted, at
+    /// once, and ends the hold `held` (see [`Mailbox::hold`]). The delivery function
+    /// runs in a callback scope, so the promises it settles go on before the loop does.
+    pub fn deliver_held(&self, held: bool) {
+        let batch = {
+            let mut queue = self.queue.lock().expect("not poisoned");
+            if held {
+                queue.scheduled = false;
+            }
+            if queue.letters.is_empty() {
+                return;
+            }
+            queue.take()
+        };
+        // SAFETY: called on the JavaScript thread (the loop's callbacks run there).
+        if let Err(e) = unsafe { self.direct.call(batch) } {
+            tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
+        }
     }
 
     /// No new messages or runs from now on.

@@ -135,8 +135,11 @@ pub fn start_node<'env>(
     on_event: Callback<EventArgs>,
     on_local: Callback<LocalArgs>,
 ) -> Result<PromiseRaw<'env, SwarmNode>> {
-    let config = options.into_config()?;
-    let host = JsHost::new(Callbacks { on_event, on_local }, Mailbox::new(deliver)?);
+    let mut config = options.into_config()?;
+    let mailbox = Mailbox::new(env, deliver)?;
+    // Replies of multiplexed connections are read on this thread's loop.
+    config.client.read_loop = Some(mailbox.clone());
+    let host = JsHost::new(Callbacks { on_event, on_local }, mailbox);
     env.spawn_future(async move {
         match Swarm::start(config, host.clone()).await {
             Ok(swarm) => Ok(SwarmNode { swarm, host }),

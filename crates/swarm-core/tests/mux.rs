@@ -15,7 +15,10 @@ use std::{
     future::Future,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -1431,4 +1434,127 @@ async fn a_send_made_later_the_peer_did_not_read_is_handed_back() {
         vec![Bytes::from("\"opens it\""), Bytes::from("\"b\"")],
         "read, and not answered: the go-away named the one before"
     );
+}
+
+/// A read loop of threads of its own, as the JavaScript thread's would be: each adopted
+/// connection is read by a thread that waits on its socket with poll(2).
+#[derive(Default)]
+struct ThreadLoop {
+    /// How many times a socket was readable and read.
+    reads: Arc<AtomicUsize>,
+    readers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl mux::ReadLoop for ThreadLoop {
+    fn adopt(&self, mut replies: mux::Replies) {
+        let reads = self.reads.clone();
+        lock(&self.readers).push(std::thread::spawn(move || loop {
+            let mut socket = libc::pollfd {
+                fd: replies.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid `pollfd`. Bounded past `WAIT`: a reading that does not
+            // end fails the test that waits for it.
+            if unsafe { libc::poll(&mut socket, 1, 2 * WAIT.as_millis() as i32) } <= 0 {
+                return;
+            }
+            reads.fetch_add(1, Ordering::Relaxed);
+            if replies.read() {
+                return;
+            }
+        }));
+    }
+}
+
+impl ThreadLoop {
+    /// Waits until every connection it read has ended.
+    async fn ended(&self) -> usize {
+        let readers = std::mem::take(&mut *lock(&self.readers));
+        let count = readers.len();
+        let joined = tokio::task::spawn_blocking(move || {
+            for reader in readers {
+                reader.join().expect("no panic");
+            }
+        });
+        within("the readers to end", joined).await.expect("joined");
+        count
+    }
+}
+
+fn reading_on(read_loop: &Arc<ThreadLoop>, port: u16) -> Client {
+    Client::new(ClientConfig {
+        read_loop: Some(read_loop.clone()),
+        ..config(port)
+    })
+}
+
+#[tokio::test]
+async fn replies_read_on_another_loop_settle_sends_of_both_kinds() {
+    let server = Server::start(ServerLimits::default()).await;
+    let read_loop = Arc::new(ThreadLoop::default());
+    let client = reading_on(&read_loop, server.addr.port());
+    send(&client, "\"over http\"").await.expect("a reply");
+    let later = send_later_accepted(&client, "\"later\"").await;
+    mux::flush();
+    assert_eq!(settled(later).await, Some(Ok(Reply::ok(json("\"later\"")))));
+    let sends = futures_util::stream::iter(0..100)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let body = format!("{{\"i\":{i}}}");
+                (client.send("127.0.0.1", "echo", json(&body)).await, body)
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>();
+    for (reply, body) in within("100 sends", sends).await {
+        assert_eq!(reply, Ok(Reply::ok(json(&body))));
+    }
+    assert!(
+        read_loop.reads.load(Ordering::Relaxed) > 0,
+        "the replies were read by the loop"
+    );
+    assert_eq!(lock(&read_loop.readers).len(), 1, "on one connection");
+    assert_eq!(server.app.payloads().len(), 103);
+}
+
+#[tokio::test]
+async fn a_go_away_read_on_another_loop_sends_the_unread_request_again_and_ends_the_reading() {
+    let fake = Fake::start(true, vec![Script::GoAwayAfterTwo]).await;
+    let read_loop = Arc::new(ThreadLoop::default());
+    let client = reading_on(&read_loop, fake.port);
+    send(&client, "\"over http\"").await.expect("a reply");
+    let (a, b) = tokio::join!(send(&client, "\"a\""), send(&client, "\"b\""));
+    assert_eq!(a, Ok(Reply::ok(json("\"a\""))));
+    assert_eq!(b, Ok(Reply::ok(json("\"b\""))));
+    assert_eq!(fake.connections(), vec![false, true, true]);
+    assert_eq!(
+        bodies(&fake.answered(), true).len(),
+        2,
+        "each answered once"
+    );
+    client.forget("127.0.0.1");
+    assert_eq!(
+        read_loop.ended().await,
+        2,
+        "both connections' readings ended with them"
+    );
+}
+
+#[test]
+fn the_reading_ends_when_the_runtime_that_drove_the_connection_goes() {
+    let outer = tokio::runtime::Runtime::new().expect("a runtime");
+    let fake = outer.block_on(Fake::start(true, vec![Script::Mute]));
+    let read_loop = Arc::new(ThreadLoop::default());
+    let inner = tokio::runtime::Runtime::new().expect("a runtime");
+    inner.block_on(async {
+        let client = reading_on(&read_loop, fake.port);
+        send(&client, "\"over http\"").await.expect("a reply");
+        // Never answered (the peer is mute): the connection stays open until it goes.
+        let _unanswered = send_later_accepted(&client, "\"unanswered\"").await;
+    });
+    assert_eq!(lock(&read_loop.readers).len(), 1);
+    drop(inner);
+    assert_eq!(outer.block_on(read_loop.ended()), 1);
 }

@@ -69,6 +69,8 @@ pub struct ClientConfig {
     pub auth: Option<Arc<Auth>>,
     /// Whether peers that offer the multiplexed transport are sent to over it.
     pub multiplex: bool,
+    /// Where the replies of multiplexed connections are read; on the runtime when unset.
+    pub read_loop: Option<Arc<dyn mux::ReadLoop>>,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +83,7 @@ impl Default for ClientConfig {
             local_address: None,
             auth: None,
             multiplex: true,
+            read_loop: None,
         }
     }
 }
@@ -334,6 +337,7 @@ impl Inner {
                     async move { dial.await.map(TokioIo::into_inner) },
                     self.config.connect_timeout,
                     self.config.request_timeout,
+                    self.config.read_loop.clone(),
                 );
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)

@@ -23,7 +23,10 @@ use std::{
     cell::RefCell,
     collections::{HashMap, VecDeque},
     future::Future,
-    io::{self, IoSlice},
+    io::{self, IoSlice, Read as _, Write as _},
+    net::Shutdown,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
@@ -34,7 +37,10 @@ use std::{
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::{
-    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{
+        unix::AsyncFd, AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader,
+        Interest,
+    },
     net::{tcp::OwnedWriteHalf, TcpStream},
     sync::{oneshot, Notify, OwnedSemaphorePermit},
 };
@@ -256,7 +262,7 @@ impl Frames {
     }
 
     /// Writes what the socket takes now, without waiting.
-    fn try_write(&mut self, out: &OwnedWriteHalf) -> io::Result<()> {
+    fn try_write(&mut self, out: &Sink) -> io::Result<()> {
         while !self.list.is_empty() {
             // On the stack: this runs for every write.
             let mut slices = [IoSlice::new(&[]); GATHER];
@@ -299,7 +305,7 @@ impl Frames {
 #[derive(Default)]
 struct OutState {
     /// The socket, once connected, until the writer ends.
-    out: Option<Arc<OwnedWriteHalf>>,
+    out: Option<Arc<Sink>>,
     queued: Frames,
     /// In this thread's list of outboxes to [`flush`].
     listed: bool,
@@ -353,7 +359,7 @@ impl Outbox {
     }
 
     /// True when nothing may be written on `out` any more.
-    fn stopped(&self, out: &OwnedWriteHalf) -> bool {
+    fn stopped(&self, out: &Sink) -> bool {
         self.requests && peer_closed(out)
     }
 
@@ -446,8 +452,8 @@ impl Outbox {
     /// calls as the socket allows, until it is closed and they are written or it is
     /// aborted; then ends the stream's sending side. The frames left unwritten after a
     /// failure stay queued, for [`Outbox::abort`] to name.
-    pub async fn run(&self, out: OwnedWriteHalf) -> io::Result<()> {
-        let out = Arc::new(out);
+    pub async fn run(&self, out: impl Into<Sink>) -> io::Result<()> {
+        let out = Arc::new(out.into());
         self.lock().out = Some(out.clone());
         let written = self.write_all(&out).await;
         let mut state = self.lock();
@@ -455,12 +461,11 @@ impl Outbox {
         state.out = None;
         drop(state);
         self.room.notify_waiters();
-        // The last reference: dropping it ends the sending side.
-        drop(out);
+        out.finish();
         written
     }
 
-    async fn write_all(&self, out: &OwnedWriteHalf) -> io::Result<()> {
+    async fn write_all(&self, out: &Sink) -> io::Result<()> {
         loop {
             let wake = self.wake.notified();
             let written = {
@@ -488,13 +493,68 @@ impl Outbox {
     }
 }
 
+/// The socket an [`Outbox`] writes to.
+pub enum Sink {
+    /// The sending half of a stream the runtime reads.
+    Half(OwnedWriteHalf),
+    /// A socket another loop reads ([`ReadLoop`]): registered with the runtime for
+    /// writability alone, so what comes in wakes no thread of the runtime.
+    Shared(AsyncFd<Arc<std::net::TcpStream>>),
+}
+
+impl From<OwnedWriteHalf> for Sink {
+    fn from(half: OwnedWriteHalf) -> Sink {
+        Sink::Half(half)
+    }
+}
+
+impl Sink {
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sink::Half(half) => half.try_write_vectored(slices),
+            Sink::Shared(fd) => fd.get_ref().as_ref().write_vectored(slices),
+        }
+    }
+
+    /// Waits until the socket may take more.
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Sink::Half(half) => half.writable().await,
+            Sink::Shared(fd) => {
+                // Cleared before the next attempt, so a later edge is never lost.
+                fd.writable().await?.clear_ready();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the sending side, once the last frame is written.
+    fn finish(&self) {
+        match self {
+            // Ended when the last reference to it is dropped.
+            Sink::Half(_) => {}
+            Sink::Shared(fd) => {
+                let _ = fd.get_ref().shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+impl AsRawFd for Sink {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Sink::Half(half) => half.as_ref().as_raw_fd(),
+            Sink::Shared(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
 /// True once the peer has ended its side of the connection, or reset it: a server of
 /// ours does so only after a go-away or when it died, so a request written now would
 /// never be read. Seen in the kernel's TCP state, which knows of a FIN the reader may
 /// not have read yet (replies can be waiting before it).
 #[cfg(target_os = "linux")]
-fn peer_closed(out: &OwnedWriteHalf) -> bool {
-    use std::os::fd::AsRawFd;
+fn peer_closed(out: &Sink) -> bool {
     // The states of <netinet/tcp.h> once a FIN or a reset came in.
     const CLOSE: u8 = 7;
     const CLOSE_WAIT: u8 = 8;
@@ -506,7 +566,7 @@ fn peer_closed(out: &OwnedWriteHalf) -> bool {
     // lives.
     let got = unsafe {
         libc::getsockopt(
-            out.as_ref().as_raw_fd(),
+            out.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             info.as_mut_ptr().cast(),
@@ -517,7 +577,7 @@ fn peer_closed(out: &OwnedWriteHalf) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn peer_closed(_: &OwnedWriteHalf) -> bool {
+fn peer_closed(_: &Sink) -> bool {
     false
 }
 
@@ -617,6 +677,9 @@ pub enum Outcome {
     Left,
 }
 
+/// How the reading of a connection's replies ends.
+type Reading = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
 /// What a call's outcome is handed to, on the connection's tasks.
 pub type Done = Box<dyn FnOnce(Outcome) + Send>;
 
@@ -673,8 +736,14 @@ impl Conn {
     /// A connection over what `connect` yields, driven by tasks of its own; calls may
     /// be made at once and are written once the peer has accepted the preface.
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
-    /// Calls made by [`Conn::call_later`] time out after `timeout`.
-    pub fn open<F>(connect: F, handshake: Duration, timeout: Duration) -> Arc<Conn>
+    /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `read_loop`,
+    /// the replies are read on its thread.
+    pub fn open<F>(
+        connect: F,
+        handshake: Duration,
+        timeout: Duration,
+        read_loop: Option<Arc<dyn ReadLoop>>,
+    ) -> Arc<Conn>
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
     {
@@ -688,7 +757,7 @@ impl Conn {
             outbox: Arc::new(Outbox::for_requests()),
             timeout,
         });
-        tokio::spawn(conn.clone().drive(connect, handshake));
+        tokio::spawn(conn.clone().drive(connect, handshake, read_loop));
         conn
     }
 
@@ -833,6 +902,7 @@ impl Conn {
         self: Arc<Self>,
         connect: impl Future<Output = Result<TcpStream, String>>,
         handshake: Duration,
+        read_loop: Option<Arc<dyn ReadLoop>>,
     ) {
         let mut stream = match connect.await {
             Ok(stream) => stream,
@@ -857,11 +927,21 @@ impl Conn {
             }
         }
         self.lock().accepted = true;
-        let (read, write) = stream.into_split();
+        let (read, sink, _end): (Reading, Sink, _) = match read_loop {
+            None => {
+                let (read, write) = stream.into_split();
+                let read = self
+                    .clone()
+                    .read_replies(BufReader::with_capacity(BATCH, read));
+                (Box::pin(read), write.into(), None)
+            }
+            Some(read_loop) => match self.clone().hand_over(stream, &*read_loop) {
+                Ok(handed) => handed,
+                Err(e) => return self.settle_all(|| Outcome::Failed(e.to_string())),
+            },
+        };
         let reading = async {
-            let read = self
-                .read_replies(BufReader::with_capacity(BATCH, read))
-                .await;
+            let read = read.await;
             // Whatever ended the reading ends the writing too, and settles the calls
             // left at once, whatever the writer is waiting for.
             self.retire();
@@ -871,7 +951,7 @@ impl Conn {
             read
         };
         let writing = async {
-            let written = self.outbox.run(write).await;
+            let written = self.outbox.run(sink).await;
             if let Err(e) = &written {
                 self.retire();
                 self.settle_all(|| Outcome::Failed(e.to_string()));
@@ -888,6 +968,34 @@ impl Conn {
             (Ok(()), Ok(())) => "connection closed".into(),
         };
         self.settle_all(|| Outcome::Failed(reason.clone()));
+    }
+
+    /// Hands the reading of `stream` to `read_loop`; the reading future resolves when it
+    /// ends, and the guard ends the socket when dropped with the connection's task.
+    fn hand_over(
+        self: Arc<Self>,
+        stream: TcpStream,
+        read_loop: &dyn ReadLoop,
+    ) -> io::Result<(Reading, Sink, Option<EndReading>)> {
+        let socket = Arc::new(stream.into_std()?);
+        // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by
+        // the `AsyncFd` lives.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(socket.clone(), Interest::WRITABLE) };
+        let sink = Sink::Shared(registered?);
+        let (tell, ended) = oneshot::channel();
+        read_loop.adopt(Replies {
+            conn: self,
+            socket: socket.clone(),
+            buf: BytesMut::new(),
+            ended: Some(tell),
+        });
+        let read = async {
+            ended.await.unwrap_or_else(|_| {
+                Err(io::Error::other("the loop reading the connection stopped"))
+            })
+        };
+        Ok((Box::pin(read), sink, Some(EndReading(socket))))
     }
 
     /// Times out the calls made by [`Conn::call_later`], for as long as it is polled.
@@ -921,51 +1029,165 @@ impl Conn {
 
     /// Hands each reply to its call, until the connection ends or, after a go-away or
     /// [`Conn::close`], the last call on it is answered.
-    async fn read_replies<R: AsyncBufRead + Unpin>(&self, mut reader: R) -> io::Result<()> {
+    async fn read_replies<R: AsyncBufRead + Unpin>(
+        self: Arc<Self>,
+        mut reader: R,
+    ) -> io::Result<()> {
         loop {
-            let (kind, id, rest) = match read_frame(&mut reader, usize::MAX).await? {
-                Read::Frame(kind, id, rest) => (kind, id, rest),
-                // A clean end with calls waiting is a failure, reported by `drive`.
-                Read::TooLarge(..) | Read::End => return Ok(()),
-            };
-            match kind {
-                REPLY => {
-                    let reply = parse_reply(rest).ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
-                    })?;
-                    self.settle(id, Outcome::Reply(reply));
-                }
-                GO_AWAY => {
-                    let unanswered: Vec<Waiter> = {
-                        let mut state = self.lock();
-                        state.open = false;
-                        let later: Vec<u32> = state
-                            .waiting
-                            .keys()
-                            .copied()
-                            .filter(|&waiting| waiting > id)
-                            .collect();
-                        later
-                            .iter()
-                            .filter_map(|id| state.waiting.remove(id))
-                            .collect()
-                    };
-                    for waiter in unanswered {
-                        (waiter.done)(Outcome::Resend);
+            match read_frame(&mut reader, usize::MAX).await? {
+                Read::Frame(kind, id, rest) => {
+                    if self.on_frame(kind, id, rest)? {
+                        return Ok(());
                     }
                 }
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unexpected frame kind {kind}"),
-                    ))
-                }
-            }
-            let state = self.lock();
-            if !state.open && state.waiting.is_empty() {
-                return Ok(());
+                // A clean end with calls waiting is a failure, reported by `drive`.
+                Read::TooLarge(..) | Read::End => return Ok(()),
             }
         }
+    }
+
+    /// Handles a frame from the peer; true once the reading is over: after a go-away or
+    /// [`Conn::close`], the last call on the connection is answered.
+    fn on_frame(&self, kind: u8, id: u32, rest: Bytes) -> io::Result<bool> {
+        match kind {
+            REPLY => {
+                let reply = parse_reply(rest).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
+                })?;
+                self.settle(id, Outcome::Reply(reply));
+            }
+            GO_AWAY => {
+                let unanswered: Vec<Waiter> = {
+                    let mut state = self.lock();
+                    state.open = false;
+                    let later: Vec<u32> = state
+                        .waiting
+                        .keys()
+                        .copied()
+                        .filter(|&waiting| waiting > id)
+                        .collect();
+                    later
+                        .iter()
+                        .filter_map(|id| state.waiting.remove(id))
+                        .collect()
+                };
+                for waiter in unanswered {
+                    (waiter.done)(Outcome::Resend);
+                }
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected frame kind {kind}"),
+                ))
+            }
+        }
+        let state = self.lock();
+        Ok(!state.open && state.waiting.is_empty())
+    }
+}
+
+/// The event loop of another thread, which reads the replies of multiplexed
+/// connections where their outcomes are wanted (the JavaScript thread's): a reply then
+/// wakes that thread alone, not a thread of the runtime first.
+pub trait ReadLoop: Send + Sync {
+    /// Reads `replies` on the loop's thread: [`Replies::read`] each time its socket is
+    /// readable, until that returns true. Dropping them ends the reading.
+    fn adopt(&self, replies: Replies);
+}
+
+impl std::fmt::Debug for dyn ReadLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadLoop")
+    }
+}
+
+/// At most this many reads per [`Replies::read`], so one busy connection does not hold
+/// the loop.
+const READS: usize = 16;
+
+/// The reading side of a client's connection, handed to a [`ReadLoop`].
+pub struct Replies {
+    conn: Arc<Conn>,
+    socket: Arc<std::net::TcpStream>,
+    /// What was read and not handled yet: the start of a frame.
+    buf: BytesMut,
+    /// Told how the reading ended, when it does (or when this is dropped).
+    ended: Option<oneshot::Sender<io::Result<()>>>,
+}
+
+impl Replies {
+    /// The socket, to wait on.
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Reads what the socket holds, without waiting, and hands each whole reply to its
+    /// call; true once the reading is over.
+    pub fn read(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        for _ in 0..READS {
+            let ended = match self.socket.as_ref().read(&mut chunk) {
+                Ok(0) if self.buf.is_empty() => Ok(()),
+                Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    match self.handle() {
+                        Ok(false) => continue,
+                        done => done.map(|_| ()),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            if let Some(tell) = self.ended.take() {
+                let _ = tell.send(ended);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Handles the whole frames read; true once the reading is over.
+    fn handle(&mut self) -> io::Result<bool> {
+        while let Some((kind, id, rest)) = take_frame(&mut self.buf)? {
+            if self.conn.on_frame(kind, id, rest)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The first frame in `buf`, taken off it once it is whole.
+fn take_frame(buf: &mut BytesMut) -> io::Result<Option<(u8, u32, Bytes)>> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
+    if len < HEAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too short",
+        ));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    buf.advance(4);
+    let kind = buf.get_u8();
+    let id = buf.get_u32();
+    Ok(Some((kind, id, buf.split_to(len - HEAD).freeze())))
+}
+
+/// Ends a socket another loop reads, both ways, when the connection's task ends or is
+/// dropped: the loop then sees the end and lets go of it.
+struct EndReading(Arc<std::net::TcpStream>);
+
+impl Drop for EndReading {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
     }
 }
 
@@ -1073,7 +1295,7 @@ mod tests {
 
     /// A connected pair: the outbox's writing half, and the peer's end as a blocking
     /// socket, read from without giving the runtime a turn.
-    async fn pair() -> (OwnedWriteHalf, std::net::TcpStream) {
+    async fn pair() -> (Sink, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let ours = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
@@ -1081,14 +1303,11 @@ mod tests {
         let (peer, _) = listener.accept().expect("accept");
         peer.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        (ours.into_split().1, peer)
+        (ours.into_split().1.into(), peer)
     }
 
     /// Starts the writer and waits until it holds the socket.
-    async fn writing(
-        outbox: &Arc<Outbox>,
-        out: OwnedWriteHalf,
-    ) -> tokio::task::JoinHandle<io::Result<()>> {
+    async fn writing(outbox: &Arc<Outbox>, out: Sink) -> tokio::task::JoinHandle<io::Result<()>> {
         let writer = tokio::spawn({
             let outbox = outbox.clone();
             async move { outbox.run(out).await }

@@ -1,0 +1,143 @@
+//! The replies of multiplexed connections, read on the JavaScript thread: libuv's loop
+//! watches each connection's socket (a `uv_poll_t`), so a reply wakes that thread
+//! alone, where a thread of the runtime would read it and then wake the JavaScript
+//! thread; and the calls it settles are delivered in the same callback.
+//!
+//! The handles are unreferenced (they never keep the process alive) and closed when
+//! their reading ends, or when the environment does.
+
+use std::{
+    alloc::{alloc, dealloc, Layout},
+    cell::{Cell, RefCell},
+    collections::HashSet,
+    ffi::{c_int, c_void},
+    ptr,
+    sync::Arc,
+};
+
+use napi::{sys, Env};
+use swarm_core::messaging::mux::Replies;
+
+use crate::mailbox::Mailbox;
+
+// libuv, as the Node.js binary exports it (uv.h).
+const UV_POLL: c_int = 8;
+const UV_READABLE: c_int = 1;
+const UV_DISCONNECT: c_int = 4;
+
+type PollCallback = unsafe extern "C" fn(handle: *mut c_void, status: c_int, events: c_int);
+type CloseCallback = unsafe extern "C" fn(handle: *mut c_void);
+
+extern "C" {
+    fn uv_handle_size(kind: c_int) -> usize;
+    fn uv_poll_init(event_loop: *mut sys::uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
+    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: PollCallback) -> c_int;
+    fn uv_poll_stop(handle: *mut c_void) -> c_int;
+    fn uv_close(handle: *mut c_void, cb: CloseCallback);
+    fn uv_unref(handle: *mut c_void);
+}
+
+/// What a handle reads for, in its `data` field (a handle's first).
+struct Polled {
+    replies: Replies,
+    mailbox: Arc<Mailbox>,
+}
+
+thread_local! {
+    /// This thread's open handles, closed when its environment ends.
+    static HANDLES: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
+    /// The async context of this thread's deliveries, once made; with the hook that
+    /// closes the handles, registered with it.
+    static CONTEXT: Cell<sys::napi_async_context> = const { Cell::new(ptr::null_mut()) };
+}
+
+fn layout() -> Layout {
+    // SAFETY: a pure function of libuv.
+    let size = unsafe { uv_handle_size(UV_POLL) };
+    Layout::from_size_align(size, 16).expect("a handle's size")
+}
+
+/// Reads `replies` on this thread's loop; when that cannot be, dropping them ends the
+/// reading (the connection fails).
+pub fn start(env: Env, replies: Replies, mailbox: Arc<Mailbox>) {
+    // SAFETY: on the JavaScript thread (the mailbox's wake-up), with its environment.
+    unsafe {
+        let mut event_loop = ptr::null_mut();
+        if sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) != sys::Status::napi_ok {
+            return;
+        }
+        async_context(env.raw());
+        let handle = alloc(layout()).cast::<c_void>();
+        if handle.is_null() {
+            return;
+        }
+        if uv_poll_init(event_loop, handle, replies.fd()) != 0 {
+            dealloc(handle.cast(), layout());
+            return;
+        }
+        let polled = Box::into_raw(Box::new(Polled { replies, mailbox }));
+        handle.cast::<*mut Polled>().write(polled);
+        HANDLES.with(|handles| handles.borrow_mut().insert(handle as usize));
+        if uv_poll_start(handle, UV_READABLE | UV_DISCONNECT, on_readable) != 0 {
+            return close(handle);
+        }
+        uv_unref(handle);
+    }
+}
+
+/// The async context deliveries on this thread run in, made on first use; the hook that
+/// closes this thread's handles when its environment ends is registered with it.
+///
+/// # Safety
+/// On the JavaScript thread of `env`.
+pub unsafe fn async_context(env: sys::napi_env) -> sys::napi_async_context {
+    let made = CONTEXT.get();
+    if !made.is_null() {
+        return made;
+    }
+    let (mut resource, mut name, mut context) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+    let label = "node-swarm-kb:replies";
+    sys::napi_create_object(env, &mut resource);
+    sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name);
+    if sys::napi_async_init(env, resource, name, &mut context) != sys::Status::napi_ok {
+        return ptr::null_mut();
+    }
+    sys::napi_add_env_cleanup_hook(env, Some(end), env.cast());
+    CONTEXT.set(context);
+    context
+}
+
+/// Reads what came in; ends the reading when it is over.
+unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
+    let polled = &mut *handle.cast::<*mut Polled>().read();
+    let held = polled.mailbox.hold();
+    // A failed poll is over too: dropping the replies fails the connection.
+    let over = polled.replies.read() || status < 0;
+    polled.mailbox.deliver_held(held);
+    if over {
+        close(handle);
+    }
+}
+
+unsafe fn close(handle: *mut c_void) {
+    HANDLES.with(|handles| handles.borrow_mut().remove(&(handle as usize)));
+    shut(handle);
+}
+
+unsafe fn shut(handle: *mut c_void) {
+    uv_poll_stop(handle);
+    uv_close(handle, on_closed);
+}
+
+unsafe extern "C" fn on_closed(handle: *mut c_void) {
+    drop(Box::from_raw(handle.cast::<*mut Polled>().read()));
+    dealloc(handle.cast(), layout());
+}
+
+/// The environment ends: its handles close, and its async context goes.
+unsafe extern "C" fn end(env: *mut c_void) {
+    for handle in HANDLES.with(|handles| std::mem::take(&mut *handles.borrow_mut())) {
+        shut(handle as *mut c_void);
+    }
+    sys::napi_async_destroy(env.cast(), CONTEXT.replace(ptr::null_mut()));
+}
