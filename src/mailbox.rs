@@ -3,9 +3,10 @@
 //! thread delivers everything posted since the last one, as one flat array. Under load
 //! a wake-up carries many letters; idle, a letter costs one wake-up, as before.
 //!
-//! The mailbox is also where the replies of multiplexed connections are read
-//! ([`ReadLoop`]): the JavaScript thread's own loop watches their sockets (`reader.rs`),
-//! and what a reply settles is delivered at once, in the same turn, without a wake-up.
+//! The mailbox is also where multiplexed connections are read ([`ReadLoop`]): the
+//! JavaScript thread's own loop watches their sockets (`reader.rs`), and the messages
+//! and settled calls that what came in posted are delivered at once, in the same turn,
+//! without a wake-up.
 
 use std::{
     sync::{
@@ -22,7 +23,7 @@ use napi::{
     Env, Result, Status,
 };
 use swarm_core::messaging::{
-    mux::{ReadLoop, Replies},
+    mux::{Inflow, ReadLoop},
     Reply,
 };
 
@@ -115,19 +116,19 @@ impl Queue {
 pub struct Batch(Vec<Letter>);
 
 /// Starts reading the connections adopted since the last wake-up, on this thread.
-fn start_reading(env: Env, adopted: &Mutex<Vec<Replies>>, mailbox: &Weak<Mailbox>) {
+fn start_reading(env: Env, adopted: &Mutex<Vec<Box<dyn Inflow>>>, mailbox: &Weak<Mailbox>) {
     let adopted = std::mem::take(&mut *adopted.lock().expect("not poisoned"));
     // Without the mailbox (the node is gone), dropping them ends their reading.
     if let Some(mailbox) = mailbox.upgrade() {
-        for replies in adopted {
-            reader::start(env, replies, mailbox.clone());
+        for inflow in adopted {
+            reader::start(env, inflow, mailbox.clone());
         }
     }
 }
 
 impl ReadLoop for Mailbox {
-    fn adopt(&self, replies: Replies) {
-        self.adopted.lock().expect("not poisoned").push(replies);
+    fn adopt(&self, inflow: Box<dyn Inflow>) {
+        self.adopted.lock().expect("not poisoned").push(inflow);
         let wake = self.hold();
         if wake {
             self.wake();
@@ -195,8 +196,8 @@ pub struct Mailbox {
     wake: OnceLock<Wake>,
     /// False once the node is closed: no new messages or runs, settled calls still come.
     accepting: AtomicBool,
-    /// Connections whose replies the JavaScript thread is to read, from its next wake-up.
-    adopted: Arc<Mutex<Vec<Replies>>>,
+    /// Connections the JavaScript thread is to read, from its next wake-up.
+    adopted: Arc<Mutex<Vec<Box<dyn Inflow>>>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
 }

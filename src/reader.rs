@@ -1,7 +1,8 @@
-//! The replies of multiplexed connections, read on the JavaScript thread: libuv's loop
-//! watches each connection's socket (a `uv_poll_t`), so a reply wakes that thread
-//! alone, where a thread of the runtime would read it and then wake the JavaScript
-//! thread; and the calls it settles are delivered in the same callback.
+//! Multiplexed connections, read on the JavaScript thread: libuv's loop watches each
+//! connection's socket (a `uv_poll_t`), so a request or a reply wakes that thread alone,
+//! where a thread of the runtime would read it and then wake the JavaScript thread. The
+//! messages and settled calls it posts are delivered in the same callback, and the
+//! answers JavaScript gave meanwhile are written before the callback returns.
 //!
 //! The handles are unreferenced (they never keep the process alive) and closed when
 //! their reading ends, or when the environment does.
@@ -16,7 +17,7 @@ use std::{
 };
 
 use napi::{sys, Env};
-use swarm_core::messaging::mux::Replies;
+use swarm_core::messaging::mux::{self, Inflow};
 
 use crate::mailbox::Mailbox;
 
@@ -39,7 +40,7 @@ extern "C" {
 
 /// What a handle reads for, in its `data` field (a handle's first).
 struct Polled {
-    replies: Replies,
+    inflow: Box<dyn Inflow>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -57,9 +58,9 @@ fn layout() -> Layout {
     Layout::from_size_align(size, 16).expect("a handle's size")
 }
 
-/// Reads `replies` on this thread's loop; when that cannot be, dropping them ends the
+/// Reads `inflow` on this thread's loop; when that cannot be, dropping it ends the
 /// reading (the connection fails).
-pub fn start(env: Env, replies: Replies, mailbox: Arc<Mailbox>) {
+pub fn start(env: Env, inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
     // SAFETY: on the JavaScript thread (the mailbox's wake-up), with its environment.
     unsafe {
         let mut event_loop = ptr::null_mut();
@@ -71,11 +72,11 @@ pub fn start(env: Env, replies: Replies, mailbox: Arc<Mailbox>) {
         if handle.is_null() {
             return;
         }
-        if uv_poll_init(event_loop, handle, replies.fd()) != 0 {
+        if uv_poll_init(event_loop, handle, inflow.fd()) != 0 {
             dealloc(handle.cast(), layout());
             return;
         }
-        let polled = Box::into_raw(Box::new(Polled { replies, mailbox }));
+        let polled = Box::into_raw(Box::new(Polled { inflow, mailbox }));
         handle.cast::<*mut Polled>().write(polled);
         HANDLES.with(|handles| handles.borrow_mut().insert(handle as usize));
         if uv_poll_start(handle, UV_READABLE | UV_DISCONNECT, on_readable) != 0 {
@@ -96,7 +97,7 @@ pub unsafe fn async_context(env: sys::napi_env) -> sys::napi_async_context {
         return made;
     }
     let (mut resource, mut name, mut context) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
-    let label = "node-swarm-kb:replies";
+    let label = "node-swarm-kb:multiplexed";
     sys::napi_create_object(env, &mut resource);
     sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name);
     if sys::napi_async_init(env, resource, name, &mut context) != sys::Status::napi_ok {
@@ -107,13 +108,15 @@ pub unsafe fn async_context(env: sys::napi_env) -> sys::napi_async_context {
     context
 }
 
-/// Reads what came in; ends the reading when it is over.
+/// Reads what came in, delivers what it posted and writes the answers given; ends the
+/// reading when it is over.
 unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
     let polled = &mut *handle.cast::<*mut Polled>().read();
     let held = polled.mailbox.hold();
-    // A failed poll is over too: dropping the replies fails the connection.
-    let over = polled.replies.read() || status < 0;
+    // A failed poll is over too: dropping the inflow fails the connection.
+    let over = polled.inflow.read() || status < 0;
     polled.mailbox.deliver_held(held);
+    mux::flush();
     if over {
         close(handle);
     }

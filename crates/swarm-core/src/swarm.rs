@@ -238,6 +238,8 @@ impl Swarm {
         };
         let (topology, mut events) =
             topology::start(discovery, config.local_ips.clone(), cancel.child_token());
+        // Where the multiplexed connections are read, both ways.
+        let read_loop = config.client.read_loop.clone();
         let inner = Arc::new(Inner {
             host,
             tasks: Tasks::new(),
@@ -264,6 +266,7 @@ impl Swarm {
             Arc::new(Router(inner.clone())),
             config.limits,
             cancel.clone(),
+            read_loop,
         ));
         let pump_host = inner.host.clone();
         let pump = tokio::spawn(async move {

@@ -117,9 +117,38 @@ impl App {
     }
 }
 
+/// Where a server reads its multiplexed connections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reading {
+    /// On the runtime.
+    Runtime,
+    /// On a loop of threads of its own, as the JavaScript thread's ([`ThreadLoop`]).
+    Elsewhere,
+}
+
+/// Runs each server-side test (an `async fn(Reading)`) twice, as `name::on_the_runtime`
+/// and `name::on_another_loop`.
+macro_rules! on_both_loops {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn on_the_runtime() {
+                super::$name(super::Reading::Runtime).await
+            }
+
+            #[tokio::test]
+            async fn on_another_loop() {
+                super::$name(super::Reading::Elsewhere).await
+            }
+        }
+    )*};
+}
+
 struct Server {
     addr: SocketAddr,
     app: Arc<App>,
+    /// The loop that reads the multiplexed connections, unless the runtime does.
+    read_loop: Option<Arc<ThreadLoop>>,
     /// The paths of the `gate` requests whose handler started.
     started: mpsc::UnboundedReceiver<String>,
     /// The responders of the `take` requests.
@@ -130,10 +159,14 @@ struct Server {
 
 impl Server {
     async fn start(limits: ServerLimits) -> Server {
-        Server::start_at(Ipv4Addr::LOCALHOST, limits).await
+        Server::reading(Reading::Runtime, limits).await
     }
 
-    async fn start_at(ip: Ipv4Addr, limits: ServerLimits) -> Server {
+    async fn reading(reading: Reading, limits: ServerLimits) -> Server {
+        Server::start_at(Ipv4Addr::LOCALHOST, reading, limits).await
+    }
+
+    async fn start_at(ip: Ipv4Addr, reading: Reading, limits: ServerLimits) -> Server {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, started) = mpsc::unbounded_channel();
@@ -145,10 +178,19 @@ impl Server {
             taken: responders,
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, app.clone(), limits, cancel.clone()));
+        let read_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));
+        let elsewhere = read_loop.clone().map(|l| l as Arc<dyn mux::ReadLoop>);
+        let task = tokio::spawn(serve(
+            listener,
+            app.clone(),
+            limits,
+            cancel.clone(),
+            elsewhere,
+        ));
         Server {
             addr,
             app,
+            read_loop,
             started,
             taken,
             cancel,
@@ -184,9 +226,14 @@ struct Peer {
 impl Peer {
     /// Connects and has the preface accepted.
     async fn open(addr: SocketAddr) -> Peer {
-        let mut stream = within("connect", TcpStream::connect(addr))
+        let stream = within("connect", TcpStream::connect(addr))
             .await
             .expect("connect");
+        Peer::greet(stream).await
+    }
+
+    /// Has the preface accepted on `stream`.
+    async fn greet(mut stream: TcpStream) -> Peer {
         stream.write_all(mux::PREFACE).await.expect("preface");
         let mut answer = [0u8; mux::ACCEPTED.len()];
         within("the preface's answer", stream.read_exact(&mut answer))
@@ -283,9 +330,8 @@ async fn http_exchange(addr: SocketAddr, path: &str, body: &str) -> String {
 // Server side.
 // ---------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn requests_written_at_once_are_answered_by_id_as_they_finish() {
-    let mut server = Server::start(ServerLimits::default()).await;
+async fn requests_written_at_once_are_answered_by_id_as_they_finish(reading: Reading) {
+    let mut server = Server::reading(reading, ServerLimits::default()).await;
     let mut peer = Peer::open(server.addr).await;
     let mut batch = BytesMut::new();
     for frame in [
@@ -315,6 +361,14 @@ async fn requests_written_at_once_are_answered_by_id_as_they_finish() {
     server.open_gate();
     assert_eq!(peer.reply().await, (2, Reply::ok(json("\"slow\""))));
     assert_eq!(lock(&server.app.handled).len(), 5);
+    assert_eq!(
+        server
+            .read_loop
+            .as_ref()
+            .map(|l| l.reads.load(Ordering::Relaxed) > 0),
+        (reading == Reading::Elsewhere).then_some(true),
+        "read where asked"
+    );
     assert!(
         lock(&server.app.handled)
             .iter()
@@ -323,14 +377,13 @@ async fn requests_written_at_once_are_answered_by_id_as_they_finish() {
     );
 }
 
-#[tokio::test]
-async fn an_oversized_request_gets_413_and_the_connection_goes_on() {
+async fn an_oversized_request_gets_413_and_the_connection_goes_on(reading: Reading) {
     let limits = ServerLimits {
         max_body: 1024,
         max_header_size: 8192,
         ..ServerLimits::default()
     };
-    let server = Server::start(limits).await;
+    let server = Server::reading(reading, limits).await;
     let mut peer = Peer::open(server.addr).await;
     let at_limit = "x".repeat(1024);
     // One byte over the body limit: read whole, refused when decoded.
@@ -356,9 +409,8 @@ async fn an_oversized_request_gets_413_and_the_connection_goes_on() {
     );
 }
 
-#[tokio::test]
-async fn malformed_bodies_and_frames_get_400_and_never_reach_the_handlers() {
-    let server = Server::start(ServerLimits::default()).await;
+async fn malformed_bodies_and_frames_get_400_and_never_reach_the_handlers(reading: Reading) {
+    let server = Server::reading(reading, ServerLimits::default()).await;
     let mut peer = Peer::open(server.addr).await;
     let mut batch = BytesMut::new();
     // JSON that does not parse.
@@ -394,9 +446,8 @@ async fn malformed_bodies_and_frames_get_400_and_never_reach_the_handlers() {
     assert_eq!(server.app.payloads(), vec![json("{\"ok\":true}")]);
 }
 
-#[tokio::test]
-async fn ids_that_do_not_increase_and_broken_frames_end_the_connection() {
-    let mut server = Server::start(ServerLimits::default()).await;
+async fn ids_that_do_not_increase_and_broken_frames_end_the_connection(reading: Reading) {
+    let mut server = Server::reading(reading, ServerLimits::default()).await;
     // Each case: what is written, and the ids answered before the server ends its side.
     let cases: Vec<(&str, Vec<Bytes>, Vec<u32>)> = vec![
         (
@@ -462,9 +513,8 @@ async fn ids_that_do_not_increase_and_broken_frames_end_the_connection() {
     assert_eq!(mux::parse_reply(body), Some(Reply::ok(json("\"held\""))));
 }
 
-#[tokio::test]
-async fn shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client() {
-    let mut server = Server::start(ServerLimits::default()).await;
+async fn shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client(reading: Reading) {
+    let mut server = Server::reading(reading, ServerLimits::default()).await;
     let mut peer = Peer::open(server.addr).await;
     let mut batch = BytesMut::new();
     batch.put_slice(&request(1, "/gate", &json("\"in flight\"")));
@@ -504,13 +554,14 @@ async fn shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client(
     );
 }
 
-#[tokio::test]
-async fn a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_slot() {
+async fn a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_slot(
+    reading: Reading,
+) {
     let limits = ServerLimits {
         max_in_flight: 1,
         ..ServerLimits::default()
     };
-    let mut server = Server::start(limits).await;
+    let mut server = Server::reading(reading, limits).await;
     let mut peer = Peer::open(server.addr).await;
     peer.write(&request(1, "/take", &json("\"mine\""))).await;
     let responder = server.taken().await;
@@ -535,30 +586,31 @@ async fn a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_sl
     assert_eq!(peer.reply().await, (3, Reply::ok(json("\"free\""))));
 }
 
-#[tokio::test]
-async fn a_taken_request_left_unanswered_times_out() {
+async fn a_taken_request_left_unanswered_times_out(reading: Reading) {
     let limits = ServerLimits {
         handler_timeout: Duration::from_millis(200),
         ..ServerLimits::default()
     };
-    let mut server = Server::start(limits).await;
+    let mut server = Server::reading(reading, limits).await;
     let mut peer = Peer::open(server.addr).await;
-    peer.write(&request(1, "/take", &json("\"slow\""))).await;
+    // Taken once the connection has settled to waiting for requests.
+    peer.write(&request(1, "/echo", &json("\"first\""))).await;
+    assert_eq!(peer.reply().await, (1, Reply::ok(json("\"first\""))));
+    peer.write(&request(2, "/take", &json("\"slow\""))).await;
     let responder = server.taken().await;
     let (id, reply) = peer.reply().await;
-    assert_eq!((id, reply.status), (1, 500));
+    assert_eq!((id, reply.status), (2, 500));
     assert!(is_text_containing(&reply.payload, "timed out"), "{reply:?}");
     assert!(
         !responder.reply(&Reply::ok(text("late"))),
         "too late to answer"
     );
-    peer.write(&request(2, "/echo", &json("\"next\""))).await;
-    assert_eq!(peer.reply().await, (2, Reply::ok(json("\"next\""))));
+    peer.write(&request(3, "/echo", &json("\"next\""))).await;
+    assert_eq!(peer.reply().await, (3, Reply::ok(json("\"next\""))));
 }
 
-#[tokio::test]
-async fn shutdown_waits_for_the_answer_of_a_taken_request() {
-    let mut server = Server::start(ServerLimits::default()).await;
+async fn shutdown_waits_for_the_answer_of_a_taken_request(reading: Reading) {
+    let mut server = Server::reading(reading, ServerLimits::default()).await;
     let mut peer = Peer::open(server.addr).await;
     peer.write(&request(1, "/take", &json("\"in flight\"")))
         .await;
@@ -580,14 +632,13 @@ async fn shutdown_waits_for_the_answer_of_a_taken_request() {
         .expect("serve ran to its end");
 }
 
-#[tokio::test]
-async fn shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout() {
+async fn shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout(reading: Reading) {
     let limits = ServerLimits {
         drain_timeout: Duration::from_millis(200),
         handler_timeout: Duration::from_secs(60),
         ..ServerLimits::default()
     };
-    let mut server = Server::start(limits).await;
+    let mut server = Server::reading(reading, limits).await;
     let mut peer = Peer::open(server.addr).await;
     peer.write(&request(1, "/take", &json("\"hung\""))).await;
     let _never_answered = server.taken().await;
@@ -605,12 +656,14 @@ async fn shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout() {
     );
 }
 
-#[tokio::test]
-async fn a_frame_arriving_slowly_holds_back_no_other_request() {
-    let mut server = Server::start(ServerLimits {
-        header_timeout: Duration::from_secs(30),
-        ..ServerLimits::default()
-    })
+async fn a_frame_arriving_slowly_holds_back_no_other_request(reading: Reading) {
+    let mut server = Server::reading(
+        reading,
+        ServerLimits {
+            header_timeout: Duration::from_secs(30),
+            ..ServerLimits::default()
+        },
+    )
     .await;
     let mut peer = Peer::open(server.addr).await;
     peer.write(&request(1, "/gate/one", &json("1"))).await;
@@ -637,14 +690,13 @@ async fn a_frame_arriving_slowly_holds_back_no_other_request() {
     );
 }
 
-#[tokio::test]
-async fn with_signatures_required_only_signed_frames_are_answered() {
+async fn with_signatures_required_only_signed_frames_are_answered(reading: Reading) {
     let secret = b"shared secret";
     let limits = ServerLimits {
         auth: Some(Arc::new(Auth::new(secret, Duration::from_secs(30), true))),
         ..ServerLimits::default()
     };
-    let server = Server::start(limits).await;
+    let server = Server::reading(reading, limits).await;
     let signer = Auth::new(secret, Duration::from_secs(30), true);
     let stranger = Auth::new(b"another secret", Duration::from_secs(30), true);
     let mut peer = Peer::open(server.addr).await;
@@ -673,6 +725,20 @@ async fn with_signatures_required_only_signed_frames_are_answered() {
 
     assert_eq!(server.app.payloads(), vec![json("\"signed\"")]);
 }
+
+on_both_loops!(
+    requests_written_at_once_are_answered_by_id_as_they_finish,
+    an_oversized_request_gets_413_and_the_connection_goes_on,
+    malformed_bodies_and_frames_get_400_and_never_reach_the_handlers,
+    ids_that_do_not_increase_and_broken_frames_end_the_connection,
+    shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client,
+    a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_slot,
+    a_taken_request_left_unanswered_times_out,
+    shutdown_waits_for_the_answer_of_a_taken_request,
+    shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout,
+    a_frame_arriving_slowly_holds_back_no_other_request,
+    with_signatures_required_only_signed_frames_are_answered,
+);
 
 #[tokio::test]
 async fn the_client_signs_its_multiplexed_requests() {
@@ -908,7 +974,12 @@ async fn a_client_with_the_transport_off_never_sends_the_preface() {
 #[tokio::test]
 async fn a_peer_shutting_down_answers_what_it_read_and_later_sends_are_never_delivered() {
     // An address of its own: once closed, no other test's listener can take its port.
-    let mut server = Server::start_at(Ipv4Addr::new(127, 0, 0, 3), ServerLimits::default()).await;
+    let mut server = Server::start_at(
+        Ipv4Addr::new(127, 0, 0, 3),
+        Reading::Runtime,
+        ServerLimits::default(),
+    )
+    .await;
     let client = client(server.addr.port());
     let to = |body: &str| client.send("127.0.0.3", "echo", json(body));
     within("a send", to("\"over http\""))
@@ -1443,14 +1514,16 @@ struct ThreadLoop {
     /// How many times a socket was readable and read.
     reads: Arc<AtomicUsize>,
     readers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Told each time a reading is over on this loop.
+    stopped: Arc<tokio::sync::Notify>,
 }
 
 impl mux::ReadLoop for ThreadLoop {
-    fn adopt(&self, mut replies: mux::Replies) {
-        let reads = self.reads.clone();
+    fn adopt(&self, mut inflow: Box<dyn mux::Inflow>) {
+        let (reads, stopped) = (self.reads.clone(), self.stopped.clone());
         lock(&self.readers).push(std::thread::spawn(move || loop {
             let mut socket = libc::pollfd {
-                fd: replies.fd(),
+                fd: inflow.fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -1460,8 +1533,8 @@ impl mux::ReadLoop for ThreadLoop {
                 return;
             }
             reads.fetch_add(1, Ordering::Relaxed);
-            if replies.read() {
-                return;
+            if inflow.read() {
+                return stopped.notify_one();
             }
         }));
     }
@@ -1558,3 +1631,74 @@ fn the_reading_ends_when_the_runtime_that_drove_the_connection_goes() {
     drop(inner);
     assert_eq!(outer.block_on(read_loop.ended()), 1);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loop_either() {
+    let mut server = Server::reading(Reading::Elsewhere, ServerLimits::default()).await;
+    let read_loop = server.read_loop.clone().expect("read elsewhere");
+    // A small receive buffer: the replies it does not read wait in the server's queue.
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small buffer");
+    let stream = within("connect", socket.connect(server.addr))
+        .await
+        .expect("connect");
+    let mut peer = Peer::greet(stream).await;
+    // Requests answered with 128 KiB each, until the answers fill the kernel's buffers
+    // and the queue past its high-water mark: the reading then pauses.
+    let big = text(&"a".repeat(128 * 1024));
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        assert!(sent <= 200, "the reading never paused");
+        peer.write(&request(sent, "/take", &Payload::Empty)).await;
+        tokio::select! {
+            responder = server.taken() => assert!(responder.reply(&Reply::ok(big.clone()))),
+            () = read_loop.stopped.notified() => break,
+        }
+    }
+    // The rest are answered as they are read: the request that found the queue full,
+    // and the one written after it, read once the reading goes on.
+    let mut taken = std::mem::replace(&mut server.taken, mpsc::unbounded_channel().1);
+    tokio::spawn(async move {
+        while let Some(responder) = taken.recv().await {
+            responder.reply(&Reply::ok(big.clone()));
+        }
+    });
+    peer.write(&request(sent + 1, "/echo", &json("\"last\"")))
+        .await;
+    let replies = peer.replies(sent as usize + 1).await;
+    assert_eq!(
+        replies.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        (1..=sent + 1).collect::<Vec<_>>(),
+        "each answered once"
+    );
+    assert_eq!(replies[sent as usize].1, Reply::ok(json("\"last\"")));
+    assert_eq!(
+        lock(&read_loop.readers).len(),
+        2,
+        "read again once the client read"
+    );
+}
+
+async fn a_frame_that_stalls_past_the_header_timeout_ends_the_connection(reading: Reading) {
+    let server = Server::reading(
+        reading,
+        ServerLimits {
+            header_timeout: Duration::from_millis(200),
+            ..ServerLimits::default()
+        },
+    )
+    .await;
+    let mut peer = Peer::open(server.addr).await;
+    peer.write(&request(1, "/echo", &json("1"))).await;
+    assert_eq!(peer.reply().await, (1, Reply::ok(json("1"))));
+    let stalled = request(2, "/echo", &json("2"));
+    peer.write(&stalled[..stalled.len() - 1]).await;
+    assert!(
+        matches!(peer.next().await, Read::End),
+        "the server ends the connection"
+    );
+    assert_eq!(server.app.payloads(), vec![json("1")]);
+}
+
+on_both_loops!(a_frame_that_stalls_past_the_header_timeout_ends_the_connection);

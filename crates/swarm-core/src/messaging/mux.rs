@@ -409,7 +409,7 @@ impl Outbox {
         }
     }
 
-    fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         let state = self.lock();
         state.queued.bytes < HIGH_WATER || state.closed
     }
@@ -926,7 +926,6 @@ impl Conn {
                 return self.settle_all(|| Outcome::NoAnswer);
             }
         }
-        self.lock().accepted = true;
         let (read, sink, _end): (Reading, Sink, _) = match read_loop {
             None => {
                 let (read, write) = stream.into_split();
@@ -940,6 +939,8 @@ impl Conn {
                 Err(e) => return self.settle_all(|| Outcome::Failed(e.to_string())),
             },
         };
+        // Later calls are taken once what reads their replies is in place.
+        self.lock().accepted = true;
         let reading = async {
             let read = read.await;
             // Whatever ended the reading ends the writing too, and settles the calls
@@ -977,19 +978,14 @@ impl Conn {
         stream: TcpStream,
         read_loop: &dyn ReadLoop,
     ) -> io::Result<(Reading, Sink, Option<EndReading>)> {
-        let socket = Arc::new(stream.into_std()?);
-        // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by
-        // the `AsyncFd` lives.
-        let registered =
-            unsafe { AsyncFd::register_with_interest(socket.clone(), Interest::WRITABLE) };
-        let sink = Sink::Shared(registered?);
+        let (socket, sink) = share(stream)?;
         let (tell, ended) = oneshot::channel();
-        read_loop.adopt(Replies {
+        read_loop.adopt(Box::new(Replies {
             conn: self,
             socket: socket.clone(),
-            buf: BytesMut::new(),
+            framer: Framer::new(usize::MAX),
             ended: Some(tell),
-        });
+        }));
         let read = async {
             ended.await.unwrap_or_else(|_| {
                 Err(io::Error::other("the loop reading the connection stopped"))
@@ -1087,13 +1083,13 @@ impl Conn {
     }
 }
 
-/// The event loop of another thread, which reads the replies of multiplexed
-/// connections where their outcomes are wanted (the JavaScript thread's): a reply then
-/// wakes that thread alone, not a thread of the runtime first.
+/// The event loop of another thread, which reads multiplexed connections where what
+/// comes in is handled (the JavaScript thread's): a frame then wakes that thread alone,
+/// not a thread of the runtime first.
 pub trait ReadLoop: Send + Sync {
-    /// Reads `replies` on the loop's thread: [`Replies::read`] each time its socket is
-    /// readable, until that returns true. Dropping them ends the reading.
-    fn adopt(&self, replies: Replies);
+    /// Reads `inflow` on the loop's thread: [`Inflow::read`] each time its socket is
+    /// readable, until that returns true. Dropping it ends the reading.
+    fn adopt(&self, inflow: Box<dyn Inflow>);
 }
 
 impl std::fmt::Debug for dyn ReadLoop {
@@ -1102,88 +1098,187 @@ impl std::fmt::Debug for dyn ReadLoop {
     }
 }
 
-/// At most this many reads per [`Replies::read`], so one busy connection does not hold
+/// The reading side of a connection, handed to a [`ReadLoop`].
+pub trait Inflow: Send {
+    /// The socket, to wait on.
+    fn fd(&self) -> RawFd;
+    /// Reads what the socket holds, without waiting, and handles each whole frame;
+    /// true once this loop's reading is over.
+    fn read(&mut self) -> bool;
+}
+
+/// At most this many reads per [`Inflow::read`], so one busy connection does not hold
 /// the loop.
 const READS: usize = 16;
 
-/// The reading side of a client's connection, handed to a [`ReadLoop`].
-pub struct Replies {
+/// Frames taken off the bytes of a connection as they come in, without waiting. A
+/// frame longer than `max` is read past, not kept, as [`read_frame`] does.
+pub(crate) struct Framer {
+    /// What was read and not taken yet: the start of a frame.
+    buf: BytesMut,
+    max: usize,
+    /// What is left to read past of a frame too large.
+    skip: usize,
+}
+
+/// What a frame handler tells [`read_frames`].
+pub(crate) enum Flow {
+    /// Go on reading.
+    Go,
+    /// The reading is over.
+    Over,
+    /// Stop reading for now: nothing more is read until the reading is adopted again.
+    Pause,
+}
+
+/// How [`read_frames`] stopped.
+pub(crate) enum Step {
+    /// The socket holds nothing more for now.
+    Wait,
+    /// The reading is over: the connection ended cleanly, failed, or a handler said so.
+    Over(io::Result<()>),
+    /// A handler paused the reading.
+    Paused,
+}
+
+impl Framer {
+    pub(crate) fn new(max: usize) -> Framer {
+        Framer {
+            buf: BytesMut::new(),
+            max,
+            skip: 0,
+        }
+    }
+
+    /// True while a frame has begun and is not whole.
+    pub(crate) fn partial(&self) -> bool {
+        !self.buf.is_empty() || self.skip > 0
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let skipped = self.skip.min(bytes.len());
+        self.skip -= skipped;
+        self.buf.extend_from_slice(&bytes[skipped..]);
+    }
+
+    /// The next frame, once it is whole; of one too large, its kind and id.
+    fn next(&mut self) -> io::Result<Option<Read>> {
+        let Some(len) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
+        if len < HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "frame too short",
+            ));
+        }
+        let whole = if len > self.max { HEAD } else { len };
+        if self.buf.len() < 4 + whole {
+            return Ok(None);
+        }
+        self.buf.advance(4);
+        let kind = self.buf.get_u8();
+        let id = self.buf.get_u32();
+        let rest = len - HEAD;
+        if len > self.max {
+            let here = rest.min(self.buf.len());
+            self.buf.advance(here);
+            self.skip = rest - here;
+            return Ok(Some(Read::TooLarge(kind, id)));
+        }
+        Ok(Some(Read::Frame(
+            kind,
+            id,
+            self.buf.split_to(rest).freeze(),
+        )))
+    }
+}
+
+/// Reads what `socket` holds into `framer`, without waiting, and hands each frame to
+/// `handle`, at most [`READS`] reads at a time.
+pub(crate) fn read_frames(
+    mut socket: &std::net::TcpStream,
+    framer: &mut Framer,
+    mut handle: impl FnMut(Read) -> io::Result<Flow>,
+) -> Step {
+    let mut chunk = [0u8; 16 * 1024];
+    for _ in 0..READS {
+        match socket.read(&mut chunk) {
+            Ok(0) if framer.partial() => {
+                return Step::Over(Err(io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(0) => return Step::Over(Ok(())),
+            Ok(n) => framer.feed(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Step::Over(Err(e)),
+        }
+        loop {
+            let flow = match framer.next() {
+                Ok(Some(read)) => handle(read),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            match flow {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Over) => return Step::Over(Ok(())),
+                Ok(Flow::Pause) => return Step::Paused,
+                Err(e) => return Step::Over(Err(e)),
+            }
+        }
+    }
+    Step::Wait
+}
+
+/// The replies of a client's connection, read on a [`ReadLoop`].
+struct Replies {
     conn: Arc<Conn>,
     socket: Arc<std::net::TcpStream>,
-    /// What was read and not handled yet: the start of a frame.
-    buf: BytesMut,
+    framer: Framer,
     /// Told how the reading ended, when it does (or when this is dropped).
     ended: Option<oneshot::Sender<io::Result<()>>>,
 }
 
-impl Replies {
-    /// The socket, to wait on.
-    pub fn fd(&self) -> RawFd {
+impl Inflow for Replies {
+    fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 
-    /// Reads what the socket holds, without waiting, and hands each whole reply to its
-    /// call; true once the reading is over.
-    pub fn read(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        for _ in 0..READS {
-            let ended = match self.socket.as_ref().read(&mut chunk) {
-                Ok(0) if self.buf.is_empty() => Ok(()),
-                Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    match self.handle() {
-                        Ok(false) => continue,
-                        done => done.map(|_| ()),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-            if let Some(tell) = self.ended.take() {
-                let _ = tell.send(ended);
-            }
-            return true;
+    fn read(&mut self) -> bool {
+        let conn = &self.conn;
+        let step = read_frames(&self.socket, &mut self.framer, |read| match read {
+            Read::Frame(kind, id, rest) => Ok(if conn.on_frame(kind, id, rest)? {
+                Flow::Over
+            } else {
+                Flow::Go
+            }),
+            // Never: no reply is too large for a client.
+            Read::TooLarge(..) | Read::End => Ok(Flow::Over),
+        });
+        let Step::Over(ended) = step else {
+            return false;
+        };
+        if let Some(tell) = self.ended.take() {
+            let _ = tell.send(ended);
         }
-        false
-    }
-
-    /// Handles the whole frames read; true once the reading is over.
-    fn handle(&mut self) -> io::Result<bool> {
-        while let Some((kind, id, rest)) = take_frame(&mut self.buf)? {
-            if self.conn.on_frame(kind, id, rest)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        true
     }
 }
 
-/// The first frame in `buf`, taken off it once it is whole.
-fn take_frame(buf: &mut BytesMut) -> io::Result<Option<(u8, u32, Bytes)>> {
-    let Some(len) = buf.get(..4) else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
-    if len < HEAD {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too short",
-        ));
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    buf.advance(4);
-    let kind = buf.get_u8();
-    let id = buf.get_u32();
-    Ok(Some((kind, id, buf.split_to(len - HEAD).freeze())))
+/// `stream`, to be read on another loop: the socket, and the sink that writes to it
+/// (the runtime only waits for it to be writable).
+pub(crate) fn share(stream: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, Sink)> {
+    let socket = Arc::new(stream.into_std()?);
+    // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by the
+    // `AsyncFd` lives.
+    let registered = unsafe { AsyncFd::register_with_interest(socket.clone(), Interest::WRITABLE) };
+    Ok((socket.clone(), Sink::Shared(registered?)))
 }
 
 /// Ends a socket another loop reads, both ways, when the connection's task ends or is
 /// dropped: the loop then sees the end and lets go of it.
-struct EndReading(Arc<std::net::TcpStream>);
+pub(crate) struct EndReading(pub(crate) Arc<std::net::TcpStream>);
 
 impl Drop for EndReading {
     fn drop(&mut self) {

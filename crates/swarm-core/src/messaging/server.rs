@@ -6,8 +6,15 @@
 //! lets in-flight requests finish, then releases the port.
 
 use std::{
-    collections::VecDeque, convert::Infallible, future::Future, net::SocketAddr, pin::Pin,
-    sync::Arc, time::Duration,
+    collections::VecDeque,
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -109,12 +116,14 @@ struct Context {
     in_flight: Arc<Semaphore>,
 }
 
-/// Serves `listener` until `cancel` fires, then drains in-flight requests.
+/// Serves `listener` until `cancel` fires, then drains in-flight requests. Multiplexed
+/// connections are read on `read_loop` when set, on the runtime otherwise.
 pub async fn serve(
     listener: TcpListener,
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
     cancel: CancellationToken,
+    read_loop: Option<Arc<dyn mux::ReadLoop>>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
@@ -159,6 +168,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
         let (cancel, multiplexed, give_up) = (cancel.clone(), multiplexed.clone(), give_up.clone());
+        let read_loop = read_loop.clone();
         tokio::spawn(async move {
             let _connection = connection;
             // A client that connects and stays silent holds a slot too: it gets the
@@ -173,7 +183,7 @@ pub async fn serve(
                 // Dropped, connection and all, if it is still draining when shutdown
                 // gives up.
                 tokio::select! {
-                    () = multiplexed.track_future(serve_mux(stream, peer, ctx, cancel)) => {}
+                    () = multiplexed.track_future(serve_mux(stream, peer, ctx, cancel, read_loop)) => {}
                     () = give_up.cancelled() => {}
                 }
                 return;
@@ -204,128 +214,326 @@ pub async fn serve(
 /// concurrently and their replies written as they come, in batches. At shutdown, or
 /// after [`MUX_IDLE`] without requests, it sends a go-away naming the last request it
 /// read, answers those in flight and ends its sending side; the client sends any later
-/// request again elsewhere.
+/// request again elsewhere. With a `read_loop`, the requests are read and started on
+/// its thread (see [`serve_elsewhere`]).
 async fn serve_mux(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
     cancel: CancellationToken,
+    read_loop: Option<Arc<dyn mux::ReadLoop>>,
 ) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut preface = [0u8; mux::PREFACE.len()];
     let greeted =
-        tokio::time::timeout(ctx.limits.header_timeout, reader.read_exact(&mut preface)).await;
+        tokio::time::timeout(ctx.limits.header_timeout, stream.read_exact(&mut preface)).await;
     if !matches!(greeted, Ok(Ok(_)))
         || preface != mux::PREFACE
-        || write.write_all(mux::ACCEPTED).await.is_err()
+        || stream.write_all(mux::ACCEPTED).await.is_err()
     {
         return;
     }
     debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
     let outbox = Arc::new(Outbox::default());
     let _stop = StopWriter(outbox.clone());
-    let writer = tokio::spawn({
-        let outbox = outbox.clone();
-        async move { outbox.run(write).await }
-    });
-    // Queues a frame; the reading waits while the client leaves too much unread.
-    let send = |frame| {
-        outbox.push(frame);
-        outbox.room()
+    let conn = MuxConn {
+        peer,
+        ctx,
+        outbox,
+        given: Arc::new(Notify::new()),
     };
-    let given = Arc::new(Notify::new());
-    let max = ctx.limits.max_body + ctx.limits.max_header_size;
-    let timeout = ctx.limits.handler_timeout;
-    let mut last = 0;
-    let idle = tokio::time::sleep(MUX_IDLE);
-    tokio::pin!(idle);
-    // The requests being handled by futures, polled by this task: an answer wakes it,
-    // not a task of its own. A reply waits for room in the writer's queue, and reading
-    // waits with it: a client that does not read its replies is not read from either.
-    let mut handling = FuturesUnordered::new();
-    // The requests whose dispatcher took their responder, by deadline (the handler
-    // timeout is the same for all); their answers wake nothing here.
-    let mut taken: VecDeque<(Instant, Arc<Answer>)> = VecDeque::new();
-    let expiry = tokio::time::sleep(timeout);
-    tokio::pin!(expiry);
-    let going_away = loop {
-        // Waits between frames: what is read here is kept, so stopping loses nothing.
-        let more = tokio::select! {
-            Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
-                give(&answer, &reply, &outbox).await;
-                continue;
+    let written = match read_loop {
+        None => conn.serve_here(stream, cancel).await,
+        Some(read_loop) => match mux::share(stream) {
+            Ok((socket, sink)) => {
+                let _end = mux::EndReading(socket.clone());
+                conn.serve_elsewhere(socket, sink, &*read_loop, cancel)
+                    .await
             }
-            () = &mut expiry, if !taken.is_empty() => {
-                if let Some(deadline) = expire(&mut taken, Instant::now()) {
-                    expiry.as_mut().reset(deadline);
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = written {
+        debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer} ended: {e}");
+    }
+}
+
+/// A handler's future, answering a multiplexed request.
+type Handler = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// The requests being handled by futures, polled by a connection's task: an answer
+/// wakes it, not a task of its own.
+type Handling = FuturesUnordered<Pin<Box<dyn Future<Output = (Arc<Answer>, Reply)> + Send>>>;
+
+/// What answers the requests of one multiplexed connection.
+struct MuxConn {
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    outbox: Arc<Outbox>,
+    /// Told of every answer given.
+    given: Arc<Notify>,
+}
+
+impl MuxConn {
+    /// What answers request `id`, given its slot among those in flight.
+    fn answer(&self, id: u32) -> impl FnOnce(OwnedSemaphorePermit) -> Arc<Answer> + '_ {
+        move |slot| Answer::new(self.outbox.clone(), id, slot, self.given.clone())
+    }
+
+    /// Adds a handler's future to those polled, with the handler timeout.
+    fn handle(&self, handling: &Handling, answer: Arc<Answer>, handler: Handler) {
+        let timeout = self.ctx.limits.handler_timeout;
+        handling.push(Box::pin(async move {
+            let reply = tokio::time::timeout(timeout, handler)
+                .await
+                .unwrap_or_else(|_| timed_out());
+            (answer, reply)
+        }));
+    }
+
+    /// Reads and answers on this task.
+    async fn serve_here(&self, stream: TcpStream, cancel: CancellationToken) -> io::Result<()> {
+        let (read, write) = stream.into_split();
+        let mut reader = BufReader::with_capacity(64 * 1024, read);
+        let outbox = &self.outbox;
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run(write).await }
+        });
+        // Queues a frame; the reading waits while the client leaves too much unread.
+        let send = |frame| {
+            outbox.push(frame);
+            outbox.room()
+        };
+        let ctx = &self.ctx;
+        let max = ctx.limits.max_body + ctx.limits.max_header_size;
+        let timeout = ctx.limits.handler_timeout;
+        let mut last = 0;
+        let idle = tokio::time::sleep(MUX_IDLE);
+        tokio::pin!(idle);
+        // A reply waits for room in the writer's queue, and reading waits with it: a
+        // client that does not read its replies is not read from either.
+        let mut handling = Handling::new();
+        // The requests whose dispatcher took their responder, by deadline (the handler
+        // timeout is the same for all); their answers wake nothing here.
+        let mut taken: VecDeque<(Instant, Arc<Answer>)> = VecDeque::new();
+        let expiry = tokio::time::sleep(timeout);
+        tokio::pin!(expiry);
+        let going_away = loop {
+            // Waits between frames: what is read here is kept, so stopping loses nothing.
+            let more = tokio::select! {
+                Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
+                    give(&answer, &reply, outbox).await;
+                    continue;
                 }
-                continue;
+                () = &mut expiry, if !taken.is_empty() => {
+                    if let Some(deadline) = expire(&mut taken, Instant::now()) {
+                        expiry.as_mut().reset(deadline);
+                    }
+                    continue;
+                }
+                _ = cancel.cancelled() => break true,
+                _ = &mut idle => {
+                    if handling.is_empty() && expire(&mut taken, Instant::now()).is_none() {
+                        break true;
+                    }
+                    idle.as_mut().reset(Instant::now() + MUX_IDLE);
+                    continue;
+                }
+                more = reader.fill_buf() => more.is_ok_and(|b| !b.is_empty()),
+            };
+            if !more {
+                break false;
             }
-            _ = cancel.cancelled() => break true,
-            _ = &mut idle => {
-                if handling.is_empty() && expire(&mut taken, Instant::now()).is_none() {
+            // A frame that has begun must come whole within the header timeout; the
+            // requests in flight are answered meanwhile.
+            let read =
+                tokio::time::timeout(ctx.limits.header_timeout, mux::read_frame(&mut reader, max));
+            tokio::pin!(read);
+            let read = loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
+                        give(&answer, &reply, outbox).await;
+                    }
+                }
+            };
+            let (id, rest) = match read {
+                Ok(Ok(Read::Frame(mux::REQUEST, id, rest))) if id > last => (id, Some(rest)),
+                Ok(Ok(Read::TooLarge(mux::REQUEST, id))) if id > last => (id, None),
+                _ => break false,
+            };
+            last = id;
+            let now = Instant::now();
+            idle.as_mut().reset(now + MUX_IDLE);
+            match start(ctx, rest, self.peer, self.answer(id)) {
+                Started::Now(reply) => send(mux::reply_frame(id, &reply)).await,
+                Started::Later(answer, handler) => self.handle(&handling, answer, handler),
+                Started::Taken(answer) => {
+                    taken.push_back((now + timeout, answer));
+                    if let Some(deadline) = expire(&mut taken, now) {
+                        expiry.as_mut().reset(deadline);
+                    }
+                }
+            }
+        };
+        if going_away {
+            send(mux::go_away_frame(last)).await;
+        }
+        let answered = self.answer_all(handling, |now| expire(&mut taken, now));
+        // Reads on until the client closes (for the drain timeout at most), so closing
+        // never resets the connection under replies it has not read yet.
+        let rest = async {
+            let _ = tokio::time::timeout(ctx.limits.drain_timeout, async {
+                while let Ok(Read::Frame(..) | Read::TooLarge(..)) =
+                    mux::read_frame(&mut reader, max).await
+                {}
+            })
+            .await;
+        };
+        let (written, (), ()) = tokio::join!(writer, answered, rest);
+        written.unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// Reads and starts the requests on `read_loop`'s thread, which hands this task the
+    /// handlers' futures; the requests whose responder was taken are answered there.
+    async fn serve_elsewhere(
+        &self,
+        socket: Arc<std::net::TcpStream>,
+        sink: mux::Sink,
+        read_loop: &dyn mux::ReadLoop,
+        cancel: CancellationToken,
+    ) -> io::Result<()> {
+        let ctx = &self.ctx;
+        let inbox = Arc::new(Inbox {
+            state: Mutex::new(InState {
+                last: 0,
+                stopped: false,
+                later: Vec::new(),
+                taken: VecDeque::new(),
+                active: Instant::now(),
+                partial: None,
+                paused: None,
+                ended: false,
+            }),
+            wake: Notify::new(),
+        });
+        let requests = |framer| Requests {
+            inbox: inbox.clone(),
+            socket: socket.clone(),
+            framer,
+            conn: MuxConn {
+                peer: self.peer,
+                ctx: ctx.clone(),
+                outbox: self.outbox.clone(),
+                given: self.given.clone(),
+            },
+        };
+        let max = ctx.limits.max_body + ctx.limits.max_header_size;
+        read_loop.adopt(Box::new(requests(mux::Framer::new(max))));
+        let writer = tokio::spawn({
+            let outbox = self.outbox.clone();
+            async move { outbox.run(sink).await }
+        });
+        let mut handling = Handling::new();
+        let going_away = loop {
+            let now = Instant::now();
+            let (later, paused, next) = {
+                let mut state = inbox.lock();
+                if state.ended {
+                    break false;
+                }
+                // A frame that has begun must come whole within the header timeout.
+                let stalled = state.partial.map(|since| since + ctx.limits.header_timeout);
+                if stalled.is_some_and(|at| at <= now) {
+                    break false;
+                }
+                let taken = expire(&mut state.taken, now);
+                let idle = state.active + MUX_IDLE;
+                if idle <= now && handling.is_empty() && taken.is_none() {
                     break true;
                 }
-                idle.as_mut().reset(Instant::now() + MUX_IDLE);
+                // The reader starts frames and takes requests without telling: looked
+                // at again within the header timeout, and before a request taken from
+                // now on can time out.
+                let limits = &ctx.limits;
+                let next = [
+                    idle,
+                    now + limits.header_timeout,
+                    now + limits.handler_timeout,
+                ]
+                .into_iter()
+                .chain(taken)
+                .chain(stalled)
+                .min()
+                .unwrap_or(idle);
+                (std::mem::take(&mut state.later), state.paused.take(), next)
+            };
+            for (answer, handler) in later {
+                self.handle(&handling, answer, handler);
+            }
+            if let Some(framer) = paused {
+                // The client leaves too much unread: read again once it has read some.
+                self.outbox.room().await;
+                read_loop.adopt(Box::new(requests(framer)));
                 continue;
             }
-            more = reader.fill_buf() => more.is_ok_and(|b| !b.is_empty()),
-        };
-        if !more {
-            break false;
-        }
-        // A frame that has begun must come whole within the header timeout; the
-        // requests in flight are answered meanwhile.
-        let read =
-            tokio::time::timeout(ctx.limits.header_timeout, mux::read_frame(&mut reader, max));
-        tokio::pin!(read);
-        let read = loop {
             tokio::select! {
-                read = &mut read => break read,
                 Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
-                    give(&answer, &reply, &outbox).await;
+                    give(&answer, &reply, &self.outbox).await;
                 }
+                () = inbox.wake.notified() => {}
+                _ = cancel.cancelled() => break true,
+                () = tokio::time::sleep_until(next) => {}
             }
         };
-        let (id, rest) = match read {
-            Ok(Ok(Read::Frame(mux::REQUEST, id, rest))) if id > last => (id, Some(rest)),
-            Ok(Ok(Read::TooLarge(mux::REQUEST, id))) if id > last => (id, None),
-            _ => break false,
-        };
-        last = id;
-        let now = Instant::now();
-        idle.as_mut().reset(now + MUX_IDLE);
-        let answer = |slot| Answer::new(outbox.clone(), id, slot, given.clone());
-        match start(&ctx, rest, peer, answer) {
-            Started::Now(reply) => send(mux::reply_frame(id, &reply)).await,
-            Started::Later(answer, handler) => handling.push(async move {
-                let reply = tokio::time::timeout(timeout, handler)
-                    .await
-                    .unwrap_or_else(|_| timed_out());
-                (answer, reply)
-            }),
-            Started::Taken(answer) => {
-                taken.push_back((now + timeout, answer));
-                if let Some(deadline) = expire(&mut taken, now) {
-                    expiry.as_mut().reset(deadline);
-                }
+        let last = {
+            let mut state = inbox.lock();
+            state.stopped = true;
+            for (answer, handler) in std::mem::take(&mut state.later) {
+                self.handle(&handling, answer, handler);
             }
+            state.last
+        };
+        if going_away {
+            self.outbox.push(mux::go_away_frame(last));
         }
-    };
-    if going_away {
-        send(mux::go_away_frame(last)).await;
+        let answered = self.answer_all(handling, |now| expire(&mut inbox.lock().taken, now));
+        // The reader reads past what comes until the client closes (for the drain
+        // timeout at most), so closing never resets the connection under replies it
+        // has not read yet.
+        let rest = async {
+            let _ = tokio::time::timeout(ctx.limits.drain_timeout, async {
+                loop {
+                    let woken = inbox.wake.notified();
+                    if inbox.lock().ended {
+                        break;
+                    }
+                    woken.await;
+                }
+            })
+            .await;
+        };
+        let (written, (), ()) = tokio::join!(writer, answered, rest);
+        written.unwrap_or_else(|e| Err(io::Error::other(e)))
     }
-    let answered = async {
+
+    /// Answers the requests in flight: those of `handling`, and those taken, which
+    /// `expire` times out (returning the next deadline, if any is left); then ends the
+    /// writer once it has written the replies.
+    async fn answer_all(
+        &self,
+        mut handling: Handling,
+        mut expire: impl FnMut(Instant) -> Option<Instant>,
+    ) {
         let handled = async {
             while let Some((answer, reply)) = handling.next().await {
-                give(&answer, &reply, &outbox).await;
+                give(&answer, &reply, &self.outbox).await;
             }
         };
         let taken = async {
             loop {
-                let answer_given = given.notified();
-                let Some(deadline) = expire(&mut taken, Instant::now()) else {
+                let answer_given = self.given.notified();
+                let Some(deadline) = expire(Instant::now()) else {
                     break;
                 };
                 tokio::select! {
@@ -335,22 +543,121 @@ async fn serve_mux(
             }
         };
         tokio::join!(handled, taken);
-        // The writer ends once the replies are sent.
-        outbox.close();
-    };
-    // Reads on until the client closes (for the drain timeout at most), so closing never
-    // resets the connection under replies it has not read yet.
-    let rest = async {
-        let _ = tokio::time::timeout(ctx.limits.drain_timeout, async {
-            while let Ok(Read::Frame(..) | Read::TooLarge(..)) =
-                mux::read_frame(&mut reader, max).await
-            {}
-        })
-        .await;
-    };
-    let (written, (), ()) = tokio::join!(writer, answered, rest);
-    if let Ok(Err(e)) = written {
-        debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer} ended: {e}");
+        self.outbox.close();
+    }
+}
+
+/// What a connection read on another loop shares with its task.
+struct Inbox {
+    state: Mutex<InState>,
+    /// Wakes the task: handlers' futures to poll, the reading paused or ended.
+    wake: Notify,
+}
+
+struct InState {
+    /// The last request read.
+    last: u32,
+    /// No request is started any more: a go-away names `last`, or the connection ends.
+    stopped: bool,
+    /// Handlers' futures, for the task to poll.
+    later: Vec<(Arc<Answer>, Handler)>,
+    /// The requests whose dispatcher took their responder, by deadline.
+    taken: VecDeque<(Instant, Arc<Answer>)>,
+    /// When the last request came in.
+    active: Instant,
+    /// Since when a frame has been coming in, if one is.
+    partial: Option<Instant>,
+    /// What the reading had read when it paused for room in the writer's queue.
+    paused: Option<mux::Framer>,
+    /// The reading is over: the client ended the connection, or broke the protocol.
+    ended: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The requests of a multiplexed connection, read on a [`mux::ReadLoop`].
+struct Requests {
+    inbox: Arc<Inbox>,
+    socket: Arc<std::net::TcpStream>,
+    framer: mux::Framer,
+    conn: MuxConn,
+}
+
+impl mux::Inflow for Requests {
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn read(&mut self) -> bool {
+        let Requests {
+            inbox,
+            socket,
+            framer,
+            conn,
+        } = self;
+        let step = mux::read_frames(socket, framer, |read| Ok(conn.take(inbox, read)));
+        // The answers given at once (refusals) go out now.
+        mux::flush();
+        let mut state = inbox.lock();
+        state.partial = framer
+            .partial()
+            .then(|| state.partial.unwrap_or_else(Instant::now));
+        let over = match step {
+            mux::Step::Wait => return false,
+            mux::Step::Paused => {
+                state.paused = Some(std::mem::replace(framer, mux::Framer::new(0)));
+                true
+            }
+            mux::Step::Over(_) => {
+                state.ended = true;
+                true
+            }
+        };
+        drop(state);
+        inbox.wake.notify_one();
+        over
+    }
+}
+
+impl MuxConn {
+    /// Starts the request just read, on the reading loop's thread.
+    fn take(&self, inbox: &Inbox, read: Read) -> mux::Flow {
+        let mut state = inbox.lock();
+        if state.stopped {
+            // After the go-away: the client sends it again elsewhere.
+            return mux::Flow::Go;
+        }
+        let (id, rest) = match read {
+            Read::Frame(mux::REQUEST, id, rest) if id > state.last => (id, Some(rest)),
+            Read::TooLarge(mux::REQUEST, id) if id > state.last => (id, None),
+            _ => return mux::Flow::Over,
+        };
+        state.last = id;
+        let now = Instant::now();
+        state.active = now;
+        // Started under the lock: once the task has stopped the reading, a request it
+        // did not name in its go-away is never started.
+        match start(&self.ctx, rest, self.peer, self.answer(id)) {
+            Started::Now(reply) => {
+                self.outbox.push_later(mux::reply_frame(id, &reply));
+            }
+            Started::Later(answer, handler) => {
+                state.later.push((answer, handler));
+                inbox.wake.notify_one();
+            }
+            Started::Taken(answer) => state
+                .taken
+                .push_back((now + self.ctx.limits.handler_timeout, answer)),
+        }
+        if self.outbox.has_room() {
+            mux::Flow::Go
+        } else {
+            mux::Flow::Pause
+        }
     }
 }
 
