@@ -1,0 +1,489 @@
+//! A client's multiplexed connection to one peer: calls by id, their outcomes, and the
+//! reading of the replies, on the runtime or on a [`ReadLoop`].
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::{
+    io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    sync::oneshot,
+};
+
+use super::{
+    encode_request,
+    outbox::{Outbox, Sink},
+    parse_reply, read_frame,
+    read_loop::{read_frames, share, EndReading, Flow, Framer, Inflow, ReadLoop, Step},
+    set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH, GO_AWAY, PREFACE, REPLY,
+};
+
+/// How a call on a client connection ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The peer's reply.
+    Reply(Reply),
+    /// Never handled by the peer (refused or told to go away): send it again.
+    Resend,
+    /// The peer does not speak this transport: send it over HTTP/1.1.
+    NotOurs,
+    /// The peer did not answer the preface in time: send it over HTTP/1.1, for now.
+    NoAnswer,
+    /// No connection could be made: never delivered.
+    Unreachable(String),
+    /// The connection broke while the call was on it: it may have been delivered.
+    Failed(String),
+    /// No reply within the connection's request timeout: it may have been delivered.
+    TimedOut,
+    /// The peer left the cluster (see [`Conn::abandon`]): it may have been delivered.
+    Left,
+}
+
+/// How the reading of a connection's replies ends.
+type Reading = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// What a call's outcome is handed to, on the connection's tasks.
+pub type Done = Box<dyn FnOnce(Outcome) + Send>;
+
+/// A call waiting for its reply.
+struct Waiter {
+    done: Done,
+    /// When it times out; `None` for calls whose caller keeps its own time ([`Call`]).
+    deadline: Option<Instant>,
+}
+
+struct State {
+    /// False once the connection stops taking calls (go-away, failure, close).
+    open: bool,
+    /// True once the peer accepted the preface.
+    accepted: bool,
+    next_id: u32,
+    waiting: HashMap<u32, Waiter>,
+}
+
+/// A client's multiplexed connection to one peer.
+pub struct Conn {
+    state: Mutex<State>,
+    outbox: Arc<Outbox>,
+    /// How long a call made by [`Conn::call_later`] may wait for its reply.
+    timeout: Duration,
+}
+
+/// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
+pub struct Call {
+    conn: Arc<Conn>,
+    id: u32,
+    outcome: oneshot::Receiver<Outcome>,
+}
+
+impl Call {
+    /// Waits for the outcome.
+    pub async fn outcome(mut self) -> Outcome {
+        (&mut self.outcome)
+            .await
+            .unwrap_or_else(|_| Outcome::Failed("connection closed".into()))
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut state = self.conn.lock();
+        if state.waiting.remove(&self.id).is_some() {
+            self.conn.end_if_done(&state);
+        }
+    }
+}
+
+impl Conn {
+    /// A connection over what `connect` yields, driven by tasks of its own; calls may
+    /// be made at once and are written once the peer has accepted the preface.
+    /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
+    /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `read_loop`,
+    /// the replies are read on its thread.
+    pub fn open<F>(
+        connect: F,
+        handshake: Duration,
+        timeout: Duration,
+        read_loop: Option<Arc<dyn ReadLoop>>,
+    ) -> Arc<Conn>
+    where
+        F: Future<Output = Result<TcpStream, String>> + Send + 'static,
+    {
+        let conn = Arc::new(Conn {
+            state: Mutex::new(State {
+                open: true,
+                accepted: false,
+                next_id: 1,
+                waiting: HashMap::new(),
+            }),
+            outbox: Arc::new(Outbox::for_requests()),
+            timeout,
+        });
+        tokio::spawn(conn.clone().drive(connect, handshake, read_loop));
+        conn
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while the connection takes calls.
+    pub fn is_open(&self) -> bool {
+        self.lock().open
+    }
+
+    /// Puts a request on the connection (waiting while [`HIGH_WATER`] bytes wait to be
+    /// written), or `None` when it no longer takes calls.
+    pub async fn call(
+        self: &Arc<Self>,
+        path: &str,
+        payload: &Payload,
+        auth: Option<&Auth>,
+    ) -> Option<Call> {
+        self.outbox.room().await;
+        let (tx, outcome) = oneshot::channel();
+        let done: Done = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        let id = self
+            .enqueue(path, payload, auth, done, None, |frame| {
+                self.outbox.push(frame)
+            })
+            .ok()?;
+        Some(Call {
+            conn: self.clone(),
+            id,
+            outcome,
+        })
+    }
+
+    /// Puts a request on a connection the peer has accepted, to be written when this
+    /// thread calls [`flush`]; `done` gets its outcome, on the connection's tasks, within
+    /// the connection's timeout. Hands `done` back when the connection is not
+    /// accepted yet or no longer takes calls.
+    pub fn call_later(
+        self: &Arc<Self>,
+        path: &str,
+        payload: &Payload,
+        auth: Option<&Auth>,
+        done: Done,
+    ) -> Result<(), Done> {
+        if !self.lock().accepted {
+            return Err(done);
+        }
+        let deadline = Some(Instant::now() + self.timeout);
+        self.enqueue(path, payload, auth, done, deadline, |frame| {
+            self.outbox.push_later(frame)
+        })
+        .map(|_| ())
+    }
+
+    /// Gives the request an id and queues it with `push`; `done` back when the
+    /// connection no longer takes calls.
+    fn enqueue(
+        &self,
+        path: &str,
+        payload: &Payload,
+        auth: Option<&Auth>,
+        done: Done,
+        deadline: Option<Instant>,
+        push: impl FnOnce(Bytes) -> bool,
+    ) -> Result<u32, Done> {
+        let mut frame = encode_request(path, payload, auth);
+        let mut state = self.lock();
+        if !state.open {
+            return Err(done);
+        }
+        let id = state.next_id;
+        // Queued under the lock, so ids go out in order and a go-away's `last` splits them.
+        set_id(&mut frame, id);
+        if !push(frame.freeze()) {
+            // The writer has stopped: the connection is over.
+            state.open = false;
+            return Err(done);
+        }
+        // Ids only grow on a connection; the last one retires it.
+        state.next_id = id.saturating_add(1);
+        state.open = id < u32::MAX;
+        state.waiting.insert(id, Waiter { done, deadline });
+        Ok(id)
+    }
+
+    /// Stops taking calls; the connection ends once the calls on it are answered.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.open = false;
+        self.end_if_done(&state);
+    }
+
+    /// Stops taking calls, settles those waiting as [`Outcome::Left`] (those never
+    /// written as [`Outcome::Resend`]) and ends the connection: its peer left the cluster.
+    pub fn abandon(&self) {
+        self.retire();
+        self.settle_all(|| Outcome::Left);
+    }
+
+    /// Stops taking calls and writing: the requests the kernel never had all of are
+    /// sent again, elsewhere.
+    fn retire(&self) {
+        self.lock().open = false;
+        for id in self.outbox.abort() {
+            self.settle(id, Outcome::Resend);
+        }
+    }
+
+    /// Ends the sending side (the peer then closes) once a connection that takes no
+    /// more calls has none left.
+    fn end_if_done(&self, state: &State) {
+        if !state.open && state.waiting.is_empty() {
+            self.outbox.close();
+        }
+    }
+
+    /// Settles every waiting call with `outcome`, and stops taking calls.
+    fn settle_all(&self, outcome: impl Fn() -> Outcome) {
+        let waiting: Vec<Waiter> = {
+            let mut state = self.lock();
+            state.open = false;
+            state.waiting.drain().map(|(_, waiter)| waiter).collect()
+        };
+        for waiter in waiting {
+            (waiter.done)(outcome());
+        }
+    }
+
+    /// Settles call `id` with `outcome`, if it still waits.
+    fn settle(&self, id: u32, outcome: Outcome) {
+        let waiter = self.lock().waiting.remove(&id);
+        if let Some(waiter) = waiter {
+            (waiter.done)(outcome);
+        }
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        connect: impl Future<Output = Result<TcpStream, String>>,
+        handshake: Duration,
+        read_loop: Option<Arc<dyn ReadLoop>>,
+    ) {
+        let mut stream = match connect.await {
+            Ok(stream) => stream,
+            Err(reason) => return self.settle_all(|| Outcome::Unreachable(reason.clone())),
+        };
+        let mut answer = [0u8; ACCEPTED.len()];
+        let accepted = tokio::time::timeout(handshake, async {
+            stream.write_all(PREFACE).await?;
+            stream.read_exact(&mut answer).await
+        })
+        .await;
+        // Nothing but the preface was written: no call reached the peer.
+        match accepted {
+            Ok(Ok(_)) if answer == ACCEPTED => {}
+            Ok(_) => {
+                self.outbox.close();
+                return self.settle_all(|| Outcome::NotOurs);
+            }
+            Err(_) => {
+                self.outbox.close();
+                return self.settle_all(|| Outcome::NoAnswer);
+            }
+        }
+        let (read, sink, _end): (Reading, Sink, _) = match read_loop {
+            None => {
+                let (read, write) = stream.into_split();
+                let read = self
+                    .clone()
+                    .read_replies(BufReader::with_capacity(BATCH, read));
+                (Box::pin(read), write.into(), None)
+            }
+            Some(read_loop) => match self.clone().hand_over(stream, &*read_loop) {
+                Ok(handed) => handed,
+                Err(e) => return self.settle_all(|| Outcome::Failed(e.to_string())),
+            },
+        };
+        // Later calls are taken once what reads their replies is in place.
+        self.lock().accepted = true;
+        let reading = async {
+            let read = read.await;
+            // Whatever ended the reading ends the writing too, and settles the calls
+            // left at once, whatever the writer is waiting for.
+            self.retire();
+            if let Err(e) = &read {
+                self.settle_all(|| Outcome::Failed(e.to_string()));
+            }
+            read
+        };
+        let writing = async {
+            let written = self.outbox.run(sink).await;
+            if let Err(e) = &written {
+                self.retire();
+                self.settle_all(|| Outcome::Failed(e.to_string()));
+            }
+            written
+        };
+        let ended = async { tokio::join!(reading, writing) };
+        let (read, written) = tokio::select! {
+            ended = ended => ended,
+            never = self.expire_calls() => match never {},
+        };
+        let reason = match (read, written) {
+            (Err(e), _) | (Ok(()), Err(e)) => e.to_string(),
+            (Ok(()), Ok(())) => "connection closed".into(),
+        };
+        self.settle_all(|| Outcome::Failed(reason.clone()));
+    }
+
+    /// Hands the reading of `stream` to `read_loop`; the reading future resolves when it
+    /// ends, and the guard ends the socket when dropped with the connection's task.
+    fn hand_over(
+        self: Arc<Self>,
+        stream: TcpStream,
+        read_loop: &dyn ReadLoop,
+    ) -> io::Result<(Reading, Sink, Option<EndReading>)> {
+        let (socket, sink) = share(stream)?;
+        let (tell, ended) = oneshot::channel();
+        read_loop.adopt(Box::new(Replies {
+            conn: self,
+            socket: socket.clone(),
+            framer: Framer::new(usize::MAX),
+            ended: Some(tell),
+        }));
+        let read = async {
+            ended.await.unwrap_or_else(|_| {
+                Err(io::Error::other("the loop reading the connection stopped"))
+            })
+        };
+        Ok((Box::pin(read), sink, Some(EndReading(socket))))
+    }
+
+    /// Times out the calls made by [`Conn::call_later`], for as long as it is polled.
+    /// Their deadlines grow with their ids, so it wakes once per timeout when idle, and
+    /// once more per call that times out.
+    async fn expire_calls(&self) -> std::convert::Infallible {
+        let mut next = Instant::now() + self.timeout;
+        loop {
+            tokio::time::sleep_until(next.into()).await;
+            let now = Instant::now();
+            let expired: Vec<u32> = {
+                let state = self.lock();
+                next = now + self.timeout;
+                let mut expired = Vec::new();
+                for (&id, waiter) in &state.waiting {
+                    match waiter.deadline {
+                        Some(deadline) if deadline <= now => expired.push(id),
+                        Some(deadline) => next = next.min(deadline),
+                        None => {}
+                    }
+                }
+                expired
+            };
+            for id in expired {
+                self.settle(id, Outcome::TimedOut);
+            }
+            let state = self.lock();
+            self.end_if_done(&state);
+        }
+    }
+
+    /// Hands each reply to its call, until the connection ends or, after a go-away or
+    /// [`Conn::close`], the last call on it is answered.
+    async fn read_replies<R: AsyncBufRead + Unpin>(
+        self: Arc<Self>,
+        mut reader: R,
+    ) -> io::Result<()> {
+        loop {
+            match read_frame(&mut reader, usize::MAX).await? {
+                Read::Frame(kind, id, rest) => {
+                    if self.on_frame(kind, id, rest)? {
+                        return Ok(());
+                    }
+                }
+                // A clean end with calls waiting is a failure, reported by `drive`.
+                Read::TooLarge(..) | Read::End => return Ok(()),
+            }
+        }
+    }
+
+    /// Handles a frame from the peer; true once the reading is over: after a go-away or
+    /// [`Conn::close`], the last call on the connection is answered.
+    fn on_frame(&self, kind: u8, id: u32, rest: Bytes) -> io::Result<bool> {
+        match kind {
+            REPLY => {
+                let reply = parse_reply(rest).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
+                })?;
+                self.settle(id, Outcome::Reply(reply));
+            }
+            GO_AWAY => {
+                let unanswered: Vec<Waiter> = {
+                    let mut state = self.lock();
+                    state.open = false;
+                    let later: Vec<u32> = state
+                        .waiting
+                        .keys()
+                        .copied()
+                        .filter(|&waiting| waiting > id)
+                        .collect();
+                    later
+                        .iter()
+                        .filter_map(|id| state.waiting.remove(id))
+                        .collect()
+                };
+                for waiter in unanswered {
+                    (waiter.done)(Outcome::Resend);
+                }
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected frame kind {kind}"),
+                ))
+            }
+        }
+        let state = self.lock();
+        Ok(!state.open && state.waiting.is_empty())
+    }
+}
+
+/// The replies of a client's connection, read on a [`ReadLoop`].
+struct Replies {
+    conn: Arc<Conn>,
+    socket: Arc<std::net::TcpStream>,
+    framer: Framer,
+    /// Told how the reading ended, when it does (or when this is dropped).
+    ended: Option<oneshot::Sender<io::Result<()>>>,
+}
+
+impl Inflow for Replies {
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn read(&mut self) -> bool {
+        let conn = &self.conn;
+        let step = read_frames(&self.socket, &mut self.framer, |read| match read {
+            Read::Frame(kind, id, rest) => Ok(if conn.on_frame(kind, id, rest)? {
+                Flow::Over
+            } else {
+                Flow::Go
+            }),
+            // Never: no reply is too large for a client.
+            Read::TooLarge(..) | Read::End => Ok(Flow::Over),
+        });
+        let Step::Over(ended) = step else {
+            return false;
+        };
+        if let Some(tell) = self.ended.take() {
+            let _ = tell.send(ended);
+        }
+        true
+    }
+}

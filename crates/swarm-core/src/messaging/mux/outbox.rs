@@ -1,0 +1,492 @@
+//! The sending side of a multiplexed connection: frames queued from any thread and
+//! written in batches, by the thread that queued them or by the connection's writer.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    io::{self, IoSlice, Write as _},
+    net::Shutdown,
+    os::fd::{AsRawFd, RawFd},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+use tokio::{io::unix::AsyncFd, net::tcp::OwnedWriteHalf, sync::Notify};
+
+use super::REQUEST;
+
+/// Past this many bytes waiting to be written on a connection, the tasks that queue
+/// frames wait for room (a peer that does not read holds back its own traffic, not this
+/// process's memory).
+pub const HIGH_WATER: usize = 1 << 20;
+/// At most this many frames go into one system call.
+const GATHER: usize = 64;
+
+/// Frames not yet wholly handed to the kernel, and their bytes; the first may be partly
+/// written. A peer handles a request only once it has read the whole frame, so a frame
+/// still here was never handled.
+#[derive(Default)]
+struct Frames {
+    list: VecDeque<Bytes>,
+    /// How much of the first frame is written.
+    front_written: usize,
+    bytes: usize,
+}
+
+impl Frames {
+    fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.list.push_back(frame);
+    }
+
+    /// Writes what the socket takes now, without waiting.
+    fn try_write(&mut self, out: &Sink) -> io::Result<()> {
+        while !self.list.is_empty() {
+            // On the stack: this runs for every write.
+            let mut slices = [IoSlice::new(&[]); GATHER];
+            let mut count = 0;
+            for (slice, frame) in slices.iter_mut().zip(&self.list) {
+                let skip = if count == 0 { self.front_written } else { 0 };
+                *slice = IoSlice::new(&frame[skip..]);
+                count += 1;
+            }
+            let mut written = out.try_write_vectored(&slices[..count])?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.bytes -= written;
+            while written > 0 {
+                let left = self.list[0].len() - self.front_written;
+                if left <= written {
+                    written -= left;
+                    self.list.pop_front();
+                    self.front_written = 0;
+                } else {
+                    self.front_written += written;
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the requests among the frames.
+    fn requests(&self) -> Vec<u32> {
+        self.list
+            .iter()
+            .filter(|frame| frame.get(4) == Some(&REQUEST))
+            .filter_map(|frame| Some(u32::from_be_bytes(frame.get(5..9)?.try_into().ok()?)))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct OutState {
+    /// The socket, once connected, until the writer ends.
+    out: Option<Arc<Sink>>,
+    queued: Frames,
+    /// In this thread's list of outboxes to [`flush`].
+    listed: bool,
+    /// No frames are taken any more; the writer ends once the queue is written.
+    closed: bool,
+    /// Nothing more is written: the connection is over.
+    aborted: bool,
+}
+
+thread_local! {
+    /// The outboxes that frames were queued on by [`Outbox::push_later`] on this thread.
+    static LATER: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes what [`Outbox::push_later`] queued on this thread: a thread that queues many
+/// frames (JavaScript, in one turn of its loop) writes them in one system call per
+/// connection, and no other thread is woken for it.
+pub fn flush() {
+    for outbox in LATER.with(|later| std::mem::take(&mut *later.borrow_mut())) {
+        let mut state = outbox.lock();
+        state.listed = false;
+        outbox.write_now(&mut state);
+    }
+}
+
+/// The sending side of a multiplexed connection. Frames are written under its lock,
+/// without waiting: by the thread that queues them ([`Outbox::push_later`], then
+/// [`flush`]), or by the connection's writer task ([`Outbox::run`]) for frames queued
+/// by tasks of the runtime (gathered into one write) and for what the socket did not
+/// take at once. A frame leaves the queue only once the kernel has all of it, so when
+/// the connection breaks, the requests still queued are known never to have been read.
+#[derive(Default)]
+pub struct Outbox {
+    /// Carries requests: nothing is written once the peer has ended its side (see
+    /// [`peer_closed`]).
+    requests: bool,
+    state: Mutex<OutState>,
+    /// Wakes the writer: there are frames to write, or the outbox closed.
+    wake: Notify,
+    /// Wakes those waiting for room.
+    room: Notify,
+}
+
+impl Outbox {
+    /// The outbox of a client's connection, whose frames are requests.
+    pub(super) fn for_requests() -> Outbox {
+        Outbox {
+            requests: true,
+            ..Outbox::default()
+        }
+    }
+
+    /// True when nothing may be written on `out` any more.
+    fn stopped(&self, out: &Sink) -> bool {
+        self.requests && peer_closed(out)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame, and holds the lock for what follows; `None` once it is closed.
+    fn queue(&self, frame: Bytes) -> Option<MutexGuard<'_, OutState>> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.queued.push(frame);
+        Some(state)
+    }
+
+    /// Queues a frame for the writer task; false once the outbox is closed.
+    pub fn push(&self, frame: Bytes) -> bool {
+        let queued = self.queue(frame).is_some();
+        if queued {
+            self.wake.notify_one();
+        }
+        queued
+    }
+
+    /// Queues a frame to be written when this thread calls [`flush`]; false once the
+    /// outbox is closed.
+    pub fn push_later(self: &Arc<Self>, frame: Bytes) -> bool {
+        let Some(mut state) = self.queue(frame) else {
+            return false;
+        };
+        if !std::mem::replace(&mut state.listed, true) {
+            LATER.with(|later| later.borrow_mut().push(self.clone()));
+        }
+        true
+    }
+
+    /// Waits until fewer than [`HIGH_WATER`] bytes wait to be written.
+    pub async fn room(&self) {
+        loop {
+            let room = self.room.notified();
+            if self.has_room() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        let state = self.lock();
+        state.queued.bytes < HIGH_WATER || state.closed
+    }
+
+    /// Takes no more frames; the writer ends once those queued are written.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Writes nothing more, and returns the ids of the requests never wholly written.
+    pub fn abort(&self) -> Vec<u32> {
+        let mut state = self.lock();
+        state.closed = true;
+        state.aborted = true;
+        let unsent = state.queued.requests();
+        state.queued = Frames::default();
+        drop(state);
+        self.wake.notify_one();
+        self.room.notify_waiters();
+        unsent
+    }
+
+    /// Writes what the socket takes now; what is left, the writer writes.
+    fn write_now(&self, state: &mut OutState) {
+        if state.aborted || state.queued.list.is_empty() {
+            return;
+        }
+        let written = match &state.out {
+            Some(out) if !self.stopped(out) => state.queued.try_write(out),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        };
+        if written.is_err() {
+            self.wake.notify_one();
+        }
+        self.room.notify_waiters();
+    }
+
+    /// Writes the frames queued on the outbox to `out`, gathered into as few system
+    /// calls as the socket allows, until it is closed and they are written or it is
+    /// aborted; then ends the stream's sending side. The frames left unwritten after a
+    /// failure stay queued, for [`Outbox::abort`] to name.
+    pub async fn run(&self, out: impl Into<Sink>) -> io::Result<()> {
+        let out = Arc::new(out.into());
+        self.lock().out = Some(out.clone());
+        let written = self.write_all(&out).await;
+        let mut state = self.lock();
+        state.closed = true;
+        state.out = None;
+        drop(state);
+        self.room.notify_waiters();
+        out.finish();
+        written
+    }
+
+    async fn write_all(&self, out: &Sink) -> io::Result<()> {
+        loop {
+            let wake = self.wake.notified();
+            let written = {
+                let mut state = self.lock();
+                let empty = state.queued.list.is_empty();
+                // The peer ended its side: what is queued was never read, and the
+                // reader, about to see the end, names it (see `Conn::retire`).
+                if state.aborted || empty && state.closed || !empty && self.stopped(out) {
+                    return Ok(());
+                }
+                let written = (!empty).then(|| state.queued.try_write(out));
+                self.room.notify_waiters();
+                written
+            };
+            match written {
+                None => wake.await,
+                Some(Ok(())) => {}
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => tokio::select! {
+                    writable = out.writable() => writable?,
+                    () = wake => {}
+                },
+                Some(Err(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The socket an [`Outbox`] writes to.
+pub enum Sink {
+    /// The sending half of a stream the runtime reads.
+    Half(OwnedWriteHalf),
+    /// A socket another loop reads ([`ReadLoop`]): registered with the runtime for
+    /// writability alone, so what comes in wakes no thread of the runtime.
+    Shared(AsyncFd<Arc<std::net::TcpStream>>),
+}
+
+impl From<OwnedWriteHalf> for Sink {
+    fn from(half: OwnedWriteHalf) -> Sink {
+        Sink::Half(half)
+    }
+}
+
+impl Sink {
+    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sink::Half(half) => half.try_write_vectored(slices),
+            Sink::Shared(fd) => fd.get_ref().as_ref().write_vectored(slices),
+        }
+    }
+
+    /// Waits until the socket may take more.
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Sink::Half(half) => half.writable().await,
+            Sink::Shared(fd) => {
+                // Cleared before the next attempt, so a later edge is never lost.
+                fd.writable().await?.clear_ready();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the sending side, once the last frame is written.
+    fn finish(&self) {
+        match self {
+            // Ended when the last reference to it is dropped.
+            Sink::Half(_) => {}
+            Sink::Shared(fd) => {
+                let _ = fd.get_ref().shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+impl AsRawFd for Sink {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Sink::Half(half) => half.as_ref().as_raw_fd(),
+            Sink::Shared(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+/// True once the peer has ended its side of the connection, or reset it: a server of
+/// ours does so only after a go-away or when it died, so a request written now would
+/// never be read. Seen in the kernel's TCP state, which knows of a FIN the reader may
+/// not have read yet (replies can be waiting before it).
+#[cfg(target_os = "linux")]
+fn peer_closed(out: &Sink) -> bool {
+    // The states of <netinet/tcp.h> once a FIN or a reset came in.
+    const CLOSE: u8 = 7;
+    const CLOSE_WAIT: u8 = 8;
+    const LAST_ACK: u8 = 9;
+    // `struct tcp_info` starts with the state; the kernel copies no more than asked.
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is valid for `len` bytes, and the descriptor is open while `out`
+    // lives.
+    let got = unsafe {
+        libc::getsockopt(
+            out.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    got == 0 && len >= 1 && matches!(info[0], CLOSE | CLOSE_WAIT | LAST_ACK)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_closed(_: &Sink) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, time::Duration};
+
+    use futures_util::FutureExt;
+    use tokio::net::TcpStream;
+
+    use super::{
+        super::{go_away_frame, request_frame, Payload},
+        *,
+    };
+
+    /// A connected pair: the outbox's writing half, and the peer's end as a blocking
+    /// socket, read from without giving the runtime a turn.
+    async fn pair() -> (Sink, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        (ours.into_split().1.into(), peer)
+    }
+
+    /// Starts the writer and waits until it holds the socket.
+    async fn writing(outbox: &Arc<Outbox>, out: Sink) -> tokio::task::JoinHandle<io::Result<()>> {
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run(out).await }
+        });
+        while outbox.lock().out.is_none() {
+            tokio::task::yield_now().await;
+        }
+        writer
+    }
+
+    fn read_exactly(peer: &mut std::net::TcpStream, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        std::io::Read::read_exact(peer, &mut bytes).expect("the bytes");
+        bytes
+    }
+
+    #[tokio::test]
+    async fn frames_queued_for_later_are_written_by_the_thread_that_flushes() {
+        let (out, mut peer) = pair().await;
+        let outbox = Arc::new(Outbox::default());
+        let _writer = writing(&outbox, out).await;
+        let frames: Vec<Bytes> = (1..=3).map(go_away_frame).collect();
+        for frame in &frames {
+            assert!(outbox.push_later(frame.clone()));
+        }
+        flush();
+        // The runtime gets no turn before the bytes are read: the writer task had no
+        // part in writing them.
+        assert_eq!(read_exactly(&mut peer, 27), frames.concat());
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_at_once_the_writer_writes_in_order() {
+        let (out, mut peer) = pair().await;
+        let outbox = Arc::new(Outbox::default());
+        let writer = writing(&outbox, out).await;
+        // Far more than the socket buffers take.
+        let big = Bytes::from(
+            (0..32u32 << 20)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        assert!(outbox.push_later(big.clone()));
+        flush();
+        assert!(
+            outbox.lock().queued.bytes > 0,
+            "the socket took part of it; the rest is the writer's"
+        );
+        assert!(outbox.push(go_away_frame(7)), "queued behind the rest");
+        outbox.close();
+        assert!(!outbox.push(go_away_frame(8)), "closed");
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut peer, &mut all).expect("to the end");
+            all
+        });
+        writer.await.expect("joined").expect("written");
+        let all = reading.join().expect("joined");
+        assert_eq!(all.len(), big.len() + 9);
+        assert!(all[..big.len()] == big[..], "the big frame whole, first");
+        assert_eq!(&all[big.len()..], &go_away_frame(7)[..], "then the next");
+    }
+
+    #[tokio::test]
+    async fn producers_wait_for_room_until_the_writer_catches_up() {
+        let (out, mut peer) = pair().await;
+        let outbox = Arc::new(Outbox::default());
+        assert!(outbox.push(Bytes::from(vec![1u8; HIGH_WATER])));
+        let room = outbox.room();
+        tokio::pin!(room);
+        assert!(
+            room.as_mut().now_or_never().is_none(),
+            "no room before it is written"
+        );
+        let _writer = writing(&outbox, out).await;
+        let reading = std::thread::spawn(move || read_exactly(&mut peer, HIGH_WATER));
+        within_test(room).await;
+        assert_eq!(reading.join().expect("joined"), vec![1u8; HIGH_WATER]);
+    }
+
+    #[tokio::test]
+    async fn requests_are_not_written_once_the_peer_has_ended_its_side() {
+        let (out, peer) = pair().await;
+        peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        // The FIN reaches the kernel at once on loopback; the reader has not run.
+        within_test(async {
+            while !peer_closed(&out) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let outbox = Arc::new(Outbox::for_requests());
+        let _writer = writing(&outbox, out).await;
+        assert!(outbox.push_later(request_frame(4, "/x", &Payload::Empty, None)));
+        flush();
+        assert_eq!(outbox.abort(), vec![4], "never written: known unsent");
+    }
+
+    async fn within_test<F: Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("in time")
+    }
+}

@@ -1,0 +1,387 @@
+//! The messaging server: HTTP/1.1 as 0.5.1 speaks it, and on the same port HTTP/2
+//! without TLS and the multiplexed transport of [`super::mux`], for peers that use them.
+//!
+//! Each request is decoded (size-limited, JSON validated), handed to a [`Dispatch`]
+//! and answered from its [`Reply`], whatever the transport. Shutdown stops accepting,
+//! lets in-flight requests finish, then releases the port.
+
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderMap, HeaderValue},
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
+
+use super::{auth::Auth, codec::Payload, mux, path, Inbound, Reply};
+
+mod multiplexed;
+
+use multiplexed::serve_mux;
+
+/// A multiplexed connection without requests for this long is closed (with a go-away,
+/// so the client loses nothing); the client opens a new one when it needs one.
+const MUX_IDLE: Duration = Duration::from_secs(60);
+
+/// What the server hands a decoded request to.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Answers one message.
+    fn dispatch(&self, message: Inbound) -> Answering;
+}
+
+/// How a dispatcher answers a message.
+pub enum Answering {
+    /// With the reply this future resolves to.
+    Later(Pin<Box<dyn Future<Output = Reply> + Send>>),
+    /// Through the message's [`mux::Responder`], which the dispatcher took; only for a
+    /// message that came with one.
+    Taken,
+}
+
+/// The answer to a request whose handler took longer than the handler timeout.
+fn timed_out() -> Reply {
+    Reply::error(500, "operation timed out")
+}
+
+/// Limits applied to every request.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Largest accepted body, in bytes; larger ones get `413`.
+    pub max_body: usize,
+    /// How long a handler may take before the request is answered `500 operation timed out`.
+    pub handler_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain_timeout: Duration,
+    /// How long a client may take to send its request headers; a slower connection is
+    /// closed (slowloris), so it cannot hold a slot for long.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    pub max_header_size: usize,
+    /// When set, only signed requests are answered; others get 401.
+    pub auth: Option<Arc<Auth>>,
+    /// Open connections at most; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests being handled at most; past it, a request gets 503 at once.
+    pub max_in_flight: usize,
+    /// Whether the multiplexed transport is offered (to pods of this version) and served.
+    pub multiplex: bool,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_body: 10 * 1024 * 1024,
+            handler_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
+            auth: None,
+            max_connections: 4096,
+            max_in_flight: 1024,
+            multiplex: true,
+        }
+    }
+}
+
+struct Context {
+    dispatch: Arc<dyn Dispatch>,
+    limits: ServerLimits,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Serves `listener` until `cancel` fires, then drains in-flight requests. Multiplexed
+/// connections are read on `read_loop` when set, on the runtime otherwise.
+pub async fn serve(
+    listener: TcpListener,
+    dispatch: Arc<dyn Dispatch>,
+    limits: ServerLimits,
+    cancel: CancellationToken,
+    read_loop: Option<Arc<dyn mux::ReadLoop>>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    let ctx = Arc::new(Context {
+        dispatch,
+        limits,
+        in_flight,
+    });
+    let graceful = GracefulShutdown::new();
+    let multiplexed = TaskTracker::new();
+    // Cancelled when the drain timeout has passed: multiplexed connections still
+    // draining are dropped.
+    let give_up = CancellationToken::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.limits.header_timeout)
+        // hyper's floor for its read buffer is 8 KiB.
+        .max_buf_size(ctx.limits.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(ctx.limits.max_header_size).unwrap_or(u32::MAX));
+    loop {
+        let connection = tokio::select! {
+            _ = cancel.cancelled() => break,
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(target: "node_swarm_kb::messages", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
+        let (cancel, multiplexed, give_up) = (cancel.clone(), multiplexed.clone(), give_up.clone());
+        let read_loop = read_loop.clone();
+        tokio::spawn(async move {
+            let _connection = connection;
+            // A client that connects and stays silent holds a slot too: it gets the
+            // header timeout to send its first byte, as a slow one gets for its headers.
+            let mut first = [0u8; 1];
+            let waited =
+                tokio::time::timeout(ctx.limits.header_timeout, stream.peek(&mut first)).await;
+            if !matches!(waited, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+            if first[0] == mux::PREFACE[0] && ctx.limits.multiplex {
+                // Dropped, connection and all, if it is still draining when shutdown
+                // gives up.
+                tokio::select! {
+                    () = multiplexed.track_future(serve_mux(stream, peer, ctx, cancel, read_loop)) => {}
+                    () = give_up.cancelled() => {}
+                }
+                return;
+            }
+            let service = service_fn(move |req| handle(req, peer, ctx.clone()));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    multiplexed.close();
+    let drained = async { tokio::join!(graceful.shutdown(), multiplexed.wait()) };
+    if tokio::time::timeout(ctx.limits.drain_timeout, drained)
+        .await
+        .is_err()
+    {
+        warn!(target: "node_swarm_kb::messages", "in-flight requests still running at shutdown");
+        give_up.cancel();
+        multiplexed.wait().await;
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = answer(&ctx, decode(req, peer, &ctx)).await;
+    Ok(respond(reply, ctx.limits.multiplex))
+}
+
+/// The reply to a request: it gets a slot among those in flight (or `503`), then is
+/// decoded and handed to the dispatcher, which has the handler timeout to answer.
+async fn answer(ctx: &Context, decoded: impl Future<Output = Result<Inbound, Reply>>) -> Reply {
+    let Ok(_slot) = ctx.in_flight.clone().try_acquire_owned() else {
+        return busy();
+    };
+    match decoded.await {
+        Ok(message) => match ctx.dispatch.dispatch(message) {
+            Answering::Later(handler) => tokio::time::timeout(ctx.limits.handler_timeout, handler)
+                .await
+                .unwrap_or_else(|_| timed_out()),
+            // An HTTP request has no responder to take.
+            Answering::Taken => Reply::error(500, "the request's answer went astray"),
+        },
+        Err(reply) => reply,
+    }
+}
+
+fn busy() -> Reply {
+    Reply::error(503, "Too many requests in progress, retry later")
+}
+
+/// Decodes a multiplexed request as [`decode`] does an HTTP one.
+fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+    let request =
+        mux::parse_request(rest).ok_or_else(|| Reply::error(400, "Malformed request frame"))?;
+    if request.path.len() > ctx.limits.max_header_size {
+        return Err(head_too_large(ctx.limits.max_header_size));
+    }
+    // The frame limit leaves room for a head; the body has its own.
+    if request.body.len() > ctx.limits.max_body {
+        return Err(too_large(ctx.limits.max_body));
+    }
+    // As of an HTTP request line, the path is what precedes a query.
+    let path = request.path.split('?').next().unwrap_or_default();
+    inbound(
+        ctx,
+        "POST",
+        path,
+        request.content_type,
+        &request.signature,
+        request.body,
+        peer,
+    )
+}
+
+async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+    let (parts, incoming) = req.into_parts();
+    let has_body = match parts.method {
+        Method::POST | Method::PUT => true,
+        Method::GET => false,
+        _ => {
+            return Err(Reply::error(
+                405,
+                "Method not allowed: use POST, PUT or GET",
+            ))
+        }
+    };
+    // hyper's read buffer bounds the memory a head may take, but lets a head that
+    // arrived in large reads through: the limit itself is checked here.
+    let max_head = ctx.limits.max_header_size;
+    let head = parts.uri.to_string().len()
+        + parts
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head > max_head {
+        return Err(head_too_large(max_head));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > ctx.limits.max_body as u64) {
+        return Err(too_large(ctx.limits.max_body));
+    }
+    let body = if has_body {
+        read_body(incoming, declared, ctx.limits.max_body).await?
+    } else {
+        Bytes::new()
+    };
+    inbound(
+        ctx,
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.headers.get(header::CONTENT_TYPE),
+        &parts.headers,
+        body,
+        peer,
+    )
+}
+
+/// A request whose body is read: its signature checked, its path and body decoded.
+/// Multiplexed requests are signed as `POST`s, as HTTP ones are sent.
+fn inbound(
+    ctx: &Context,
+    method: &str,
+    raw_path: &str,
+    content_type: Option<&HeaderValue>,
+    headers: &HeaderMap,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Result<Inbound, Reply> {
+    if let Some(auth) = &ctx.limits.auth {
+        auth.verify(method, raw_path, headers, &body)
+            .map_err(|e| Reply::error(401, &e.to_string()))?;
+    }
+    let path = path::decode(raw_path.trim_matches('/'));
+    let payload =
+        Payload::decode(content_type, body).map_err(|e| Reply::error(400, &e.to_string()))?;
+    let from = peer.ip().to_canonical();
+    debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}");
+    Ok(Inbound {
+        path,
+        payload,
+        from,
+        responder: None,
+    })
+}
+
+/// The whole body, at most `max` bytes, in one buffer sized from its declared length:
+/// each piece is copied in and let go as it arrives, so the body is held once (hyper's
+/// `collect` keeps every piece until it copies them all into one buffer), and the
+/// buffer is the body's own, which the host can take over without copying.
+async fn read_body(incoming: Incoming, declared: Option<u64>, max: usize) -> Result<Bytes, Reply> {
+    let mut limited = Limited::new(incoming, max);
+    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize).min(max));
+    while let Some(frame) = limited.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    body.extend_from_slice(&data);
+                }
+            }
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large(max)),
+            Err(e) => {
+                return Err(Reply::error(
+                    400,
+                    &format!("Unable to read request body: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+fn head_too_large(max: usize) -> Reply {
+    Reply::error(
+        431,
+        &format!("Request header fields larger than {max} bytes"),
+    )
+}
+
+fn too_large(max: usize) -> Reply {
+    Reply::error(413, &format!("Request body larger than {max} bytes"))
+}
+
+/// The HTTP response of `reply`; with `offer_mux`, it offers the multiplexed transport.
+fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = Response::builder().status(status);
+    if offer_mux {
+        builder = builder.header(mux::ADVERTISE, "1");
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        builder = builder.header(header::ALLOW, "POST, PUT, GET");
+    }
+    let body = if status == StatusCode::NO_CONTENT {
+        Bytes::new()
+    } else {
+        if let Some(ct) = reply.payload.content_type() {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        reply.payload.bytes()
+    };
+    builder
+        .body(Full::new(body))
+        .expect("status and headers are valid")
+}

@@ -1,0 +1,305 @@
+//! The server's side of the multiplexed transport (see [`super::super::mux`]): one task
+//! per connection, reading and answering its requests, on the runtime or, with a
+//! [`mux::ReadLoop`], on that loop's thread (`read_loop.rs`).
+
+use std::{collections::VecDeque, future::Future, io, net::SocketAddr, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
+use futures_util::{stream::FuturesUnordered, StreamExt};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    sync::{Notify, OwnedSemaphorePermit},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{busy, decode_frame, timed_out, too_large, Answering, Context, MUX_IDLE};
+use crate::messaging::{
+    mux::{self, Answer, Outbox, Read, Responder},
+    Reply,
+};
+
+mod read_loop;
+
+/// Serves one multiplexed connection (its first byte is waiting): requests are handled
+/// concurrently and their replies written as they come, in batches. At shutdown, or
+/// after [`MUX_IDLE`] without requests, it sends a go-away naming the last request it
+/// read, answers those in flight and ends its sending side; the client sends any later
+/// request again elsewhere. With a `read_loop`, the requests are read and started on
+/// its thread (see `read_loop.rs`).
+pub(super) async fn serve_mux(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    cancel: CancellationToken,
+    read_loop: Option<Arc<dyn mux::ReadLoop>>,
+) {
+    let mut preface = [0u8; mux::PREFACE.len()];
+    let greeted =
+        tokio::time::timeout(ctx.limits.header_timeout, stream.read_exact(&mut preface)).await;
+    if !matches!(greeted, Ok(Ok(_)))
+        || preface != mux::PREFACE
+        || stream.write_all(mux::ACCEPTED).await.is_err()
+    {
+        return;
+    }
+    debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
+    let outbox = Arc::new(Outbox::default());
+    let _stop = StopWriter(outbox.clone());
+    let conn = MuxConn {
+        peer,
+        ctx,
+        outbox,
+        given: Arc::new(Notify::new()),
+    };
+    let written = match read_loop {
+        None => conn.serve_here(stream, cancel).await,
+        Some(read_loop) => match mux::share(stream) {
+            Ok((socket, sink)) => {
+                let _end = mux::EndReading(socket.clone());
+                conn.serve_elsewhere(socket, sink, &*read_loop, cancel)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = written {
+        debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer} ended: {e}");
+    }
+}
+
+/// A handler's future, answering a multiplexed request.
+type Handler = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// The requests being handled by futures, polled by a connection's task: an answer
+/// wakes it, not a task of its own.
+type Handling = FuturesUnordered<Pin<Box<dyn Future<Output = (Arc<Answer>, Reply)> + Send>>>;
+
+/// What answers the requests of one multiplexed connection.
+struct MuxConn {
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    outbox: Arc<Outbox>,
+    /// Told of every answer given.
+    given: Arc<Notify>,
+}
+
+impl MuxConn {
+    /// What answers request `id`, given its slot among those in flight.
+    fn answer(&self, id: u32) -> impl FnOnce(OwnedSemaphorePermit) -> Arc<Answer> + '_ {
+        move |slot| Answer::new(self.outbox.clone(), id, slot, self.given.clone())
+    }
+
+    /// Adds a handler's future to those polled, with the handler timeout.
+    fn handle(&self, handling: &Handling, answer: Arc<Answer>, handler: Handler) {
+        let timeout = self.ctx.limits.handler_timeout;
+        handling.push(Box::pin(async move {
+            let reply = tokio::time::timeout(timeout, handler)
+                .await
+                .unwrap_or_else(|_| timed_out());
+            (answer, reply)
+        }));
+    }
+
+    /// Reads and answers on this task.
+    async fn serve_here(&self, stream: TcpStream, cancel: CancellationToken) -> io::Result<()> {
+        let (read, write) = stream.into_split();
+        let mut reader = BufReader::with_capacity(64 * 1024, read);
+        let outbox = &self.outbox;
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run(write).await }
+        });
+        // Queues a frame; the reading waits while the client leaves too much unread.
+        let send = |frame| {
+            outbox.push(frame);
+            outbox.room()
+        };
+        let ctx = &self.ctx;
+        let max = ctx.limits.max_body + ctx.limits.max_header_size;
+        let timeout = ctx.limits.handler_timeout;
+        let mut last = 0;
+        let idle = tokio::time::sleep(MUX_IDLE);
+        tokio::pin!(idle);
+        // A reply waits for room in the writer's queue, and reading waits with it: a
+        // client that does not read its replies is not read from either.
+        let mut handling = Handling::new();
+        // The requests whose dispatcher took their responder, by deadline (the handler
+        // timeout is the same for all); their answers wake nothing here.
+        let mut taken: VecDeque<(Instant, Arc<Answer>)> = VecDeque::new();
+        let expiry = tokio::time::sleep(timeout);
+        tokio::pin!(expiry);
+        let going_away = loop {
+            // Waits between frames: what is read here is kept, so stopping loses nothing.
+            let more = tokio::select! {
+                Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
+                    give(&answer, &reply, outbox).await;
+                    continue;
+                }
+                () = &mut expiry, if !taken.is_empty() => {
+                    if let Some(deadline) = expire(&mut taken, Instant::now()) {
+                        expiry.as_mut().reset(deadline);
+                    }
+                    continue;
+                }
+                _ = cancel.cancelled() => break true,
+                _ = &mut idle => {
+                    if handling.is_empty() && expire(&mut taken, Instant::now()).is_none() {
+                        break true;
+                    }
+                    idle.as_mut().reset(Instant::now() + MUX_IDLE);
+                    continue;
+                }
+                more = reader.fill_buf() => more.is_ok_and(|b| !b.is_empty()),
+            };
+            if !more {
+                break false;
+            }
+            // A frame that has begun must come whole within the header timeout; the
+            // requests in flight are answered meanwhile.
+            let read =
+                tokio::time::timeout(ctx.limits.header_timeout, mux::read_frame(&mut reader, max));
+            tokio::pin!(read);
+            let read = loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    Some((answer, reply)) = handling.next(), if !handling.is_empty() => {
+                        give(&answer, &reply, outbox).await;
+                    }
+                }
+            };
+            let (id, rest) = match read {
+                Ok(Ok(Read::Frame(mux::REQUEST, id, rest))) if id > last => (id, Some(rest)),
+                Ok(Ok(Read::TooLarge(mux::REQUEST, id))) if id > last => (id, None),
+                _ => break false,
+            };
+            last = id;
+            let now = Instant::now();
+            idle.as_mut().reset(now + MUX_IDLE);
+            match start(ctx, rest, self.peer, self.answer(id)) {
+                Started::Now(reply) => send(mux::reply_frame(id, &reply)).await,
+                Started::Later(answer, handler) => self.handle(&handling, answer, handler),
+                Started::Taken(answer) => {
+                    taken.push_back((now + timeout, answer));
+                    if let Some(deadline) = expire(&mut taken, now) {
+                        expiry.as_mut().reset(deadline);
+                    }
+                }
+            }
+        };
+        if going_away {
+            send(mux::go_away_frame(last)).await;
+        }
+        let answered = self.answer_all(handling, |now| expire(&mut taken, now));
+        // Reads on until the client closes (for the drain timeout at most), so closing
+        // never resets the connection under replies it has not read yet.
+        let rest = async {
+            let _ = tokio::time::timeout(ctx.limits.drain_timeout, async {
+                while let Ok(Read::Frame(..) | Read::TooLarge(..)) =
+                    mux::read_frame(&mut reader, max).await
+                {}
+            })
+            .await;
+        };
+        let (written, (), ()) = tokio::join!(writer, answered, rest);
+        written.unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// Answers the requests in flight: those of `handling`, and those taken, which
+    /// `expire` times out (returning the next deadline, if any is left); then ends the
+    /// writer once it has written the replies.
+    async fn answer_all(
+        &self,
+        mut handling: Handling,
+        mut expire: impl FnMut(Instant) -> Option<Instant>,
+    ) {
+        let handled = async {
+            while let Some((answer, reply)) = handling.next().await {
+                give(&answer, &reply, &self.outbox).await;
+            }
+        };
+        let taken = async {
+            loop {
+                let answer_given = self.given.notified();
+                let Some(deadline) = expire(Instant::now()) else {
+                    break;
+                };
+                tokio::select! {
+                    () = answer_given => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        };
+        tokio::join!(handled, taken);
+        self.outbox.close();
+    }
+}
+
+/// Stops a connection's writer task when the connection's own task ends, or is dropped
+/// (shutdown gave up on it), so the socket closes with it.
+struct StopWriter(Arc<Outbox>);
+
+impl Drop for StopWriter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a multiplexed request started.
+enum Started {
+    /// Answered at once (refused, malformed, too large).
+    Now(Reply),
+    /// Answered by the reply this future resolves to.
+    Later(Arc<Answer>, Pin<Box<dyn Future<Output = Reply> + Send>>),
+    /// Answered through its responder, which the dispatcher took.
+    Taken(Arc<Answer>),
+}
+
+/// Starts answering request `rest` (`None`: it was too large) as [`answer`] does an HTTP
+/// one; `answer` makes what answers it, given its slot among those in flight.
+fn start(
+    ctx: &Context,
+    rest: Option<Bytes>,
+    peer: SocketAddr,
+    answer: impl FnOnce(OwnedSemaphorePermit) -> Arc<Answer>,
+) -> Started {
+    let Some(rest) = rest else {
+        return Started::Now(too_large(ctx.limits.max_body));
+    };
+    let Ok(slot) = ctx.in_flight.clone().try_acquire_owned() else {
+        return Started::Now(busy());
+    };
+    let mut message = match decode_frame(rest, peer, ctx) {
+        Ok(message) => message,
+        Err(reply) => return Started::Now(reply),
+    };
+    let answer = answer(slot);
+    message.responder = Some(Responder(answer.clone()));
+    match ctx.dispatch.dispatch(message) {
+        Answering::Later(handler) => Started::Later(answer, handler),
+        Answering::Taken => Started::Taken(answer),
+    }
+}
+
+/// Gives the reply of a handler's future, unless its request was answered already;
+/// then waits for room in the writer's queue.
+async fn give(answer: &Arc<Answer>, reply: &Reply, outbox: &Outbox) {
+    if answer.give(reply, false) {
+        outbox.room().await;
+    }
+}
+
+/// Drops the answered requests at the head of `taken`, answers those whose handler
+/// timed out by `now`, and returns the next deadline, if any request is left.
+fn expire(taken: &mut VecDeque<(Instant, Arc<Answer>)>, now: Instant) -> Option<Instant> {
+    while let Some((deadline, answer)) = taken.front() {
+        if !answer.is_answered() && *deadline > now {
+            return Some(*deadline);
+        }
+        answer.give(&timed_out(), false);
+        taken.pop_front();
+    }
+    None
+}
