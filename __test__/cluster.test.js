@@ -42,6 +42,16 @@ test('send and broadcast between processes', async () => {
   assert.deepStrictEqual(all.map(x => x === null ? a.ip : x).sort(), [...IPS].sort());
 });
 
+test('large messages travel whole, several at once, between pods of ours', async () => {
+  const [a, b] = cluster.nodes;
+  // Multiplexed from the second send on (the first reply offers it): frames of several
+  // MiB arrive in many reads, on the JavaScript thread of each end.
+  await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
+  const big = i => ({ i, text: `${i}`.repeat(3 * 1024 * 1024) });
+  const replies = await Promise.all([1, 2, 3].map(i => a.request('send', { to: b.ip, topic: 'echo', data: big(i) }, 60000)));
+  replies.forEach((reply, n) => assert.deepStrictEqual(reply.message, big(n + 1)));
+});
+
 test('1,000 keys run on the owner every node names', async () => {
   const keys = Array.from({ length: 1000 }, (_, i) => `customer-${i}`);
   const owners = await Promise.all(cluster.nodes.map(n => n.request('owners', { keys })));

@@ -124,6 +124,8 @@ enum Reading {
     Runtime,
     /// On a loop of threads of its own, as the JavaScript thread's ([`ThreadLoop`]).
     Elsewhere,
+    /// On a loop that lets go of every connection at once ([`GoneLoop`]).
+    Gone,
 }
 
 /// Runs each server-side test (an `async fn(Reading)`) twice, as `name::on_the_runtime`
@@ -179,7 +181,11 @@ impl Server {
         });
         let cancel = CancellationToken::new();
         let read_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));
-        let elsewhere = read_loop.clone().map(|l| l as Arc<dyn mux::ReadLoop>);
+        let elsewhere = match reading {
+            Reading::Runtime => None,
+            Reading::Elsewhere => read_loop.clone().map(|l| l as Arc<dyn mux::ReadLoop>),
+            Reading::Gone => Some(Arc::new(GoneLoop) as Arc<dyn mux::ReadLoop>),
+        };
         let task = tokio::spawn(serve(
             listener,
             app.clone(),
@@ -1702,3 +1708,23 @@ async fn a_frame_that_stalls_past_the_header_timeout_ends_the_connection(reading
 }
 
 on_both_loops!(a_frame_that_stalls_past_the_header_timeout_ends_the_connection);
+
+/// A loop that lets go of every connection at once, as one whose thread's environment
+/// ended would.
+struct GoneLoop;
+
+impl mux::ReadLoop for GoneLoop {
+    fn adopt(&self, inflow: Box<dyn mux::Inflow>) {
+        drop(inflow);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_whose_read_loop_lets_go_of_it_ends_at_once() {
+    let server = Server::reading(Reading::Gone, ServerLimits::default()).await;
+    let mut peer = Peer::open(server.addr).await;
+    assert!(
+        matches!(peer.next().await, Read::End),
+        "ended, not left open until the idle timeout"
+    );
+}

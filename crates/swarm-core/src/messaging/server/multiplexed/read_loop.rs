@@ -50,6 +50,7 @@ impl MuxConn {
                 outbox: self.outbox.clone(),
                 given: self.given.clone(),
             },
+            done: false,
         };
         let max = ctx.limits.max_body + ctx.limits.max_header_size;
         read_loop.adopt(Box::new(requests(mux::Framer::new(max))));
@@ -179,6 +180,8 @@ struct Requests {
     socket: Arc<std::net::TcpStream>,
     framer: mux::Framer,
     conn: MuxConn,
+    /// This reading is over (or paused): the task knows.
+    done: bool,
 }
 
 impl mux::Inflow for Requests {
@@ -192,6 +195,7 @@ impl mux::Inflow for Requests {
             socket,
             framer,
             conn,
+            done,
         } = self;
         let step = mux::read_frames(socket, framer, |read| Ok(conn.take(inbox, read)));
         // The answers given at once (refusals) go out now.
@@ -213,7 +217,19 @@ impl mux::Inflow for Requests {
         };
         drop(state);
         inbox.wake.notify_one();
+        *done = over;
         over
+    }
+}
+
+impl Drop for Requests {
+    /// A loop that lets go of a reading it did not end (it stopped: its thread's
+    /// environment ended) ends the connection, as its end would.
+    fn drop(&mut self) {
+        if !self.done {
+            self.inbox.lock().ended = true;
+            self.inbox.wake.notify_one();
+        }
     }
 }
 
