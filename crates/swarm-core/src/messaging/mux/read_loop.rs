@@ -137,16 +137,21 @@ pub(crate) fn read_frames(
 ) -> Step {
     let mut chunk = [0u8; 16 * 1024];
     for _ in 0..READS {
-        match socket.read(&mut chunk) {
+        // A read that does not fill the chunk took all there was: the loop calls again
+        // when more comes, so no read is spent to hear "nothing more" (as libuv does).
+        let drained = match socket.read(&mut chunk) {
             Ok(0) if framer.partial() => {
                 return Step::Over(Err(io::ErrorKind::UnexpectedEof.into()))
             }
             Ok(0) => return Step::Over(Ok(())),
-            Ok(n) => framer.feed(&chunk[..n]),
+            Ok(n) => {
+                framer.feed(&chunk[..n]);
+                n < chunk.len()
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Step::Over(Err(e)),
-        }
+        };
         loop {
             let flow = match framer.next() {
                 Ok(Some(read)) => handle(read),
@@ -159,6 +164,9 @@ pub(crate) fn read_frames(
                 Ok(Flow::Pause) => return Step::Paused,
                 Err(e) => return Step::Over(Err(e)),
             }
+        }
+        if drained {
+            break;
         }
     }
     Step::Wait
