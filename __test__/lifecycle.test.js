@@ -85,9 +85,10 @@ test('a call waiting on a peer fails at once when the peer leaves the endpoints'
 // The multiplexed replies of a node in a worker thread are read on the worker's loop:
 // ending the worker, with its connection open or after close(), must not bring the
 // process down (libuv refuses to close a loop that still holds handles).
-for (const end of ['terminate', 'close']) {
+const WORKER_IPS = { terminate: '127.0.0.54', close: '127.0.0.55', exit: '127.0.0.56' };
+for (const end of Object.keys(WORKER_IPS)) {
   test(`a node in a worker thread gets its replies, and the process outlives the worker (${end})`, async () => {
-    const ip = end === 'terminate' ? '127.0.0.54' : '127.0.0.55';
+    const ip = WORKER_IPS[end];
     const [peer] = cluster.nodes;
     standin.addPod({ name: `web-${ip}`, ip });
     try {
@@ -101,6 +102,11 @@ for (const end of ['terminate', 'close']) {
           error ? reject(new Error(`exit ${error.code} ${error.signal}: ${err}`)) : resolve(out));
       });
       assert.deepStrictEqual(JSON.parse(stdout), { replies: 50, from: [peer.ip] });
+      if (end === 'exit') {
+        // Sent by a worker that exited in the same turn: written as its thread ended.
+        await eventually(async () => await peer.request('gates') === 1, 10000, 'the last send');
+        await peer.request('open');
+      }
     } finally {
       standin.removePod(ip);
     }

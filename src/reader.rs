@@ -137,8 +137,10 @@ unsafe extern "C" fn on_closed(handle: *mut c_void) {
     dealloc(handle.cast(), layout());
 }
 
-/// The environment ends: its handles close, and its async context goes.
+/// The environment ends: what its thread queued is written (a worker that ends right
+/// after a send still sends it), its handles close, and its async context goes.
 unsafe extern "C" fn end(env: *mut c_void) {
+    mux::flush();
     for handle in HANDLES.with(|handles| std::mem::take(&mut *handles.borrow_mut())) {
         shut(handle as *mut c_void);
     }
