@@ -1539,7 +1539,9 @@ impl mux::ReadLoop for ThreadLoop {
                 return;
             }
             reads.fetch_add(1, Ordering::Relaxed);
-            if inflow.read() {
+            let over = inflow.read();
+            mux::flush();
+            if over {
                 return stopped.notify_one();
             }
         }));

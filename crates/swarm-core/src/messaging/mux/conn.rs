@@ -348,11 +348,11 @@ impl Conn {
         stream: TcpStream,
         read_loop: &dyn ReadLoop,
     ) -> io::Result<(Reading, Sink, Option<EndReading>)> {
-        let (socket, sink) = share(stream)?;
+        let (socket, sink, end) = share(stream)?;
         let (tell, ended) = oneshot::channel();
         read_loop.adopt(Box::new(Replies {
             conn: self,
-            socket: socket.clone(),
+            socket,
             framer: Framer::new(usize::MAX),
             ended: Some(tell),
         }));
@@ -361,7 +361,7 @@ impl Conn {
                 Err(io::Error::other("the loop reading the connection stopped"))
             })
         };
-        Ok((Box::pin(read), sink, Some(EndReading(socket))))
+        Ok((Box::pin(read), sink, Some(end)))
     }
 
     /// Times out the calls made by [`Conn::call_later`], for as long as it is polled.

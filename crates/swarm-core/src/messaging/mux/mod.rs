@@ -41,7 +41,7 @@ pub(crate) use answer::Answer;
 pub use answer::Responder;
 pub use conn::{Call, Conn, Done, Outcome};
 pub use outbox::{flush, Outbox, Sink, HIGH_WATER};
-pub(crate) use read_loop::{read_frames, share, EndReading, Flow, Framer, Step};
+pub(crate) use read_loop::{read_frames, share, Flow, Framer, Step};
 pub use read_loop::{Inflow, ReadLoop};
 
 /// The reply header by which a server of ours offers the transport.

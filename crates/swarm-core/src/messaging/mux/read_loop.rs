@@ -21,7 +21,9 @@ use super::{outbox::Sink, Read, HEAD};
 /// not a thread of the runtime first.
 pub trait ReadLoop: Send + Sync {
     /// Reads `inflow` on the loop's thread: [`Inflow::read`] each time its socket is
-    /// readable, until that returns true. Dropping it ends the reading.
+    /// readable, until that returns true, then [`super::flush`], which writes the
+    /// answers the reading gave at once (and any the thread gave meanwhile). Dropping it
+    /// ends the reading.
     fn adopt(&self, inflow: Box<dyn Inflow>);
 }
 
@@ -172,19 +174,21 @@ pub(crate) fn read_frames(
     Step::Wait
 }
 
-/// `stream`, to be read on another loop: the socket, and the sink that writes to it
-/// (the runtime only waits for it to be writable).
-pub(crate) fn share(stream: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, Sink)> {
+/// `stream`, to be read on another loop: the socket, the sink that writes to it (the
+/// runtime only waits for it to be writable), and the guard that ends it when the
+/// connection's task ends or is dropped.
+pub(crate) fn share(stream: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, Sink, EndReading)> {
     let socket = Arc::new(stream.into_std()?);
     // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by the
     // `AsyncFd` lives.
     let registered = unsafe { AsyncFd::register_with_interest(socket.clone(), Interest::WRITABLE) };
-    Ok((socket.clone(), Sink::Shared(registered?)))
+    let end = EndReading(socket.clone());
+    Ok((socket, Sink::Shared(registered?), end))
 }
 
 /// Ends a socket another loop reads, both ways, when the connection's task ends or is
 /// dropped: the loop then sees the end and lets go of it.
-pub(crate) struct EndReading(pub(crate) Arc<std::net::TcpStream>);
+pub(crate) struct EndReading(Arc<std::net::TcpStream>);
 
 impl Drop for EndReading {
     fn drop(&mut self) {

@@ -57,8 +57,7 @@ pub(super) async fn serve_mux(
     let written = match read_loop {
         None => conn.serve_here(stream, cancel).await,
         Some(read_loop) => match mux::share(stream) {
-            Ok((socket, sink)) => {
-                let _end = mux::EndReading(socket.clone());
+            Ok((socket, sink, _end)) => {
                 conn.serve_elsewhere(socket, sink, &*read_loop, cancel)
                     .await
             }

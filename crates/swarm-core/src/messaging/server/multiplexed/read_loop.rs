@@ -80,16 +80,11 @@ impl MuxConn {
                 // at again within the header timeout, and before a request taken from
                 // now on can time out.
                 let limits = &ctx.limits;
-                let next = [
-                    idle,
-                    now + limits.header_timeout,
-                    now + limits.handler_timeout,
-                ]
-                .into_iter()
-                .chain(taken)
-                .chain(stalled)
-                .min()
-                .unwrap_or(idle);
+                let next = [now + limits.header_timeout, now + limits.handler_timeout]
+                    .into_iter()
+                    .chain(taken)
+                    .chain(stalled)
+                    .fold(idle, Instant::min);
                 (std::mem::take(&mut state.later), state.paused.take(), next)
             };
             for (answer, handler) in later {
@@ -198,8 +193,6 @@ impl mux::Inflow for Requests {
             done,
         } = self;
         let step = mux::read_frames(socket, framer, |read| Ok(conn.take(inbox, read)));
-        // The answers given at once (refusals) go out now.
-        mux::flush();
         let mut state = inbox.lock();
         state.partial = framer
             .partial()
