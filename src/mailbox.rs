@@ -11,7 +11,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock, Weak,
+        Arc, Mutex, OnceLock,
     },
     thread::{self, ThreadId},
 };
@@ -115,17 +115,6 @@ impl Queue {
 /// JavaScript thread.
 pub struct Batch(Vec<Letter>);
 
-/// Starts reading the connections adopted since the last wake-up, on this thread.
-fn start_reading(env: Env, adopted: &Mutex<Vec<Box<dyn Inflow>>>, mailbox: &Weak<Mailbox>) {
-    let adopted = std::mem::take(&mut *adopted.lock().expect("not poisoned"));
-    // Without the mailbox (the node is gone), dropping them ends their reading.
-    if let Some(mailbox) = mailbox.upgrade() {
-        for inflow in adopted {
-            reader::start(env, inflow, mailbox.clone());
-        }
-    }
-}
-
 impl ReadLoop for Mailbox {
     fn adopt(&self, inflow: Box<dyn Inflow>) {
         self.adopted.lock().expect("not poisoned").push(inflow);
@@ -196,8 +185,8 @@ pub struct Mailbox {
     wake: OnceLock<Wake>,
     /// False once the node is closed: no new messages or runs, settled calls still come.
     accepting: AtomicBool,
-    /// Connections the JavaScript thread is to read, from its next wake-up.
-    adopted: Arc<Mutex<Vec<Box<dyn Inflow>>>>,
+    /// Connections the JavaScript thread is to read, from its next delivery.
+    adopted: Mutex<Vec<Box<dyn Inflow>>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
 }
@@ -238,24 +227,23 @@ impl Mailbox {
             queue: Arc::new(Mutex::new(Queue::default())),
             wake: OnceLock::new(),
             accepting: AtomicBool::new(true),
-            adopted: Arc::new(Mutex::new(Vec::new())),
+            adopted: Mutex::new(Vec::new()),
             direct: Direct {
                 env: env.raw(),
                 deliver: reference,
                 thread: thread::current().id(),
             },
         });
-        let (taken, adopted, me) = (
-            mailbox.queue.clone(),
-            mailbox.adopted.clone(),
-            Arc::downgrade(&mailbox),
-        );
+        let (taken, me) = (mailbox.queue.clone(), Arc::downgrade(&mailbox));
         let wake = deliver
             .build_threadsafe_function::<()>()
             .callee_handled::<false>()
             .weak::<true>()
             .build_callback(move |ctx| {
-                start_reading(ctx.env, &adopted, &me);
+                // Without the mailbox (the node is gone), what it adopted went with it.
+                if let Some(mailbox) = me.upgrade() {
+                    mailbox.start_adopted(ctx.env);
+                }
                 let mut queue = taken.lock().expect("not poisoned");
                 queue.scheduled = false;
                 Ok(FnArgs::from((queue.take(),)))
@@ -301,7 +289,9 @@ impl Mailbox {
     /// On the JavaScript thread, in a callback of its loop: delivers what was posted, at
     /// once, and ends the hold `held` (see [`Mailbox::hold`]). The delivery function
     /// runs in a callback scope, so the promises it settles go on before the loop does.
-    pub fn deliver_held(&self, held: bool) {
+    pub fn deliver_held(self: &Arc<Self>, held: bool) {
+        // A connection adopted during the hold found its wake-up taken: it starts here.
+        self.start_adopted(Env::from_raw(self.direct.env));
         let batch = {
             let mut queue = self.queue.lock().expect("not poisoned");
             if held {
@@ -315,6 +305,13 @@ impl Mailbox {
         // SAFETY: called on the JavaScript thread (the loop's callbacks run there).
         if let Err(e) = unsafe { self.direct.call(batch) } {
             tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
+        }
+    }
+
+    /// Starts reading, on this thread, the connections adopted since the last delivery.
+    fn start_adopted(self: &Arc<Self>, env: Env) {
+        for inflow in std::mem::take(&mut *self.adopted.lock().expect("not poisoned")) {
+            reader::start(env, inflow, self.clone());
         }
     }
 
