@@ -21,6 +21,10 @@ use super::REQUEST;
 pub const HIGH_WATER: usize = 1 << 20;
 /// At most this many frames go into one system call.
 const GATHER: usize = 64;
+/// Frames queued for later on one connection are written as soon as this many wait,
+/// not at the end of the turn: under load the peer starts on the first ones while this
+/// thread still makes the rest, instead of both sides taking turns at whole batches.
+const EAGER: usize = 8;
 
 /// Frames not yet wholly handed to the kernel, and their bytes; the first may be partly
 /// written. A peer handles a request only once it has read the whole frame, so a frame
@@ -164,14 +168,17 @@ impl Outbox {
         queued
     }
 
-    /// Queues a frame to be written when this thread calls [`flush`]; false once the
-    /// outbox is closed.
+    /// Queues a frame to be written when this thread calls [`flush`], or at once when
+    /// [`EAGER`] frames wait; false once the outbox is closed.
     pub fn push_later(self: &Arc<Self>, frame: Bytes) -> bool {
         let Some(mut state) = self.queue(frame) else {
             return false;
         };
         if !std::mem::replace(&mut state.listed, true) {
             LATER.with(|later| later.borrow_mut().push(self.clone()));
+        }
+        if state.queued.list.len() >= EAGER {
+            self.write_now(&mut state);
         }
         true
     }
@@ -415,6 +422,34 @@ mod tests {
         // The runtime gets no turn before the bytes are read: the writer task had no
         // part in writing them.
         assert_eq!(read_exactly(&mut peer, 27), frames.concat());
+    }
+
+    #[tokio::test]
+    async fn frames_queued_for_later_go_out_in_groups_without_waiting_for_the_flush() {
+        let (out, mut peer) = pair().await;
+        peer.set_nonblocking(true).expect("nonblocking");
+        let outbox = Arc::new(Outbox::default());
+        let _writer = writing(&outbox, out).await;
+        let frames: Vec<Bytes> = (1..=EAGER as u32 + 1).map(go_away_frame).collect();
+        for frame in &frames[..EAGER - 1] {
+            assert!(outbox.push_later(frame.clone()));
+        }
+        let mut byte = [0u8; 1];
+        let nothing = std::io::Read::read(&mut peer, &mut byte);
+        assert_eq!(
+            nothing.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::WouldBlock),
+            "fewer wait for the flush"
+        );
+        assert!(outbox.push_later(frames[EAGER - 1].clone()));
+        assert!(outbox.push_later(frames[EAGER].clone()));
+        peer.set_nonblocking(false).expect("blocking");
+        // Written by the push that made them a group, before any flush and without a
+        // turn of the runtime; the frame after it waits for the flush.
+        assert_eq!(read_exactly(&mut peer, 9 * EAGER), frames[..EAGER].concat());
+        assert_eq!(outbox.lock().queued.list.len(), 1);
+        flush();
+        assert_eq!(read_exactly(&mut peer, 9), frames[EAGER]);
     }
 
     #[tokio::test]
