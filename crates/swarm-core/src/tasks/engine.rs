@@ -15,12 +15,13 @@ use tracing::debug;
 use super::execution::{drive, lock, run_alone, Execution, Shared, Task};
 use super::queue::{Admission, Outcome, Queue};
 use super::{TaskError, TaskHandler, TaskOptions, TaskPanic, TaskStats, LOG_TARGET};
+use crate::local;
 
 /// The task engine of one node: a cheap, cloneable handle (`Arc` inside), `Send + Sync`.
 ///
 /// `exec` spawns executions on the Tokio runtime it is called from or, when called
 /// outside one, on the runtime that was current when the engine was created; it panics
-/// if there is neither.
+/// if there is neither. Called on a loop thread ([`crate::local`]), it starts them there.
 pub struct Tasks<A, R, E> {
     shared: Arc<Shared<A, R, E>>,
 }
@@ -232,16 +233,17 @@ where
             return;
         }
         let future = execute(execution);
+        let runtime = || {
+            let handle = self.shared.runtime.clone();
+            handle.expect("Tasks::exec called outside a Tokio runtime")
+        };
+        if local::on_loop_thread() {
+            local::start_here(future, runtime());
+            return;
+        }
         match Handle::try_current() {
             Ok(handle) => drop(handle.spawn(future)),
-            Err(_) => {
-                let handle = self.shared.runtime.as_ref();
-                drop(
-                    handle
-                        .expect("Tasks::exec called outside a Tokio runtime")
-                        .spawn(future),
-                );
-            }
+            Err(_) => drop(runtime().spawn(future)),
         }
     }
 }

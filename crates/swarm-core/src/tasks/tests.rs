@@ -409,3 +409,31 @@ async fn serialized_under_contention_never_overlaps() {
     assert_eq!(runs.load(SeqCst), 2000);
     assert_eq!(tasks.stats("t").unwrap(), TaskStats::default());
 }
+
+#[test]
+fn on_a_loop_thread_executions_run_there_as_its_handlers_answer() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (tasks, mut runs) = {
+        let _runtime = runtime.enter();
+        engine(TaskOptions::default())
+    };
+    let handle = runtime.handle().clone();
+    let on_loop = std::thread::spawn(move || {
+        crate::local::mark_loop_thread();
+        let _runtime = handle.enter();
+        let first = tasks.exec("t", 1);
+        let second = tasks.exec("t", 2);
+        let (arg, reply) = runs.try_recv().expect("started here, before exec returned");
+        assert_eq!(arg, 1);
+        assert!(runs.try_recv().is_err(), "one at a time");
+        reply.send(Ok(10)).expect("sent");
+        // The answer woke the execution on this thread: the next one started at once.
+        let (arg, reply) = runs.try_recv().expect("the next one started within send()");
+        assert_eq!(arg, 2);
+        reply.send(Ok(20)).expect("sent");
+        (first.now_or_never(), second.now_or_never())
+    });
+    let (first, second) = on_loop.join().expect("joined");
+    assert_eq!(first, Some(Ok(10)));
+    assert_eq!(second, Some(Ok(20)));
+}
