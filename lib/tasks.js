@@ -154,7 +154,10 @@ class Tasks {
     const keep = callId !== 0;
     const finish = (ok, value) => {
       if (keep) this._runValues.set(runId, ok ? { ok, value } : { ok, error: value });
-      return ok ? done(node, runId, value) : fail(node, runId, value);
+      if (ok) done(node, runId, value);
+      else fail(node, runId, value);
+      // The answer to a multiplexed task request is written with this turn's writes.
+      this._swarm._flushSoon();
     };
     let result;
     try {

@@ -82,7 +82,9 @@ impl<T> Pending<T> {
     }
 
     fn forget(&self, id: u32) {
-        self.waiting.lock().expect("not poisoned").remove(&id);
+        let waiting = self.waiting.lock().expect("not poisoned").remove(&id);
+        // Dropped outside the lock: what it wakes may run at once (see swarm_core::local).
+        drop(waiting);
     }
 }
 

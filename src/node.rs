@@ -137,6 +137,9 @@ pub fn start_node<'env>(
 ) -> Result<PromiseRaw<'env, SwarmNode>> {
     let mut config = options.into_config()?;
     let mailbox = Mailbox::new(env, deliver)?;
+    // This thread answers tasks and flushes writes at the end of its callbacks: the
+    // task requests it reads are run and answered here.
+    swarm_core::local::mark_loop_thread();
     // Replies of multiplexed connections are read on this thread's loop.
     config.client.read_loop = Some(mailbox.clone());
     let host = JsHost::new(Callbacks { on_event, on_local }, mailbox);

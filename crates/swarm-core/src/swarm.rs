@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::{
+    local,
     messaging::{
         self, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
         ServerLimits, TaskRequest, TASK_TOPIC,
@@ -661,15 +662,29 @@ impl Inner {
 struct Router(Arc<Inner>);
 
 impl Dispatch for Router {
-    fn dispatch(&self, message: Inbound) -> Answering {
+    fn dispatch(&self, mut message: Inbound) -> Answering {
         self.0
             .last_request_ms
             .store(self.0.elapsed_ms(), Ordering::Relaxed);
-        if message.path == TASK_TOPIC {
-            let inner = self.0.clone();
-            return Answering::Later(Box::pin(async move { inner.answer_task(message).await }));
+        if message.path != TASK_TOPIC {
+            return self.0.host.message(message);
         }
-        self.0.host.message(message)
+        let inner = self.0.clone();
+        // Read on a loop thread, the request is answered there, as the handler answers.
+        if let Some(responder) = local::on_loop_thread()
+            .then(|| message.responder.take())
+            .flatten()
+        {
+            let runtime = inner.runtime.clone();
+            local::start_here(
+                async move {
+                    responder.reply_here(&inner.answer_task(message).await);
+                },
+                runtime,
+            );
+            return Answering::Taken;
+        }
+        Answering::Later(Box::pin(async move { inner.answer_task(message).await }))
     }
 }
 
