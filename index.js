@@ -112,7 +112,7 @@ const swarm = {
       const d = batch[i + 5];
       if (tag === 1) this.messages._dispatch(node, id, a, b, c, d);
       else if (tag === 2) this.tasks._run(node, id, a, b, c);
-      else this._settle(id, { status: a, kind: b, body: c, code: d, message: batch[i + 6] });
+      else this._settle(id, a, b, c, d, batch[i + 6]);
     }
   },
 
@@ -124,15 +124,23 @@ const swarm = {
     setImmediate(flushWrites);
   },
 
-  // The outcome of native call `id` ({ status, kind, body, code, message }), once settled.
-  _wait (id) {
-    return new Promise(resolve => this._calls.set(id, resolve));
+  // What native call `id` settles to: `decode(status, kind, body, code, message)`, or
+  // the error it throws.
+  _wait (id, decode) {
+    return new Promise((resolve, reject) => this._calls.set(id, { resolve, reject, decode }));
   },
 
-  _settle (id, outcome) {
-    const resolve = this._calls.get(id);
+  _settle (id, status, kind, body, code, message) {
+    const call = this._calls.get(id);
+    if (!call) return;
     this._calls.delete(id);
-    if (resolve) resolve(outcome);
+    let value;
+    try {
+      value = call.decode(status, kind, body, code, message);
+    } catch (error) {
+      return call.reject(error);
+    }
+    call.resolve(value);
   },
 
   _onEvent (kind, data) {

@@ -20,7 +20,7 @@ const { startCluster, NodeProcess, freePort } = require('../__test__/helpers/clu
 const ROOT = path.join(__dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3);
 const SCALE = Number(process.env.BENCH_SCALE || 1);
-const N = { seq: 2000 * SCALE, flight: 20000 * SCALE, broadcast: 1000 * SCALE };
+const N = { seq: 2000 * SCALE, flight: 60000 * SCALE, broadcast: 1000 * SCALE };
 const WIDE = 20;
 
 const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

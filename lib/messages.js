@@ -39,11 +39,11 @@ class Messages {
     const rawText = typeof message === 'string';
     const call = node.send(host, path, encoded[0], encoded[1]);
     this._swarm._flushSoon();
-    return this._swarm._wait(call).then(outcome => {
-      if (outcome.code) throw errors.swarmError(outcome.code, outcome.message);
-      const body = codec.decodeReply(outcome.kind, outcome.body, rawText);
-      if (outcome.status < 200 || outcome.status >= 300) throw errors.statusCodeError(outcome.status, body);
-      return body;
+    return this._swarm._wait(call, (status, kind, body, code, message) => {
+      if (code) throw errors.swarmError(code, message);
+      const value = codec.decodeReply(kind, body, rawText);
+      if (status < 200 || status >= 300) throw errors.statusCodeError(status, value);
+      return value;
     });
   }
 

@@ -91,7 +91,7 @@ class Tasks {
     }
     const call = node.execTask(name, key, json);
     this._swarm._flushSoon();
-    return this._swarm._wait(call).then(outcome => settled(outcome.code, outcome.status, outcome.kind, outcome.body, outcome.message));
+    return this._swarm._wait(call, settled);
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.
@@ -115,7 +115,7 @@ class Tasks {
     const own = runId ? this._runValues.get(runId) : undefined;
     if (own) return own.ok ? call.resolve(own.value) : call.reject(own.error);
     try {
-      call.resolve(settled(code, status, kind, body, message));
+      call.resolve(settled(status, kind, body, code, message));
     } catch (error) {
       call.reject(error);
     }
@@ -173,7 +173,7 @@ class Tasks {
 }
 
 // The value of a settled native outcome, or the error it stands for.
-function settled (code, status, kind, body, message) {
+function settled (status, kind, body, code, message) {
   if (!code) return codec.decodeReply(kind, body, false);
   if (code === 'ERR_SWARM_TIMEOUT') throw errors.timeoutError();
   throw errors.swarmError(code, message, status ? { statusCode: status } : {});
