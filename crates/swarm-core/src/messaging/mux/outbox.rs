@@ -168,8 +168,8 @@ impl Outbox {
         queued
     }
 
-    /// Queues a frame to be written when this thread calls [`flush`], or at once when
-    /// [`EAGER`] frames wait; false once the outbox is closed.
+    /// Queues a frame to be written when this thread calls [`flush`], or at once when it
+    /// completes a group of [`EAGER`] waiting frames; false once the outbox is closed.
     pub fn push_later(self: &Arc<Self>, frame: Bytes) -> bool {
         let Some(mut state) = self.queue(frame) else {
             return false;
@@ -177,7 +177,8 @@ impl Outbox {
         if !std::mem::replace(&mut state.listed, true) {
             LATER.with(|later| later.borrow_mut().push(self.clone()));
         }
-        if state.queued.list.len() >= EAGER {
+        // Each group once: while the socket takes nothing, not every frame tries again.
+        if state.queued.list.len() % EAGER == 0 {
             self.write_now(&mut state);
         }
         true
