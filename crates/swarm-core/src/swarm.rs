@@ -589,7 +589,8 @@ impl Inner {
         }
     }
 
-    /// Sends through the client; fails at once if the peer leaves meanwhile.
+    /// Sends through the client; ends at once if the peer leaves meanwhile (not run, when
+    /// no connection it accepted took the request).
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
         let departed = {
             // The hot path: a known peer costs a lookup, not an allocation.
@@ -599,10 +600,9 @@ impl Inner {
                 None => peers.entry(ip.to_owned()).or_default().clone(),
             }
         };
-        tokio::select! {
-            reply = self.client.send(ip, path, payload) => reply,
-            _ = departed.cancelled() => Err(SendError::Left { ip: ip.to_owned() }),
-        }
+        self.client
+            .send_until_gone(ip, path, payload, &departed)
+            .await
     }
 
     fn ring(&self) -> Arc<(u64, HashRing)> {

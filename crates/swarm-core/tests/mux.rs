@@ -1730,3 +1730,116 @@ async fn a_connection_whose_read_loop_lets_go_of_it_ends_at_once() {
         "ended, not left open until the idle timeout"
     );
 }
+
+/// Sends `body` to `echo` with `Client::send_until_gone`; once `leaves` is done, the peer
+/// leaves the cluster as the swarm tells it: the token is cancelled, the peer forgotten.
+async fn send_until_it_leaves(
+    client: &Client,
+    body: &str,
+    leaves: impl Future<Output = ()>,
+) -> Result<Reply, SendError> {
+    let gone = CancellationToken::new();
+    let sent = client.send_until_gone("127.0.0.1", "echo", json(body), &gone);
+    let leaving = async {
+        leaves.await;
+        gone.cancel();
+        client.forget("127.0.0.1");
+    };
+    within("the send to end", async { tokio::join!(sent, leaving).0 }).await
+}
+
+/// Resolves once `ready` holds, looking every few milliseconds.
+async fn until(ready: impl Fn() -> bool) {
+    while !ready() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_no_connection_took_is_not_delivered_when_the_peer_leaves() {
+    // The transport's connection is made, but the peer never answers its preface.
+    let fake = Fake::start(true, vec![Script::Silent]).await;
+    let client = Client::new(ClientConfig {
+        connect_timeout: Duration::from_secs(60),
+        ..config(fake.port)
+    });
+    send(&client, "\"offer\"").await.expect("a reply");
+    let sent = send_until_it_leaves(
+        &client,
+        "\"never read\"",
+        until(|| fake.connections().len() == 2),
+    )
+    .await;
+    assert!(
+        matches!(sent, Err(SendError::Unreachable { .. })),
+        "not run, so it may go elsewhere: {sent:?}"
+    );
+    assert!(fake.frames().is_empty());
+}
+
+#[tokio::test]
+async fn a_request_a_connection_took_may_have_been_delivered_when_the_peer_leaves() {
+    let fake = Fake::start(true, vec![Script::Mute]).await;
+    let client = client(fake.port);
+    send(&client, "\"offer\"").await.expect("a reply");
+    let sent = send_until_it_leaves(&client, "\"read\"", until(|| fake.frames().len() == 1)).await;
+    assert!(matches!(sent, Err(SendError::Left { .. })), "{sent:?}");
+}
+
+#[tokio::test]
+async fn over_http_a_request_is_in_doubt_once_a_connection_took_it() {
+    // Reads requests, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (read, mut requests) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut stream = BufReader::new(stream);
+        while let Some(body) = common::read_http_request(&mut stream).await {
+            read.send(body).expect("the test waits");
+        }
+    });
+    let client = Client::new(ClientConfig {
+        multiplex: false,
+        ..config(port)
+    });
+    let leaves = async {
+        requests.recv().await.expect("the request read");
+    };
+    let sent = send_until_it_leaves(&client, "\"read\"", leaves).await;
+    assert!(matches!(sent, Err(SendError::Left { .. })), "{sent:?}");
+}
+
+#[tokio::test]
+async fn over_http_a_request_still_connecting_is_not_delivered_when_the_peer_leaves() {
+    // A listener whose accept queue is full: the kernel drops the next SYN, so a
+    // connection to it stays in SYN-SENT.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let _queued = TcpStream::connect(addr).await.expect("the one it queues");
+    let client = Client::new(ClientConfig {
+        multiplex: false,
+        connect_timeout: Duration::from_secs(60),
+        ..config(addr.port())
+    });
+    let connecting = until(|| syn_sent_to(addr.port()));
+    let sent = send_until_it_leaves(&client, "\"not yet\"", connecting).await;
+    assert!(
+        matches!(sent, Err(SendError::Unreachable { .. })),
+        "not run: {sent:?}"
+    );
+}
+
+/// True when a socket of this machine is in SYN-SENT towards 127.0.0.1:`port`.
+fn syn_sent_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+    })
+}

@@ -14,7 +14,10 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +29,7 @@ use hyper::{
 };
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
@@ -167,12 +171,27 @@ impl Client {
         topic_path: &str,
         payload: Payload,
     ) -> Result<Reply, SendError> {
+        self.send_until_gone(ip, topic_path, payload, &CancellationToken::new())
+            .await
+    }
+
+    /// Sends as [`Client::send`] does, until `gone` is cancelled (the node left the
+    /// cluster; [`Client::forget`] is called then too). The call then ends: as
+    /// [`SendError::Left`] when the request may have reached the node, as
+    /// [`SendError::Unreachable`] when no connection the node accepted carried it.
+    pub async fn send_until_gone(
+        &self,
+        ip: &str,
+        topic_path: &str,
+        payload: Payload,
+        gone: &CancellationToken,
+    ) -> Result<Reply, SendError> {
         let peer = self
             .peer(ip)
             .ok_or_else(|| SendError::BadAddress(ip.to_owned()))?;
         let encoded = path::encode(topic_path);
         let timeout = self.inner.config.request_timeout;
-        tokio::time::timeout(timeout, self.inner.deliver(peer, &encoded, payload))
+        tokio::time::timeout(timeout, self.inner.deliver(peer, &encoded, payload, gone))
             .await
             .unwrap_or_else(|_| {
                 Err(SendError::Timeout {
@@ -223,6 +242,14 @@ impl Client {
     }
 }
 
+/// A call that no connection the peer accepted ever carried, ended by its departure.
+fn never_reached(peer: SocketAddr) -> SendError {
+    SendError::Unreachable {
+        ip: peer.ip().to_string(),
+        reason: "it left the cluster before a connection took the request".into(),
+    }
+}
+
 fn resending(peer: SocketAddr) {
     debug!(target: "node_swarm_kb::messages", "{peer} never read a request (it went away, or the connection ended first): sending it again");
 }
@@ -270,13 +297,30 @@ impl Inner {
         peer: SocketAddr,
         encoded: &str,
         payload: Payload,
+        gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
         let mut resent = 0;
         loop {
+            // A request the peer's connection never took (a new one still being made, or
+            // one it ended before reading) is not sent again once the peer is gone: it
+            // was never delivered. On a connection it accepted, forgetting the peer
+            // settles each call as what it is.
+            if gone.is_cancelled() {
+                return Err(never_reached(peer));
+            }
             let Some(conn) = self.multiplexed(peer) else {
+                let reached = AtomicBool::new(false);
                 // Boxed: the HTTP exchange is large, and kept out of the multiplexed
                 // path's future, which is moved on every spawn.
-                return Box::pin(self.over_http(peer, encoded, payload)).await;
+                let exchange = Box::pin(self.over_http(peer, encoded, payload, &reached));
+                return tokio::select! {
+                    sent = exchange => sent,
+                    () = gone.cancelled() => Err(if reached.load(Ordering::Acquire) {
+                        SendError::Left { ip: peer.ip().to_string() }
+                    } else {
+                        never_reached(peer)
+                    }),
+                };
             };
             // `None`: it closed meanwhile; a new one is opened.
             let Some(call) = conn
@@ -387,6 +431,7 @@ impl Inner {
         peer: SocketAddr,
         encoded: &str,
         payload: Payload,
+        reached: &AtomicBool,
     ) -> Result<Reply, SendError> {
         let mut builder = Request::builder()
             .method(Method::POST)
@@ -404,14 +449,16 @@ impl Inner {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| SendError::BadAddress(format!("{}: {e}", peer.ip())))?;
-        self.exchange(peer, request).await
+        self.exchange(peer, request, reached).await
     }
 
-    /// One request and its whole reply, on a pooled connection or a new one.
+    /// One request and its whole reply, on a pooled connection or a new one; `reached`
+    /// is set once the request is handed to a connection (it may then reach the peer).
     async fn exchange(
         &self,
         peer: SocketAddr,
         mut request: Request<Full<Bytes>>,
+        reached: &AtomicBool,
     ) -> Result<Reply, SendError> {
         let failed = |e: &dyn std::error::Error| SendError::Failed {
             ip: peer.ip().to_string(),
@@ -419,6 +466,7 @@ impl Inner {
         };
         let (sender, response) = loop {
             let (mut sender, reused) = self.connection(peer).await?;
+            reached.store(true, Ordering::Release);
             match sender.try_send_request(request).await {
                 Ok(response) => break (sender, response),
                 Err(mut e) => match e.take_message() {
