@@ -1033,6 +1033,8 @@ enum Script {
     Mute,
     /// Accepts the preface, reads the start of a request and resets the connection.
     ResetMidRequest,
+    /// Reads the preface and resets the connection, as the kernel of a pod dying does.
+    ResetAtPreface,
 }
 
 #[derive(Debug, Default)]
@@ -1150,6 +1152,13 @@ async fn fake_mux(stream: TcpStream, script: Script, log: Arc<Mutex<Log>>) {
             let refusal =
                 b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
             write.write_all(refusal).await.expect("write");
+        }
+        Script::ResetAtPreface => {
+            let stream = reader.get_ref().as_ref();
+            stream.set_zero_linger().expect("linger");
+            // No FIN first: the socket closes at once, with a reset.
+            write.forget();
+            return;
         }
         Script::Silent => {
             // Not a byte back, and the connection stays open until the client leaves.
@@ -1328,6 +1337,27 @@ async fn a_peer_that_offers_then_refuses_the_preface_gets_the_send_over_http() {
         );
         assert!(fake.frames().is_empty(), "{script:?}");
     }
+}
+
+#[tokio::test]
+async fn a_connection_reset_before_the_preface_is_answered_is_made_again() {
+    let fake = Fake::start(true, vec![Script::ResetAtPreface, Script::Serve]).await;
+    let client = client(fake.port);
+    send(&client, "\"offer\"").await.expect("a reply");
+    assert_eq!(
+        send(&client, "\"again\"").await,
+        Ok(Reply::ok(json("\"again\"")))
+    );
+    assert_eq!(
+        fake.connections(),
+        vec![false, true, true],
+        "not taken for a refusal"
+    );
+    assert_eq!(
+        bodies(&fake.answered(), true),
+        vec![Bytes::from("\"again\"")],
+        "multiplexed"
+    );
 }
 
 #[tokio::test]

@@ -287,6 +287,12 @@ impl Conn {
         // Nothing but the preface was written: no call reached the peer.
         match accepted {
             Ok(Ok(_)) if answer == ACCEPTED => {}
+            // Its kernel reset the connection (a pod dying does): no answer, so no
+            // refusal either. The calls go again, on a new connection.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                self.outbox.close();
+                return self.settle_all(|| Outcome::Resend);
+            }
             Ok(_) => {
                 self.outbox.close();
                 return self.settle_all(|| Outcome::NotOurs);
