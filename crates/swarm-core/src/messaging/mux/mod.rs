@@ -6,7 +6,8 @@
 //! on its HTTP replies ([`ADVERTISE`]); a client opens a multiplexed connection only to
 //! a peer that did, and starts it with [`PREFACE`], whose first byte (NUL) starts no
 //! HTTP request, so the server tells the two apart from one byte on the same port. The
-//! server answers [`ACCEPTED`]; anything else and the client keeps HTTP/1.1 for it.
+//! server answers [`ACCEPTED`]; anything else and the client keeps HTTP/1.1 for it
+//! (a connection reset before the answer is made again: the peer's kernel dropped it).
 //!
 //! Frames, big-endian: `len: u32` (of what follows), `kind: u8`, `id: u32`, then
 //! - request (1): `type: u8`, `path_len: u16`, the path as in an HTTP request line,
