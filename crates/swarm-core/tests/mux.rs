@@ -1762,18 +1762,22 @@ async fn a_connection_whose_read_loop_lets_go_of_it_ends_at_once() {
 }
 
 /// Sends `body` to `echo` with `Client::send_until_gone`; once `leaves` is done, the peer
-/// leaves the cluster as the swarm tells it: the token is cancelled, the peer forgotten.
-async fn send_until_it_leaves(
+/// leaves the cluster: the token is cancelled and, when `forget` says so, the client
+/// forgets the peer, as the swarm does.
+async fn send_until_gone(
     client: &Client,
     body: &str,
     leaves: impl Future<Output = ()>,
+    forget: bool,
 ) -> Result<Reply, SendError> {
     let gone = CancellationToken::new();
     let sent = client.send_until_gone("127.0.0.1", "echo", json(body), &gone);
     let leaving = async {
         leaves.await;
         gone.cancel();
-        client.forget("127.0.0.1");
+        if forget {
+            client.forget("127.0.0.1");
+        }
     };
     within("the send to end", async { tokio::join!(sent, leaving).0 }).await
 }
@@ -1794,10 +1798,11 @@ async fn a_request_no_connection_took_is_not_delivered_when_the_peer_leaves() {
         ..config(fake.port)
     });
     send(&client, "\"offer\"").await.expect("a reply");
-    let sent = send_until_it_leaves(
+    let sent = send_until_gone(
         &client,
         "\"never read\"",
         until(|| fake.connections().len() == 2),
+        true,
     )
     .await;
     assert!(
@@ -1812,7 +1817,30 @@ async fn a_request_a_connection_took_may_have_been_delivered_when_the_peer_leave
     let fake = Fake::start(true, vec![Script::Mute]).await;
     let client = client(fake.port);
     send(&client, "\"offer\"").await.expect("a reply");
-    let sent = send_until_it_leaves(&client, "\"read\"", until(|| fake.frames().len() == 1)).await;
+    let sent = send_until_gone(
+        &client,
+        "\"read\"",
+        until(|| fake.frames().len() == 1),
+        true,
+    )
+    .await;
+    assert!(matches!(sent, Err(SendError::Left { .. })), "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_request_in_doubt_ends_when_the_peer_leaves_even_on_a_connection_not_forgotten() {
+    // As on a connection left to drain while a newer one is the peer's: `forget` ends
+    // only the newest, and the send itself ends the one it waits on.
+    let fake = Fake::start(true, vec![Script::Mute]).await;
+    let client = client(fake.port);
+    send(&client, "\"offer\"").await.expect("a reply");
+    let sent = send_until_gone(
+        &client,
+        "\"read\"",
+        until(|| fake.frames().len() == 1),
+        false,
+    )
+    .await;
     assert!(matches!(sent, Err(SendError::Left { .. })), "{sent:?}");
 }
 
@@ -1836,7 +1864,7 @@ async fn over_http_a_request_is_in_doubt_once_a_connection_took_it() {
     let leaves = async {
         requests.recv().await.expect("the request read");
     };
-    let sent = send_until_it_leaves(&client, "\"read\"", leaves).await;
+    let sent = send_until_gone(&client, "\"read\"", leaves, true).await;
     assert!(matches!(sent, Err(SendError::Left { .. })), "{sent:?}");
 }
 
@@ -1857,7 +1885,7 @@ async fn over_http_a_request_still_connecting_is_not_delivered_when_the_peer_lea
         ..config(addr.port())
     });
     let connecting = until(|| syn_sent_to(addr.port()));
-    let sent = send_until_it_leaves(&client, "\"not yet\"", connecting).await;
+    let sent = send_until_gone(&client, "\"not yet\"", connecting, true).await;
     assert!(
         matches!(sent, Err(SendError::Unreachable { .. })),
         "not run: {sent:?}"

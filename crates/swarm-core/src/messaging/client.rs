@@ -329,7 +329,18 @@ impl Inner {
             else {
                 continue;
             };
-            match call.outcome().await {
+            let outcome = call.outcome();
+            tokio::pin!(outcome);
+            let outcome = tokio::select! {
+                outcome = &mut outcome => outcome,
+                // Gone while its connection drains, say (the one `forget` ends is the
+                // newest): ended here, each call settles as what it is.
+                () = gone.cancelled() => {
+                    conn.abandon();
+                    outcome.await
+                }
+            };
+            match outcome {
                 // Never read by the peer: sent again, on a new connection, a few times.
                 Outcome::Resend if resent < RESENDS => {
                     resending(peer);
