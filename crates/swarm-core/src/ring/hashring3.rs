@@ -132,9 +132,12 @@ impl Points {
     fn new(values: Vec<u32>) -> Points {
         let ranges = 1u32 << INDEX_BITS;
         let starts = (0..=ranges)
-            .map(|range| match range.checked_shl(32 - INDEX_BITS) {
-                Some(first) if range < ranges => values.partition_point(|&p| p < first),
-                _ => values.len(),
+            .map(|range| {
+                if range < ranges {
+                    values.partition_point(|&p| p < range << (32 - INDEX_BITS))
+                } else {
+                    values.len()
+                }
             })
             .map(|at| u32::try_from(at).expect("fewer than 2^32 points"))
             .collect();
