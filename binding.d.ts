@@ -190,9 +190,10 @@ export declare function setLogSink(callback: LogCallback, enabled: Array<string>
 /**
  * Starts a node: binds the messaging port and starts the topology. Resolves before the
  * first topology is known; await `ready()` for it. `deliver` gets the mailbox's
- * batches: a flat array of letters of `[tag, id, a, b, c, d, e]` (see `mailbox.rs`).
+ * batches: the letters' numbers, `[tag, id, a, b, c, d, e]` each, then their strings
+ * (see `mailbox.rs`).
  */
-export declare function startNode(options: NodeOptions, deliver: (batch: Array<number | string | null>) => void, onEvent: Callback<EventArgs>, onLocal: Callback<LocalArgs>): Promise<SwarmNode>
+export declare function startNode(options: NodeOptions, deliver: (numbers: Float64Array, ...strings: string[]) => void, onEvent: Callback<EventArgs>, onLocal: Callback<LocalArgs>): Promise<SwarmNode>
 
 /** Options of one task, as resolved by the facade. */
 export interface TaskOptionsJs {

@@ -77,7 +77,7 @@ const swarm = {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
       starting = Promise.resolve(native().startNode(settings,
-        batch => withNode(node => this._deliver(node, batch)),
+        (numbers, ...strings) => withNode(node => this._deliver(node, numbers, strings)),
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
         (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)));
       return starting;
@@ -100,19 +100,27 @@ const swarm = {
     });
   },
 
-  // One wake-up's letters from the native mailbox, 7 slots each: messages to answer
-  // (1), task runs to start (2), and sends or remote task calls that settled (3).
-  _deliver (node, batch) {
-    for (let i = 0; i < batch.length; i += 7) {
-      const tag = batch[i];
-      const id = batch[i + 1];
-      const a = batch[i + 2];
-      const b = batch[i + 3];
-      const c = batch[i + 4];
-      const d = batch[i + 5];
-      if (tag === 1) this.messages._dispatch(node, id, a, b, c, d);
-      else if (tag === 2) this.tasks._run(node, id, a, b, c);
-      else this._settle(id, a, b, c, d, batch[i + 6]);
+  // One wake-up's letters from the native mailbox: 7 numbers each, `[tag, id, ...]`,
+  // and their strings in order, an optional one there when its flag is set (see
+  // mailbox.rs). Messages to answer (1), task runs to start (2), and sends or remote
+  // task calls that settled (3).
+  _deliver (node, numbers, strings) {
+    let s = 0;
+    for (let i = 0; i < numbers.length; i += 7) {
+      const tag = numbers[i];
+      const id = numbers[i + 1];
+      if (tag === 1) {
+        const path = strings[s++];
+        const body = numbers[i + 3] ? strings[s++] : null;
+        this.messages._dispatch(node, id, path, numbers[i + 2], body, strings[s++]);
+      } else if (tag === 2) {
+        const name = strings[s++];
+        this.tasks._run(node, id, name, numbers[i + 3] ? strings[s++] : null, numbers[i + 2]);
+      } else {
+        const body = numbers[i + 4] ? strings[s++] : null;
+        const code = numbers[i + 5] ? strings[s++] : null;
+        this._settle(id, numbers[i + 2], numbers[i + 3], body, code, numbers[i + 6] ? strings[s++] : null);
+      }
     }
   },
 

@@ -42,6 +42,34 @@ test('send and broadcast between processes', async () => {
   assert.deepStrictEqual(all.map(x => x === null ? a.ip : x).sort(), [...IPS].sort());
 });
 
+test('texts of every script, replies and failures arrive intact, many in one delivery', async () => {
+  const [a, b] = cluster.nodes;
+  await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
+  const texts = ['plain', 'é', '日本語のテキスト', '😀 astral', 'mixed ü 😀 end', `${'x'.repeat(5000)}ü`, '\u0000 nul'];
+  const keys = Array.from({ length: 200 }, (_, i) => `k${i}`);
+  const owners = await a.request('owners', { keys });
+  const remoteKeys = keys.filter((_, i) => owners[i] === b.ip);
+  const calls = [];
+  texts.forEach((t, i) => {
+    calls.push({ to: b.ip, topic: 'back', data: t }, { to: b.ip, topic: 'back', data: { t, list: [t, i] } });
+    calls.push({ to: b.ip, topic: 'nothing', data: t });
+    calls.push({ task: 'args', args: [remoteKeys[i], t, { t }] });
+  });
+  // Nothing listens on this one: the call fails with a code and a message.
+  calls.push({ to: '127.0.0.29', topic: 'back', data: 'nobody' });
+  const outcomes = await a.request('many', { calls }, 20000);
+  texts.forEach((t, i) => {
+    const [text, json, nothing, args] = outcomes.slice(i * 4, i * 4 + 4);
+    assert.deepStrictEqual(text, { value: t });
+    assert.deepStrictEqual(json, { value: { t, list: [t, i] } });
+    assert.deepStrictEqual(nothing, { value: '(undefined)' });
+    assert.deepStrictEqual(args, { value: [remoteKeys[i], t, { t }] });
+  });
+  const failed = outcomes[outcomes.length - 1];
+  assert.strictEqual(failed.code, 'ERR_SWARM_SEND');
+  assert.match(failed.message, /127\.0\.0\.29/);
+});
+
 test('large messages travel whole, several at once, between pods of ours', async () => {
   const [a, b] = cluster.nodes;
   // Multiplexed from the second send on (the first reply offers it): frames of several

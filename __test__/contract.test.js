@@ -148,6 +148,12 @@ test('tasks: registration, errors, local execution', async () => {
   assert.strictEqual(await swarm.tasks.exec('objectForm'), 'ok');
 });
 
+test('5,000 task calls made at once all run and answer (deliveries of more than one call)', async () => {
+  swarm.tasks.register('sameKey', key => key, { serialized: false });
+  const keys = Array.from({ length: 5000 }, (_, i) => `key-${i}`);
+  assert.deepStrictEqual(await Promise.all(keys.map(key => swarm.tasks.exec('sameKey', key))), keys);
+});
+
 test('tasks: singleTrigger, N, maxQueueLength and timeout', async () => {
   let runs = 0;
   const gates = [];

@@ -1,7 +1,9 @@
 //! Crossings into JavaScript, batched: messages to answer, task runs to start and calls
 //! that settled are posted here from any thread, and one wake-up of the JavaScript
-//! thread delivers everything posted since the last one, as one flat array. Under load
-//! a wake-up carries many letters; idle, a letter costs one wake-up, as before.
+//! thread delivers everything posted since the last one in one call: the letters'
+//! numbers in one `Float64Array`, their strings as the call's further arguments (see
+//! [`Batch`]). Under load a wake-up carries many letters; idle, a letter costs one
+//! wake-up, as before.
 //!
 //! The mailbox is also where multiplexed connections are read ([`ReadLoop`]): the
 //! JavaScript thread's own loop watches their sockets (`reader.rs`), and the messages
@@ -17,7 +19,7 @@ use std::{
 };
 
 use napi::{
-    bindgen_prelude::{FnArgs, Function, JsValue, Null, ToNapiValue},
+    bindgen_prelude::{Function, JsValue, JsValuesTupleIntoVec},
     check_status, sys,
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Env, Result, Status,
@@ -29,8 +31,12 @@ use swarm_core::messaging::{
 
 use crate::{host::split_payload, reader};
 
-/// Slots per letter in the delivered array: `[tag, id, a, b, c, d, e]`.
-pub const STRIDE: usize = 7;
+/// Numbers per letter in the delivered `Float64Array`: `[tag, id, a, b, c, d, e]`.
+const STRIDE: usize = 7;
+
+/// Letters per call into JavaScript at most: their strings are the call's arguments,
+/// and a call's arguments live on the stack.
+const LETTERS_PER_CALL: usize = 1024;
 
 /// One thing for JavaScript to do.
 pub enum Letter {
@@ -103,17 +109,152 @@ struct Queue {
 }
 
 impl Queue {
-    /// The letters posted so far, counted as one wake-up's.
-    fn take(&mut self) -> Batch {
+    /// The letters posted first, as many as one call takes, counted as one wake-up's;
+    /// this ends the wake-up or hold it was taken for when `ending`. True when letters
+    /// are left for another wake-up, which the caller makes ([`Mailbox::wake_again`]).
+    fn take(&mut self, ending: bool) -> (Batch, bool) {
+        let taken = if self.letters.len() > LETTERS_PER_CALL {
+            let rest = self.letters.split_off(LETTERS_PER_CALL);
+            std::mem::replace(&mut self.letters, rest)
+        } else {
+            std::mem::take(&mut self.letters)
+        };
         self.wakes += 1;
-        self.delivered += self.letters.len() as u64;
-        Batch(std::mem::take(&mut self.letters))
+        self.delivered += taken.len() as u64;
+        let left = ending && !self.letters.is_empty();
+        if ending {
+            self.scheduled = left;
+        }
+        (Batch(taken), left)
     }
 }
 
-/// What one wake-up delivers: the letters, turned into a JavaScript array on the
-/// JavaScript thread.
+/// What one call into JavaScript delivers. Its arguments, made on the JavaScript thread:
+/// first a `Float64Array` of [`STRIDE`] numbers per letter, then each letter's strings,
+/// in order (a flag among its numbers says whether an optional one is there):
+/// - message: `[1, id, kind, has body]`, then path, body, from;
+/// - run: `[2, id, call id, has arguments]`, then name, arguments;
+/// - settled: `[3, id, status, kind, has body, has code, has message]`, then body,
+///   code, message.
+///
+/// Numbers and strings go as arguments rather than elements of an array: an element
+/// costs a Node-API call and a property store each, several per letter.
 pub struct Batch(Vec<Letter>);
+
+impl Batch {
+    /// The call's arguments.
+    ///
+    /// # Safety
+    /// On the JavaScript thread, in a handle scope.
+    unsafe fn into_args(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
+        let mut numbers = Vec::with_capacity(self.0.len() * STRIDE);
+        let mut args = vec![std::ptr::null_mut()];
+        let flag = |text: &Option<String>| f64::from(u8::from(text.is_some()));
+        for letter in &self.0 {
+            let start = numbers.len();
+            match letter {
+                Letter::Message {
+                    id,
+                    path,
+                    kind,
+                    body,
+                    from,
+                } => {
+                    numbers.extend([1.0, f64::from(*id), f64::from(*kind), flag(body)]);
+                    args.push(js_string(env, path)?);
+                    push_some(env, &mut args, body)?;
+                    args.push(js_string(env, from)?);
+                }
+                Letter::Run {
+                    id,
+                    name,
+                    args: run_args,
+                    call_id,
+                } => {
+                    numbers.extend([2.0, f64::from(*id), f64::from(*call_id), flag(run_args)]);
+                    args.push(js_string(env, name)?);
+                    push_some(env, &mut args, run_args)?;
+                }
+                Letter::Settled { id, outcome } => {
+                    numbers.extend([
+                        3.0,
+                        f64::from(*id),
+                        f64::from(outcome.status),
+                        f64::from(outcome.kind),
+                        flag(&outcome.body),
+                        flag(&outcome.code),
+                        flag(&outcome.message),
+                    ]);
+                    push_some(env, &mut args, &outcome.body)?;
+                    push_some(env, &mut args, &outcome.code)?;
+                    push_some(env, &mut args, &outcome.message)?;
+                }
+            }
+            numbers.resize(start + STRIDE, 0.0);
+        }
+        args[0] = float64_array(env, &numbers)?;
+        Ok(args)
+    }
+}
+
+impl JsValuesTupleIntoVec for Batch {
+    fn into_vec(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
+        // SAFETY: napi-rs converts a thread-safe call's arguments on the JavaScript
+        // thread, in the call's handle scope.
+        unsafe { self.into_args(env) }
+    }
+}
+
+/// A JavaScript string of `text`: copied as Latin-1 when it is ASCII, which skips
+/// decoding it.
+unsafe fn js_string(env: sys::napi_env, text: &str) -> Result<sys::napi_value> {
+    let mut value = std::ptr::null_mut();
+    let (bytes, len) = (text.as_ptr().cast(), text.len() as isize);
+    check_status!(if text.is_ascii() {
+        sys::napi_create_string_latin1(env, bytes, len, &mut value)
+    } else {
+        sys::napi_create_string_utf8(env, bytes, len, &mut value)
+    })?;
+    Ok(value)
+}
+
+unsafe fn push_some(
+    env: sys::napi_env,
+    args: &mut Vec<sys::napi_value>,
+    text: &Option<String>,
+) -> Result<()> {
+    if let Some(text) = text {
+        args.push(js_string(env, text)?);
+    }
+    Ok(())
+}
+
+/// A `Float64Array` holding `numbers`.
+unsafe fn float64_array(env: sys::napi_env, numbers: &[f64]) -> Result<sys::napi_value> {
+    let mut data = std::ptr::null_mut();
+    let mut buffer = std::ptr::null_mut();
+    check_status!(sys::napi_create_arraybuffer(
+        env,
+        std::mem::size_of_val(numbers),
+        &mut data,
+        &mut buffer
+    ))?;
+    if !numbers.is_empty() {
+        // SAFETY: the new buffer holds exactly `numbers`' bytes; f64 has no alignment
+        // need beyond the buffer's allocation.
+        std::ptr::copy_nonoverlapping(numbers.as_ptr(), data.cast::<f64>(), numbers.len());
+    }
+    let mut array = std::ptr::null_mut();
+    check_status!(sys::napi_create_typedarray(
+        env,
+        sys::TypedarrayType::float64_array,
+        numbers.len(),
+        buffer,
+        0,
+        &mut array
+    ))?;
+    Ok(array)
+}
 
 impl ReadLoop for Mailbox {
     fn adopt(&self, inflow: Box<dyn Inflow>) {
@@ -153,7 +294,7 @@ impl Direct {
         }
         let mut global = std::ptr::null_mut();
         check_status!(sys::napi_get_global(env, &mut global))?;
-        let argv = [Batch::to_napi_value(env, batch)?];
+        let argv = batch.into_args(env)?;
         let mut result = std::ptr::null_mut();
         let status = sys::napi_make_callback(
             env,
@@ -175,7 +316,7 @@ impl Direct {
     }
 }
 
-type Wake = ThreadsafeFunction<(), (), FnArgs<(Batch,)>, Status, false, true>;
+type Wake = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 
 /// The mailbox of one node.
 pub struct Mailbox {
@@ -217,7 +358,7 @@ impl Drop for Direct {
 
 impl Mailbox {
     /// A mailbox delivering to `deliver(batch)`.
-    pub fn new(env: &Env, deliver: Function<'_, FnArgs<(Batch,)>, ()>) -> Result<Arc<Self>> {
+    pub fn new(env: &Env, deliver: Function<'_, Batch, ()>) -> Result<Arc<Self>> {
         let mut reference = std::ptr::null_mut();
         // SAFETY: on the JavaScript thread, with a live function value.
         check_status!(unsafe {
@@ -244,9 +385,14 @@ impl Mailbox {
                 if let Some(mailbox) = me.upgrade() {
                     mailbox.start_adopted(ctx.env);
                 }
-                let mut queue = taken.lock().expect("not poisoned");
-                queue.scheduled = false;
-                Ok(FnArgs::from((queue.take(),)))
+                let (batch, left) = taken.lock().expect("not poisoned").take(true);
+                if left {
+                    match me.upgrade() {
+                        Some(mailbox) => mailbox.wake_again(),
+                        None => taken.lock().expect("not poisoned").scheduled = false,
+                    }
+                }
+                Ok(batch)
             })?;
         let _ = mailbox.wake.set(wake);
         Ok(mailbox)
@@ -271,6 +417,13 @@ impl Mailbox {
         !wake || self.wake()
     }
 
+    /// Makes the wake-up that [`Queue::take`] left letters for.
+    fn wake_again(&self) {
+        if !self.wake() {
+            self.queue.lock().expect("not poisoned").scheduled = false;
+        }
+    }
+
     fn wake(&self) -> bool {
         self.wake.get().is_some_and(|wake| {
             wake.call((), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
@@ -292,16 +445,19 @@ impl Mailbox {
     pub fn deliver_held(self: &Arc<Self>, held: bool) {
         // A connection adopted during the hold found its wake-up taken: it starts here.
         self.start_adopted(Env::from_raw(self.direct.env));
-        let batch = {
+        let (batch, left) = {
             let mut queue = self.queue.lock().expect("not poisoned");
-            if held {
-                queue.scheduled = false;
-            }
             if queue.letters.is_empty() {
+                if held {
+                    queue.scheduled = false;
+                }
                 return;
             }
-            queue.take()
+            queue.take(held)
         };
+        if left {
+            self.wake_again();
+        }
         // SAFETY: called on the JavaScript thread (the loop's callbacks run there).
         if let Err(e) = unsafe { self.direct.call(batch) } {
             tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
@@ -324,82 +480,5 @@ impl Mailbox {
     pub fn counters(&self) -> (u64, u64) {
         let queue = self.queue.lock().expect("not poisoned");
         (queue.wakes, queue.delivered)
-    }
-}
-
-/// The array a batch becomes, filled slot after slot.
-struct Slots {
-    env: sys::napi_env,
-    array: sys::napi_value,
-    next: u32,
-}
-
-impl Slots {
-    unsafe fn put<T: ToNapiValue>(&mut self, value: T) -> Result<()> {
-        let value = T::to_napi_value(self.env, value)?;
-        check_status!(sys::napi_set_element(
-            self.env, self.array, self.next, value
-        ))?;
-        self.next += 1;
-        Ok(())
-    }
-}
-
-impl ToNapiValue for Batch {
-    unsafe fn to_napi_value(env: sys::napi_env, batch: Self) -> Result<sys::napi_value> {
-        let mut array = std::ptr::null_mut();
-        check_status!(sys::napi_create_array_with_length(
-            env,
-            batch.0.len() * STRIDE,
-            &mut array
-        ))?;
-        let mut s = Slots {
-            env,
-            array,
-            next: 0,
-        };
-        for letter in batch.0 {
-            match letter {
-                Letter::Message {
-                    id,
-                    path,
-                    kind,
-                    body,
-                    from,
-                } => {
-                    s.put(1u32)?;
-                    s.put(id)?;
-                    s.put(path)?;
-                    s.put(kind)?;
-                    s.put(body)?;
-                    s.put(from)?;
-                    s.put(Null)?;
-                }
-                Letter::Run {
-                    id,
-                    name,
-                    args,
-                    call_id,
-                } => {
-                    s.put(2u32)?;
-                    s.put(id)?;
-                    s.put(name)?;
-                    s.put(args)?;
-                    s.put(call_id)?;
-                    s.put(Null)?;
-                    s.put(Null)?;
-                }
-                Letter::Settled { id, outcome } => {
-                    s.put(3u32)?;
-                    s.put(id)?;
-                    s.put(outcome.status)?;
-                    s.put(outcome.kind)?;
-                    s.put(outcome.body)?;
-                    s.put(outcome.code)?;
-                    s.put(outcome.message)?;
-                }
-            }
-        }
-        Ok(array)
     }
 }

@@ -122,16 +122,14 @@ pub struct SwarmNode {
 
 /// Starts a node: binds the messaging port and starts the topology. Resolves before the
 /// first topology is known; await `ready()` for it. `deliver` gets the mailbox's
-/// batches: a flat array of letters of `[tag, id, a, b, c, d, e]` (see `mailbox.rs`).
+/// batches: the letters' numbers, `[tag, id, a, b, c, d, e]` each, then their strings
+/// (see `mailbox.rs`).
 #[napi(ts_return_type = "Promise<SwarmNode>")]
 pub fn start_node<'env>(
     env: &'env Env,
     options: NodeOptions,
-    #[napi(ts_arg_type = "(batch: Array<number | string | null>) => void")] deliver: Function<
-        'env,
-        FnArgs<(Batch,)>,
-        (),
-    >,
+    #[napi(ts_arg_type = "(numbers: Float64Array, ...strings: string[]) => void")]
+    deliver: Function<'env, Batch, ()>,
     on_event: Callback<EventArgs>,
     on_local: Callback<LocalArgs>,
 ) -> Result<PromiseRaw<'env, SwarmNode>> {
