@@ -53,11 +53,22 @@ export declare class SwarmNode {
   /** The servers of the current ring, and the generation it was built for. */
   ringServers(): RingServers
   /**
-   * Sends a message to `ip`; returns the id of the call, whose reply or failure
-   * comes back through the mailbox. Over a multiplexed connection, the request is
-   * written by `flushWrites()`, which the facade calls once per turn of the loop.
+   * The calls made for every message, as bare functions (see `bare.rs`):
+   * - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
+   *   call, whose reply or failure comes back through the mailbox. Over a
+   *   multiplexed connection, the request is written by `flushWrites()`, which the
+   *   facade calls once per turn of the loop.
+   * - `reply(id, status, kind, body)`: answers message `id`; an answer to a
+   *   multiplexed request is written by `flushWrites()`, as requests are.
+   * - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
+   *   a JSON array. Returns the id of the call, whose outcome comes back through the
+   *   mailbox. A local call joins its queue before this returns, so calls queue in
+   *   the order JavaScript makes them.
+   * - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
+   *   success with the payload, anything else a failure with that status and `body`
+   *   as the message.
    */
-  send(ip: string, path: string, kind: number, body?: string | undefined | null): number
+  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }
   /**
    * `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
    * they delivered (the calls per wake-up, under load, is their ratio).
@@ -68,26 +79,10 @@ export declare class SwarmNode {
   /** What task `name` is doing on this node, or null when it is not registered. */
   taskStats(name: string): TaskStatsJs | null
   /**
-   * Runs task `name` on the owner of `key`; `args` is a JSON array. Returns the id of
-   * the call, whose outcome comes back through the mailbox. A local call joins its
-   * queue before this returns, so calls queue in the order JavaScript makes them.
-   */
-  execTask(name: string, key: string, args: string): number
-  /**
    * Runs task `name` here for a local call whose arguments the facade keeps under
    * `callId`; admitted to its queue before this returns, answered through `onLocal`.
    */
   execLocal(name: string, callId: number): void
-  /**
-   * Answers message `id`; an answer to a multiplexed request is written by
-   * `flushWrites()`, as requests are.
-   */
-  reply(id: number, status: number, kind: number, body?: string | undefined | null): boolean
-  /**
-   * Settles task run `id`: `status` 0 is success with the payload, anything else a
-   * failure with that status and `body` as the message.
-   */
-  taskDone(id: number, status: number, kind: number, body?: string | undefined | null): boolean
   /**
    * Stops the node and lets the process exit: no new work, in-flight requests
    * answered, queued tasks given `graceMs` to finish. Safe to call twice.

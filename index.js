@@ -76,10 +76,13 @@ const swarm = {
     return Promise.try(() => {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
+      // `node.calls`: the calls made for every message, as plain functions (cheaper to
+      // call than the node's methods).
       starting = Promise.resolve(native().startNode(settings,
         (numbers, ...strings) => withNode(node => this._deliver(node, numbers, strings)),
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
-        (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)));
+        (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)))
+        .then(node => Object.assign(node, { calls: node.callFunctions() }));
       return starting;
     }).then(node => {
       started = node;

@@ -37,7 +37,7 @@ class Messages {
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const rawText = typeof message === 'string';
-    const call = node.send(host, path, encoded[0], encoded[1]);
+    const call = node.calls.send(host, path, encoded[0], encoded[1]);
     this._swarm._flushSoon();
     return this._swarm._wait(call, (status, kind, body, code, message) => {
       if (code) throw errors.swarmError(code, message);
@@ -48,7 +48,7 @@ class Messages {
   }
 
   // Called by the native server: runs every handler of every topic segment and answers
-  // through `node.reply`. Never throws: a failing handler becomes a 500 (or its statusCode).
+  // through `node.calls.reply`. Never throws: a failing handler becomes a 500 (or its statusCode).
   _dispatch (node, id, path, kind, body, from) {
     let results;
     const topics = path.split('/');
@@ -86,7 +86,7 @@ class Messages {
 
   // An answer to a multiplexed request is written with this turn's other writes.
   _reply (node, id, status, kind, body) {
-    node.reply(id, status, kind, body);
+    node.calls.reply(id, status, kind, body);
     this._swarm._flushSoon();
   }
 }

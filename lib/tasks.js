@@ -89,7 +89,7 @@ class Tasks {
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    const call = node.execTask(name, key, json);
+    const call = node.calls.execTask(name, key, json);
     this._swarm._flushSoon();
     return this._swarm._wait(call, settled);
   }
@@ -148,7 +148,7 @@ class Tasks {
   }
 
   // Called by the native engine to run a handler, with JSON arguments from another node
-  // or the kept arguments of local call `callId`; answers through `node.taskDone`.
+  // or the kept arguments of local call `callId`; answers through `node.calls.taskDone`.
   _run (node, runId, name, argsJson, callId) {
     const task = this.tasks[name];
     const keep = callId !== 0;
@@ -186,12 +186,12 @@ function done (node, id, value) {
   } catch (error) {
     return fail(node, id, new Error(`Unable to encode the result: ${error.message}`));
   }
-  node.taskDone(id, 0, encoded[0], encoded[1]);
+  node.calls.taskDone(id, 0, encoded[0], encoded[1]);
 }
 
 function fail (node, id, error) {
   const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-  node.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+  node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
 }
 
 module.exports = { Tasks, DEFAULTS };

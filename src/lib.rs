@@ -9,9 +9,9 @@
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
 //! - [`keys`]: reading a look-up key without allocating.
+mod bare;
 mod config;
 mod host;
-mod keys;
 mod log;
 mod mailbox;
 mod node;

@@ -13,9 +13,9 @@ use swarm_core::{
 };
 
 use crate::{
+    bare::{bare_function, key_function},
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
-    keys::key_function,
     mailbox::{Batch, Mailbox, Outcome},
 };
 
@@ -217,20 +217,88 @@ impl SwarmNode {
         }
     }
 
-    /// Sends a message to `ip`; returns the id of the call, whose reply or failure
-    /// comes back through the mailbox. Over a multiplexed connection, the request is
-    /// written by `flushWrites()`, which the facade calls once per turn of the loop.
-    #[napi]
-    pub fn send(&self, ip: String, path: String, kind: u32, body: Option<String>) -> u32 {
-        let (id, settle) = self.host.new_call();
-        self.swarm
-            .send_later(&ip, &path, join_payload(kind, body), |result| {
-                settle(match result {
-                    Ok(reply) => Outcome::reply(reply),
-                    Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
-                })
-            });
-        id
+    /// The calls made for every message, as bare functions (see `bare.rs`):
+    /// - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
+    ///   call, whose reply or failure comes back through the mailbox. Over a
+    ///   multiplexed connection, the request is written by `flushWrites()`, which the
+    ///   facade calls once per turn of the loop.
+    /// - `reply(id, status, kind, body)`: answers message `id`; an answer to a
+    ///   multiplexed request is written by `flushWrites()`, as requests are.
+    /// - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
+    ///   a JSON array. Returns the id of the call, whose outcome comes back through the
+    ///   mailbox. A local call joins its queue before this returns, so calls queue in
+    ///   the order JavaScript makes them.
+    /// - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
+    ///   success with the payload, anything else a failure with that status and `body`
+    ///   as the message.
+    #[napi(
+        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }"
+    )]
+    pub fn call_functions<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let mut calls = Object::new(env)?;
+        let (swarm, host) = (self.swarm.clone(), self.host.clone());
+        calls.set_named_property(
+            "send",
+            bare_function(env, "send", move |args| {
+                let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
+                let id = args.with_text(0, |ip| {
+                    args.with_text(1, |path| {
+                        let (id, settle) = host.new_call();
+                        swarm.send_later(ip, path, payload, |result| {
+                            settle(match result {
+                                Ok(reply) => Outcome::reply(reply),
+                                Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
+                            })
+                        });
+                        id
+                    })
+                })??;
+                Ok(Some(f64::from(id)))
+            })?,
+        )?;
+        let host = self.host.clone();
+        calls.set_named_property(
+            "reply",
+            bare_function(env, "reply", move |args| {
+                let status = u16::try_from(args.u32(1)?).unwrap_or(500);
+                let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
+                host.reply(args.u32(0)?, Reply { status, payload });
+                Ok(None)
+            })?,
+        )?;
+        let (swarm, host) = (self.swarm.clone(), self.host.clone());
+        calls.set_named_property(
+            "execTask",
+            bare_function(env, "execTask", move |args| {
+                let json = Bytes::from(args.string(2)?);
+                let id = args.with_text(0, |name| {
+                    args.with_text(1, |key| {
+                        let (id, settle) = host.new_call();
+                        swarm.exec_later(name, key, json, |result| settle(exec_outcome(result)));
+                        id
+                    })
+                })??;
+                Ok(Some(f64::from(id)))
+            })?,
+        )?;
+        let host = self.host.clone();
+        calls.set_named_property(
+            "taskDone",
+            bare_function(env, "taskDone", move |args| {
+                let (status, body) = (args.u32(1)?, args.optional_string(3)?);
+                let outcome = if status == 0 {
+                    Ok(join_payload(args.u32(2)?, body))
+                } else {
+                    Err(TaskFailure::new(
+                        u16::try_from(status).unwrap_or(500),
+                        body.unwrap_or_default(),
+                    ))
+                };
+                host.task_done(args.u32(0)?, outcome);
+                Ok(None)
+            })?,
+        )?;
+        Ok(calls)
     }
 
     /// `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
@@ -260,19 +328,6 @@ impl SwarmNode {
         })
     }
 
-    /// Runs task `name` on the owner of `key`; `args` is a JSON array. Returns the id of
-    /// the call, whose outcome comes back through the mailbox. A local call joins its
-    /// queue before this returns, so calls queue in the order JavaScript makes them.
-    #[napi]
-    pub fn exec_task(&self, name: String, key: String, args: String) -> u32 {
-        let (id, settle) = self.host.new_call();
-        self.swarm
-            .exec_later(&name, &key, Bytes::from(args), |result| {
-                settle(exec_outcome(result))
-            });
-        id
-    }
-
     /// Runs task `name` here for a local call whose arguments the facade keeps under
     /// `callId`; admitted to its queue before this returns, answered through `onLocal`.
     #[napi]
@@ -280,35 +335,6 @@ impl SwarmNode {
         let execution = self.swarm.exec_here(&name, TaskArgs::Local(call_id));
         let host = self.host.clone();
         napi::bindgen_prelude::spawn(async move { host.settle_local(call_id, execution.await) });
-    }
-
-    /// Answers message `id`; an answer to a multiplexed request is written by
-    /// `flushWrites()`, as requests are.
-    #[napi]
-    pub fn reply(&self, id: u32, status: u32, kind: u32, body: Option<String>) -> bool {
-        let status = u16::try_from(status).unwrap_or(500);
-        self.host.reply(
-            id,
-            Reply {
-                status,
-                payload: join_payload(kind, body),
-            },
-        )
-    }
-
-    /// Settles task run `id`: `status` 0 is success with the payload, anything else a
-    /// failure with that status and `body` as the message.
-    #[napi]
-    pub fn task_done(&self, id: u32, status: u32, kind: u32, body: Option<String>) -> bool {
-        let outcome = if status == 0 {
-            Ok(join_payload(kind, body))
-        } else {
-            Err(TaskFailure::new(
-                u16::try_from(status).unwrap_or(500),
-                body.unwrap_or_default(),
-            ))
-        };
-        self.host.task_done(id, outcome)
     }
 
     /// Stops the node and lets the process exit: no new work, in-flight requests

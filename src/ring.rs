@@ -8,7 +8,7 @@ use napi::{
 };
 use napi_derive::napi;
 
-use crate::keys::key_function;
+use crate::bare::key_function;
 
 /// A consistent-hash ring placing keys exactly as hashring@3 does.
 #[napi(js_name = "HashRing")]
