@@ -2,8 +2,8 @@
 //!
 //! A request body is JSON when its `Content-Type` is `application/json`, and raw text
 //! otherwise; a reply is `204` for "nothing", raw text for a string, JSON for anything
-//! else. Bodies stay bytes here: JSON is validated once on the way in and decoded by
-//! whoever consumes it (JavaScript, or the `_task` router).
+//! else. Bodies stay bytes here: a request's JSON is validated once on the way in, and
+//! decoded by whoever consumes it (JavaScript, or the `_task` router).
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -20,7 +20,8 @@ pub enum Payload {
     Empty,
     /// A raw string, sent without `Content-Type: application/json`.
     Text(Bytes),
-    /// A JSON document, already serialized.
+    /// A JSON document, already serialized (a reply's as its sender labelled it, see
+    /// [`Payload::decode_reply`]).
     Json(Bytes),
 }
 
@@ -54,11 +55,14 @@ impl Payload {
     }
 
     /// Decodes a reply: `204` or an empty body without a JSON type is [`Payload::Empty`].
+    /// A body labelled JSON is not validated here: its only reader, JavaScript, parses
+    /// it anyway and takes one that does not parse as its text (as 0.5.1 did), so
+    /// checking it first would parse every reply twice.
     pub fn decode_reply(status: u16, content_type: Option<&HeaderValue>, body: Bytes) -> Payload {
         if status == 204 {
             return Payload::Empty;
         }
-        if is_json(content_type) && validate_json(&body).is_ok() {
+        if is_json(content_type) {
             return Payload::Json(body);
         }
         Payload::Text(body)
