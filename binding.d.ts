@@ -59,16 +59,18 @@ export declare class SwarmNode {
    *   multiplexed connection, the request is written by `flushWrites()`, which the
    *   facade calls once per turn of the loop.
    * - `reply(id, status, kind, body)`: answers message `id`; an answer to a
-   *   multiplexed request is written by `flushWrites()`, as requests are.
+   *   multiplexed request is written by `flushWrites()`, as requests are. True when
+   *   the caller is to see to that call: false inside a callback that reads
+   *   multiplexed connections, which writes the answers given before it returns.
    * - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
    *   a JSON array. Returns the id of the call, whose outcome comes back through the
    *   mailbox. A local call joins its queue before this returns, so calls queue in
    *   the order JavaScript makes them.
    * - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
    *   success with the payload, anything else a failure with that status and `body`
-   *   as the message.
+   *   as the message. Returns what `reply` does.
    */
-  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }
+  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): boolean; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): boolean }
   /**
    * `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
    * they delivered (the calls per wake-up, under load, is their ratio).

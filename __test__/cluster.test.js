@@ -70,6 +70,15 @@ test('texts of every script, replies and failures arrive intact, many in one del
   assert.match(failed.message, /127\.0\.0\.29/);
 });
 
+test('an answer given after the delivery that brought its message still goes out', async () => {
+  const [a, b] = cluster.nodes;
+  await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
+  const held = a.request('send', { to: b.ip, topic: 'hold', data: {} });
+  await eventually(async () => await b.request('gates') > 0, 10000, 'the message held on b');
+  await b.request('open');
+  assert.strictEqual(await held, b.ip);
+});
+
 test('large messages travel whole, several at once, between pods of ours', async () => {
   const [a, b] = cluster.nodes;
   // Multiplexed from the second send on (the first reply offers it): frames of several

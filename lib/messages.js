@@ -84,10 +84,11 @@ class Messages {
     this._reply(node, id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
   }
 
-  // An answer to a multiplexed request is written with this turn's other writes.
+  // An answer to a multiplexed request is written with this turn's other writes: by
+  // the reading callback that delivered the request when it is given there, else at
+  // the end of the turn.
   _reply (node, id, status, kind, body) {
-    node.calls.reply(id, status, kind, body);
-    this._swarm._flushSoon();
+    if (node.calls.reply(id, status, kind, body)) this._swarm._flushSoon();
   }
 }
 

@@ -154,10 +154,9 @@ class Tasks {
     const keep = callId !== 0;
     const finish = (ok, value) => {
       if (keep) this._runValues.set(runId, ok ? { ok, value } : { ok, error: value });
-      if (ok) done(node, runId, value);
-      else fail(node, runId, value);
-      // The answer to a multiplexed task request is written with this turn's writes.
-      this._swarm._flushSoon();
+      // The answer to a multiplexed task request is written with this turn's writes (see
+      // Messages._reply).
+      if (ok ? done(node, runId, value) : fail(node, runId, value)) this._swarm._flushSoon();
     };
     let result;
     try {
@@ -179,6 +178,7 @@ function settled (status, kind, body, code, message) {
   throw errors.swarmError(code, message, status ? { statusCode: status } : {});
 }
 
+// Answer run `id`; true when the answer waits for `flushWrites()` (see `node.calls`).
 function done (node, id, value) {
   let encoded;
   try {
@@ -186,12 +186,12 @@ function done (node, id, value) {
   } catch (error) {
     return fail(node, id, new Error(`Unable to encode the result: ${error.message}`));
   }
-  node.calls.taskDone(id, 0, encoded[0], encoded[1]);
+  return node.calls.taskDone(id, 0, encoded[0], encoded[1]);
 }
 
 function fail (node, id, error) {
   const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-  node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+  return node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
 }
 
 module.exports = { Tasks, DEFAULTS };

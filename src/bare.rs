@@ -136,15 +136,21 @@ unsafe fn read_text<'a>(
         .map_err(|e| Error::new(Status::InvalidArg, e))
 }
 
-/// What a bare function computes from its arguments: a number, or `undefined`.
-type Body = Box<dyn Fn(&Args) -> Result<Option<f64>>>;
+/// What a bare function returns.
+pub enum Returned {
+    Number(f64),
+    Bool(bool),
+}
+
+/// What a bare function computes from its arguments.
+type Body = Box<dyn Fn(&Args) -> Result<Returned>>;
 
 /// A JavaScript function named `name` computing `body` from its arguments; an error
 /// throws a `TypeError` with its message.
 pub fn bare_function<'env>(
     env: &'env Env,
     name: &str,
-    body: impl Fn(&Args) -> Result<Option<f64>> + 'static,
+    body: impl Fn(&Args) -> Result<Returned> + 'static,
 ) -> Result<Unknown<'env>> {
     let data = Box::into_raw(Box::new(Box::new(body) as Body));
     let raw_env = env.raw();
@@ -187,7 +193,7 @@ pub fn key_function<'env>(
 ) -> Result<Unknown<'env>> {
     bare_function(env, name, move |args| {
         args.with_text(0, &lookup)
-            .map(Some)
+            .map(Returned::Number)
             .map_err(|_| Error::new(Status::InvalidArg, "the key must be a string"))
     })
 }
@@ -217,11 +223,11 @@ unsafe extern "C" fn call(env: sys::napi_env, info: sys::napi_callback_info) -> 
         Err(Error::new(Status::InvalidArg, "unreadable arguments"))
     };
     match value {
-        Ok(Some(number)) => {
+        Ok(Returned::Number(number)) => {
             sys::napi_create_double(env, number, &mut result);
         }
-        Ok(None) => {
-            sys::napi_get_undefined(env, &mut result);
+        Ok(Returned::Bool(value)) => {
+            sys::napi_get_boolean(env, value, &mut result);
         }
         Err(e) => {
             let message = CString::new(e.reason.replace('\0', " ")).unwrap_or_default();

@@ -13,10 +13,11 @@ use swarm_core::{
 };
 
 use crate::{
-    bare::{bare_function, key_function},
+    bare::{bare_function, key_function, Returned},
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
     mailbox::{Batch, Mailbox, Outcome},
+    reader,
 };
 
 /// What a node knows of one member of the cluster.
@@ -223,16 +224,18 @@ impl SwarmNode {
     ///   multiplexed connection, the request is written by `flushWrites()`, which the
     ///   facade calls once per turn of the loop.
     /// - `reply(id, status, kind, body)`: answers message `id`; an answer to a
-    ///   multiplexed request is written by `flushWrites()`, as requests are.
+    ///   multiplexed request is written by `flushWrites()`, as requests are. True when
+    ///   the caller is to see to that call: false inside a callback that reads
+    ///   multiplexed connections, which writes the answers given before it returns.
     /// - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
     ///   a JSON array. Returns the id of the call, whose outcome comes back through the
     ///   mailbox. A local call joins its queue before this returns, so calls queue in
     ///   the order JavaScript makes them.
     /// - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
     ///   success with the payload, anything else a failure with that status and `body`
-    ///   as the message.
+    ///   as the message. Returns what `reply` does.
     #[napi(
-        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }"
+        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): boolean; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): boolean }"
     )]
     pub fn call_functions<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let mut calls = Object::new(env)?;
@@ -253,7 +256,7 @@ impl SwarmNode {
                         id
                     })
                 })??;
-                Ok(Some(f64::from(id)))
+                Ok(Returned::Number(f64::from(id)))
             })?,
         )?;
         let host = self.host.clone();
@@ -263,7 +266,7 @@ impl SwarmNode {
                 let status = u16::try_from(args.u32(1)?).unwrap_or(500);
                 let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
                 host.reply(args.u32(0)?, Reply { status, payload });
-                Ok(None)
+                Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
             })?,
         )?;
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
@@ -278,7 +281,7 @@ impl SwarmNode {
                         id
                     })
                 })??;
-                Ok(Some(f64::from(id)))
+                Ok(Returned::Number(f64::from(id)))
             })?,
         )?;
         let host = self.host.clone();
@@ -295,7 +298,7 @@ impl SwarmNode {
                     ))
                 };
                 host.task_done(args.u32(0)?, outcome);
-                Ok(None)
+                Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
             })?,
         )?;
         Ok(calls)

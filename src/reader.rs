@@ -50,6 +50,14 @@ thread_local! {
     /// The async context of this thread's deliveries, once made; with the hook that
     /// closes the handles, registered with it.
     static CONTEXT: Cell<sys::napi_async_context> = const { Cell::new(ptr::null_mut()) };
+    /// True while a reading callback runs on this thread.
+    static READING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True inside a reading callback of this thread: what is queued for writing now goes
+/// out before it returns, with no `flushWrites()` needed.
+pub fn writes_at_end_of_callback() -> bool {
+    READING.get()
 }
 
 fn layout() -> Layout {
@@ -115,8 +123,10 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
     let held = polled.mailbox.hold();
     // A failed poll is over too: dropping the inflow fails the connection.
     let over = polled.inflow.read() || status < 0;
+    READING.set(true);
     polled.mailbox.deliver_held(held);
     mux::flush();
+    READING.set(false);
     if over {
         close(handle);
     }
