@@ -173,26 +173,6 @@ const swarm = {
     }
   },
 
-  get nodes () {
-    const node = this._node;
-    if (!node) return {};
-    const generation = node.generation();
-    if (this._nodesCache.generation !== generation) {
-      const nodes = {};
-      for (const info of node.nodes()) nodes[info.ip] = info;
-      this._nodesCache = { generation, nodes };
-    }
-    return this._nodesCache.nodes;
-  },
-
-  get master () {
-    return this._node ? this._node.master() : null;
-  },
-
-  get amIMaster () {
-    return this.isMe(this.master);
-  },
-
   isMe (node) {
     const ip = node && typeof node === 'object' ? node.ip : node;
     return this._localIps.indexOf(ip) !== -1;
@@ -272,6 +252,34 @@ const swarm = {
     return Promise.resolve(node ? node.close(graceMs) : undefined).then(() => undefined);
   }
 };
+
+// The getters are added one at a time: an object literal with accessors starts out in
+// V8's dictionary mode, where every read of a property (`swarm.send`, `this._node`) is
+// a hash look-up instead of an inline-cached load.
+const getters = {
+  nodes () {
+    const node = this._node;
+    if (!node) return {};
+    const generation = node.generation();
+    if (this._nodesCache.generation !== generation) {
+      const nodes = {};
+      for (const info of node.nodes()) nodes[info.ip] = info;
+      this._nodesCache = { generation, nodes };
+    }
+    return this._nodesCache.nodes;
+  },
+
+  master () {
+    return this._node ? this._node.master() : null;
+  },
+
+  amIMaster () {
+    return this.isMe(this.master);
+  }
+};
+for (const name of Object.keys(getters)) {
+  Object.defineProperty(swarm, name, { get: getters[name], enumerable: true, configurable: true });
+}
 
 swarm.messages = new Messages(swarm, loggers['node-swarm-kb:messages']);
 swarm.tasks = new Tasks(swarm, loggers['node-swarm-kb:tasks']);

@@ -61,6 +61,15 @@ test('module surface: getters, isMe, a second init', async () => {
   assert.deepStrictEqual(Object.keys(await again), [IP]);
 });
 
+test('the facade keeps fast properties (its reads are inline-cached, not hash look-ups)', () => {
+  // V8 tells, with its natives syntax, whether an object is in dictionary mode: an
+  // accessor written into the facade's object literal would put it there.
+  const out = execFileSync(process.execPath, ['--allow-natives-syntax', '-e',
+    `const s = require(${JSON.stringify(path.join(__dirname, '..'))}); console.log(%HasFastProperties(s), %HasFastProperties(s.messages), %HasFastProperties(s.tasks))`],
+  { encoding: 'utf8' });
+  assert.strictEqual(out.trim(), 'true true true');
+});
+
 test('send validation: 0.5.1 messages and the error event', async () => {
   const seen = [];
   const onError = e => seen.push(e.message);
