@@ -4,12 +4,9 @@
 //! a promise, so a handler that returns a plain value costs one synchronous call back,
 //! and the wake-ups that deliver letters are shared by everything posted meanwhile.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc, Mutex, RwLock, Weak,
-    },
+use std::sync::{
+    atomic::{AtomicU32, Ordering},
+    Arc, Mutex, RwLock, Weak,
 };
 
 use bytes::Bytes;
@@ -19,6 +16,7 @@ use napi::{
     Status,
 };
 use swarm_core::{
+    fast_hash::FastMap,
     messaging::{mux::Responder, Answering, Inbound, Payload, Reply},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::TopologyEvent,
@@ -54,14 +52,14 @@ pub struct Callbacks {
 /// Calls waiting for JavaScript to answer, by id.
 struct Pending<T> {
     next: AtomicU32,
-    waiting: Mutex<HashMap<u32, oneshot::Sender<T>>>,
+    waiting: Mutex<FastMap<u32, oneshot::Sender<T>>>,
 }
 
 impl<T> Pending<T> {
     fn new() -> Self {
         Pending {
             next: AtomicU32::new(1),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(FastMap::default()),
         }
     }
 
@@ -100,7 +98,7 @@ pub struct JsHost {
     mailbox: Arc<Mailbox>,
     messages: Arc<Pending<Reply>>,
     /// Multiplexed requests JavaScript answers, by message id (from `messages`' ids).
-    answers: Mutex<HashMap<u32, Responder>>,
+    answers: Mutex<FastMap<u32, Responder>>,
     tasks: Arc<Pending<Result<Payload, TaskFailure>>>,
 }
 
@@ -147,7 +145,7 @@ impl JsHost {
             callbacks: RwLock::new(Some(callbacks)),
             mailbox,
             messages: Arc::new(Pending::new()),
-            answers: Mutex::new(HashMap::new()),
+            answers: Mutex::new(FastMap::default()),
             tasks: Arc::new(Pending::new()),
         })
     }

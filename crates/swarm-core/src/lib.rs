@@ -9,6 +9,7 @@
 //!   and timeouts.
 //! - [`swarm`]: wires the parts into one running node.
 mod errors;
+pub mod fast_hash;
 pub mod local;
 pub mod messaging;
 pub mod ring;

@@ -12,7 +12,6 @@
 //! transport, so 0.5.1 pods only ever see HTTP/1.1.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -39,7 +38,7 @@ use super::{
     mux::{self, Outcome},
     path, Reply,
 };
-use crate::errors::with_causes;
+use crate::{errors::with_causes, fast_hash::FastMap};
 
 /// How long a connection may stay idle in the pool: shorter than the servers' header
 /// timeout (10 s by default), which also ends idle keep-alive connections, so a request
@@ -120,8 +119,8 @@ pub struct Client {
 
 struct Inner {
     connector: HttpConnector,
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    routes: Mutex<HashMap<SocketAddr, Route>>,
+    idle: Mutex<FastMap<SocketAddr, Vec<Idle>>>,
+    routes: Mutex<FastMap<SocketAddr, Route>>,
     config: ClientConfig,
 }
 
@@ -156,8 +155,8 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 connector,
-                idle: Mutex::new(HashMap::new()),
-                routes: Mutex::new(HashMap::new()),
+                idle: Mutex::new(FastMap::default()),
+                routes: Mutex::new(FastMap::default()),
                 config,
             }),
         }
@@ -372,7 +371,7 @@ impl Inner {
         }
     }
 
-    fn lock_routes(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Route>> {
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, FastMap<SocketAddr, Route>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 

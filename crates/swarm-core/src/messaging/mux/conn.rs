@@ -2,7 +2,6 @@
 //! reading of the replies, on the runtime or on a [`ReadLoop`].
 
 use std::{
-    collections::HashMap,
     future::Future,
     io,
     os::fd::{AsRawFd, RawFd},
@@ -17,6 +16,8 @@ use tokio::{
     net::TcpStream,
     sync::oneshot,
 };
+
+use crate::fast_hash::FastMap;
 
 use super::{
     encode_request,
@@ -66,7 +67,7 @@ struct State {
     /// True once the peer accepted the preface.
     accepted: bool,
     next_id: u32,
-    waiting: HashMap<u32, Waiter>,
+    waiting: FastMap<u32, Waiter>,
 }
 
 /// A client's multiplexed connection to one peer.
@@ -122,7 +123,7 @@ impl Conn {
                 open: true,
                 accepted: false,
                 next_id: 1,
-                waiting: HashMap::new(),
+                waiting: FastMap::default(),
             }),
             outbox: Arc::new(Outbox::for_requests()),
             timeout,
