@@ -94,18 +94,20 @@ test('messages.send delivers to itself with the 0.5.1 codec', async () => {
   await assert.rejects(swarm.messages.send(5, 'echo', 1), /parameter host needs to be a string/);
 });
 
-test('a reply labelled JSON that does not parse arrives as its text', async () => {
+test('a reply labelled JSON that does not parse arrives as its text; bytes that are not UTF-8 are replaced', async () => {
   // A peer that is not ours (as a 0.5.1 pod would be reached) on the same port.
   const peerIp = '127.0.0.12';
-  const bodies = { '/bad': '{nope', '/good': '[1,"ü"]' };
+  const bodies = { '/bad': '{nope', '/good': '[1,"ü"]', '/bytes': Buffer.from([0x61, 0xff, 0x62]) };
   const server = http.createServer((req, res) => {
     req.resume();
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end(bodies[req.url]));
+    const type = req.url === '/bytes' ? 'text/plain' : 'application/json';
+    req.on('end', () => res.writeHead(200, { 'content-type': type }).end(bodies[req.url]));
   });
   await new Promise(resolve => server.listen(port, peerIp, resolve));
   try {
     assert.strictEqual(await swarm.messages.send(peerIp, 'bad', { a: 1 }), '{nope');
     assert.deepStrictEqual(await swarm.messages.send(peerIp, 'good', { a: 1 }), [1, 'ü']);
+    assert.strictEqual(await swarm.messages.send(peerIp, 'bytes', { a: 1 }), 'a\ufffdb', 'bytes that are not UTF-8 replaced');
   } finally {
     server.closeAllConnections();
     await new Promise(resolve => server.close(resolve));

@@ -161,7 +161,15 @@ impl JsHost {
         let args = match &outcome {
             Ok(value) => {
                 let (kind, body) = split_payload(value.payload.clone());
-                (call_id, run(&value.keep), 200, kind, body, None, None)
+                (
+                    call_id,
+                    run(&value.keep),
+                    200,
+                    kind,
+                    body.map(utf8),
+                    None,
+                    None,
+                )
             }
             Err(e @ ExecError::Failed(f)) => {
                 let code = Some(error_code(e).to_owned());
@@ -249,12 +257,14 @@ impl JsHost {
     }
 }
 
-/// The kind number of a payload on the boundary: 0 none, 1 text, 2 JSON.
-pub fn split_payload(payload: Payload) -> (u32, Option<String>) {
+/// The kind number of a payload on the boundary (0 none, 1 text, 2 JSON) and its body,
+/// as received: JavaScript strings are made from the bytes themselves (see
+/// `mailbox.rs`), with no copy or check on the way.
+pub fn split_payload(payload: Payload) -> (u32, Option<Bytes>) {
     match payload {
         Payload::Empty => (0, None),
-        Payload::Text(b) => (1, Some(utf8(b))),
-        Payload::Json(b) => (2, Some(utf8(b))),
+        Payload::Text(b) => (1, Some(b)),
+        Payload::Json(b) => (2, Some(b)),
     }
 }
 
@@ -267,8 +277,8 @@ pub fn join_payload(kind: u32, body: Option<String>) -> Payload {
     }
 }
 
-/// The text of a body; the bytes are moved, not copied, when nothing else shares them,
-/// so a body is held once on its way to JavaScript.
+/// The text of a body (invalid UTF-8 replaced); the bytes are moved, not copied, when
+/// nothing else shares them.
 fn utf8(bytes: Bytes) -> String {
     String::from_utf8(Vec::from(bytes))
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())

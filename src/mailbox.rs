@@ -18,6 +18,7 @@ use std::{
     thread::{self, ThreadId},
 };
 
+use bytes::Bytes;
 use napi::{
     bindgen_prelude::{Function, JsValue, JsValuesTupleIntoVec},
     check_status, sys,
@@ -45,7 +46,7 @@ pub enum Letter {
         id: u32,
         path: String,
         kind: u32,
-        body: Option<String>,
+        body: Option<Bytes>,
         from: String,
     },
     /// Tag 2: run task `name` as run `id` and answer through `taskDone`: JSON arguments
@@ -67,7 +68,7 @@ pub struct Outcome {
     pub status: u32,
     /// 0 nothing, 1 text, 2 JSON.
     pub kind: u32,
-    pub body: Option<String>,
+    pub body: Option<Bytes>,
     /// A stable error code when the call failed.
     pub code: Option<String>,
     /// The error message when the call failed.
@@ -117,7 +118,10 @@ impl Queue {
             let rest = self.letters.split_off(LETTERS_PER_CALL);
             std::mem::replace(&mut self.letters, rest)
         } else {
-            std::mem::take(&mut self.letters)
+            // Room for as many as this wake-up took: the next ones are posted without
+            // the vector growing step by step.
+            let room = Vec::with_capacity(self.letters.len());
+            std::mem::replace(&mut self.letters, room)
         };
         self.wakes += 1;
         self.delivered += taken.len() as u64;
@@ -149,7 +153,9 @@ impl Batch {
     unsafe fn into_args(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
         let mut numbers = Vec::with_capacity(self.0.len() * STRIDE);
         let mut args = vec![std::ptr::null_mut()];
-        let flag = |text: &Option<String>| f64::from(u8::from(text.is_some()));
+        fn flag<T>(text: &Option<T>) -> f64 {
+            f64::from(u8::from(text.is_some()))
+        }
         for letter in &self.0 {
             let start = numbers.len();
             match letter {
@@ -161,9 +167,9 @@ impl Batch {
                     from,
                 } => {
                     numbers.extend([1.0, f64::from(*id), f64::from(*kind), flag(body)]);
-                    args.push(js_string(env, path)?);
+                    args.push(js_string(env, path.as_bytes())?);
                     push_some(env, &mut args, body)?;
-                    args.push(js_string(env, from)?);
+                    args.push(js_string(env, from.as_bytes())?);
                 }
                 Letter::Run {
                     id,
@@ -172,7 +178,7 @@ impl Batch {
                     call_id,
                 } => {
                     numbers.extend([2.0, f64::from(*id), f64::from(*call_id), flag(run_args)]);
-                    args.push(js_string(env, name)?);
+                    args.push(js_string(env, name.as_bytes())?);
                     push_some(env, &mut args, run_args)?;
                 }
                 Letter::Settled { id, outcome } => {
@@ -205,9 +211,9 @@ impl JsValuesTupleIntoVec for Batch {
     }
 }
 
-/// A JavaScript string of `text`: copied as Latin-1 when it is ASCII, which skips
-/// decoding it.
-unsafe fn js_string(env: sys::napi_env, text: &str) -> Result<sys::napi_value> {
+/// A JavaScript string of the UTF-8 `text` (V8 replaces what is not valid UTF-8):
+/// copied as Latin-1 when it is ASCII, which skips decoding it.
+unsafe fn js_string(env: sys::napi_env, text: &[u8]) -> Result<sys::napi_value> {
     let mut value = std::ptr::null_mut();
     let (bytes, len) = (text.as_ptr().cast(), text.len() as isize);
     check_status!(if text.is_ascii() {
@@ -221,10 +227,10 @@ unsafe fn js_string(env: sys::napi_env, text: &str) -> Result<sys::napi_value> {
 unsafe fn push_some(
     env: sys::napi_env,
     args: &mut Vec<sys::napi_value>,
-    text: &Option<String>,
+    text: &Option<impl AsRef<[u8]>>,
 ) -> Result<()> {
     if let Some(text) = text {
-        args.push(js_string(env, text)?);
+        args.push(js_string(env, text.as_ref())?);
     }
     Ok(())
 }
