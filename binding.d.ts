@@ -99,7 +99,7 @@ export interface Crossings {
 }
 
 /**
- * Writes the requests that `SwarmNode.send` and the answers that `SwarmNode.reply`
+ * Writes the requests that `send` and the answers that `reply` (`callFunctions()`)
  * queued on this thread's multiplexed connections: one system call per connection for
  * all those of a turn of the loop.
  */

@@ -59,6 +59,16 @@ impl Args {
         )
     }
 
+    /// Calls `f` with the texts of string arguments `first` and `second`.
+    pub fn with_texts<R>(
+        &self,
+        first: usize,
+        second: usize,
+        f: impl FnOnce(&str, &str) -> R,
+    ) -> Result<R> {
+        self.with_text(first, |a| self.with_text(second, |b| f(a, b)))?
+    }
+
     /// String argument `index`.
     pub fn string(&self, index: usize) -> Result<String> {
         let mut stack = [0u8; STACK];

@@ -13,7 +13,7 @@ use swarm_core::{
 };
 
 use crate::{
-    bare::{bare_function, key_function, Returned},
+    bare::{bare_function, key_function, Args, Returned},
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
     mailbox::{Batch, Mailbox, Outcome},
@@ -240,67 +240,51 @@ impl SwarmNode {
     pub fn call_functions<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let mut calls = Object::new(env)?;
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
-        calls.set_named_property(
-            "send",
-            bare_function(env, "send", move |args| {
-                let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
-                let id = args.with_text(0, |ip| {
-                    args.with_text(1, |path| {
-                        let (id, settle) = host.new_call();
-                        swarm.send_later(ip, path, payload, |result| {
-                            settle(match result {
-                                Ok(reply) => Outcome::reply(reply),
-                                Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
-                            })
-                        });
-                        id
+        add_function(env, &mut calls, "send", move |args| {
+            let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
+            let id = args.with_texts(0, 1, |ip, path| {
+                let (id, settle) = host.new_call();
+                swarm.send_later(ip, path, payload, |result| {
+                    settle(match result {
+                        Ok(reply) => Outcome::reply(reply),
+                        Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
                     })
-                })??;
-                Ok(Returned::Number(f64::from(id)))
-            })?,
-        )?;
+                });
+                id
+            })?;
+            Ok(Returned::Number(f64::from(id)))
+        })?;
         let host = self.host.clone();
-        calls.set_named_property(
-            "reply",
-            bare_function(env, "reply", move |args| {
-                let status = u16::try_from(args.u32(1)?).unwrap_or(500);
-                let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
-                host.reply(args.u32(0)?, Reply { status, payload });
-                Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
-            })?,
-        )?;
+        add_function(env, &mut calls, "reply", move |args| {
+            let status = u16::try_from(args.u32(1)?).unwrap_or(500);
+            let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
+            host.reply(args.u32(0)?, Reply { status, payload });
+            Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
+        })?;
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
-        calls.set_named_property(
-            "execTask",
-            bare_function(env, "execTask", move |args| {
-                let json = Bytes::from(args.string(2)?);
-                let id = args.with_text(0, |name| {
-                    args.with_text(1, |key| {
-                        let (id, settle) = host.new_call();
-                        swarm.exec_later(name, key, json, |result| settle(exec_outcome(result)));
-                        id
-                    })
-                })??;
-                Ok(Returned::Number(f64::from(id)))
-            })?,
-        )?;
+        add_function(env, &mut calls, "execTask", move |args| {
+            let json = Bytes::from(args.string(2)?);
+            let id = args.with_texts(0, 1, |name, key| {
+                let (id, settle) = host.new_call();
+                swarm.exec_later(name, key, json, |result| settle(exec_outcome(result)));
+                id
+            })?;
+            Ok(Returned::Number(f64::from(id)))
+        })?;
         let host = self.host.clone();
-        calls.set_named_property(
-            "taskDone",
-            bare_function(env, "taskDone", move |args| {
-                let (status, body) = (args.u32(1)?, args.optional_string(3)?);
-                let outcome = if status == 0 {
-                    Ok(join_payload(args.u32(2)?, body))
-                } else {
-                    Err(TaskFailure::new(
-                        u16::try_from(status).unwrap_or(500),
-                        body.unwrap_or_default(),
-                    ))
-                };
-                host.task_done(args.u32(0)?, outcome);
-                Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
-            })?,
-        )?;
+        add_function(env, &mut calls, "taskDone", move |args| {
+            let (status, body) = (args.u32(1)?, args.optional_string(3)?);
+            let outcome = if status == 0 {
+                Ok(join_payload(args.u32(2)?, body))
+            } else {
+                Err(TaskFailure::new(
+                    u16::try_from(status).unwrap_or(500),
+                    body.unwrap_or_default(),
+                ))
+            };
+            host.task_done(args.u32(0)?, outcome);
+            Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
+        })?;
         Ok(calls)
     }
 
@@ -351,7 +335,17 @@ impl SwarmNode {
     }
 }
 
-/// Writes the requests that `SwarmNode.send` and the answers that `SwarmNode.reply`
+/// Sets `calls[name]` to a bare function computing `body`.
+fn add_function(
+    env: &Env,
+    calls: &mut Object,
+    name: &str,
+    body: impl Fn(&Args) -> Result<Returned> + 'static,
+) -> Result<()> {
+    calls.set_named_property(name, bare_function(env, name, body)?)
+}
+
+/// Writes the requests that `send` and the answers that `reply` (`callFunctions()`)
 /// queued on this thread's multiplexed connections: one system call per connection for
 /// all those of a turn of the loop.
 #[napi]
