@@ -747,6 +747,38 @@ on_both_loops!(
 );
 
 #[tokio::test]
+async fn shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout() {
+    let limits = ServerLimits {
+        drain_timeout: Duration::from_millis(200),
+        handler_timeout: Duration::from_secs(60),
+        ..ServerLimits::default()
+    };
+    let mut server = Server::start(limits).await;
+    let mut stream = within("connect", TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /gate/hung HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 1\r\n\r\n1",
+        server.addr
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    assert_eq!(server.gate_started().await, "gate/hung");
+    server.cancel.cancel();
+    within("serve to return", &mut server.task)
+        .await
+        .expect("serve ran to its end");
+    // Ended with the server, not at the handler's timeout a minute later; nothing was
+    // answered for the request.
+    let mut rest = Vec::new();
+    let ended = within("the connection to end", stream.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_err() || rest.is_empty(),
+        "no answer, the connection ends: {ended:?} {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[tokio::test]
 async fn the_client_signs_its_multiplexed_requests() {
     let secret = b"shared secret";
     let limits = ServerLimits {

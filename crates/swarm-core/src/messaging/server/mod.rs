@@ -119,8 +119,8 @@ pub async fn serve(
     });
     let graceful = GracefulShutdown::new();
     let multiplexed = TaskTracker::new();
-    // Cancelled when the drain timeout has passed: multiplexed connections still
-    // draining are dropped.
+    // Cancelled when the drain timeout has passed: connections still draining are
+    // dropped.
     let give_up = CancellationToken::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -177,8 +177,16 @@ pub async fn serve(
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
+            // Dropped too, connection and all, when shutdown gives up on it: its
+            // client sees the connection end instead of waiting for the handler's
+            // timeout on a server that is gone.
+            tokio::select! {
+                served = watcher.watch(conn) => if let Err(e) = served {
+                    debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
+                },
+                () = give_up.cancelled() => {
+                    debug!(target: "node_swarm_kb::messages", "connection from {peer} cut: still busy after the drain timeout");
+                }
             }
         });
     }
