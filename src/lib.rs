@@ -8,12 +8,16 @@
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
-//! - [`keys`]: reading a look-up key without allocating.
+//! - [`bare`]: bare napi functions: the ring look-ups and the per-message calls;
+//! - [`driver`]: HTTP connections served on the JavaScript thread's loop;
+//! - [`uv`]: the libuv handles the addon puts on that loop.
 mod bare;
 mod config;
+mod driver;
 mod host;
 mod log;
 mod mailbox;
 mod node;
 mod reader;
 mod ring;
+mod uv;

@@ -26,11 +26,12 @@ use napi::{
     Env, Result, Status,
 };
 use swarm_core::messaging::{
+    loop_io::Serve,
     mux::{Inflow, ReadLoop},
     Reply,
 };
 
-use crate::{host::split_payload, reader};
+use crate::{driver, host::split_payload, reader};
 
 /// Numbers per letter in the delivered `Float64Array`: `[tag, id, a, b, c, d, e]`.
 const STRIDE: usize = 7;
@@ -264,12 +265,20 @@ unsafe fn float64_array(env: sys::napi_env, numbers: &[f64]) -> Result<sys::napi
 
 impl ReadLoop for Mailbox {
     fn adopt(&self, inflow: Box<dyn Inflow>) {
-        self.adopted.lock().expect("not poisoned").push(inflow);
-        let wake = self.hold();
-        if wake {
-            self.wake();
-        }
+        self.take_on(Adopted::Read(inflow));
     }
+
+    fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
+        self.take_on(Adopted::Serve(socket, serve));
+    }
+}
+
+/// A connection the JavaScript thread takes on at its next delivery.
+enum Adopted {
+    /// A multiplexed connection to read (`reader.rs`).
+    Read(Box<dyn Inflow>),
+    /// An HTTP connection to serve (`driver.rs`).
+    Serve(Arc<std::net::TcpStream>, Serve),
 }
 
 impl Direct {
@@ -333,7 +342,7 @@ pub struct Mailbox {
     /// False once the node is closed: no new messages or runs, settled calls still come.
     accepting: AtomicBool,
     /// Connections the JavaScript thread is to read, from its next delivery.
-    adopted: Mutex<Vec<Box<dyn Inflow>>>,
+    adopted: Mutex<Vec<Adopted>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
 }
@@ -470,10 +479,23 @@ impl Mailbox {
         }
     }
 
-    /// Starts reading, on this thread, the connections adopted since the last delivery.
+    /// Hands a connection to the JavaScript thread, with a wake-up unless one is due.
+    fn take_on(&self, adopted: Adopted) {
+        self.adopted.lock().expect("not poisoned").push(adopted);
+        let wake = self.hold();
+        if wake {
+            self.wake();
+        }
+    }
+
+    /// Starts reading or serving, on this thread, the connections adopted since the last
+    /// delivery.
     fn start_adopted(self: &Arc<Self>, env: Env) {
-        for inflow in std::mem::take(&mut *self.adopted.lock().expect("not poisoned")) {
-            reader::start(env, inflow, self.clone());
+        for adopted in std::mem::take(&mut *self.adopted.lock().expect("not poisoned")) {
+            match adopted {
+                Adopted::Read(inflow) => reader::start(env, inflow, self.clone()),
+                Adopted::Serve(socket, serve) => driver::serve(env, socket, serve, self.clone()),
+            }
         }
     }
 

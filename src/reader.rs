@@ -8,7 +8,6 @@
 //! their reading ends, or when the environment does.
 
 use std::{
-    alloc::{alloc, dealloc, Layout},
     cell::{Cell, RefCell},
     collections::HashSet,
     ffi::{c_int, c_void},
@@ -19,24 +18,10 @@ use std::{
 use napi::{sys, Env};
 use swarm_core::messaging::mux::{self, Inflow};
 
-use crate::mailbox::Mailbox;
-
-// libuv, as the Node.js binary exports it (uv.h).
-const UV_POLL: c_int = 8;
-const UV_READABLE: c_int = 1;
-const UV_DISCONNECT: c_int = 4;
-
-type PollCallback = unsafe extern "C" fn(handle: *mut c_void, status: c_int, events: c_int);
-type CloseCallback = unsafe extern "C" fn(handle: *mut c_void);
-
-extern "C" {
-    fn uv_handle_size(kind: c_int) -> usize;
-    fn uv_poll_init(event_loop: *mut sys::uv_loop_s, handle: *mut c_void, fd: c_int) -> c_int;
-    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: PollCallback) -> c_int;
-    fn uv_poll_stop(handle: *mut c_void) -> c_int;
-    fn uv_close(handle: *mut c_void, cb: CloseCallback);
-    fn uv_unref(handle: *mut c_void);
-}
+use crate::{
+    mailbox::Mailbox,
+    uv::{self, uv_close, uv_poll_init, uv_poll_start, uv_poll_stop, uv_unref},
+};
 
 /// What a handle reads for, in its `data` field (a handle's first).
 struct Polled {
@@ -60,10 +45,12 @@ pub fn writes_at_end_of_callback() -> bool {
     READING.get()
 }
 
-fn layout() -> Layout {
-    // SAFETY: a pure function of libuv.
-    let size = unsafe { uv_handle_size(UV_POLL) };
-    Layout::from_size_align(size, 16).expect("a handle's size")
+/// Runs `deliver`, which delivers in a callback of this thread's loop and then writes
+/// what was queued: answers given meanwhile need no `flushWrites()`.
+pub fn delivering(deliver: impl FnOnce()) {
+    let outer = READING.replace(true);
+    deliver();
+    READING.set(outer);
 }
 
 /// Reads `inflow` on this thread's loop; when that cannot be, dropping it ends the
@@ -76,18 +63,20 @@ pub fn start(env: Env, inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
             return;
         }
         async_context(env.raw());
-        let handle = alloc(layout()).cast::<c_void>();
-        if handle.is_null() {
-            return;
-        }
-        if uv_poll_init(event_loop, handle, inflow.fd()) != 0 {
-            dealloc(handle.cast(), layout());
-            return;
-        }
+        let fd = inflow.fd();
         let polled = Box::into_raw(Box::new(Polled { inflow, mailbox }));
-        handle.cast::<*mut Polled>().write(polled);
+        let handle = uv::alloc_handle(uv::POLL, polled.cast());
+        if handle.is_null() {
+            drop(Box::from_raw(polled));
+            return;
+        }
+        if uv_poll_init(event_loop, handle, fd) != 0 {
+            uv::free_handle(uv::POLL, handle);
+            drop(Box::from_raw(polled));
+            return;
+        }
         HANDLES.with(|handles| handles.borrow_mut().insert(handle as usize));
-        if uv_poll_start(handle, UV_READABLE | UV_DISCONNECT, on_readable) != 0 {
+        if uv_poll_start(handle, uv::READABLE | uv::DISCONNECT, on_readable) != 0 {
             return close(handle);
         }
         uv_unref(handle);
@@ -119,14 +108,14 @@ pub unsafe fn async_context(env: sys::napi_env) -> sys::napi_async_context {
 /// Reads what came in, delivers what it posted and writes the answers given; ends the
 /// reading when it is over.
 unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
-    let polled = &mut *handle.cast::<*mut Polled>().read();
+    let polled = &mut *uv::data::<Polled>(handle);
     let held = polled.mailbox.hold();
     // A failed poll is over too: dropping the inflow fails the connection.
     let over = polled.inflow.read() || status < 0;
-    READING.set(true);
-    polled.mailbox.deliver_held(held);
-    mux::flush();
-    READING.set(false);
+    delivering(|| {
+        polled.mailbox.deliver_held(held);
+        mux::flush();
+    });
     if over {
         close(handle);
     }
@@ -143,8 +132,8 @@ unsafe fn shut(handle: *mut c_void) {
 }
 
 unsafe extern "C" fn on_closed(handle: *mut c_void) {
-    drop(Box::from_raw(handle.cast::<*mut Polled>().read()));
-    dealloc(handle.cast(), layout());
+    drop(Box::from_raw(uv::data::<Polled>(handle)));
+    uv::free_handle(uv::POLL, handle);
 }
 
 /// The environment ends: what its thread queued is written (a worker that ends right

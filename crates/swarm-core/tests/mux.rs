@@ -744,16 +744,19 @@ on_both_loops!(
     shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout,
     a_frame_arriving_slowly_holds_back_no_other_request,
     with_signatures_required_only_signed_frames_are_answered,
+    shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout,
+    http_exchanges_of_any_size_are_answered_on_kept_alive_connections,
 );
 
-#[tokio::test]
-async fn shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout() {
+async fn shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout(
+    reading: Reading,
+) {
     let limits = ServerLimits {
         drain_timeout: Duration::from_millis(200),
         handler_timeout: Duration::from_secs(60),
         ..ServerLimits::default()
     };
-    let mut server = Server::start(limits).await;
+    let mut server = Server::reading(reading, limits).await;
     let mut stream = within("connect", TcpStream::connect(server.addr))
         .await
         .expect("connect");
@@ -776,6 +779,35 @@ async fn shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_time
         "no answer, the connection ends: {ended:?} {:?}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+/// HTTP connections are served where the server's loop says (the JavaScript thread's, in
+/// the addon): bodies larger than the sockets' buffers go both ways, in many reads and
+/// writes, and many exchanges share kept-alive connections.
+async fn http_exchanges_of_any_size_are_answered_on_kept_alive_connections(reading: Reading) {
+    let server = Server::reading(reading, ServerLimits::default()).await;
+    let client = Client::new(ClientConfig {
+        multiplex: false,
+        ..config(server.addr.port())
+    });
+    let large = format!("\"{}\"", "x".repeat(4 * 1024 * 1024));
+    let reply = send(&client, &large).await.expect("a reply");
+    assert_eq!(reply, Reply::ok(json(&large)));
+    let sends = futures_util::stream::iter(0..200)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let body = format!("{{\"i\":{i}}}");
+                (send(&client, &body).await, body)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for (reply, body) in sends {
+        assert_eq!(reply.expect("a reply"), Reply::ok(json(&body)));
+    }
+    assert_eq!(lock(&server.app.handled).len(), 201, "each handled once");
 }
 
 #[tokio::test]

@@ -6,11 +6,13 @@
 //! - [`server`]: the hyper server, its limits and its graceful shutdown;
 //! - [`client`]: the pooled client with its timeouts;
 //! - [`mux`]: the multiplexed transport between pods of this version;
+//! - [`loop_io`]: connections served on the JavaScript thread's loop;
 //! - [`auth`]: the opt-in signatures of pod traffic.
 
 pub mod auth;
 pub mod client;
 pub mod codec;
+pub mod loop_io;
 pub mod mux;
 pub mod path;
 pub mod server;

@@ -14,7 +14,10 @@ use tokio::{
     net::TcpStream,
 };
 
+use tracing::debug;
+
 use super::{outbox::Sink, Read, HEAD};
+use crate::messaging::loop_io::{LoopIo, OnRuntime, Serve};
 
 /// The event loop of another thread, which reads multiplexed connections where what
 /// comes in is handled (the JavaScript thread's): a frame then wakes that thread alone,
@@ -25,6 +28,19 @@ pub trait ReadLoop: Send + Sync {
     /// answers the reading gave at once (and any the thread gave meanwhile). Dropping it
     /// ends the reading.
     fn adopt(&self, inflow: Box<dyn Inflow>);
+
+    /// Serves a connection on the loop's thread: `serve` makes its task over `socket`,
+    /// which is then polled, read and written there. This one runs it on the runtime.
+    fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
+        match OnRuntime::new(socket.clone()) {
+            Ok(readiness) => {
+                tokio::spawn(serve(LoopIo::new(socket, Box::new(readiness))));
+            }
+            Err(e) => {
+                debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn ReadLoop {

@@ -19,13 +19,19 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use super::{auth::Auth, codec::Payload, mux, path, Inbound, Reply};
+use super::{auth::Auth, codec::Payload, loop_io::InRuntime, mux, path, Inbound, Reply};
 
 mod multiplexed;
 
@@ -173,20 +179,30 @@ pub async fn serve(
                 }
                 return;
             }
-            let service = service_fn(move |req| handle(req, peer, ctx.clone()));
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            // Dropped too, connection and all, when shutdown gives up on it: its
-            // client sees the connection end instead of waiting for the handler's
-            // timeout on a server that is gone.
-            tokio::select! {
-                served = watcher.watch(conn) => if let Err(e) = served {
-                    debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
+            let conn = HttpConn {
+                peer,
+                ctx,
+                builder,
+                watcher,
+                give_up,
+                _connection,
+            };
+            match read_loop {
+                None => conn.serve(TokioIo::new(stream)).await,
+                Some(read_loop) => match stream.into_std() {
+                    Ok(socket) => {
+                        let runtime = tokio::runtime::Handle::current();
+                        read_loop.serve(
+                            Arc::new(socket),
+                            Box::new(move |io| {
+                                Box::pin(InRuntime::new(runtime, Box::pin(conn.serve(io))))
+                            }),
+                        )
+                    }
+                    Err(e) => {
+                        debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}")
+                    }
                 },
-                () = give_up.cancelled() => {
-                    debug!(target: "node_swarm_kb::messages", "connection from {peer} cut: still busy after the drain timeout");
-                }
             }
         });
     }
@@ -200,6 +216,40 @@ pub async fn serve(
         warn!(target: "node_swarm_kb::messages", "in-flight requests still running at shutdown");
         give_up.cancel();
         multiplexed.wait().await;
+    }
+}
+
+/// An HTTP connection (HTTP/1.1, or HTTP/2 without TLS) and what serving it needs.
+struct HttpConn {
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    give_up: CancellationToken,
+    /// Its slot among the open connections.
+    _connection: OwnedSemaphorePermit,
+}
+
+impl HttpConn {
+    /// Serves the connection over `io` until it ends, drains at shutdown or is cut.
+    async fn serve<I>(self, io: I)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (peer, ctx) = (self.peer, self.ctx);
+        let service = service_fn(move |req| handle(req, peer, ctx.clone()));
+        let conn = self.builder.serve_connection(io, service).into_owned();
+        // Dropped, connection and all, when shutdown gives up on it: its client sees
+        // the connection end instead of waiting for the handler's timeout on a server
+        // that is gone.
+        tokio::select! {
+            served = self.watcher.watch(conn) => if let Err(e) = served {
+                debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
+            },
+            () = self.give_up.cancelled() => {
+                debug!(target: "node_swarm_kb::messages", "connection from {peer} cut: still busy after the drain timeout");
+            }
+        }
     }
 }
 

@@ -1,0 +1,102 @@
+'use strict';
+// HTTP/1.1 requests are read, handled and answered on the JavaScript thread's own loop
+// (src/driver.rs): answers given later, from timers, still go out; the handler timeout
+// (a timer of the runtime) still answers; a node in a worker thread that ends takes its
+// connections with it and leaves the process running; and a closed node lets the
+// process exit. Each case runs in a child process, as a user's service would.
+const { test } = require('node:test');
+const assert = require('node:assert');
+const http = require('node:http');
+const path = require('node:path');
+const readline = require('node:readline');
+const { spawn } = require('node:child_process');
+const { freePort, eventually } = require('./helpers/cluster');
+
+function post (ip, port, topic, body, agent) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: ip, port, method: 'POST', path: `/${topic}`, agent, headers: { 'content-type': 'application/json' } }, res => {
+      const chunks = [];
+      res.on('data', c => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+/** Runs `script` in a child process; resolves its output lines as they come and its exit. */
+function child (script) {
+  const proc = spawn(process.execPath, ['-e', script], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = [];
+  readline.createInterface({ input: proc.stdout }).on('line', line => lines.push(line));
+  const exited = new Promise(resolve => proc.on('exit', code => resolve(code)));
+  return { proc, lines, exited };
+}
+
+test('answers from timers, large answers and timeouts go out on kept-alive connections; close() lets the process exit', { timeout: 30000 }, async () => {
+  const ip = '127.0.0.13';
+  const port = await freePort();
+  const { proc, lines, exited } = child(`
+    const swarm = require('.');
+    const say = line => process.stdout.write(line + '\\n');
+    swarm.messages.on('later', ({ ms }) => new Promise(resolve => setTimeout(() => resolve({ after: ms }), ms)));
+    swarm.messages.on('never', () => new Promise(() => {}));
+    swarm.messages.on('big', ({ text }) => text.repeat(3));
+    swarm.messages.on('close', () => { setImmediate(() => swarm.close().then(() => say('closed'))); return 'closing'; });
+    swarm.init({ standalone: true, ip: '${ip}', messages: { port: ${port}, bind: '${ip}', maxProcessingTime: 400 } })
+      .then(() => say('ready'));`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  try {
+    await eventually(() => lines.includes('ready'), 10000, 'the child ready');
+    const never = post(ip, port, 'never', {}, agent);
+    // Answered from timers while another request on its own connection waits.
+    for (let round = 0; round < 3; round++) {
+      const replies = await Promise.all([1, 20, 50].map(ms => post(ip, port, 'later', { ms }, agent)));
+      replies.forEach((reply, i) => assert.deepStrictEqual([reply.status, JSON.parse(reply.body)], [200, { after: [1, 20, 50][i] }]));
+    }
+    // Larger than the sockets' buffers both ways: written as the socket drains.
+    const text = 'é'.repeat(1024 * 1024);
+    const big = await post(ip, port, 'big', { text }, agent);
+    assert.strictEqual(big.status, 200);
+    assert.ok(big.body === text.repeat(3), 'the 6 MB answer whole');
+    assert.deepStrictEqual(await never, { status: 500, body: 'operation timed out' });
+    assert.strictEqual((await post(ip, port, 'close', {}, agent)).body, 'closing');
+    agent.destroy();
+    assert.strictEqual(await exited, 0);
+    assert.strictEqual(lines.at(-1), 'closed');
+  } finally {
+    agent.destroy();
+    proc.kill();
+  }
+});
+
+test('a node in a worker thread that ends cuts its connections and leaves the process running', { timeout: 30000 }, async () => {
+  const ip = '127.0.0.14';
+  const port = await freePort();
+  const { proc, lines, exited } = child(`
+    const { Worker } = require('node:worker_threads');
+    const say = line => process.stdout.write(line + '\\n');
+    const worker = new Worker(\`
+      const { parentPort } = require('node:worker_threads');
+      const swarm = require(process.cwd());
+      swarm.messages.on('echo', message => message);
+      swarm.messages.on('hold', () => { parentPort.postMessage('held'); return new Promise(() => {}); });
+      swarm.init({ standalone: true, ip: '${ip}', messages: { port: ${port}, bind: '${ip}' } })
+        .then(() => parentPort.postMessage('ready'));\`, { eval: true });
+    worker.on('message', message => {
+      say(message);
+      if (message === 'held') worker.terminate().then(() => { say('terminated'); setTimeout(() => say('alive'), 100); });
+    });`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+  try {
+    await eventually(() => lines.includes('ready'), 10000, 'the worker ready');
+    assert.deepStrictEqual(await post(ip, port, 'echo', { a: 1 }, agent), { status: 200, body: '{"a":1}' });
+    // The kept-alive connection of that exchange is open, and another waits on 'hold'.
+    await assert.rejects(post(ip, port, 'hold', {}, agent), e => ['ECONNRESET', 'ECONNREFUSED'].includes(e.code) || /socket hang up/.test(e.message));
+    await eventually(() => lines.includes('alive'), 10000, 'the process running after its worker ended');
+    assert.strictEqual(await exited, 0, 'the process exits on its own, nothing of the worker left on its loop');
+  } finally {
+    agent.destroy();
+    proc.kill();
+  }
+});

@@ -1,0 +1,413 @@
+//! HTTP connections served on the JavaScript thread: their tasks (hyper's server
+//! connection over a [`LoopIo`]) are polled here, with the readiness of their sockets
+//! from libuv's loop (a `uv_poll_t` each). A request is read, handed to JavaScript and
+//! answered in the same turns of this thread's loop, and the messages the tasks post
+//! are delivered in the same callback, as the multiplexed reader does (`reader.rs`).
+//!
+//! A task woken from another thread (a timer of the runtime, the shutdown) is polled
+//! after a `uv_async_t` wakes the loop; one woken on this thread, from JavaScript, too,
+//! unless the tasks are being polled already. Every handle is unreferenced, and the
+//! tasks and handles go when the environment ends.
+
+use std::{
+    cell::{Cell, RefCell},
+    ffi::{c_int, c_void},
+    panic::{self, AssertUnwindSafe},
+    ptr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll, Wake, Waker},
+};
+
+use napi::{sys, Env};
+use swarm_core::messaging::{
+    loop_io::{Interest, LoopIo, LoopTask, Readiness, Serve},
+    mux,
+};
+
+use crate::{mailbox::Mailbox, reader, uv};
+
+/// The tasks of this thread, polled on its loop.
+struct Tasks {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+}
+
+struct Slot {
+    task: LoopTask,
+    waker: Arc<TaskWaker>,
+    /// Where what the task posts is delivered from.
+    mailbox: Arc<Mailbox>,
+}
+
+/// The tasks to poll, and the wake-up of the loop for them.
+struct Ready {
+    inner: Mutex<Queued>,
+    /// The `uv_check_t` that polls them, once a turn.
+    check: *mut c_void,
+}
+
+// SAFETY: `check` is only used on the loop's thread.
+unsafe impl Send for Ready {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Ready {}
+
+struct Queued {
+    ids: Vec<usize>,
+    /// A wake-up is on its way.
+    kicked: bool,
+    /// The `uv_async_t`, null once the environment ended.
+    handle: usize,
+}
+
+struct TaskWaker {
+    id: usize,
+    ready: Arc<Ready>,
+    /// It is among the tasks to poll.
+    queued: AtomicBool,
+}
+
+thread_local! {
+    static TASKS: RefCell<Tasks> = const { RefCell::new(Tasks { slots: Vec::new(), free: Vec::new() }) };
+    /// This thread's ready tasks, once it has any.
+    static READY: RefCell<Option<Arc<Ready>>> = const { RefCell::new(None) };
+    /// The tasks being polled on this thread now: they need no wake-up.
+    static RUNNING: Cell<*const Ready> = const { Cell::new(ptr::null()) };
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.ready.push(self.id);
+        }
+    }
+}
+
+impl Ready {
+    fn push(&self, id: usize) {
+        let mut queued = self.inner.lock().expect("not poisoned");
+        queued.ids.push(id);
+        if queued.kicked || queued.handle == 0 || ptr::eq(RUNNING.get(), self) {
+            return;
+        }
+        queued.kicked = true;
+        // SAFETY: the handle lives while it is set, and it is cleared under this lock.
+        unsafe { uv::uv_async_send(queued.handle as *mut c_void) };
+    }
+
+    /// The tasks to poll now; a wake-up from now on is a new one.
+    fn take(&self) -> Vec<usize> {
+        let mut queued = self.inner.lock().expect("not poisoned");
+        queued.kicked = false;
+        std::mem::take(&mut queued.ids)
+    }
+}
+
+/// Serves a connection on this thread: the task `serve` makes over `socket` is polled
+/// from the next turn on, and what it posts is delivered from `mailbox`.
+pub fn serve(env: Env, socket: Arc<std::net::TcpStream>, serve: Serve, mailbox: Arc<Mailbox>) {
+    let Some(ready) = ready(env) else { return };
+    let Some(readiness) = UvReadiness::new(env, &socket) else {
+        return;
+    };
+    let task = serve(LoopIo::new(socket, Box::new(readiness)));
+    let id = TASKS.with(|tasks| {
+        let mut tasks = tasks.borrow_mut();
+        let id = tasks.free.pop().unwrap_or(tasks.slots.len());
+        let waker = Arc::new(TaskWaker {
+            id,
+            ready: ready.clone(),
+            queued: AtomicBool::new(false),
+        });
+        let slot = Slot {
+            task,
+            waker,
+            mailbox,
+        };
+        match tasks.slots.get_mut(id) {
+            Some(free) => *free = Some(slot),
+            None => tasks.slots.push(Some(slot)),
+        }
+        id
+    });
+    ready.push(id);
+}
+
+/// This thread's ready tasks, made with its wake-up on first use.
+fn ready(env: Env) -> Option<Arc<Ready>> {
+    if let Some(ready) = READY.with_borrow(Clone::clone) {
+        return Some(ready);
+    }
+    // SAFETY: on the JavaScript thread of `env`.
+    unsafe {
+        let mut event_loop = ptr::null_mut();
+        if sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) != sys::Status::napi_ok {
+            return None;
+        }
+        let handle = uv::alloc_handle(uv::ASYNC, ptr::null_mut());
+        let check = uv::alloc_handle(uv::CHECK, ptr::null_mut());
+        if handle.is_null() || check.is_null() {
+            free(uv::ASYNC, handle);
+            free(uv::CHECK, check);
+            return None;
+        }
+        if uv::uv_async_init(event_loop, handle, on_async) != 0 {
+            free(uv::ASYNC, handle);
+            free(uv::CHECK, check);
+            return None;
+        }
+        uv::uv_unref(handle);
+        uv::uv_check_init(event_loop, check);
+        uv::uv_check_start(check, on_check);
+        uv::uv_unref(check);
+        let ready = Arc::new(Ready {
+            inner: Mutex::new(Queued {
+                ids: Vec::new(),
+                kicked: false,
+                handle: handle as usize,
+            }),
+            check,
+        });
+        READY.set(Some(ready.clone()));
+        sys::napi_add_env_cleanup_hook(env.raw(), Some(end), ptr::null_mut());
+        Some(ready)
+    }
+}
+
+/// Frees a handle that never reached libuv, if made.
+unsafe fn free(kind: c_int, handle: *mut c_void) {
+    if !handle.is_null() {
+        uv::free_handle(kind, handle);
+    }
+}
+
+/// The loop woke for tasks woken elsewhere: they are polled at the check that follows.
+unsafe extern "C" fn on_async(_handle: *mut c_void) {}
+
+/// Calls `wake` in a turn whose check is still to come: it needs no wake-up.
+fn before_check(wake: impl FnOnce()) {
+    let ready = READY.with_borrow(|ready| ready.as_ref().map(Arc::as_ptr));
+    let outer = RUNNING.replace(ready.unwrap_or(ptr::null()));
+    wake();
+    RUNNING.set(outer);
+}
+
+/// Once a turn: polls the ready tasks, delivers what they posted, and again while
+/// JavaScript woke any; then writes the multiplexed answers it gave. The readings of a
+/// turn, on any number of connections, are delivered in one call.
+unsafe extern "C" fn on_check(_handle: *mut c_void) {
+    let Some(ready) = READY.with_borrow(Clone::clone) else {
+        return;
+    };
+    if ready.inner.lock().expect("not poisoned").ids.is_empty() {
+        return;
+    }
+    let outer = RUNNING.replace(Arc::as_ptr(&ready));
+    reader::delivering(|| {
+        let mut held: Vec<(Arc<Mailbox>, bool)> = Vec::new();
+        loop {
+            let ids = ready.take();
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                poll(id, &mut held);
+            }
+            for (mailbox, hold) in held.drain(..) {
+                mailbox.deliver_held(hold);
+            }
+        }
+        mux::flush();
+    });
+    RUNNING.set(outer);
+}
+
+/// Polls task `id`, if it is still there; its mailbox holds what it posts.
+fn poll(id: usize, held: &mut Vec<(Arc<Mailbox>, bool)>) {
+    let Some(mut slot) =
+        TASKS.with_borrow_mut(|tasks| tasks.slots.get_mut(id).and_then(Option::take))
+    else {
+        return;
+    };
+    slot.waker.queued.store(false, Ordering::Release);
+    if !held
+        .iter()
+        .any(|(mailbox, _)| Arc::ptr_eq(mailbox, &slot.mailbox))
+    {
+        held.push((slot.mailbox.clone(), slot.mailbox.hold()));
+    }
+    let waker = Waker::from(slot.waker.clone());
+    // A task that panics ends, its connection with it, as a panicking task of the
+    // runtime does; the panic does not cross into libuv.
+    let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+        slot.task.as_mut().poll(&mut Context::from_waker(&waker))
+    }));
+    let done = !matches!(polled, Ok(Poll::Pending));
+    TASKS.with_borrow_mut(|tasks| {
+        if done {
+            tasks.free.push(id);
+        } else {
+            tasks.slots[id] = Some(slot);
+        }
+    });
+}
+
+/// The environment ends: its tasks are dropped (closing their sockets' handles), and
+/// its wake-up closes.
+unsafe extern "C" fn end(_: *mut c_void) {
+    let tasks = TASKS.with_borrow_mut(|tasks| std::mem::take(&mut tasks.slots));
+    drop(tasks);
+    TASKS.with_borrow_mut(|tasks| tasks.free.clear());
+    if let Some(ready) = READY.take() {
+        let handle = std::mem::take(&mut ready.inner.lock().expect("not poisoned").handle);
+        uv::uv_close(handle as *mut c_void, on_async_closed);
+        uv::uv_close(ready.check, on_check_closed);
+    }
+}
+
+unsafe extern "C" fn on_async_closed(handle: *mut c_void) {
+    uv::free_handle(uv::ASYNC, handle);
+}
+
+unsafe extern "C" fn on_check_closed(handle: *mut c_void) {
+    uv::free_handle(uv::CHECK, handle);
+}
+
+/// A socket's readiness from a `uv_poll_t` of this thread's loop.
+struct UvReadiness {
+    handle: *mut c_void,
+}
+
+// SAFETY: made, used and dropped on the JavaScript thread alone (its task's).
+unsafe impl Send for UvReadiness {}
+
+/// What a socket's handle wakes, in its `data` field.
+struct Watch {
+    readable: Option<Waker>,
+    writable: Option<Waker>,
+    events: c_int,
+}
+
+impl UvReadiness {
+    fn new(env: Env, socket: &std::net::TcpStream) -> Option<UvReadiness> {
+        use std::os::fd::AsRawFd;
+        let watch = Box::into_raw(Box::new(Watch {
+            readable: None,
+            writable: None,
+            events: 0,
+        }));
+        // SAFETY: on the JavaScript thread of `env`.
+        unsafe {
+            let mut event_loop = ptr::null_mut();
+            let handle = uv::alloc_handle(uv::POLL, watch.cast());
+            if handle.is_null()
+                || sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) != sys::Status::napi_ok
+                || uv::uv_poll_init(event_loop, handle, socket.as_raw_fd()) != 0
+            {
+                if !handle.is_null() {
+                    uv::free_handle(uv::POLL, handle);
+                }
+                drop(Box::from_raw(watch));
+                return None;
+            }
+            uv::uv_unref(handle);
+            Some(UvReadiness { handle })
+        }
+    }
+}
+
+impl Readiness for UvReadiness {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+    ) -> Poll<std::io::Result<()>> {
+        // SAFETY: the handle is this one's until it is dropped.
+        unsafe {
+            let watch = &mut *uv::data::<Watch>(self.handle);
+            let slot = match interest {
+                Interest::Readable => &mut watch.readable,
+                Interest::Writable => &mut watch.writable,
+            };
+            match slot {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+            if watch_again(self.handle, watch) != 0 {
+                return Poll::Ready(Err(std::io::Error::other(
+                    "the loop cannot watch the socket",
+                )));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Watches for what the wakers in `watch` wait for, and for what it watched already:
+/// an event nobody waits for any more stops its watching (at most one callback late),
+/// so a connection that reads, waits, and reads again costs no `epoll_ctl` each time.
+unsafe fn watch_again(handle: *mut c_void, watch: &mut Watch) -> c_int {
+    let mut events = watch.events;
+    if watch.readable.is_some() {
+        events |= uv::READABLE | uv::DISCONNECT;
+    }
+    if watch.writable.is_some() {
+        events |= uv::WRITABLE;
+    }
+    if events == watch.events {
+        return 0;
+    }
+    watch.events = events;
+    uv::uv_poll_start(handle, events, on_ready)
+}
+
+unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int) {
+    before_check(|| {
+        let watch = &mut *uv::data::<Watch>(handle);
+        let failed = status < 0;
+        let mut woken = Vec::with_capacity(2);
+        let mut unwanted = 0;
+        if failed || events & (uv::READABLE | uv::DISCONNECT) != 0 {
+            match watch.readable.take() {
+                Some(waker) => woken.push(waker),
+                None => unwanted |= uv::READABLE | uv::DISCONNECT,
+            }
+        }
+        if failed || events & uv::WRITABLE != 0 {
+            match watch.writable.take() {
+                Some(waker) => woken.push(waker),
+                None => unwanted |= uv::WRITABLE,
+            }
+        }
+        if unwanted != 0 {
+            watch.events &= !unwanted;
+            if watch.events == 0 {
+                uv::uv_poll_stop(handle);
+            } else {
+                uv::uv_poll_start(handle, watch.events, on_ready);
+            }
+        }
+        woken.into_iter().for_each(Waker::wake);
+    });
+}
+
+impl Drop for UvReadiness {
+    fn drop(&mut self) {
+        // SAFETY: the handle is this one's; libuv frees it after its close.
+        unsafe {
+            uv::uv_poll_stop(self.handle);
+            uv::uv_close(self.handle, on_poll_closed);
+        }
+    }
+}
+
+unsafe extern "C" fn on_poll_closed(handle: *mut c_void) {
+    drop(Box::from_raw(uv::data::<Watch>(handle)));
+    uv::free_handle(uv::POLL, handle);
+}

@@ -1,0 +1,74 @@
+//! libuv, as the Node.js binary exports it (uv.h): the handles the addon puts on the
+//! JavaScript thread's loop, allocated with the size libuv gives for their kind.
+
+use std::{
+    alloc::{alloc, dealloc, Layout},
+    ffi::{c_int, c_void},
+};
+
+pub const ASYNC: c_int = 1;
+pub const CHECK: c_int = 2;
+pub const POLL: c_int = 8;
+pub const READABLE: c_int = 1;
+pub const WRITABLE: c_int = 2;
+pub const DISCONNECT: c_int = 4;
+
+pub type AsyncCallback = unsafe extern "C" fn(handle: *mut c_void);
+pub type PollCallback = unsafe extern "C" fn(handle: *mut c_void, status: c_int, events: c_int);
+pub type CloseCallback = unsafe extern "C" fn(handle: *mut c_void);
+
+extern "C" {
+    fn uv_handle_size(kind: c_int) -> usize;
+    pub fn uv_async_init(
+        event_loop: *mut napi::sys::uv_loop_s,
+        handle: *mut c_void,
+        cb: AsyncCallback,
+    ) -> c_int;
+    pub fn uv_async_send(handle: *mut c_void) -> c_int;
+    pub fn uv_check_init(event_loop: *mut napi::sys::uv_loop_s, handle: *mut c_void) -> c_int;
+    pub fn uv_check_start(handle: *mut c_void, cb: AsyncCallback) -> c_int;
+    pub fn uv_poll_init(
+        event_loop: *mut napi::sys::uv_loop_s,
+        handle: *mut c_void,
+        fd: c_int,
+    ) -> c_int;
+    pub fn uv_poll_start(handle: *mut c_void, events: c_int, cb: PollCallback) -> c_int;
+    pub fn uv_poll_stop(handle: *mut c_void) -> c_int;
+    pub fn uv_close(handle: *mut c_void, cb: CloseCallback);
+    pub fn uv_unref(handle: *mut c_void);
+}
+
+fn layout(kind: c_int) -> Layout {
+    // SAFETY: a pure function of libuv.
+    let size = unsafe { uv_handle_size(kind) };
+    Layout::from_size_align(size, 16).expect("a handle's size")
+}
+
+/// Memory for a handle of `kind`, its first field (`data`) set to `data`; null when
+/// there is none.
+pub fn alloc_handle(kind: c_int, data: *mut c_void) -> *mut c_void {
+    // SAFETY: a layout of non-zero size; the first field of every handle is `data`.
+    unsafe {
+        let handle = alloc(layout(kind)).cast::<c_void>();
+        if !handle.is_null() {
+            handle.cast::<*mut c_void>().write(data);
+        }
+        handle
+    }
+}
+
+/// The `data` field of a handle.
+///
+/// # Safety
+/// `handle` is a handle made by [`alloc_handle`] and not yet freed.
+pub unsafe fn data<T>(handle: *mut c_void) -> *mut T {
+    handle.cast::<*mut T>().read()
+}
+
+/// Frees a handle of `kind` made by [`alloc_handle`]: unused, or closed.
+///
+/// # Safety
+/// libuv no longer knows the handle, and it is not used again.
+pub unsafe fn free_handle(kind: c_int, handle: *mut c_void) {
+    dealloc(handle.cast(), layout(kind));
+}
