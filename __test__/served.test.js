@@ -1,7 +1,8 @@
 'use strict';
-// HTTP/1.1 requests are read, handled and answered on the JavaScript thread's own loop
-// (src/driver.rs): answers given later, from timers, still go out; the handler timeout
-// (a timer of the runtime) still answers; a node in a worker thread that ends takes its
+// HTTP/1.1 connections, both ways, are read and written on the JavaScript thread's own
+// loop (src/driver.rs): answers given later, from timers, still go out; the handler
+// timeout and the request timeout (timers of the runtime) still fire; bodies larger
+// than the sockets' buffers go through; a node in a worker thread that ends takes its
 // connections with it and leaves the process running; and a closed node lets the
 // process exit. Each case runs in a child process, as a user's service would.
 const { test } = require('node:test');
@@ -98,5 +99,48 @@ test('a node in a worker thread that ends cuts its connections and leaves the pr
   } finally {
     agent.destroy();
     proc.kill();
+  }
+});
+
+test('sends over HTTP/1.1 made on the JavaScript thread get late and large answers, and time out', { timeout: 30000 }, async () => {
+  // A 0.5.1-like peer: node:http at the swarm's port on its own address.
+  const ip = '127.0.0.15';
+  const peerIp = '127.0.0.16';
+  const port = await freePort();
+  const big = 'ü'.repeat(1024 * 1024);
+  const peer = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      if (req.url === '/late') setTimeout(() => res.end(JSON.stringify({ late: true })), 50);
+      else if (req.url === '/big') res.end(JSON.stringify({ big: big.repeat(3) }));
+      // '/never' is never answered.
+    });
+  });
+  await new Promise(resolve => peer.listen(port, peerIp, resolve));
+  const { proc, lines, exited } = child(`
+    const swarm = require('.');
+    const say = line => process.stdout.write(line + '\\n');
+    const outcome = p => p.then(value => ({ value }), e => ({ error: e.message }));
+    swarm.init({ standalone: true, ip: '${ip}', messages: { port: ${port}, bind: '${ip}', multiplex: false, requestTimeout: 500 } })
+      .then(() => Promise.all([
+        outcome(swarm.messages.send('${peerIp}', 'late', {})),
+        outcome(swarm.messages.send('${peerIp}', 'big', {}).then(reply => reply.big.length)),
+        outcome(swarm.messages.send('${peerIp}', 'never', {})),
+        // Sent from a timer, when nothing else is going on.
+        new Promise(resolve => setTimeout(resolve, 20)).then(() => outcome(swarm.messages.send('${peerIp}', 'late', {})))
+      ]))
+      .then(results => { say(JSON.stringify(results)); return swarm.close(); });`);
+  try {
+    assert.strictEqual(await exited, 0);
+    const [late, large, never, fromTimer] = JSON.parse(lines.find(line => line.startsWith('[{')));
+    assert.deepStrictEqual(late, { value: { late: true } });
+    assert.deepStrictEqual(large, { value: big.length * 3 });
+    assert.match(never.error, /No reply from 127\.0\.0\.16 within 500 ms/);
+    assert.deepStrictEqual(fromTimer, { value: { late: true } });
+  } finally {
+    proc.kill();
+    peer.closeAllConnections();
+    await new Promise(resolve => peer.close(resolve));
   }
 });

@@ -23,7 +23,7 @@ use std::{
 
 use napi::{sys, Env};
 use swarm_core::messaging::{
-    loop_io::{Interest, LoopIo, LoopTask, Readiness, Serve},
+    loop_io::{Interest, LoopIo, LoopTask, Readiness},
     mux,
 };
 
@@ -109,21 +109,25 @@ impl Ready {
     }
 }
 
-/// Serves a connection on this thread: the task `serve` makes over `socket` is polled
-/// from the next turn on, and what it posts is delivered from `mailbox`.
-pub fn serve(env: Env, socket: Arc<std::net::TcpStream>, serve: Serve, mailbox: Arc<Mailbox>) {
+/// `socket`, read and written on this thread, with readiness from its loop.
+pub fn io(env: Env, socket: Arc<std::net::TcpStream>) -> std::io::Result<LoopIo> {
+    let readiness = UvReadiness::new(env, &socket)
+        .ok_or_else(|| std::io::Error::other("the loop cannot watch the socket"))?;
+    Ok(LoopIo::new(socket, Box::new(readiness)))
+}
+
+/// Polls `task` on this thread from the next check of its loop on; what it posts is
+/// delivered from `mailbox`. Without a loop to poll it (the environment is ending), it
+/// is dropped.
+pub fn spawn(env: Env, task: LoopTask, mailbox: Arc<Mailbox>) {
     let Some(ready) = ready(env) else { return };
-    let Some(readiness) = UvReadiness::new(env, &socket) else {
-        return;
-    };
-    let task = serve(LoopIo::new(socket, Box::new(readiness)));
     let id = TASKS.with(|tasks| {
         let mut tasks = tasks.borrow_mut();
         let id = tasks.free.pop().unwrap_or(tasks.slots.len());
         let waker = Arc::new(TaskWaker {
             id,
             ready: ready.clone(),
-            queued: AtomicBool::new(false),
+            queued: AtomicBool::new(true),
         });
         let slot = Slot {
             task,

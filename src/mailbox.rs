@@ -11,9 +11,10 @@
 //! without a wake-up.
 
 use std::{
+    io,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, Weak,
     },
     thread::{self, ThreadId},
 };
@@ -26,7 +27,7 @@ use napi::{
     Env, Result, Status,
 };
 use swarm_core::messaging::{
-    loop_io::Serve,
+    loop_io::{LoopIo, LoopTask, Serve},
     mux::{Inflow, ReadLoop},
     Reply,
 };
@@ -271,6 +272,24 @@ impl ReadLoop for Mailbox {
     fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
         self.take_on(Adopted::Serve(socket, serve));
     }
+
+    fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
+        if thread::current().id() != self.direct.thread {
+            return Err(io::Error::other(
+                "not on the JavaScript thread of this node",
+            ));
+        }
+        driver::io(Env::from_raw(self.direct.env), socket)
+    }
+
+    fn spawn_here(&self, task: LoopTask) {
+        match self.me.upgrade() {
+            Some(me) if thread::current().id() == self.direct.thread => {
+                driver::spawn(Env::from_raw(self.direct.env), task, me)
+            }
+            _ => drop(tokio::spawn(task)),
+        }
+    }
 }
 
 /// A connection the JavaScript thread takes on at its next delivery.
@@ -345,6 +364,8 @@ pub struct Mailbox {
     adopted: Mutex<Vec<Adopted>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
+    /// Itself, for the tasks it starts on the JavaScript thread.
+    me: Weak<Mailbox>,
 }
 
 /// A weak reference to the function batches go to, with its environment: used on the
@@ -379,7 +400,8 @@ impl Mailbox {
         check_status!(unsafe {
             sys::napi_create_reference(env.raw(), deliver.raw(), 0, &mut reference)
         })?;
-        let mailbox = Arc::new(Mailbox {
+        let mailbox = Arc::new_cyclic(|me| Mailbox {
+            me: me.clone(),
             queue: Arc::new(Mutex::new(Queue::default())),
             wake: OnceLock::new(),
             accepting: AtomicBool::new(true),
@@ -494,7 +516,12 @@ impl Mailbox {
         for adopted in std::mem::take(&mut *self.adopted.lock().expect("not poisoned")) {
             match adopted {
                 Adopted::Read(inflow) => reader::start(env, inflow, self.clone()),
-                Adopted::Serve(socket, serve) => driver::serve(env, socket, serve, self.clone()),
+                Adopted::Serve(socket, serve) => match driver::io(env, socket) {
+                    Ok(io) => driver::spawn(env, serve(io), self.clone()),
+                    Err(e) => {
+                        tracing::debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
+                    }
+                },
             }
         }
     }

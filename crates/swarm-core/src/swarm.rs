@@ -24,8 +24,8 @@ use tracing::{debug, info};
 use crate::{
     local,
     messaging::{
-        self, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
-        ServerLimits, TaskRequest, TASK_TOPIC,
+        self, loop_io::InRuntime, Answering, Client, ClientConfig, Dispatch, Inbound, Payload,
+        Reply, SendError, ServerLimits, TaskRequest, TASK_TOPIC,
     },
     ring::HashRing,
     tasks::{TaskError, TaskOptions, TaskStats, Tasks},
@@ -329,10 +329,19 @@ impl Swarm {
                 Some(result) => done(result),
                 None => {
                     let runtime = inner.runtime.clone();
-                    runtime.spawn(async move {
+                    let read_loop = inner.client.read_loop();
+                    let send = async move {
                         let (ip, path, payload) = again;
                         done(inner.send(&ip, &path, payload).await)
-                    });
+                    };
+                    // From the loop's thread, over HTTP/1.1, it goes on there: its
+                    // connection is that thread's too.
+                    match read_loop.filter(|_| local::on_loop_thread()) {
+                        Some(read_loop) => {
+                            read_loop.spawn_here(Box::pin(InRuntime::new(runtime, Box::pin(send))))
+                        }
+                        None => drop(runtime.spawn(send)),
+                    }
                 }
             });
     }

@@ -1664,6 +1664,37 @@ fn reading_on(read_loop: &Arc<ThreadLoop>, port: u16) -> Client {
     })
 }
 
+/// On a loop thread (the JavaScript thread, in the addon), the client's HTTP/1.1
+/// connections are made there and polled by that loop ([`mux::ReadLoop::spawn_here`]).
+#[tokio::test]
+async fn http_sends_from_a_loop_thread_keep_their_connections_on_its_loop() {
+    swarm_core::local::mark_loop_thread();
+    let server = Server::start(ServerLimits::default()).await;
+    let read_loop = Arc::new(ThreadLoop::default());
+    let client = Client::new(ClientConfig {
+        multiplex: false,
+        read_loop: Some(read_loop.clone()),
+        ..config(server.addr.port())
+    });
+    let large = format!("\"{}\"", "y".repeat(4 * 1024 * 1024));
+    assert_eq!(send(&client, &large).await, Ok(Reply::ok(json(&large))));
+    let sends = futures_util::stream::iter(0..200)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let body = format!("{{\"i\":{i}}}");
+                (send(&client, &body).await, body)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for (reply, body) in sends {
+        assert_eq!(reply, Ok(Reply::ok(json(&body))));
+    }
+    assert_eq!(lock(&server.app.handled).len(), 201, "each handled once");
+}
+
 #[tokio::test]
 async fn replies_read_on_another_loop_settle_sends_of_both_kinds() {
     let server = Server::start(ServerLimits::default()).await;

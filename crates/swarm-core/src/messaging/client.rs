@@ -35,10 +35,11 @@ use tracing::debug;
 use super::{
     auth::Auth,
     codec::Payload,
+    loop_io::InRuntime,
     mux::{self, Outcome},
     path, Reply,
 };
-use crate::{errors::with_causes, fast_hash::FastMap};
+use crate::{errors::with_causes, fast_hash::FastMap, local};
 
 /// How long a connection may stay idle in the pool: shorter than the servers' header
 /// timeout (10 s by default), which also ends idle keep-alive connections, so a request
@@ -223,6 +224,11 @@ impl Client {
         if let Err(settle) = conn.call_later(&path::encode(topic_path), payload, auth, settle) {
             settle(Outcome::Resend);
         }
+    }
+
+    /// The loop its connections are read on, when not the runtime.
+    pub(crate) fn read_loop(&self) -> Option<Arc<dyn mux::ReadLoop>> {
+        self.inner.config.read_loop.clone()
     }
 
     /// Forgets what is known of the peer at `ip` (it left the cluster): the calls on its
@@ -523,9 +529,28 @@ impl Inner {
             reason,
         };
         let io = self.dial(peer).await.map_err(unreachable)?;
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(|e| unreachable(with_causes(&e)))?;
+        let handshake_failed = |e: hyper::Error| unreachable(with_causes(&e));
+        // Made on the loop's thread, the connection is read and written there too.
+        let read_loop = self.config.read_loop.as_ref();
+        if let Some(read_loop) = read_loop.filter(|_| local::on_loop_thread()) {
+            let socket = io
+                .into_inner()
+                .into_std()
+                .map_err(|e| unreachable(e.to_string()))?;
+            let io = read_loop
+                .io_here(Arc::new(socket))
+                .map_err(|e| unreachable(e.to_string()))?;
+            let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
+            let runtime = tokio::runtime::Handle::current();
+            read_loop.spawn_here(Box::pin(InRuntime::new(
+                runtime,
+                Box::pin(async move {
+                    let _ = connection.await;
+                }),
+            )));
+            return Ok((sender, false));
+        }
+        let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
         tokio::spawn(connection);
         Ok((sender, false))
     }

@@ -17,7 +17,7 @@ use tokio::{
 use tracing::debug;
 
 use super::{outbox::Sink, Read, HEAD};
-use crate::messaging::loop_io::{LoopIo, OnRuntime, Serve};
+use crate::messaging::loop_io::{LoopIo, LoopTask, OnRuntime, Serve};
 
 /// The event loop of another thread, which reads multiplexed connections where what
 /// comes in is handled (the JavaScript thread's): a frame then wakes that thread alone,
@@ -29,17 +29,29 @@ pub trait ReadLoop: Send + Sync {
     /// ends the reading.
     fn adopt(&self, inflow: Box<dyn Inflow>);
 
-    /// Serves a connection on the loop's thread: `serve` makes its task over `socket`,
-    /// which is then polled, read and written there. This one runs it on the runtime.
+    /// Serves a connection on the loop's thread, from any thread: `serve` makes its task
+    /// over `socket`, which is then polled, read and written there. This one runs it on
+    /// the runtime.
     fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
-        match OnRuntime::new(socket.clone()) {
-            Ok(readiness) => {
-                tokio::spawn(serve(LoopIo::new(socket, Box::new(readiness))));
-            }
+        match self.io_here(socket) {
+            Ok(io) => self.spawn_here(serve(io)),
             Err(e) => {
                 debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
             }
         }
+    }
+
+    /// Called on the loop's thread: `socket`, read and written where it is polled, with
+    /// the loop's readiness. This one has the runtime's reactor tell it.
+    fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
+        let readiness = OnRuntime::new(socket.clone())?;
+        Ok(LoopIo::new(socket, Box::new(readiness)))
+    }
+
+    /// Called on the loop's thread: polls `task` there from now on. This one runs it on
+    /// the runtime.
+    fn spawn_here(&self, task: LoopTask) {
+        tokio::spawn(task);
     }
 }
 
