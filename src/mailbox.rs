@@ -274,12 +274,11 @@ impl ReadLoop for Mailbox {
     }
 
     fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        if thread::current().id() != self.direct.thread {
-            return Err(io::Error::other(
-                "not on the JavaScript thread of this node",
-            ));
+        if thread::current().id() == self.direct.thread {
+            return driver::io(Env::from_raw(self.direct.env), socket);
         }
-        driver::io(Env::from_raw(self.direct.env), socket)
+        // Not this node's thread: the runtime watches it, and polls it (`spawn_here`).
+        LoopIo::on_runtime(socket)
     }
 
     fn spawn_here(&self, task: LoopTask) {
@@ -287,7 +286,8 @@ impl ReadLoop for Mailbox {
             Some(me) if thread::current().id() == self.direct.thread => {
                 driver::spawn(Env::from_raw(self.direct.env), task, me)
             }
-            _ => drop(tokio::spawn(task)),
+            // Not this node's thread: the runtime polls it.
+            _ => drop(napi::bindgen_prelude::spawn(task)),
         }
     }
 }

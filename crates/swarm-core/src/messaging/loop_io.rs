@@ -58,6 +58,12 @@ impl LoopIo {
         }
     }
 
+    /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
+    pub fn on_runtime(socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
+        let readiness = OnRuntime::new(socket.clone())?;
+        Ok(LoopIo::new(socket, Box::new(readiness)))
+    }
+
     /// Runs `op` until it does not find the socket busy, waiting for `interest` then.
     fn poll_io<T>(
         &mut self,
@@ -150,11 +156,11 @@ impl Write for LoopIo {
 }
 
 /// Readiness from the runtime's reactor: what a loop that cannot watch sockets uses.
-pub struct OnRuntime(AsyncFd<Arc<std::net::TcpStream>>);
+struct OnRuntime(AsyncFd<Arc<std::net::TcpStream>>);
 
 impl OnRuntime {
     /// Registers `socket` with the runtime of this thread.
-    pub fn new(socket: Arc<std::net::TcpStream>) -> io::Result<OnRuntime> {
+    fn new(socket: Arc<std::net::TcpStream>) -> io::Result<OnRuntime> {
         let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
         // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by
         // the `AsyncFd` lives.

@@ -17,7 +17,7 @@ use tokio::{
 use tracing::debug;
 
 use super::{outbox::Sink, Read, HEAD};
-use crate::messaging::loop_io::{LoopIo, LoopTask, OnRuntime, Serve};
+use crate::messaging::loop_io::{LoopIo, LoopTask, Serve};
 
 /// The event loop of another thread, which reads multiplexed connections where what
 /// comes in is handled (the JavaScript thread's): a frame then wakes that thread alone,
@@ -44,8 +44,7 @@ pub trait ReadLoop: Send + Sync {
     /// Called on the loop's thread: `socket`, read and written where it is polled, with
     /// the loop's readiness. This one has the runtime's reactor tell it.
     fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        let readiness = OnRuntime::new(socket.clone())?;
-        Ok(LoopIo::new(socket, Box::new(readiness)))
+        LoopIo::on_runtime(socket)
     }
 
     /// Called on the loop's thread: polls `task` there from now on. This one runs it on
