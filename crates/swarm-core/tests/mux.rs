@@ -1754,9 +1754,10 @@ fn the_reading_ends_when_the_runtime_that_drove_the_connection_goes() {
     assert_eq!(outer.block_on(read_loop.ended()), 1);
 }
 
-#[tokio::test]
-async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loop_either() {
-    let mut server = Server::reading(Reading::Elsewhere, ServerLimits::default()).await;
+/// Has a client that leaves its replies unread fill the server's queue until the
+/// server's reading (on another loop) pauses; the requests taken from then on are
+/// answered as they come. The peer, and how many requests it sent.
+async fn pause_the_reading(server: &mut Server) -> (Peer, u32) {
     let read_loop = server.read_loop.clone().expect("read elsewhere");
     // A small receive buffer: the replies it does not read wait in the server's queue.
     let socket = TcpSocket::new_v4().expect("a socket");
@@ -1779,13 +1780,21 @@ async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loo
         }
     }
     // The rest are answered as they are read: the request that found the queue full,
-    // and the one written after it, read once the reading goes on.
+    // and any written after it, read once the reading goes on.
     let mut taken = std::mem::replace(&mut server.taken, mpsc::unbounded_channel().1);
     tokio::spawn(async move {
         while let Some(responder) = taken.recv().await {
             responder.reply(&Reply::ok(big.clone()));
         }
     });
+    (peer, sent)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loop_either() {
+    let mut server = Server::reading(Reading::Elsewhere, ServerLimits::default()).await;
+    let read_loop = server.read_loop.clone().expect("read elsewhere");
+    let (mut peer, sent) = pause_the_reading(&mut server).await;
     peer.write(&request(sent + 1, "/echo", &json("\"last\"")))
         .await;
     let replies = peer.replies(sent as usize + 1).await;
@@ -1800,6 +1809,22 @@ async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loo
         2,
         "read again once the client read"
     );
+}
+
+#[tokio::test]
+async fn shutdown_while_the_reading_waits_for_the_client_to_read_ends_when_the_client_closes() {
+    let limits = ServerLimits {
+        drain_timeout: Duration::from_secs(600),
+        ..ServerLimits::default()
+    };
+    let mut server = Server::reading(Reading::Elsewhere, limits).await;
+    let (peer, _) = pause_the_reading(&mut server).await;
+    server.cancel.cancel();
+    // The client goes without reading: nothing is left to wait for, drain timeout or not.
+    drop(peer);
+    within("serve to return", &mut server.task)
+        .await
+        .expect("serve ran to its end");
 }
 
 async fn a_frame_that_stalls_past_the_header_timeout_ends_the_connection(reading: Reading) {

@@ -91,8 +91,16 @@ impl MuxConn {
                 self.handle(&handling, answer, handler);
             }
             if let Some(framer) = paused {
-                // The client leaves too much unread: read again once it has read some.
-                self.outbox.room().await;
+                // The client leaves too much unread: read again once it has read some,
+                // or go away at shutdown, without waiting for a client that never reads.
+                let room = tokio::select! {
+                    () = self.outbox.room() => true,
+                    _ = cancel.cancelled() => false,
+                };
+                if !room {
+                    inbox.lock().paused = Some(framer);
+                    break true;
+                }
                 read_loop.adopt(Box::new(requests(framer)));
                 continue;
             }
@@ -105,14 +113,19 @@ impl MuxConn {
                 () = tokio::time::sleep_until(next) => {}
             }
         };
-        let last = {
+        let (last, paused) = {
             let mut state = inbox.lock();
             state.stopped = true;
             for (answer, handler) in std::mem::take(&mut state.later) {
                 self.handle(&handling, answer, handler);
             }
-            state.last
+            (state.last, state.paused.take())
         };
+        // A reading paused for room goes on, stopped: it reads past what comes until the
+        // client closes, which ends the wait below.
+        if let Some(framer) = paused {
+            read_loop.adopt(Box::new(requests(framer)));
+        }
         if going_away {
             self.outbox.push(mux::go_away_frame(last));
         }
