@@ -3,8 +3,8 @@
 // loop (src/driver.rs): answers given later, from timers, still go out; the handler
 // timeout and the request timeout (timers of the runtime) still fire; bodies larger
 // than the sockets' buffers go through; a node in a worker thread that ends takes its
-// connections with it and leaves the process running; and a closed node lets the
-// process exit. Each case runs in a child process, as a user's service would.
+// connections with it and leaves the process running; a closed node lets the process
+// exit; and HTTP/2 without TLS, which hyper serves on the same port, works there too. Each case runs in a child process, as a user's service would.
 const { test } = require('node:test');
 const assert = require('node:assert');
 const http = require('node:http');
@@ -142,5 +142,38 @@ test('sends over HTTP/1.1 made on the JavaScript thread get late and large answe
     proc.kill();
     peer.closeAllConnections();
     await new Promise(resolve => peer.close(resolve));
+  }
+});
+
+test('HTTP/2 without TLS on the same port is served there too, streams at once', { timeout: 30000 }, async () => {
+  const http2 = require('node:http2');
+  const ip = '127.0.0.17';
+  const port = await freePort();
+  const { proc, lines } = child(`
+    const swarm = require('.');
+    swarm.messages.on('later', ({ ms }) => new Promise(resolve => setTimeout(() => resolve({ after: ms }), ms)));
+    swarm.init({ standalone: true, ip: '${ip}', messages: { port: ${port}, bind: '${ip}' } })
+      .then(() => process.stdout.write('ready\\n'));`);
+  let client;
+  try {
+    await eventually(() => lines.includes('ready'), 10000, 'the child ready');
+    client = http2.connect(`http://${ip}:${port}`);
+    const ask = ms => new Promise((resolve, reject) => {
+      const req = client.request({ ':method': 'POST', ':path': '/later', 'content-type': 'application/json' });
+      let body = '';
+      let status;
+      req.on('response', headers => { status = headers[':status']; });
+      req.on('data', chunk => { body += chunk; });
+      req.on('end', () => resolve({ status, body: JSON.parse(body) }));
+      req.on('error', reject);
+      req.end(JSON.stringify({ ms }));
+    });
+    // On one connection, the quick answer does not wait for the slow one.
+    const order = [];
+    await Promise.all([200, 1].map(ms => ask(ms).then(reply => order.push(reply))));
+    assert.deepStrictEqual(order, [{ status: 200, body: { after: 1 } }, { status: 200, body: { after: 200 } }]);
+  } finally {
+    if (client) client.close();
+    proc.kill();
   }
 });
