@@ -4,7 +4,8 @@
 // timeout and the request timeout (timers of the runtime) still fire; bodies larger
 // than the sockets' buffers go through; a node in a worker thread that ends takes its
 // connections with it and leaves the process running; a closed node lets the process
-// exit; and HTTP/2 without TLS, which hyper serves on the same port, works there too. Each case runs in a child process, as a user's service would.
+// exit; and HTTP/2 without TLS, which hyper serves on the same port, works there too.
+// Each case runs in a child process, as a user's service would.
 const { test } = require('node:test');
 const assert = require('node:assert');
 const http = require('node:http');
