@@ -24,7 +24,7 @@ use tracing::{debug, info};
 use crate::{
     local,
     messaging::{
-        self, loop_io::InRuntime, Answering, Client, ClientConfig, Dispatch, Inbound, Payload,
+        self, loop_io::in_runtime, Answering, Client, ClientConfig, Dispatch, Inbound, Payload,
         Reply, SendError, ServerLimits, TaskRequest, TASK_TOPIC,
     },
     ring::HashRing,
@@ -329,17 +329,15 @@ impl Swarm {
                 Some(result) => done(result),
                 None => {
                     let runtime = inner.runtime.clone();
-                    let read_loop = inner.client.read_loop();
+                    let read_loop = inner.client.loop_here();
                     let send = async move {
                         let (ip, path, payload) = again;
                         done(inner.send(&ip, &path, payload).await)
                     };
                     // From the loop's thread, over HTTP/1.1, it goes on there: its
                     // connection is that thread's too.
-                    match read_loop.filter(|_| local::on_loop_thread()) {
-                        Some(read_loop) => {
-                            read_loop.spawn_here(Box::pin(InRuntime::new(runtime, Box::pin(send))))
-                        }
+                    match read_loop {
+                        Some(read_loop) => read_loop.spawn_here(in_runtime(runtime, send)),
                         None => drop(runtime.spawn(send)),
                     }
                 }

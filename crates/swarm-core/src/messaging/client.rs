@@ -35,7 +35,7 @@ use tracing::debug;
 use super::{
     auth::Auth,
     codec::Payload,
-    loop_io::InRuntime,
+    loop_io::in_runtime,
     mux::{self, Outcome},
     path, Reply,
 };
@@ -226,9 +226,10 @@ impl Client {
         }
     }
 
-    /// The loop its connections are read on, when not the runtime.
-    pub(crate) fn read_loop(&self) -> Option<Arc<dyn mux::ReadLoop>> {
-        self.inner.config.read_loop.clone()
+    /// The loop its connections are read on, when this thread is that loop's: work
+    /// started here over HTTP/1.1 stays here.
+    pub(crate) fn loop_here(&self) -> Option<Arc<dyn mux::ReadLoop>> {
+        self.inner.loop_here().cloned()
     }
 
     /// Forgets what is known of the peer at `ip` (it left the cluster): the calls on its
@@ -375,6 +376,13 @@ impl Inner {
                 }
             }
         }
+    }
+
+    fn loop_here(&self) -> Option<&Arc<dyn mux::ReadLoop>> {
+        self.config
+            .read_loop
+            .as_ref()
+            .filter(|_| local::on_loop_thread())
     }
 
     fn lock_routes(&self) -> std::sync::MutexGuard<'_, FastMap<SocketAddr, Route>> {
@@ -531,8 +539,7 @@ impl Inner {
         let io = self.dial(peer).await.map_err(unreachable)?;
         let handshake_failed = |e: hyper::Error| unreachable(with_causes(&e));
         // Made on the loop's thread, the connection is read and written there too.
-        let read_loop = self.config.read_loop.as_ref();
-        if let Some(read_loop) = read_loop.filter(|_| local::on_loop_thread()) {
+        if let Some(read_loop) = self.loop_here() {
             let socket = io
                 .into_inner()
                 .into_std()
@@ -542,12 +549,9 @@ impl Inner {
                 .map_err(|e| unreachable(e.to_string()))?;
             let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
             let runtime = tokio::runtime::Handle::current();
-            read_loop.spawn_here(Box::pin(InRuntime::new(
-                runtime,
-                Box::pin(async move {
-                    let _ = connection.await;
-                }),
-            )));
+            read_loop.spawn_here(in_runtime(runtime, async move {
+                let _ = connection.await;
+            }));
             return Ok((sender, false));
         }
         let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;

@@ -184,16 +184,20 @@ impl Readiness for OnRuntime {
 
 /// A future polled inside the runtime's context, from whichever thread polls it: its
 /// timers and spawns go to the runtime.
-pub struct InRuntime<F> {
+struct InRuntime<F> {
     runtime: tokio::runtime::Handle,
     future: F,
 }
 
-impl<F> InRuntime<F> {
-    /// `future`, polled in `runtime`'s context.
-    pub fn new(runtime: tokio::runtime::Handle, future: F) -> InRuntime<F> {
-        InRuntime { runtime, future }
-    }
+/// `future`, as a task of a loop's thread polled in `runtime`'s context.
+pub fn in_runtime(
+    runtime: tokio::runtime::Handle,
+    future: impl Future<Output = ()> + Send + 'static,
+) -> LoopTask {
+    Box::pin(InRuntime {
+        runtime,
+        future: Box::pin(future),
+    })
 }
 
 impl<F: Future + Unpin> Future for InRuntime<F> {

@@ -31,7 +31,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use super::{auth::Auth, codec::Payload, loop_io::InRuntime, mux, path, Inbound, Reply};
+use super::{auth::Auth, codec::Payload, loop_io::in_runtime, mux, path, Inbound, Reply};
 
 mod multiplexed;
 
@@ -194,9 +194,7 @@ pub async fn serve(
                         let runtime = tokio::runtime::Handle::current();
                         read_loop.serve(
                             Arc::new(socket),
-                            Box::new(move |io| {
-                                Box::pin(InRuntime::new(runtime, Box::pin(conn.serve(io))))
-                            }),
+                            Box::new(move |io| in_runtime(runtime, conn.serve(io))),
                         )
                     }
                     Err(e) => {
