@@ -1,13 +1,14 @@
-//! HTTP connections served on the JavaScript thread: their tasks (hyper's server
-//! connection over a [`LoopIo`]) are polled here, with the readiness of their sockets
-//! from libuv's loop (a `uv_poll_t` each). A request is read, handed to JavaScript and
-//! answered in the same turns of this thread's loop, and the messages the tasks post
-//! are delivered in the same callback, as the multiplexed reader does (`reader.rs`).
+//! hyper's HTTP connections and the sends over them, on the JavaScript thread: their
+//! tasks (a server connection, a client connection, a send) are polled here, over
+//! [`LoopIo`] sockets whose readiness comes from libuv's loop (a `uv_poll_t` each). The
+//! tasks woken in a turn are polled once, at the turn's check (a `uv_check_t`), so
+//! the requests and replies read on any number of connections are delivered to
+//! JavaScript in one call, and the answers and requests it gives meanwhile are written
+//! before the check returns.
 //!
-//! A task woken from another thread (a timer of the runtime, the shutdown) is polled
-//! after a `uv_async_t` wakes the loop; one woken on this thread, from JavaScript, too,
-//! unless the tasks are being polled already. Every handle is unreferenced, and the
-//! tasks and handles go when the environment ends.
+//! A task woken from another thread (a timer of the runtime, the shutdown), or from
+//! JavaScript outside the check, has a `uv_async_t` wake the loop for the next check.
+//! Every handle is unreferenced, and the tasks and handles go when the environment ends.
 
 use std::{
     cell::{Cell, RefCell},
@@ -30,6 +31,7 @@ use swarm_core::messaging::{
 use crate::{mailbox::Mailbox, reader, uv};
 
 /// The tasks of this thread, polled on its loop.
+#[derive(Default)]
 struct Tasks {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -150,10 +152,7 @@ fn ready(env: Env) -> Option<Arc<Ready>> {
     }
     // SAFETY: on the JavaScript thread of `env`.
     unsafe {
-        let mut event_loop = ptr::null_mut();
-        if sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) != sys::Status::napi_ok {
-            return None;
-        }
+        let event_loop = uv::event_loop(env.raw())?;
         let handle = uv::alloc_handle(uv::ASYNC, ptr::null_mut());
         let check = uv::alloc_handle(uv::CHECK, ptr::null_mut());
         if handle.is_null() || check.is_null() {
@@ -265,9 +264,7 @@ fn poll(id: usize, held: &mut Vec<(Arc<Mailbox>, bool)>) {
 /// The environment ends: its tasks are dropped (closing their sockets' handles), and
 /// its wake-up closes.
 unsafe extern "C" fn end(_: *mut c_void) {
-    let tasks = TASKS.with_borrow_mut(|tasks| std::mem::take(&mut tasks.slots));
-    drop(tasks);
-    TASKS.with_borrow_mut(|tasks| tasks.free.clear());
+    drop(TASKS.take());
     if let Some(ready) = READY.take() {
         let handle = std::mem::take(&mut ready.inner.lock().expect("not poisoned").handle);
         uv::uv_close(handle as *mut c_void, on_async_closed);
@@ -306,20 +303,12 @@ impl UvReadiness {
             writable: None,
             events: 0,
         }));
-        // SAFETY: on the JavaScript thread of `env`.
+        // SAFETY: on the JavaScript thread of `env`; the socket outlives the handle.
         unsafe {
-            let mut event_loop = ptr::null_mut();
-            let handle = uv::alloc_handle(uv::POLL, watch.cast());
-            if handle.is_null()
-                || sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) != sys::Status::napi_ok
-                || uv::uv_poll_init(event_loop, handle, socket.as_raw_fd()) != 0
-            {
-                if !handle.is_null() {
-                    uv::free_handle(uv::POLL, handle);
-                }
+            let Some(handle) = uv::init_poll(env.raw(), socket.as_raw_fd(), watch.cast()) else {
                 drop(Box::from_raw(watch));
                 return None;
-            }
+            };
             uv::uv_unref(handle);
             Some(UvReadiness { handle })
         }

@@ -20,7 +20,7 @@ use swarm_core::messaging::mux::{self, Inflow};
 
 use crate::{
     mailbox::Mailbox,
-    uv::{self, uv_close, uv_poll_init, uv_poll_start, uv_poll_stop, uv_unref},
+    uv::{self, uv_close, uv_poll_start, uv_poll_stop, uv_unref},
 };
 
 /// What a handle reads for, in its `data` field (a handle's first).
@@ -58,23 +58,13 @@ pub fn delivering(deliver: impl FnOnce()) {
 pub fn start(env: Env, inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
     // SAFETY: on the JavaScript thread (the mailbox's wake-up), with its environment.
     unsafe {
-        let mut event_loop = ptr::null_mut();
-        if sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) != sys::Status::napi_ok {
-            return;
-        }
         async_context(env.raw());
         let fd = inflow.fd();
         let polled = Box::into_raw(Box::new(Polled { inflow, mailbox }));
-        let handle = uv::alloc_handle(uv::POLL, polled.cast());
-        if handle.is_null() {
+        let Some(handle) = uv::init_poll(env.raw(), fd, polled.cast()) else {
             drop(Box::from_raw(polled));
             return;
-        }
-        if uv_poll_init(event_loop, handle, fd) != 0 {
-            uv::free_handle(uv::POLL, handle);
-            drop(Box::from_raw(polled));
-            return;
-        }
+        };
         HANDLES.with(|handles| handles.borrow_mut().insert(handle as usize));
         if uv_poll_start(handle, uv::READABLE | uv::DISCONNECT, on_readable) != 0 {
             return close(handle);

@@ -27,11 +27,8 @@ extern "C" {
     pub fn uv_async_send(handle: *mut c_void) -> c_int;
     pub fn uv_check_init(event_loop: *mut napi::sys::uv_loop_s, handle: *mut c_void) -> c_int;
     pub fn uv_check_start(handle: *mut c_void, cb: AsyncCallback) -> c_int;
-    pub fn uv_poll_init(
-        event_loop: *mut napi::sys::uv_loop_s,
-        handle: *mut c_void,
-        fd: c_int,
-    ) -> c_int;
+    fn uv_poll_init(event_loop: *mut napi::sys::uv_loop_s, handle: *mut c_void, fd: c_int)
+        -> c_int;
     pub fn uv_poll_start(handle: *mut c_void, events: c_int, cb: PollCallback) -> c_int;
     pub fn uv_poll_stop(handle: *mut c_void) -> c_int;
     pub fn uv_close(handle: *mut c_void, cb: CloseCallback);
@@ -63,6 +60,38 @@ pub fn alloc_handle(kind: c_int, data: *mut c_void) -> *mut c_void {
 /// `handle` is a handle made by [`alloc_handle`] and not yet freed.
 pub unsafe fn data<T>(handle: *mut c_void) -> *mut T {
     handle.cast::<*mut T>().read()
+}
+
+/// The loop of `env`'s thread.
+///
+/// # Safety
+/// On the JavaScript thread of `env`.
+pub unsafe fn event_loop(env: napi::sys::napi_env) -> Option<*mut napi::sys::uv_loop_s> {
+    let mut event_loop = std::ptr::null_mut();
+    (napi::sys::napi_get_uv_event_loop(env, &mut event_loop) == napi::sys::Status::napi_ok)
+        .then_some(event_loop)
+}
+
+/// A `uv_poll_t` on `fd` in the loop of `env`'s thread, its `data` set to `data`, not
+/// started yet; `None` when it cannot be made (`data` is then the caller's still).
+///
+/// # Safety
+/// On the JavaScript thread of `env`; `fd` stays open while the handle lives.
+pub unsafe fn init_poll(
+    env: napi::sys::napi_env,
+    fd: c_int,
+    data: *mut c_void,
+) -> Option<*mut c_void> {
+    let event_loop = event_loop(env)?;
+    let handle = alloc_handle(POLL, data);
+    if handle.is_null() {
+        return None;
+    }
+    if uv_poll_init(event_loop, handle, fd) != 0 {
+        free_handle(POLL, handle);
+        return None;
+    }
+    Some(handle)
 }
 
 /// Frees a handle of `kind` made by [`alloc_handle`]: unused, or closed.
