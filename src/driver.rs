@@ -292,7 +292,11 @@ unsafe impl Send for UvReadiness {}
 struct Watch {
     readable: Option<Waker>,
     writable: Option<Waker>,
+    /// What the handle watches.
     events: c_int,
+    /// What the socket may be (`READABLE`, `WRITABLE`): until found busy, then from the
+    /// loop's next event for it.
+    ready: c_int,
 }
 
 impl UvReadiness {
@@ -302,6 +306,7 @@ impl UvReadiness {
             readable: None,
             writable: None,
             events: 0,
+            ready: uv::READABLE | uv::WRITABLE,
         }));
         // SAFETY: on the JavaScript thread of `env`; the socket outlives the handle.
         unsafe {
@@ -324,10 +329,13 @@ impl Readiness for UvReadiness {
         // SAFETY: the handle is this one's until it is dropped.
         unsafe {
             let watch = &mut *uv::data::<Watch>(self.handle);
-            let slot = match interest {
-                Interest::Readable => &mut watch.readable,
-                Interest::Writable => &mut watch.writable,
+            let (slot, event) = match interest {
+                Interest::Readable => (&mut watch.readable, uv::READABLE),
+                Interest::Writable => (&mut watch.writable, uv::WRITABLE),
             };
+            if watch.ready & event != 0 {
+                return Poll::Ready(Ok(()));
+            }
             match slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => *slot = Some(cx.waker().clone()),
@@ -339,6 +347,15 @@ impl Readiness for UvReadiness {
             }
         }
         Poll::Pending
+    }
+
+    fn clear(&mut self, interest: Interest) {
+        // SAFETY: as in `poll_ready`.
+        let watch = unsafe { &mut *uv::data::<Watch>(self.handle) };
+        watch.ready &= !match interest {
+            Interest::Readable => uv::READABLE,
+            Interest::Writable => uv::WRITABLE,
+        };
     }
 }
 
@@ -367,12 +384,14 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
         let mut woken = Vec::with_capacity(2);
         let mut unwanted = 0;
         if failed || events & (uv::READABLE | uv::DISCONNECT) != 0 {
+            watch.ready |= uv::READABLE;
             match watch.readable.take() {
                 Some(waker) => woken.push(waker),
                 None => unwanted |= uv::READABLE | uv::DISCONNECT,
             }
         }
         if failed || events & uv::WRITABLE != 0 {
+            watch.ready |= uv::WRITABLE;
             match watch.writable.take() {
                 Some(waker) => woken.push(waker),
                 None => unwanted |= uv::WRITABLE,

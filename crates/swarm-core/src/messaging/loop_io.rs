@@ -26,10 +26,21 @@ pub enum Interest {
 }
 
 /// Tells when a socket can be read or written again, and wakes the task that waits.
+///
+/// A socket is taken to be ready until an operation finds it busy ([`Readiness::clear`]),
+/// then not until the loop says it is: a task polled again meanwhile, for another
+/// reason (a request to write, an answer from JavaScript), makes no read that would
+/// find nothing.
 pub trait Readiness: Send {
-    /// Ready once the socket may be read (or written) again; until then the waker of
-    /// `cx` is kept and woken then. A level: it asks the loop afresh each time.
+    /// Ready while the socket may be read (or written): until [`Readiness::clear`] of
+    /// `interest`, then once the loop says so again (a loop that cannot tell its older
+    /// word from a newer one may say ready once more first). Until then the waker of
+    /// `cx` is kept and woken then.
     fn poll_ready(&mut self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>>;
+
+    /// The socket was found without data to read (or room to write): `poll_ready`
+    /// waits for the loop from now on.
+    fn clear(&mut self, interest: Interest);
 }
 
 /// A connection's task, made by the thread that polls it.
@@ -43,19 +54,12 @@ pub struct LoopIo {
     /// Dropped before the socket: a loop stops watching it before it closes.
     readiness: Box<dyn Readiness>,
     socket: Arc<std::net::TcpStream>,
-    /// The last read took all the socket held: the next waits for readiness first,
-    /// instead of a read that finds nothing.
-    drained: bool,
 }
 
 impl LoopIo {
     /// `socket`, whose readiness comes from `readiness`.
     pub fn new(socket: Arc<std::net::TcpStream>, readiness: Box<dyn Readiness>) -> LoopIo {
-        LoopIo {
-            readiness,
-            socket,
-            drained: false,
-        }
+        LoopIo { readiness, socket }
     }
 
     /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
@@ -64,7 +68,7 @@ impl LoopIo {
         Ok(LoopIo::new(socket, Box::new(readiness)))
     }
 
-    /// Runs `op` until it does not find the socket busy, waiting for `interest` then.
+    /// Runs `op` once the socket is ready for `interest`, until `op` does not find it busy.
     fn poll_io<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -72,10 +76,9 @@ impl LoopIo {
         mut op: impl FnMut(&std::net::TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         loop {
+            ready!(self.readiness.poll_ready(cx, interest))?;
             match op(&self.socket) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.readiness.poll_ready(cx, interest))?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readiness.clear(interest),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 done => return Poll::Ready(done),
             }
@@ -90,9 +93,6 @@ impl Read for LoopIo {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if std::mem::take(&mut this.drained) {
-            ready!(this.readiness.poll_ready(cx, Interest::Readable))?;
-        }
         // SAFETY: `recv` writes at most `len` bytes and reports how many; only those
         // are marked filled.
         let unfilled = unsafe { buf.as_mut() };
@@ -111,7 +111,10 @@ impl Read for LoopIo {
                 Ok(n as usize)
             }
         }))?;
-        this.drained = read < unfilled.len();
+        if read < unfilled.len() {
+            // It took all the socket held: the next read waits for the loop.
+            this.readiness.clear(Interest::Readable);
+        }
         // SAFETY: `recv` initialized the first `read` bytes.
         unsafe { buf.advance(read) };
         Poll::Ready(Ok(()))
@@ -156,7 +159,12 @@ impl Write for LoopIo {
 }
 
 /// Readiness from the runtime's reactor: what a loop that cannot watch sockets uses.
-struct OnRuntime(AsyncFd<Arc<std::net::TcpStream>>);
+struct OnRuntime {
+    socket: AsyncFd<Arc<std::net::TcpStream>>,
+    /// Found unreadable (unwritable) since the reactor's readiness was last cleared.
+    unreadable: bool,
+    unwritable: bool,
+}
 
 impl OnRuntime {
     /// Registers `socket` with the runtime of this thread.
@@ -164,21 +172,40 @@ impl OnRuntime {
         let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
         // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by
         // the `AsyncFd` lives.
-        Ok(OnRuntime(unsafe {
-            AsyncFd::register_with_interest(socket, interest)
-        }?))
+        let socket = unsafe { AsyncFd::register_with_interest(socket, interest) }?;
+        Ok(OnRuntime {
+            socket,
+            unreadable: false,
+            unwritable: false,
+        })
     }
 }
 
 impl Readiness for OnRuntime {
     fn poll_ready(&mut self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
-        let mut guard = match interest {
-            Interest::Readable => ready!(self.0.poll_read_ready(cx))?,
-            Interest::Writable => ready!(self.0.poll_write_ready(cx))?,
+        let OnRuntime {
+            socket,
+            unreadable,
+            unwritable,
+        } = self;
+        let (mut guard, busy) = match interest {
+            Interest::Readable => (ready!(socket.poll_read_ready(cx))?, unreadable),
+            Interest::Writable => (ready!(socket.poll_write_ready(cx))?, unwritable),
         };
-        // The caller found it busy: wait for the next edge.
-        guard.clear_ready();
+        if std::mem::take(busy) {
+            // The reactor may have said so before the socket was found busy: wait for
+            // its next event, after one more try (an event that came between that and
+            // this clear is not seen again, but its data is by the try).
+            guard.clear_ready();
+        }
         Poll::Ready(Ok(()))
+    }
+
+    fn clear(&mut self, interest: Interest) {
+        match interest {
+            Interest::Readable => self.unreadable = true,
+            Interest::Writable => self.unwritable = true,
+        }
     }
 }
 
@@ -207,5 +234,119 @@ impl<F: Future + Unpin> Future for InRuntime<F> {
         let this = self.get_mut();
         let _entered = this.runtime.enter();
         Pin::new(&mut this.future).poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write as _,
+        mem::MaybeUninit,
+        net::{TcpListener, TcpStream},
+        sync::Mutex,
+        task::Waker,
+    };
+
+    use hyper::rt::ReadBuf;
+
+    use super::*;
+
+    /// What the test's loop says of the socket, and what the socket was found to be.
+    #[derive(Default)]
+    struct Said {
+        readable: bool,
+        /// Reads that found nothing or took all there was.
+        cleared: usize,
+    }
+
+    /// A loop whose readiness the test gives by hand.
+    struct ByHand(Arc<Mutex<Said>>);
+
+    impl Readiness for ByHand {
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+            interest: Interest,
+        ) -> Poll<io::Result<()>> {
+            let said = self.0.lock().unwrap();
+            match interest {
+                Interest::Readable if !said.readable => Poll::Pending,
+                _ => Poll::Ready(Ok(())),
+            }
+        }
+
+        fn clear(&mut self, interest: Interest) {
+            let mut said = self.0.lock().unwrap();
+            if interest == Interest::Readable {
+                said.readable = false;
+                said.cleared += 1;
+            }
+        }
+    }
+
+    fn read(io: &mut LoopIo) -> Poll<Vec<u8>> {
+        let mut memory = [MaybeUninit::uninit(); 64];
+        let mut buf = ReadBuf::uninit(&mut memory);
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(io).poll_read(&mut cx, buf.unfilled()) {
+            Poll::Ready(read) => {
+                read.expect("a read");
+                Poll::Ready(buf.filled().to_vec())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Waits until `socket` holds data to read, as a loop would before saying so.
+    fn arrived(socket: &TcpStream) {
+        let mut watched = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`.
+        assert_eq!(
+            unsafe { libc::poll(&mut watched, 1, 10_000) },
+            1,
+            "data arrives"
+        );
+    }
+
+    #[test]
+    fn a_connection_polled_before_its_loop_says_readable_makes_no_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        let said = Arc::new(Mutex::new(Said {
+            readable: true,
+            cleared: 0,
+        }));
+        let mut io = LoopIo::new(server.clone(), Box::new(ByHand(said.clone())));
+
+        // Taken as readable at first: one read finds nothing, then it waits.
+        assert_eq!(read(&mut io), Poll::Pending);
+        assert_eq!(said.lock().unwrap().cleared, 1);
+        // Polled again (its task woken for another reason): no read.
+        client.write_all(b"hello").unwrap();
+        arrived(&server);
+        assert_eq!(read(&mut io), Poll::Pending);
+        assert_eq!(said.lock().unwrap().cleared, 1);
+
+        // The loop says readable: one read takes it all, and the next waits again
+        // without a read that would find nothing.
+        said.lock().unwrap().readable = true;
+        assert_eq!(read(&mut io), Poll::Ready(b"hello".to_vec()));
+        assert_eq!(read(&mut io), Poll::Pending);
+        assert_eq!(said.lock().unwrap().cleared, 1 + 1);
+
+        // A read that fills the buffer may have left more: the next reads at once.
+        client.write_all(&[7; 100]).unwrap();
+        arrived(&server);
+        said.lock().unwrap().readable = true;
+        assert_eq!(read(&mut io), Poll::Ready(vec![7; 64]));
+        assert_eq!(read(&mut io), Poll::Ready(vec![7; 36]));
+        assert_eq!(said.lock().unwrap().cleared, 1 + 1 + 1);
     }
 }
