@@ -1,7 +1,7 @@
 'use strict';
 
 // The public facade: 0.5.1's singleton API over the native node (see README, API).
-const Promise = require('bluebird');
+const Promise = require('./lib/promise');
 const createDebug = require('debug');
 const options = require('./lib/options');
 const errors = require('./lib/errors');

@@ -61,6 +61,21 @@ test('module surface: getters, isMe, a second init', async () => {
   assert.deepStrictEqual(Object.keys(await again), [IP]);
 });
 
+test('the API\'s Bluebird promises resume as microtasks; the application\'s Bluebird keeps its scheduler', async () => {
+  // A reply resumes its `await` in the callback that delivered it, so what the
+  // continuation sends goes out with that callback instead of a turn of the loop later.
+  const order = [];
+  const immediate = new Promise(resolve => setImmediate(() => { order.push('immediate'); resolve(); }));
+  const ours = swarm.send(IP, 'echo', { ignored: true });
+  assert.strictEqual(typeof ours.tap, 'function', 'a Bluebird promise');
+  ours.then(() => order.push('ours'));
+  Promise.resolve().then(() => order.push('application'));
+  await immediate;
+  await new Promise(resolve => setImmediate(resolve));
+  assert.deepStrictEqual(order, ['ours', 'immediate', 'application']);
+  assert.ok(Promise.resolve(ours) instanceof Promise, 'the application\'s Bluebird adopts ours');
+});
+
 test('the facade keeps fast properties (its reads are inline-cached, not hash look-ups)', () => {
   // V8 tells, with its natives syntax, whether an object is in dictionary mode: an
   // accessor written into the facade's object literal would put it there.

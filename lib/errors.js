@@ -1,7 +1,7 @@
 'use strict';
 
 // Error objects of the facade: 0.5.1's messages, plus a stable `code` on each.
-const Promise = require('bluebird');
+const Promise = require('./promise');
 
 function swarmError (code, message, extra) {
   const error = new Error(message);

@@ -2,7 +2,7 @@
 
 // Message handlers (`swarm.messages`): registration, and answering what the native
 // server hands over, with 0.5.1's reply rules (COMPAT.md §3).
-const Promise = require('bluebird');
+const Promise = require('./promise');
 const codec = require('./codec');
 const errors = require('./errors');
 

@@ -2,7 +2,7 @@
 
 // Tasks (`swarm.tasks`): registration with 0.5.1's defaults, `exec` routed by the
 // native ring and queues, and the handlers the native engine runs (COMPAT.md §4).
-const Promise = require('bluebird');
+const Promise = require('./promise');
 const codec = require('./codec');
 const errors = require('./errors');
 const { isThenable } = require('./messages');
