@@ -56,16 +56,16 @@ export declare class SwarmNode {
    * The calls made for every message, as bare functions (see `bare.rs`):
    * - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
    *   call, whose reply or failure comes back through the mailbox. Over a
-   *   multiplexed connection, the request is written by `flushWrites()`, which the
-   *   facade calls once per turn of the loop.
+   *   multiplexed connection, the request is written by `flushWrites()`, as answers
+   *   are: the id is negated when the caller is to see to that call (see `reply`).
    * - `reply(id, status, kind, body)`: answers message `id`; an answer to a
    *   multiplexed request is written by `flushWrites()`, as requests are. True when
    *   the caller is to see to that call: false inside a callback that reads
    *   multiplexed connections, which writes the answers given before it returns.
    * - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
    *   a JSON array. Returns the id of the call, whose outcome comes back through the
-   *   mailbox. A local call joins its queue before this returns, so calls queue in
-   *   the order JavaScript makes them.
+   *   mailbox, negated as `send`'s is. A local call joins its queue before this
+   *   returns, so calls queue in the order JavaScript makes them.
    * - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
    *   success with the payload, anything else a failure with that status and `body`
    *   as the message. Returns what `reply` does.

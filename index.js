@@ -127,8 +127,17 @@ const swarm = {
     }
   },
 
-  // Requests that `send` queued on multiplexed connections are written at the end of
-  // this turn of the event loop, all of the turn's at once (see SwarmNode.send).
+  // The id of a call that `node.calls.send` or `execTask` returned: negative when its
+  // request waits for `flushWrites()` (made outside a callback that writes at its end).
+  _called (id) {
+    if (id > 0) return id;
+    this._flushSoon();
+    return -id;
+  },
+
+  // Requests and answers queued on multiplexed connections outside the callbacks that
+  // write at their end are written at the end of this turn of the event loop, all of
+  // the turn's at once (see SwarmNode.callFunctions).
   _flushSoon () {
     if (this._flushing) return;
     this._flushing = true;

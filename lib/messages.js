@@ -37,8 +37,7 @@ class Messages {
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const rawText = typeof message === 'string';
-    const call = node.calls.send(host, path, encoded[0], encoded[1]);
-    this._swarm._flushSoon();
+    const call = this._swarm._called(node.calls.send(host, path, encoded[0], encoded[1]));
     return this._swarm._wait(call, (status, kind, body, code, message) => {
       if (code) throw errors.swarmError(code, message);
       const value = codec.decodeReply(kind, body, rawText);

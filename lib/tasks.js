@@ -89,8 +89,7 @@ class Tasks {
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    const call = node.calls.execTask(name, key, json);
-    this._swarm._flushSoon();
+    const call = this._swarm._called(node.calls.execTask(name, key, json));
     return this._swarm._wait(call, settled);
   }
 

@@ -203,7 +203,11 @@ impl JsHost {
     /// A new call (a send or a remote task call): its id, under which its outcome will
     /// be delivered to JavaScript, and what delivers it, from any thread.
     pub fn new_call(&self) -> (u32, impl FnOnce(Outcome) + Send + 'static) {
-        let id = CALLS.fetch_add(1, Ordering::Relaxed);
+        // Never 0, which has no negative (see `node.rs`'s `call_id`).
+        let id = match CALLS.fetch_add(1, Ordering::Relaxed) {
+            0 => CALLS.fetch_add(1, Ordering::Relaxed),
+            id => id,
+        };
         let host = self
             .me
             .upgrade()
