@@ -18,7 +18,7 @@ const { startStandin } = require('../__test__/kube-standin');
 const { startCluster, NodeProcess, freePort } = require('../__test__/helpers/cluster');
 
 const ROOT = path.join(__dirname, '..');
-const ROUNDS = Number(process.env.BENCH_ROUNDS || 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
 const SCALE = Number(process.env.BENCH_SCALE || 1);
 const N = { seq: 2000 * SCALE, flight: 60000 * SCALE, broadcast: 1000 * SCALE };
 const WIDE = 20;
