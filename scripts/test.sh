@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy -p swarm-core --all-targets -- -D warnings
-cargo clippy -p node-swarm-kb -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz targets compile (run them with npm run fuzz)"
 cargo check --manifest-path fuzz/Cargo.toml
 echo "== engine tests"
