@@ -39,7 +39,10 @@ struct Tasks {
 
 struct Slot {
     task: LoopTask,
-    waker: Arc<TaskWaker>,
+    /// Its waker, made once: a poll clones nothing.
+    waker: Waker,
+    /// What that waker queues it with.
+    state: Arc<TaskWaker>,
     /// Where what the task posts is delivered from.
     mailbox: Arc<Mailbox>,
 }
@@ -126,14 +129,15 @@ pub fn spawn(env: Env, task: LoopTask, mailbox: Arc<Mailbox>) {
     let id = TASKS.with(|tasks| {
         let mut tasks = tasks.borrow_mut();
         let id = tasks.free.pop().unwrap_or(tasks.slots.len());
-        let waker = Arc::new(TaskWaker {
+        let state = Arc::new(TaskWaker {
             id,
             ready: ready.clone(),
             queued: AtomicBool::new(true),
         });
         let slot = Slot {
             task,
-            waker,
+            waker: Waker::from(state.clone()),
+            state,
             mailbox,
         };
         match tasks.slots.get_mut(id) {
@@ -208,23 +212,21 @@ unsafe extern "C" fn on_check(_handle: *mut c_void) {
     let Some(ready) = READY.with_borrow(Clone::clone) else {
         return;
     };
-    if ready.inner.lock().expect("not poisoned").ids.is_empty() {
+    let mut ids = ready.take();
+    if ids.is_empty() {
         return;
     }
     let outer = RUNNING.replace(Arc::as_ptr(&ready));
     reader::delivering(|| {
         let mut held: Vec<(Arc<Mailbox>, bool)> = Vec::new();
-        loop {
-            let ids = ready.take();
-            if ids.is_empty() {
-                break;
-            }
+        while !ids.is_empty() {
             for id in ids {
                 poll(id, &mut held);
             }
             for (mailbox, hold) in held.drain(..) {
                 mailbox.deliver_held(hold);
             }
+            ids = ready.take();
         }
         mux::flush();
     });
@@ -238,18 +240,19 @@ fn poll(id: usize, held: &mut Vec<(Arc<Mailbox>, bool)>) {
     else {
         return;
     };
-    slot.waker.queued.store(false, Ordering::Release);
+    slot.state.queued.store(false, Ordering::Release);
     if !held
         .iter()
         .any(|(mailbox, _)| Arc::ptr_eq(mailbox, &slot.mailbox))
     {
         held.push((slot.mailbox.clone(), slot.mailbox.hold()));
     }
-    let waker = Waker::from(slot.waker.clone());
     // A task that panics ends, its connection with it, as a panicking task of the
     // runtime does; the panic does not cross into libuv.
     let polled = panic::catch_unwind(AssertUnwindSafe(|| {
-        slot.task.as_mut().poll(&mut Context::from_waker(&waker))
+        slot.task
+            .as_mut()
+            .poll(&mut Context::from_waker(&slot.waker))
     }));
     let done = !matches!(polled, Ok(Poll::Pending));
     TASKS.with_borrow_mut(|tasks| {
@@ -329,13 +332,13 @@ impl Readiness for UvReadiness {
         // SAFETY: the handle is this one's until it is dropped.
         unsafe {
             let watch = &mut *uv::data::<Watch>(self.handle);
-            let (slot, event) = match interest {
-                Interest::Readable => (&mut watch.readable, uv::READABLE),
-                Interest::Writable => (&mut watch.writable, uv::WRITABLE),
-            };
-            if watch.ready & event != 0 {
+            if watch.ready & event(interest) != 0 {
                 return Poll::Ready(Ok(()));
             }
+            let slot = match interest {
+                Interest::Readable => &mut watch.readable,
+                Interest::Writable => &mut watch.writable,
+            };
             match slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => *slot = Some(cx.waker().clone()),
@@ -352,10 +355,15 @@ impl Readiness for UvReadiness {
     fn clear(&mut self, interest: Interest) {
         // SAFETY: as in `poll_ready`.
         let watch = unsafe { &mut *uv::data::<Watch>(self.handle) };
-        watch.ready &= !match interest {
-            Interest::Readable => uv::READABLE,
-            Interest::Writable => uv::WRITABLE,
-        };
+        watch.ready &= !event(interest);
+    }
+}
+
+/// The handle's event for `interest`.
+fn event(interest: Interest) -> c_int {
+    match interest {
+        Interest::Readable => uv::READABLE,
+        Interest::Writable => uv::WRITABLE,
     }
 }
 
