@@ -28,7 +28,7 @@ use napi::{
 };
 use swarm_core::messaging::{
     loop_io::{LoopIo, LoopTask, Serve},
-    mux::{Inflow, ReadLoop},
+    mux::{serve_here, Inflow, ReadLoop},
     Reply,
 };
 
@@ -274,7 +274,7 @@ impl ReadLoop for Mailbox {
     }
 
     fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        if thread::current().id() == self.direct.thread {
+        if self.on_its_thread() {
             return driver::io(Env::from_raw(self.direct.env), socket);
         }
         // Not this node's thread: the runtime watches it, and polls it (`spawn_here`).
@@ -283,7 +283,7 @@ impl ReadLoop for Mailbox {
 
     fn spawn_here(&self, task: LoopTask) {
         match self.me.upgrade() {
-            Some(me) if thread::current().id() == self.direct.thread => {
+            Some(me) if self.on_its_thread() => {
                 driver::spawn(Env::from_raw(self.direct.env), task, me)
             }
             // Not this node's thread: the runtime polls it.
@@ -501,6 +501,11 @@ impl Mailbox {
         }
     }
 
+    /// Whether this is the node's JavaScript thread.
+    fn on_its_thread(&self) -> bool {
+        thread::current().id() == self.direct.thread
+    }
+
     /// Hands a connection to the JavaScript thread, with a wake-up unless one is due.
     fn take_on(&self, adopted: Adopted) {
         self.adopted.lock().expect("not poisoned").push(adopted);
@@ -516,12 +521,7 @@ impl Mailbox {
         for adopted in std::mem::take(&mut *self.adopted.lock().expect("not poisoned")) {
             match adopted {
                 Adopted::Read(inflow) => reader::start(env, inflow, self.clone()),
-                Adopted::Serve(socket, serve) => match driver::io(env, socket) {
-                    Ok(io) => driver::spawn(env, serve(io), self.clone()),
-                    Err(e) => {
-                        tracing::debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
-                    }
-                },
+                Adopted::Serve(socket, serve) => serve_here(&**self, socket, serve),
             }
         }
     }

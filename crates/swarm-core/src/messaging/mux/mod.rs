@@ -43,7 +43,7 @@ pub use answer::Responder;
 pub use conn::{Call, Conn, Done, Outcome};
 pub use outbox::{flush, Outbox, Sink, HIGH_WATER};
 pub(crate) use read_loop::{read_frames, share, Flow, Framer, Step};
-pub use read_loop::{Inflow, ReadLoop};
+pub use read_loop::{serve_here, Inflow, ReadLoop};
 
 /// The reply header by which a server of ours offers the transport.
 pub const ADVERTISE: HeaderName = HeaderName::from_static("x-swarm-kb-mux");

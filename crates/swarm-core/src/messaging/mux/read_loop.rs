@@ -33,12 +33,7 @@ pub trait ReadLoop: Send + Sync {
     /// over `socket`, which is then polled, read and written there. This one runs it on
     /// the runtime.
     fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
-        match self.io_here(socket) {
-            Ok(io) => self.spawn_here(serve(io)),
-            Err(e) => {
-                debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
-            }
-        }
+        serve_here(self, socket, serve);
     }
 
     /// Called on the loop's thread: `socket`, read and written where it is polled, with
@@ -51,6 +46,21 @@ pub trait ReadLoop: Send + Sync {
     /// the runtime.
     fn spawn_here(&self, task: LoopTask) {
         tokio::spawn(task);
+    }
+}
+
+/// Called on `read_loop`'s thread: serves the connection over `socket` there, with the
+/// loop's readiness ([`ReadLoop::io_here`], [`ReadLoop::spawn_here`]).
+pub fn serve_here<L: ReadLoop + ?Sized>(
+    read_loop: &L,
+    socket: Arc<std::net::TcpStream>,
+    serve: Serve,
+) {
+    match read_loop.io_here(socket) {
+        Ok(io) => read_loop.spawn_here(serve(io)),
+        Err(e) => {
+            debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
+        }
     }
 }
 
