@@ -80,6 +80,8 @@ thread_local! {
     static READY: RefCell<Option<Arc<Ready>>> = const { RefCell::new(None) };
     /// The tasks being polled on this thread now: they need no wake-up.
     static RUNNING: Cell<*const Ready> = const { Cell::new(ptr::null()) };
+    /// The room of the ready queue's other vector, between checks (see `take_into`).
+    static SPARE: Cell<Vec<usize>> = const { Cell::new(Vec::new()) };
 }
 
 impl Wake for TaskWaker {
@@ -106,11 +108,13 @@ impl Ready {
         unsafe { uv::uv_async_send(queued.handle as *mut c_void) };
     }
 
-    /// The tasks to poll now; a wake-up from now on is a new one.
-    fn take(&self) -> Vec<usize> {
+    /// The tasks to poll now, swapped into `ids` (empty), whose room the queue keeps:
+    /// the two vectors take turns, with no allocation once grown. A wake-up from now on
+    /// is a new one.
+    fn take_into(&self, ids: &mut Vec<usize>) {
         let mut queued = self.inner.lock().expect("not poisoned");
         queued.kicked = false;
-        std::mem::take(&mut queued.ids)
+        std::mem::swap(&mut queued.ids, ids);
     }
 }
 
@@ -212,24 +216,27 @@ unsafe extern "C" fn on_check(_handle: *mut c_void) {
     let Some(ready) = READY.with_borrow(Clone::clone) else {
         return;
     };
-    let mut ids = ready.take();
+    let mut ids = SPARE.take();
+    ready.take_into(&mut ids);
     if ids.is_empty() {
+        SPARE.set(ids);
         return;
     }
     let outer = RUNNING.replace(Arc::as_ptr(&ready));
     reader::delivering(|| {
         let mut held: Vec<(Arc<Mailbox>, bool)> = Vec::new();
         while !ids.is_empty() {
-            for id in ids {
+            for id in ids.drain(..) {
                 poll(id, &mut held);
             }
             for (mailbox, hold) in held.drain(..) {
                 mailbox.deliver_held(hold);
             }
-            ids = ready.take();
+            ready.take_into(&mut ids);
         }
         mux::flush();
     });
+    SPARE.set(ids);
     RUNNING.set(outer);
 }
 
@@ -389,20 +396,21 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
     before_check(|| {
         let watch = &mut *uv::data::<Watch>(handle);
         let failed = status < 0;
-        let mut woken = Vec::with_capacity(2);
+        // Woken once the watch is settled; no allocation, this runs for every event.
+        let mut woken = [None, None];
         let mut unwanted = 0;
         if failed || events & (uv::READABLE | uv::DISCONNECT) != 0 {
             watch.ready |= uv::READABLE;
-            match watch.readable.take() {
-                Some(waker) => woken.push(waker),
-                None => unwanted |= uv::READABLE | uv::DISCONNECT,
+            woken[0] = watch.readable.take();
+            if woken[0].is_none() {
+                unwanted |= uv::READABLE | uv::DISCONNECT;
             }
         }
         if failed || events & uv::WRITABLE != 0 {
             watch.ready |= uv::WRITABLE;
-            match watch.writable.take() {
-                Some(waker) => woken.push(waker),
-                None => unwanted |= uv::WRITABLE,
+            woken[1] = watch.writable.take();
+            if woken[1].is_none() {
+                unwanted |= uv::WRITABLE;
             }
         }
         if unwanted != 0 {
@@ -413,7 +421,7 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
                 uv::uv_poll_start(handle, watch.events, on_ready);
             }
         }
-        woken.into_iter().for_each(Waker::wake);
+        woken.into_iter().flatten().for_each(Waker::wake);
     });
 }
 

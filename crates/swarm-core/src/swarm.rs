@@ -5,7 +5,7 @@
 //! and task handlers, and a sink for topology events. Everything else runs here.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::{
+    fast_hash::FastMap,
     local,
     messaging::{
         self, loop_io::in_runtime, Answering, Client, ClientConfig, Dispatch, Inbound, Payload,
@@ -195,7 +196,7 @@ struct Inner {
     local_ips: HashSet<String>,
     local_addr: SocketAddr,
     /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
-    peers: Mutex<HashMap<String, CancellationToken>>,
+    peers: Mutex<FastMap<IpAddr, CancellationToken>>,
     /// When the last request came in, in ms since `started`: `close()` waits for quiet.
     started: std::time::Instant,
     last_request_ms: AtomicU64,
@@ -249,7 +250,7 @@ impl Swarm {
             ring: RwLock::new(Arc::new((u64::MAX, HashRing::new(Vec::<String>::new())))),
             local_ips: config.local_ips.into_iter().collect(),
             local_addr,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(FastMap::default()),
             started: std::time::Instant::now(),
             last_request_ms: AtomicU64::new(0),
             cancel: cancel.clone(),
@@ -322,17 +323,16 @@ impl Swarm {
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
         let inner = self.inner.clone();
-        let again = (ip.to_owned(), path.to_owned(), payload.clone());
         self.inner
             .client
-            .send_later(ip, path, &payload, move |result| match result {
-                Some(result) => done(result),
-                None => {
+            .send_later(ip, path, payload, move |sent| match sent {
+                Ok(result) => done(result),
+                Err(unsent) => {
                     let runtime = inner.runtime.clone();
                     let read_loop = inner.client.loop_here();
                     let send = async move {
-                        let (ip, path, payload) = again;
-                        done(inner.send(&ip, &path, payload).await)
+                        let departed = inner.departure(unsent.ip());
+                        done(inner.client.send_unsent(unsent, &departed).await)
                     };
                     // From the loop's thread, over HTTP/1.1, it goes on there: its
                     // connection is that thread's too.
@@ -406,12 +406,12 @@ impl Swarm {
         let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
         self.inner
             .client
-            .send_later(ip, TASK_TOPIC, &body, move |sent| {
+            .send_later(ip, TASK_TOPIC, body, move |sent| {
                 let not_run = match sent.map(|sent| attempted(&name, &chosen.1, sent)) {
-                    Some(Ok(outcome)) => return done(outcome),
-                    Some(Err(error)) => Some(error),
+                    Ok(Ok(outcome)) => return done(outcome),
+                    Ok(Err(error)) => Some(error),
                     // Sent the usual way.
-                    None => None,
+                    Err(_) => None,
                 };
                 let runtime = this.inner.runtime.clone();
                 runtime.spawn(async move {
@@ -543,7 +543,7 @@ fn attempted(
         reason,
         status,
     };
-    let text = |reply: &Reply| String::from_utf8_lossy(&reply.payload.bytes()).into_owned();
+    let text = |reply: &Reply| String::from_utf8_lossy(reply.payload.body()).into_owned();
     match sent {
         Ok(reply) if reply.is_success() => Ok(Ok(TaskValue::new(reply.payload))),
         Ok(reply) if reply.status == NOT_RUN => Err(text(&reply)),
@@ -567,7 +567,7 @@ async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
         let now = views.borrow_and_update().clone();
         let mut peers = inner.peers.lock().expect("not poisoned");
         for gone in before.reachable.difference(&now.reachable) {
-            if let Some(token) = peers.remove(&**gone) {
+            if let Some(token) = gone.parse().ok().and_then(|ip| peers.remove(&ip)) {
                 debug!(target: "node_swarm_kb::messages", "{gone} left: failing its pending calls");
                 token.cancel();
             }
@@ -599,17 +599,24 @@ impl Inner {
     /// Sends through the client; ends at once if the peer leaves meanwhile (not run, when
     /// no connection it accepted took the request).
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
-        let departed = {
-            // The hot path: a known peer costs a lookup, not an allocation.
-            let mut peers = self.peers.lock().expect("not poisoned");
-            match peers.get(ip) {
-                Some(token) => token.clone(),
-                None => peers.entry(ip.to_owned()).or_default().clone(),
-            }
-        };
+        // An address that is not one fails in the client; nothing to wait for.
+        let departed = ip
+            .parse()
+            .map_or_else(|_| CancellationToken::new(), |ip| self.departure(ip));
         self.client
             .send_until_gone(ip, path, payload, &departed)
             .await
+    }
+
+    /// What calls to the peer at `ip` wait on: cancelled when it departs.
+    fn departure(&self, ip: IpAddr) -> CancellationToken {
+        // The hot path: a lookup, no allocation.
+        self.peers
+            .lock()
+            .expect("not poisoned")
+            .entry(ip)
+            .or_default()
+            .clone()
     }
 
     fn ring(&self) -> Arc<(u64, HashRing)> {

@@ -1493,8 +1493,8 @@ type Later = oneshot::Receiver<Option<Result<Reply, SendError>>>;
 /// Sends `body` to `echo` by `Client::send_later` (written at the next `mux::flush`).
 fn send_later(client: &Client, body: &str) -> Later {
     let (tx, rx) = oneshot::channel();
-    client.send_later("127.0.0.1", "echo", &json(body), move |result| {
-        let _ = tx.send(result);
+    client.send_later("127.0.0.1", "echo", json(body), move |result| {
+        let _ = tx.send(result.ok());
     });
     rx
 }

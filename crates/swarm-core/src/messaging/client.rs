@@ -20,9 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::{
+    body::Incoming,
     client::conn::http1::{self, SendRequest},
     header, Method, Request, Uri,
 };
@@ -142,6 +143,21 @@ struct Idle {
     since: Instant,
 }
 
+/// A request [`Client::send_later`] did not send: for [`Client::send_unsent`].
+pub struct Unsent {
+    peer: SocketAddr,
+    /// The request's path, as it goes on the wire.
+    encoded: String,
+    payload: Payload,
+}
+
+impl Unsent {
+    /// The address of the node it is for.
+    pub fn ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+}
+
 impl Client {
     /// Builds a client; connections are opened lazily and kept alive per peer.
     pub fn new(config: ClientConfig) -> Self {
@@ -189,39 +205,51 @@ impl Client {
         let peer = self
             .peer(ip)
             .ok_or_else(|| SendError::BadAddress(ip.to_owned()))?;
-        let encoded = path::encode(topic_path);
-        let timeout = self.inner.config.request_timeout;
-        tokio::time::timeout(timeout, self.inner.deliver(peer, &encoded, payload, gone))
+        self.inner
+            .deliver(peer, &path::encode(topic_path), payload, gone)
             .await
-            .unwrap_or_else(|_| {
-                Err(SendError::Timeout {
-                    ip: ip.to_owned(),
-                    ms: timeout.as_millis(),
-                })
-            })
+    }
+
+    /// Sends what [`Client::send_later`] handed back as [`Client::send_until_gone`] does.
+    pub async fn send_unsent(
+        &self,
+        unsent: Unsent,
+        gone: &CancellationToken,
+    ) -> Result<Reply, SendError> {
+        self.inner
+            .deliver(unsent.peer, &unsent.encoded, unsent.payload, gone)
+            .await
     }
 
     /// Sends `payload` over the multiplexed connection to the node at `ip` without a
     /// task of its own, from any thread, when that connection is open and accepted (one
-    /// is opened by [`Client::send`] only): the request is
-    /// written when this thread calls [`mux::flush`], and `done` gets the reply or the
-    /// failure on the connection's tasks. `done` gets `None`, perhaps at once, when the
-    /// request is to go through [`Client::send`] instead: there is no such connection, or
-    /// the peer went away before reading it.
-    pub fn send_later<F>(&self, ip: &str, topic_path: &str, payload: &Payload, done: F)
+    /// is opened by [`Client::send`] only): the request is written when this thread
+    /// calls [`mux::flush`], and `done` gets the reply or the failure on the
+    /// connection's tasks. `done` gets the request back, perhaps at once, when it is to
+    /// go through [`Client::send_unsent`] instead: there is no such connection, or the
+    /// peer went away before reading it.
+    pub fn send_later<F>(&self, ip: &str, topic_path: &str, payload: Payload, done: F)
     where
-        F: FnOnce(Option<Result<Reply, SendError>>) + Send + 'static,
+        F: FnOnce(Result<Result<Reply, SendError>, Unsent>) + Send + 'static,
     {
-        let Some((peer, conn)) = self
-            .peer(ip)
-            .and_then(|peer| Some((peer, self.inner.open_connection(peer)?)))
-        else {
-            return done(None);
+        let Some(peer) = self.peer(ip) else {
+            return done(Ok(Err(SendError::BadAddress(ip.to_owned()))));
+        };
+        let unsent = Unsent {
+            peer,
+            encoded: path::encode(topic_path),
+            payload,
+        };
+        let Some(conn) = self.inner.open_connection(peer) else {
+            return done(Err(unsent));
         };
         let timeout = self.inner.config.request_timeout;
-        let settle: mux::Done = Box::new(move |outcome| done(settled(peer, outcome, timeout)));
         let auth = self.inner.config.auth.as_deref();
-        if let Err(settle) = conn.call_later(&path::encode(topic_path), payload, auth, settle) {
+        let frame = mux::encode_request(&unsent.encoded, &unsent.payload, auth);
+        // The request itself is kept, not a copy, in case it is to be sent again.
+        let settle: mux::Done =
+            Box::new(move |outcome| done(settled(peer, outcome, timeout).ok_or(unsent)));
+        if let Err(settle) = conn.call_later(frame, settle) {
             settle(Outcome::Resend);
         }
     }
@@ -285,6 +313,29 @@ fn settled(
     })
 }
 
+/// A reply's body, whole: one that came in one piece is that piece, not a copy, and
+/// takes no allocation (`collect` would make a list of its pieces).
+async fn whole_body(mut body: Incoming) -> Result<Bytes, hyper::Error> {
+    let mut whole = Bytes::new();
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if whole.is_empty() && joined.is_empty() {
+            whole = data;
+        } else {
+            joined.extend_from_slice(&std::mem::take(&mut whole));
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() {
+        whole
+    } else {
+        joined.freeze()
+    })
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         let routes = self.routes.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -297,7 +348,8 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// Sends over the peer's multiplexed connection if it has one, HTTP/1.1 otherwise.
+    /// Sends over the peer's multiplexed connection if it has one, HTTP/1.1 otherwise,
+    /// within the request timeout.
     async fn deliver(
         &self,
         peer: SocketAddr,
@@ -305,77 +357,90 @@ impl Inner {
         payload: Payload,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
-        let mut resent = 0;
-        loop {
-            // A request the peer's connection never took (a new one still being made, or
-            // one it ended before reading) is not sent again once the peer is gone: it
-            // was never delivered. On a connection it accepted, forgetting the peer
-            // settles each call as what it is.
-            if gone.is_cancelled() {
-                return Err(never_reached(peer));
-            }
-            let Some(conn) = self.multiplexed(peer) else {
-                let reached = AtomicBool::new(false);
-                // Boxed: the HTTP exchange is large, and kept out of the multiplexed
-                // path's future, which is moved on every spawn.
-                let exchange = Box::pin(self.over_http(peer, encoded, payload, &reached));
-                return tokio::select! {
-                    sent = exchange => sent,
-                    () = gone.cancelled() => Err(if reached.load(Ordering::Acquire) {
-                        SendError::Left { ip: peer.ip().to_string() }
-                    } else {
-                        never_reached(peer)
-                    }),
+        let timeout = self.config.request_timeout;
+        let delivered = async {
+            let mut resent = 0;
+            loop {
+                // A request the peer's connection never took (a new one still being made, or
+                // one it ended before reading) is not sent again once the peer is gone: it
+                // was never delivered. On a connection it accepted, forgetting the peer
+                // settles each call as what it is.
+                if gone.is_cancelled() {
+                    return Err(never_reached(peer));
+                }
+                let Some(conn) = self.multiplexed(peer) else {
+                    let reached = AtomicBool::new(false);
+                    // Boxed: the HTTP exchange is large, and kept out of the multiplexed
+                    // path's future, which is moved on every spawn.
+                    let exchange = Box::pin(self.over_http(peer, encoded, payload, &reached));
+                    return tokio::select! {
+                        sent = exchange => sent,
+                        () = gone.cancelled() => Err(if reached.load(Ordering::Acquire) {
+                            SendError::Left { ip: peer.ip().to_string() }
+                        } else {
+                            never_reached(peer)
+                        }),
+                    };
                 };
-            };
-            // `None`: it closed meanwhile; a new one is opened.
-            let Some(call) = conn
-                .call(encoded, &payload, self.config.auth.as_deref())
-                .await
-            else {
-                continue;
-            };
-            let outcome = call.outcome();
-            tokio::pin!(outcome);
-            let outcome = tokio::select! {
-                outcome = &mut outcome => outcome,
-                // Gone while its connection drains, say (the one `forget` ends is the
-                // newest): ended here, each call settles as what it is.
-                () = gone.cancelled() => {
-                    conn.abandon();
-                    outcome.await
-                }
-            };
-            match outcome {
-                // Never read by the peer: sent again, on a new connection, a few times.
-                Outcome::Resend if resent < RESENDS => {
-                    resending(peer);
-                    resent += 1;
-                }
-                Outcome::Resend => {
-                    return Err(SendError::Unreachable {
-                        ip: peer.ip().to_string(),
-                        reason: format!("closed {RESENDS} connections before reading the request"),
-                    })
-                }
-                Outcome::NotOurs => {
-                    debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
-                    self.lock_routes().insert(peer, Route::Http { retry: None });
-                }
-                Outcome::NoAnswer => {
-                    // A pod of ours too busy to answer in time is asked again later.
-                    let retry = Instant::now() + self.config.connect_timeout * PREFACE_RETRY;
-                    debug!(target: "node_swarm_kb::messages", "{peer} did not answer the multiplexed transport's preface in time: HTTP/1.1 to it for now");
-                    self.lock_routes()
-                        .insert(peer, Route::Http { retry: Some(retry) });
-                }
-                outcome => {
-                    if let Some(result) = settled(peer, outcome, self.config.request_timeout) {
-                        return result;
+                // `None`: it closed meanwhile; a new one is opened.
+                let Some(call) = conn
+                    .call(encoded, &payload, self.config.auth.as_deref())
+                    .await
+                else {
+                    continue;
+                };
+                let outcome = call.outcome();
+                tokio::pin!(outcome);
+                let outcome = tokio::select! {
+                    outcome = &mut outcome => outcome,
+                    // Gone while its connection drains, say (the one `forget` ends is the
+                    // newest): ended here, each call settles as what it is.
+                    () = gone.cancelled() => {
+                        conn.abandon();
+                        outcome.await
+                    }
+                };
+                match outcome {
+                    // Never read by the peer: sent again, on a new connection, a few times.
+                    Outcome::Resend if resent < RESENDS => {
+                        resending(peer);
+                        resent += 1;
+                    }
+                    Outcome::Resend => {
+                        return Err(SendError::Unreachable {
+                            ip: peer.ip().to_string(),
+                            reason: format!(
+                                "closed {RESENDS} connections before reading the request"
+                            ),
+                        })
+                    }
+                    Outcome::NotOurs => {
+                        debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
+                        self.lock_routes().insert(peer, Route::Http { retry: None });
+                    }
+                    Outcome::NoAnswer => {
+                        // A pod of ours too busy to answer in time is asked again later.
+                        let retry = Instant::now() + self.config.connect_timeout * PREFACE_RETRY;
+                        debug!(target: "node_swarm_kb::messages", "{peer} did not answer the multiplexed transport's preface in time: HTTP/1.1 to it for now");
+                        self.lock_routes()
+                            .insert(peer, Route::Http { retry: Some(retry) });
+                    }
+                    outcome => {
+                        if let Some(result) = settled(peer, outcome, self.config.request_timeout) {
+                            return result;
+                        }
                     }
                 }
             }
-        }
+        };
+        tokio::time::timeout(timeout, delivered)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Timeout {
+                    ip: peer.ip().to_string(),
+                    ms: timeout.as_millis(),
+                })
+            })
     }
 
     fn loop_here(&self) -> Option<&Arc<dyn mux::ReadLoop>> {
@@ -464,7 +529,7 @@ impl Inner {
         if let Some(ct) = payload.content_type() {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
-        let body = payload.bytes();
+        let body = payload.into_body();
         if let Some(auth) = &self.config.auth {
             for (name, value) in auth.sign("POST", encoded, &body) {
                 builder = builder.header(name, value);
@@ -505,12 +570,9 @@ impl Inner {
         }
         let status = response.status().as_u16();
         let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-        let body = response
-            .into_body()
-            .collect()
+        let body = whole_body(response.into_body())
             .await
-            .map_err(|e| failed(&e))?
-            .to_bytes();
+            .map_err(|e| failed(&e))?;
         // Ready again once hyper has seen the end of this exchange: that may take a turn
         // of its connection task, so the pool waits for readiness when it hands it out.
         if !sender.is_closed() {

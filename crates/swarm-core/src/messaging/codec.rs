@@ -36,10 +36,18 @@ impl Payload {
     }
 
     /// The body bytes (empty for [`Payload::Empty`]).
-    pub fn bytes(&self) -> Bytes {
+    pub fn body(&self) -> &[u8] {
+        match self {
+            Payload::Empty => &[],
+            Payload::Text(b) | Payload::Json(b) => b,
+        }
+    }
+
+    /// The body, taken: no copy (a clone of a body made from a string would allocate).
+    pub fn into_body(self) -> Bytes {
         match self {
             Payload::Empty => Bytes::new(),
-            Payload::Text(b) | Payload::Json(b) => b.clone(),
+            Payload::Text(b) | Payload::Json(b) => b,
         }
     }
 

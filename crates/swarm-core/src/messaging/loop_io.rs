@@ -209,32 +209,21 @@ impl Readiness for OnRuntime {
     }
 }
 
-/// A future polled inside the runtime's context, from whichever thread polls it: its
-/// timers and spawns go to the runtime.
-struct InRuntime<F> {
-    runtime: tokio::runtime::Handle,
-    future: F,
-}
-
-/// `future`, as a task of a loop's thread polled in `runtime`'s context.
+/// `future`, as a task of a loop's thread polled inside `runtime`'s context, from
+/// whichever thread polls it: its timers and spawns go to the runtime.
 pub fn in_runtime(
     runtime: tokio::runtime::Handle,
     future: impl Future<Output = ()> + Send + 'static,
 ) -> LoopTask {
-    Box::pin(InRuntime {
-        runtime,
-        future: Box::pin(future),
+    // One allocation: the future is pinned inside the task's own box.
+    Box::pin(async move {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            let _entered = runtime.enter();
+            future.as_mut().poll(cx)
+        })
+        .await
     })
-}
-
-impl<F: Future + Unpin> Future for InRuntime<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
-        let _entered = this.runtime.enter();
-        Pin::new(&mut this.future).poll(cx)
-    }
 }
 
 #[cfg(test)]

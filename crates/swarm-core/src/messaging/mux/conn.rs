@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::{
     io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -154,10 +154,9 @@ impl Conn {
         let done: Done = Box::new(move |outcome| {
             let _ = tx.send(outcome);
         });
+        let frame = encode_request(path, payload, auth);
         let id = self
-            .enqueue(path, payload, auth, done, None, |frame| {
-                self.outbox.push(frame)
-            })
+            .enqueue(frame, done, None, |frame| self.outbox.push(frame))
             .ok()?;
         Some(Call {
             conn: self.clone(),
@@ -166,39 +165,28 @@ impl Conn {
         })
     }
 
-    /// Puts a request on a connection the peer has accepted, to be written when this
-    /// thread calls [`flush`]; `done` gets its outcome, on the connection's tasks, within
-    /// the connection's timeout. Hands `done` back when the connection is not
-    /// accepted yet or no longer takes calls.
-    pub fn call_later(
-        self: &Arc<Self>,
-        path: &str,
-        payload: &Payload,
-        auth: Option<&Auth>,
-        done: Done,
-    ) -> Result<(), Done> {
+    /// Puts a request (a frame of [`encode_request`]) on a connection the peer has
+    /// accepted, to be written when this thread calls [`flush`]; `done` gets its
+    /// outcome, on the connection's tasks, within the connection's timeout. Hands `done`
+    /// back when the connection is not accepted yet or no longer takes calls.
+    pub fn call_later(self: &Arc<Self>, frame: BytesMut, done: Done) -> Result<(), Done> {
         if !self.lock().accepted {
             return Err(done);
         }
         let deadline = Some(Instant::now() + self.timeout);
-        self.enqueue(path, payload, auth, done, deadline, |frame| {
-            self.outbox.push_later(frame)
-        })
-        .map(|_| ())
+        self.enqueue(frame, done, deadline, |frame| self.outbox.push_later(frame))
+            .map(|_| ())
     }
 
     /// Gives the request an id and queues it with `push`; `done` back when the
     /// connection no longer takes calls.
     fn enqueue(
         &self,
-        path: &str,
-        payload: &Payload,
-        auth: Option<&Auth>,
+        mut frame: BytesMut,
         done: Done,
         deadline: Option<Instant>,
         push: impl FnOnce(Bytes) -> bool,
     ) -> Result<u32, Done> {
-        let mut frame = encode_request(path, payload, auth);
         let mut state = self.lock();
         if !state.open {
             return Err(done);

@@ -97,11 +97,11 @@ pub fn request_frame(id: u32, path: &str, payload: &Payload, auth: Option<&Auth>
 }
 
 /// A request frame without its id: signing and copying the body need no lock.
-fn encode_request(path: &str, payload: &Payload, auth: Option<&Auth>) -> BytesMut {
-    let body = payload.bytes();
+pub fn encode_request(path: &str, payload: &Payload, auth: Option<&Auth>) -> BytesMut {
+    let body = payload.body();
     let signature = auth
         .map(|auth| {
-            let headers = auth.sign("POST", path, &body);
+            let headers = auth.sign("POST", path, body);
             let values: Vec<&str> = headers
                 .iter()
                 .map(|(_, v)| v.to_str().expect("ASCII"))
@@ -115,7 +115,7 @@ fn encode_request(path: &str, payload: &Payload, auth: Option<&Auth>) -> BytesMu
     buf.put_slice(path.as_bytes());
     buf.put_u16(signature.len() as u16);
     buf.put_slice(signature.as_bytes());
-    buf.put_slice(&body);
+    buf.put_slice(body);
     buf
 }
 
@@ -127,14 +127,14 @@ fn set_id(frame: &mut BytesMut, id: u32) {
 /// A reply frame, with the body an HTTP reply of `reply` would have.
 pub fn reply_frame(id: u32, reply: &Reply) -> Bytes {
     let (code, body) = if reply.status == 204 {
-        (0, Bytes::new())
+        (0, &[][..])
     } else {
-        (type_code(&reply.payload), reply.payload.bytes())
+        (type_code(&reply.payload), reply.payload.body())
     };
     let mut buf = frame(REPLY, id, 3 + body.len());
     buf.put_u16(reply.status);
     buf.put_u8(code);
-    buf.put_slice(&body);
+    buf.put_slice(body);
     buf.freeze()
 }
 
@@ -264,7 +264,7 @@ mod tests {
                 request.content_type.map(|v| v.to_str().expect("ASCII")),
                 payload.content_type()
             );
-            assert_eq!(request.body, payload.bytes());
+            assert_eq!(request.body, payload.body());
             auth.verify("POST", "/a/b%20c", &request.signature, &request.body)
                 .expect("signed as an HTTP POST of the path");
         }

@@ -435,7 +435,7 @@ fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
         if let Some(ct) = reply.payload.content_type() {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
-        reply.payload.bytes()
+        reply.payload.into_body()
     };
     builder
         .body(Full::new(body))
