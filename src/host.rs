@@ -238,7 +238,7 @@ impl JsHost {
             path: message.path,
             kind,
             body,
-            from: message.from.to_string(),
+            from: message.from,
         })
     }
 

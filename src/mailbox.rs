@@ -11,7 +11,8 @@
 //! without a wake-up.
 
 use std::{
-    io,
+    io::{self, Write as _},
+    net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, OnceLock, Weak,
@@ -49,7 +50,7 @@ pub enum Letter {
         path: String,
         kind: u32,
         body: Option<Bytes>,
-        from: String,
+        from: IpAddr,
     },
     /// Tag 2: run task `name` as run `id` and answer through `taskDone`: JSON arguments
     /// from another node, or those the facade keeps for local call `call_id` (else 0).
@@ -171,7 +172,7 @@ impl Batch {
                     numbers.extend([1.0, f64::from(*id), f64::from(*kind), flag(body)]);
                     args.push(js_string(env, path.as_bytes())?);
                     push_some(env, &mut args, body)?;
-                    args.push(js_string(env, from.as_bytes())?);
+                    args.push(js_string(env, ip_text(from, &mut [0; IP_TEXT]))?);
                 }
                 Letter::Run {
                     id,
@@ -215,6 +216,17 @@ impl JsValuesTupleIntoVec for Batch {
 
 /// A JavaScript string of the UTF-8 `text` (V8 replaces what is not valid UTF-8):
 /// copied as Latin-1 when it is ASCII, which skips decoding it.
+/// Room for an IP address as text (an IPv6 one with an embedded IPv4 one is the longest).
+const IP_TEXT: usize = 45;
+
+/// `ip` as text, written in `room`: a message's sender costs no allocation.
+fn ip_text<'a>(ip: &IpAddr, room: &'a mut [u8; IP_TEXT]) -> &'a [u8] {
+    let mut cursor = std::io::Cursor::new(&mut room[..]);
+    write!(cursor, "{ip}").expect("an address fits");
+    let len = cursor.position() as usize;
+    &room[..len]
+}
+
 unsafe fn js_string(env: sys::napi_env, text: &[u8]) -> Result<sys::napi_value> {
     let mut value = std::ptr::null_mut();
     let (bytes, len) = (text.as_ptr().cast(), text.len() as isize);

@@ -206,7 +206,7 @@ impl Client {
             .peer(ip)
             .ok_or_else(|| SendError::BadAddress(ip.to_owned()))?;
         self.inner
-            .deliver(peer, &path::encode(topic_path), payload, gone)
+            .deliver(peer, path::encode(topic_path), payload, gone)
             .await
     }
 
@@ -217,7 +217,7 @@ impl Client {
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
         self.inner
-            .deliver(unsent.peer, &unsent.encoded, unsent.payload, gone)
+            .deliver(unsent.peer, unsent.encoded, unsent.payload, gone)
             .await
     }
 
@@ -353,7 +353,7 @@ impl Inner {
     async fn deliver(
         &self,
         peer: SocketAddr,
-        encoded: &str,
+        encoded: String,
         payload: Payload,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
@@ -384,7 +384,7 @@ impl Inner {
                 };
                 // `None`: it closed meanwhile; a new one is opened.
                 let Some(call) = conn
-                    .call(encoded, &payload, self.config.auth.as_deref())
+                    .call(&encoded, &payload, self.config.auth.as_deref())
                     .await
                 else {
                     continue;
@@ -518,24 +518,25 @@ impl Inner {
     async fn over_http(
         &self,
         peer: SocketAddr,
-        encoded: &str,
+        encoded: String,
         payload: Payload,
         reached: &AtomicBool,
     ) -> Result<Reply, SendError> {
         let mut builder = Request::builder()
             .method(Method::POST)
-            .uri(encoded)
             .header(header::HOST, peer.to_string());
         if let Some(ct) = payload.content_type() {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
         let body = payload.into_body();
         if let Some(auth) = &self.config.auth {
-            for (name, value) in auth.sign("POST", encoded, &body) {
+            for (name, value) in auth.sign("POST", &encoded, &body) {
                 builder = builder.header(name, value);
             }
         }
+        // The path taken, not copied.
         let request = builder
+            .uri(encoded)
             .body(Full::new(body))
             .map_err(|e| SendError::BadAddress(format!("{}: {e}", peer.ip())))?;
         self.exchange(peer, request, reached).await

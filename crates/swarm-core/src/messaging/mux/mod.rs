@@ -147,10 +147,18 @@ pub fn go_away_frame(last: u32) -> Bytes {
 #[derive(Debug)]
 pub struct RequestFrame {
     pub content_type: Option<&'static HeaderValue>,
-    pub path: String,
+    /// The path's bytes in the frame (UTF-8, checked when parsed): see [`Self::path`].
+    path: Bytes,
     /// The signature headers, when the request is signed.
     pub signature: HeaderMap,
     pub body: Bytes,
+}
+
+impl RequestFrame {
+    /// The request's path, as it came.
+    pub fn path(&self) -> &str {
+        std::str::from_utf8(&self.path).expect("checked when parsed")
+    }
 }
 
 fn take_short(rest: &mut Bytes) -> Option<Bytes> {
@@ -163,7 +171,9 @@ fn take_short(rest: &mut Bytes) -> Option<Bytes> {
 pub fn parse_request(mut rest: Bytes) -> Option<RequestFrame> {
     let code = *rest.first()?;
     rest.advance(1);
-    let path = String::from_utf8(take_short(&mut rest)?.to_vec()).ok()?;
+    // Not copied: only its decoded form is kept.
+    let path = take_short(&mut rest)?;
+    std::str::from_utf8(&path).ok()?;
     let signed = take_short(&mut rest)?;
     let mut signature = HeaderMap::new();
     if !signed.is_empty() {

@@ -284,24 +284,25 @@ fn busy() -> Reply {
 
 /// Decodes a multiplexed request as [`decode`] does an HTTP one.
 fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
-    let request =
+    let mut request =
         mux::parse_request(rest).ok_or_else(|| Reply::error(400, "Malformed request frame"))?;
-    if request.path.len() > ctx.limits.max_header_size {
+    if request.path().len() > ctx.limits.max_header_size {
         return Err(head_too_large(ctx.limits.max_header_size));
     }
     // The frame limit leaves room for a head; the body has its own.
-    if request.body.len() > ctx.limits.max_body {
+    let body = std::mem::take(&mut request.body);
+    if body.len() > ctx.limits.max_body {
         return Err(too_large(ctx.limits.max_body));
     }
     // As of an HTTP request line, the path is what precedes a query.
-    let path = request.path.split('?').next().unwrap_or_default();
+    let path = request.path().split('?').next().unwrap_or_default();
     inbound(
         ctx,
         "POST",
         path,
         request.content_type,
         &request.signature,
-        request.body,
+        body,
         peer,
     )
 }
