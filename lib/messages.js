@@ -50,7 +50,9 @@ class Messages {
   // through `node.calls.reply`. Never throws: a failing handler becomes a 500 (or its statusCode).
   _dispatch (node, id, path, kind, body, from) {
     let results;
-    const topics = path.split('/');
+    // Most paths are one topic: V8 splits a string made outside JavaScript in its
+    // runtime, which cost ~4% of a receiving thread.
+    const topics = path.indexOf('/') === -1 ? [path] : path.split('/');
     try {
       const message = codec.decodeMessage(kind, body);
       results = [];
