@@ -36,14 +36,8 @@ class Messages {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to send message: ${error.message}`));
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
-    const rawText = typeof message === 'string';
     const call = this._swarm._called(node.calls.send(host, path, encoded[0], encoded[1]));
-    return this._swarm._wait(call, (status, kind, body, code, message) => {
-      if (code) throw errors.swarmError(code, message);
-      const value = codec.decodeReply(kind, body, rawText);
-      if (status < 200 || status >= 300) throw errors.statusCodeError(status, value);
-      return value;
-    });
+    return this._swarm._wait(call, typeof message === 'string' ? settledRaw : settled);
   }
 
   // Called by the native server: runs every handler of every topic segment and answers
@@ -92,6 +86,19 @@ class Messages {
     if (node.calls.reply(id, status, kind, body)) this._swarm._flushSoon();
   }
 }
+
+// What a send settles to, `(status, kind, body, code, message)` => its reply or the
+// error it throws; made once for each way of decoding, not once a call.
+function settles (rawText) {
+  return (status, kind, body, code, message) => {
+    if (code) throw errors.swarmError(code, message);
+    const value = codec.decodeReply(kind, body, rawText);
+    if (status < 200 || status >= 300) throw errors.statusCodeError(status, value);
+    return value;
+  };
+}
+const settled = settles(false);
+const settledRaw = settles(true);
 
 function isThenable (value) {
   return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
