@@ -11,7 +11,7 @@
 //! without a wake-up.
 
 use std::{
-    io::{self, Write as _},
+    io,
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -28,6 +28,7 @@ use napi::{
     Env, Result, Status,
 };
 use swarm_core::messaging::{
+    codec,
     loop_io::{LoopIo, LoopTask, Serve},
     mux::{serve_here, Inflow, ReadLoop},
     Reply,
@@ -172,7 +173,10 @@ impl Batch {
                     numbers.extend([1.0, f64::from(*id), f64::from(*kind), flag(body)]);
                     args.push(js_string(env, path.as_bytes())?);
                     push_some(env, &mut args, body)?;
-                    args.push(js_string(env, ip_text(from, &mut [0; IP_TEXT]))?);
+                    // Written on the stack: a message's sender costs no allocation.
+                    let mut room = [0; IP_TEXT];
+                    let from = codec::display_in(from, &mut room).expect("an address fits");
+                    args.push(js_string(env, from)?);
                 }
                 Letter::Run {
                     id,
@@ -218,14 +222,6 @@ impl JsValuesTupleIntoVec for Batch {
 /// copied as Latin-1 when it is ASCII, which skips decoding it.
 /// Room for an IP address as text (an IPv6 one with an embedded IPv4 one is the longest).
 const IP_TEXT: usize = 45;
-
-/// `ip` as text, written in `room`: a message's sender costs no allocation.
-fn ip_text<'a>(ip: &IpAddr, room: &'a mut [u8; IP_TEXT]) -> &'a [u8] {
-    let mut cursor = std::io::Cursor::new(&mut room[..]);
-    write!(cursor, "{ip}").expect("an address fits");
-    let len = cursor.position() as usize;
-    &room[..len]
-}
 
 unsafe fn js_string(env: sys::napi_env, text: &[u8]) -> Result<sys::napi_value> {
     let mut value = std::ptr::null_mut();

@@ -5,6 +5,8 @@
 //! else. Bodies stay bytes here: a request's JSON is validated once on the way in, and
 //! decoded by whoever consumes it (JavaScript, or the `_task` router).
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use serde::Deserialize;
@@ -75,6 +77,25 @@ impl Payload {
         }
         Payload::Text(body)
     }
+}
+
+/// `value` as text, written in `room` without allocating; `None` when it does not fit.
+pub fn display_in(value: impl std::fmt::Display, room: &mut [u8]) -> Option<&[u8]> {
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut *room);
+        write!(cursor, "{value}").ok()?;
+        usize::try_from(cursor.position()).ok()?
+    };
+    Some(&room[..len])
+}
+
+/// A number or an address as a header value, copied once from the stack: one made by
+/// `HeaderValue::from(u64)` (hyper's `Content-Length`) or from a `String` takes two
+/// allocations (a buffer, then the shared `Bytes` made of it), on every message.
+pub fn header_value(value: impl std::fmt::Display) -> HeaderValue {
+    display_in(value, &mut [0; 64])
+        .and_then(|text| HeaderValue::from_bytes(text).ok())
+        .expect("a number or an address is a short, valid header value")
 }
 
 /// True when a `Content-Type` header names JSON (parameters such as `charset` allowed).
@@ -172,6 +193,21 @@ mod tests {
 
     fn json() -> HeaderValue {
         HeaderValue::from_static("application/json")
+    }
+
+    #[test]
+    fn values_are_written_on_the_stack_as_display_writes_them_or_not_at_all() {
+        let peer: std::net::SocketAddr = "[2001:db8::1]:45892".parse().expect("an address");
+        assert_eq!(
+            display_in(peer, &mut [0; 64]),
+            Some(&b"[2001:db8::1]:45892"[..])
+        );
+        assert_eq!(
+            display_in(123_456, &mut [0; 3]),
+            None,
+            "too long for the room"
+        );
+        assert_eq!(header_value(u64::MAX), u64::MAX.to_string().as_str());
     }
 
     #[test]

@@ -424,17 +424,19 @@ fn too_large(max: usize) -> Reply {
 fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = Response::builder().status(status);
+    // Static values: each copied would cost an allocation, on every message (the length
+    // hyper writes as it encodes).
     if offer_mux {
-        builder = builder.header(mux::ADVERTISE, "1");
+        builder = builder.header(mux::ADVERTISE, HeaderValue::from_static("1"));
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        builder = builder.header(header::ALLOW, "POST, PUT, GET");
+        builder = builder.header(header::ALLOW, HeaderValue::from_static("POST, PUT, GET"));
     }
     let body = if status == StatusCode::NO_CONTENT {
         Bytes::new()
     } else {
         if let Some(ct) = reply.payload.content_type() {
-            builder = builder.header(header::CONTENT_TYPE, ct);
+            builder = builder.header(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         reply.payload.into_body()
     };
