@@ -7,7 +7,10 @@ use std::sync::{
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::{outbox::Outbox, reply_frame, Reply};
+use super::{
+    outbox::{Outbox, EAGER},
+    reply_frame, Reply,
+};
 
 /// The answer to a multiplexed request: given once, by its [`Responder`] from any
 /// thread, or by the server's task (the handler's future resolved, or timed out).
@@ -45,7 +48,7 @@ impl Answer {
         }
         let frame = reply_frame(self.id, reply);
         if later {
-            self.outbox.push_later(frame);
+            self.outbox.push_later(frame, EAGER);
         } else {
             self.outbox.push(frame);
         }

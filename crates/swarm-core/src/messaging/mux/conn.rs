@@ -21,7 +21,7 @@ use crate::fast_hash::FastMap;
 
 use super::{
     encode_request,
-    outbox::{Outbox, Sink},
+    outbox::{eager_group, Outbox, Sink},
     parse_reply, read_frame,
     read_loop::{read_frames, share, EndReading, Flow, Framer, Inflow, ReadLoop, Step},
     set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH, GO_AWAY, PREFACE, REPLY,
@@ -156,7 +156,7 @@ impl Conn {
         });
         let frame = encode_request(path, payload, auth);
         let id = self
-            .enqueue(frame, done, None, |frame| self.outbox.push(frame))
+            .enqueue(frame, done, None, |frame, _| self.outbox.push(frame))
             .ok()?;
         Some(Call {
             conn: self.clone(),
@@ -174,18 +174,21 @@ impl Conn {
             return Err(done);
         }
         let deadline = Some(Instant::now() + self.timeout);
-        self.enqueue(frame, done, deadline, |frame| self.outbox.push_later(frame))
-            .map(|_| ())
+        self.enqueue(frame, done, deadline, |frame, in_flight| {
+            self.outbox.push_later(frame, eager_group(in_flight))
+        })
+        .map(|_| ())
     }
 
-    /// Gives the request an id and queues it with `push`; `done` back when the
-    /// connection no longer takes calls.
+    /// Gives the request an id and queues it with `push`, told how many calls are in
+    /// flight on the connection with it; `done` back when the connection no longer
+    /// takes calls.
     fn enqueue(
         &self,
         mut frame: BytesMut,
         done: Done,
         deadline: Option<Instant>,
-        push: impl FnOnce(Bytes) -> bool,
+        push: impl FnOnce(Bytes, usize) -> bool,
     ) -> Result<u32, Done> {
         let mut state = self.lock();
         if !state.open {
@@ -194,7 +197,7 @@ impl Conn {
         let id = state.next_id;
         // Queued under the lock, so ids go out in order and a go-away's `last` splits them.
         set_id(&mut frame, id);
-        if !push(frame.freeze()) {
+        if !push(frame.freeze(), state.waiting.len() + 1) {
             // The writer has stopped: the connection is over.
             state.open = false;
             return Err(done);

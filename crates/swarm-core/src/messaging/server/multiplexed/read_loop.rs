@@ -259,7 +259,8 @@ impl MuxConn {
         // did not name in its go-away is never started.
         match start(&self.ctx, rest, self.peer, self.answer(id)) {
             Started::Now(reply) => {
-                self.outbox.push_later(mux::reply_frame(id, &reply));
+                self.outbox
+                    .push_later(mux::reply_frame(id, &reply), mux::EAGER);
             }
             Started::Later(answer, handler) => {
                 state.later.push((answer, handler));
