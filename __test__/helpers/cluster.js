@@ -9,13 +9,28 @@ const readline = require('readline');
 
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 'node.js');
 
-// A port free on 127.0.0.1, used by every node of a cluster on its own address.
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    }).on('error', reject);
+// A port free on 127.0.0.1, used by every node of a cluster on its own address. Taken
+// below Linux's ephemeral range (32768-60999): one the kernel picks for a listener can
+// be the local port of a connection from 127.0.0.x still closing (a cluster stopped
+// just before on the same addresses), and the nodes' listen then fails with
+// EADDRINUSE. Never the same one twice in a process.
+const handedOut = new Set();
+async function freePort () {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (!handedOut.has(port) && await listens(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free port found in 20000-31999 on 127.0.0.1');
+}
+
+function listens (port) {
+  return new Promise(resolve => {
+    const server = net.createServer()
+      .once('error', () => resolve(false))
+      .listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
 
