@@ -107,6 +107,8 @@ test('messages.send delivers to itself with the 0.5.1 codec', async () => {
   assert.strictEqual(await swarm.messages.send(IP, 'text', {}), 'plain');
   assert.strictEqual(await swarm.messages.send(IP, 'none', {}), undefined);
   await assert.rejects(swarm.messages.send(5, 'echo', 1), /parameter host needs to be a string/);
+  await assert.rejects(swarm.messages.send('not-an-ip', 'echo', 1), e => e.code === 'ERR_SWARM_SEND' && /not-an-ip/.test(e.message), 'a host that is not an IP address rejects, naming it');
+  assert.deepStrictEqual((await swarm.messages.send(IP, 'echo', 1)).message, 1, 'and the node goes on');
 });
 
 test('a reply labelled JSON that does not parse arrives as its text; bytes that are not UTF-8 are replaced', async () => {
