@@ -25,8 +25,8 @@ use crate::{
     fast_hash::FastMap,
     local,
     messaging::{
-        self, loop_io::in_runtime, Answering, Client, ClientConfig, Dispatch, Inbound, Payload,
-        Reply, SendError, ServerLimits, TaskRequest, TASK_TOPIC,
+        self, client::Unsent, loop_io::in_runtime, Answering, Client, ClientConfig, Dispatch,
+        Inbound, Payload, Reply, SendError, ServerLimits, TaskRequest, TASK_TOPIC,
     },
     ring::HashRing,
     tasks::{TaskError, TaskOptions, TaskStats, Tasks},
@@ -330,10 +330,7 @@ impl Swarm {
                 Err(unsent) => {
                     let runtime = inner.runtime.clone();
                     let read_loop = inner.client.loop_here();
-                    let send = async move {
-                        let departed = inner.departure(unsent.ip());
-                        done(inner.client.send_unsent(unsent, &departed).await)
-                    };
+                    let send = async move { done(inner.send_unsent(unsent).await) };
                     // From the loop's thread, over HTTP/1.1, it goes on there: its
                     // connection is that thread's too.
                     match read_loop {
@@ -599,24 +596,20 @@ impl Inner {
     /// Sends through the client; ends at once if the peer leaves meanwhile (not run, when
     /// no connection it accepted took the request).
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
-        // An address that is not one fails in the client; nothing to wait for.
-        let departed = ip
-            .parse()
-            .map_or_else(|_| CancellationToken::new(), |ip| self.departure(ip));
-        self.client
-            .send_until_gone(ip, path, payload, &departed)
+        self.send_unsent(self.client.unsent(ip, path, payload)?)
             .await
     }
 
-    /// What calls to the peer at `ip` wait on: cancelled when it departs.
-    fn departure(&self, ip: IpAddr) -> CancellationToken {
-        // The hot path: a lookup, no allocation.
-        self.peers
+    /// Sends as [`Inner::send`] does a request made already.
+    async fn send_unsent(&self, unsent: Unsent) -> Result<Reply, SendError> {
+        let departed = self
+            .peers
             .lock()
             .expect("not poisoned")
-            .entry(ip)
+            .entry(unsent.ip())
             .or_default()
-            .clone()
+            .clone();
+        self.client.send_unsent(unsent, &departed).await
     }
 
     fn ring(&self) -> Arc<(u64, HashRing)> {

@@ -144,7 +144,8 @@ struct Idle {
     since: Instant,
 }
 
-/// A request [`Client::send_later`] did not send: for [`Client::send_unsent`].
+/// A request ready to go: made by [`Client::unsent`], handed back by
+/// [`Client::send_later`] when it did not send it, sent by [`Client::send_unsent`].
 pub struct Unsent {
     peer: SocketAddr,
     /// The request's path, as it goes on the wire.
@@ -203,11 +204,7 @@ impl Client {
         payload: Payload,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
-        let peer = self
-            .peer(ip)
-            .ok_or_else(|| SendError::BadAddress(ip.to_owned()))?;
-        self.inner
-            .deliver(peer, path::encode(topic_path), payload, gone)
+        self.send_unsent(self.unsent(ip, topic_path, payload)?, gone)
             .await
     }
 
@@ -217,9 +214,32 @@ impl Client {
         unsent: Unsent,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
-        self.inner
-            .deliver(unsent.peer, unsent.encoded, unsent.payload, gone)
+        let (peer, timeout) = (unsent.peer, self.inner.config.request_timeout);
+        tokio::time::timeout(timeout, self.inner.deliver(unsent, gone))
             .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Timeout {
+                    ip: peer.ip().to_string(),
+                    ms: timeout.as_millis(),
+                })
+            })
+    }
+
+    /// The request that sends `payload` to `topic_path` on the node at `ip`.
+    pub fn unsent(
+        &self,
+        ip: &str,
+        topic_path: &str,
+        payload: Payload,
+    ) -> Result<Unsent, SendError> {
+        let peer = self
+            .peer(ip)
+            .ok_or_else(|| SendError::BadAddress(ip.to_owned()))?;
+        Ok(Unsent {
+            peer,
+            encoded: path::encode(topic_path),
+            payload,
+        })
     }
 
     /// Sends `payload` over the multiplexed connection to the node at `ip` without a
@@ -233,14 +253,11 @@ impl Client {
     where
         F: FnOnce(Result<Result<Reply, SendError>, Unsent>) + Send + 'static,
     {
-        let Some(peer) = self.peer(ip) else {
-            return done(Ok(Err(SendError::BadAddress(ip.to_owned()))));
+        let unsent = match self.unsent(ip, topic_path, payload) {
+            Ok(unsent) => unsent,
+            Err(bad) => return done(Ok(Err(bad))),
         };
-        let unsent = Unsent {
-            peer,
-            encoded: path::encode(topic_path),
-            payload,
-        };
+        let peer = unsent.peer;
         let Some(conn) = self.inner.open_connection(peer) else {
             return done(Err(unsent));
         };
@@ -349,99 +366,87 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// Sends over the peer's multiplexed connection if it has one, HTTP/1.1 otherwise,
-    /// within the request timeout.
+    /// Sends over the peer's multiplexed connection if it has one, HTTP/1.1 otherwise.
     async fn deliver(
         &self,
-        peer: SocketAddr,
-        encoded: String,
-        payload: Payload,
+        Unsent {
+            peer,
+            encoded,
+            payload,
+        }: Unsent,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
-        let timeout = self.config.request_timeout;
-        let delivered = async {
-            let mut resent = 0;
-            loop {
-                // A request the peer's connection never took (a new one still being made, or
-                // one it ended before reading) is not sent again once the peer is gone: it
-                // was never delivered. On a connection it accepted, forgetting the peer
-                // settles each call as what it is.
-                if gone.is_cancelled() {
-                    return Err(never_reached(peer));
+        let mut resent = 0;
+        loop {
+            // A request the peer's connection never took (a new one still being made, or
+            // one it ended before reading) is not sent again once the peer is gone: it
+            // was never delivered. On a connection it accepted, forgetting the peer
+            // settles each call as what it is.
+            if gone.is_cancelled() {
+                return Err(never_reached(peer));
+            }
+            let Some(conn) = self.multiplexed(peer) else {
+                let reached = AtomicBool::new(false);
+                // Boxed: the HTTP exchange is large, and kept out of the multiplexed
+                // path's future, which is moved on every spawn.
+                let exchange = Box::pin(self.over_http(peer, encoded, payload, &reached));
+                return tokio::select! {
+                    sent = exchange => sent,
+                    () = gone.cancelled() => Err(if reached.load(Ordering::Acquire) {
+                        SendError::Left { ip: peer.ip().to_string() }
+                    } else {
+                        never_reached(peer)
+                    }),
+                };
+            };
+            // `None`: it closed meanwhile; a new one is opened.
+            let Some(call) = conn
+                .call(&encoded, &payload, self.config.auth.as_deref())
+                .await
+            else {
+                continue;
+            };
+            let outcome = call.outcome();
+            tokio::pin!(outcome);
+            let outcome = tokio::select! {
+                outcome = &mut outcome => outcome,
+                // Gone while its connection drains, say (the one `forget` ends is the
+                // newest): ended here, each call settles as what it is.
+                () = gone.cancelled() => {
+                    conn.abandon();
+                    outcome.await
                 }
-                let Some(conn) = self.multiplexed(peer) else {
-                    let reached = AtomicBool::new(false);
-                    // Boxed: the HTTP exchange is large, and kept out of the multiplexed
-                    // path's future, which is moved on every spawn.
-                    let exchange = Box::pin(self.over_http(peer, encoded, payload, &reached));
-                    return tokio::select! {
-                        sent = exchange => sent,
-                        () = gone.cancelled() => Err(if reached.load(Ordering::Acquire) {
-                            SendError::Left { ip: peer.ip().to_string() }
-                        } else {
-                            never_reached(peer)
-                        }),
-                    };
-                };
-                // `None`: it closed meanwhile; a new one is opened.
-                let Some(call) = conn
-                    .call(&encoded, &payload, self.config.auth.as_deref())
-                    .await
-                else {
-                    continue;
-                };
-                let outcome = call.outcome();
-                tokio::pin!(outcome);
-                let outcome = tokio::select! {
-                    outcome = &mut outcome => outcome,
-                    // Gone while its connection drains, say (the one `forget` ends is the
-                    // newest): ended here, each call settles as what it is.
-                    () = gone.cancelled() => {
-                        conn.abandon();
-                        outcome.await
-                    }
-                };
-                match outcome {
-                    // Never read by the peer: sent again, on a new connection, a few times.
-                    Outcome::Resend if resent < RESENDS => {
-                        resending(peer);
-                        resent += 1;
-                    }
-                    Outcome::Resend => {
-                        return Err(SendError::Unreachable {
-                            ip: peer.ip().to_string(),
-                            reason: format!(
-                                "closed {RESENDS} connections before reading the request"
-                            ),
-                        })
-                    }
-                    Outcome::NotOurs => {
-                        debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
-                        self.lock_routes().insert(peer, Route::Http { retry: None });
-                    }
-                    Outcome::NoAnswer => {
-                        // A pod of ours too busy to answer in time is asked again later.
-                        let retry = Instant::now() + self.config.connect_timeout * PREFACE_RETRY;
-                        debug!(target: "node_swarm_kb::messages", "{peer} did not answer the multiplexed transport's preface in time: HTTP/1.1 to it for now");
-                        self.lock_routes()
-                            .insert(peer, Route::Http { retry: Some(retry) });
-                    }
-                    outcome => {
-                        if let Some(result) = settled(peer, outcome, self.config.request_timeout) {
-                            return result;
-                        }
+            };
+            match outcome {
+                // Never read by the peer: sent again, on a new connection, a few times.
+                Outcome::Resend if resent < RESENDS => {
+                    resending(peer);
+                    resent += 1;
+                }
+                Outcome::Resend => {
+                    return Err(SendError::Unreachable {
+                        ip: peer.ip().to_string(),
+                        reason: format!("closed {RESENDS} connections before reading the request"),
+                    })
+                }
+                Outcome::NotOurs => {
+                    debug!(target: "node_swarm_kb::messages", "{peer} refused the multiplexed transport: HTTP/1.1 to it");
+                    self.lock_routes().insert(peer, Route::Http { retry: None });
+                }
+                Outcome::NoAnswer => {
+                    // A pod of ours too busy to answer in time is asked again later.
+                    let retry = Instant::now() + self.config.connect_timeout * PREFACE_RETRY;
+                    debug!(target: "node_swarm_kb::messages", "{peer} did not answer the multiplexed transport's preface in time: HTTP/1.1 to it for now");
+                    self.lock_routes()
+                        .insert(peer, Route::Http { retry: Some(retry) });
+                }
+                outcome => {
+                    if let Some(result) = settled(peer, outcome, self.config.request_timeout) {
+                        return result;
                     }
                 }
             }
-        };
-        tokio::time::timeout(timeout, delivered)
-            .await
-            .unwrap_or_else(|_| {
-                Err(SendError::Timeout {
-                    ip: peer.ip().to_string(),
-                    ms: timeout.as_millis(),
-                })
-            })
+        }
     }
 
     fn loop_here(&self) -> Option<&Arc<dyn mux::ReadLoop>> {
