@@ -20,7 +20,14 @@ const { startCluster, NodeProcess, freePort } = require('../__test__/helpers/clu
 const ROOT = path.join(__dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
 const SCALE = Number(process.env.BENCH_SCALE || 1);
-const N = { seq: 2000 * SCALE, flight: 60000 * SCALE, broadcast: 1000 * SCALE };
+const N = { seq: 2000 * SCALE, flight: 1e6 * SCALE, broadcast: 1000 * SCALE };
+// Runs with 64 in flight last the same time for every peer (at most N.flight sends). A
+// run starts slow after the rest below (ours: 165-233k/s in its first 10,000 sends,
+// 318-403k/s in the next 10,000, 400-460k/s after; a run that followed another at once
+// did 430k/s from its first 10,000), and fixed counts gave the fastest peer the shortest
+// run, so the largest share of its start: 60,000 sends were 0.17-0.21 s of ours and
+// 1.5-1.6 s of the pure-Node peer's.
+const FLIGHT_SECONDS = 1 * SCALE;
 const WIDE = 20;
 
 // Every timed messaging run starts after the same rest. On this VM a run that follows
@@ -56,8 +63,9 @@ function startRaw (binary, addr) {
   });
 }
 
-function rawBench (binary, addr, n, concurrency) {
-  return JSON.parse(execFileSync(binary, ['bench', addr, String(n), String(concurrency)], { encoding: 'utf8' }));
+function rawBench (binary, addr, n, concurrency, seconds) {
+  const args = ['bench', addr, String(n), String(concurrency)].concat(seconds === undefined ? [] : [String(seconds)]);
+  return JSON.parse(execFileSync(binary, args, { encoding: 'utf8' }));
 }
 
 function ringBench (Ring, servers, keys) {
@@ -89,25 +97,26 @@ async function main () {
     const owned = (await a.request('owners', { keys })).map((o, i) => o === b.ip ? keys[i] : null).filter(Boolean);
     const idle = await a.request('usage');
     const baseIdle = await base[0].request('usage');
-    const sends = (n, c) => ({
-      ours: () => crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c }, 120000)),
-      'ours-http1': () => crossed(h1a, h1b, () => h1a.request('bench', { kind: 'send', to: h1b.ip, n, concurrency: c }, 120000)),
-      node: () => base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c }, 120000),
-      raw: () => rawBench(raw, rawAddr, n, c)
+    // `seconds`: a time limit, or none (left out of the request).
+    const sends = (n, c, seconds) => ({
+      ours: () => crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c, seconds }, 120000)),
+      'ours-http1': () => crossed(h1a, h1b, () => h1a.request('bench', { kind: 'send', to: h1b.ip, n, concurrency: c, seconds }, 120000)),
+      node: () => base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c, seconds }, 120000),
+      raw: () => rawBench(raw, rawAddr, n, c, seconds)
     });
     // One untimed run of each peer first: connections open, JavaScript compiled.
-    for (const [n, c] of [[N.seq / 4, 1], [N.flight / 10, 64]]) {
-      for (const run of Object.values(sends(n, c))) await run();
+    for (const [n, c, seconds] of [[N.seq / 4, 1], [N.flight, 64, FLIGHT_SECONDS / 5]]) {
+      for (const run of Object.values(sends(n, c, seconds))) await run();
     }
     for (let round = 1; round <= ROUNDS; round++) {
       console.log(`round ${round}/${ROUNDS}`);
-      for (const [figure, n, c] of [['send sequential', N.seq, 1], ['send 64 in flight', N.flight, 64]]) {
-        for (const [peer, run] of Object.entries(sends(n, c))) record(figure, peer, await rested(run));
+      for (const [figure, n, c, seconds] of [['send sequential', N.seq, 1], ['send 64 in flight', N.flight, 64, FLIGHT_SECONDS]]) {
+        for (const [peer, run] of Object.entries(sends(n, c, seconds))) record(figure, peer, await rested(run));
       }
       record('broadcast (3 nodes)', 'ours', await rested(() => a.request('bench', { kind: 'broadcast', n: N.broadcast, concurrency: 1 }, 120000)));
       record('broadcast (3 nodes)', 'node', await rested(() => base[0].request('bench', { kind: 'broadcast', to: base.map(x => x.ip), n: N.broadcast, concurrency: 1 }, 120000)));
       record('tasks.exec sequential', 'ours', await rested(() => a.request('bench', { kind: 'exec', keys: owned, n: N.seq, concurrency: 1 }, 120000)));
-      record('tasks.exec 64 in flight', 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64 }, 120000))));
+      record('tasks.exec 64 in flight', 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
       const ringKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${round}-${i}`);
       // Made flat before either ring sees them: V8 builds these keys as cons strings and
       // flattens one on its first read, a cost that fell on whichever ring went first.

@@ -14,10 +14,10 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 256, localAddress: i
 const out = obj => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 const ops = {
-  bench: ({ kind, to, n, concurrency }) => {
-    if (kind === 'send') return measure(n, concurrency, i => legacySend(agent, to, port, 'echo', { i }));
+  bench: ({ kind, to, n, concurrency, seconds }) => {
+    if (kind === 'send') return measure(n, concurrency, i => legacySend(agent, to, port, 'echo', { i }), seconds);
     if (kind === 'broadcast') {
-      return measure(n, concurrency, i => Promise.all(to.map(ip2 => ip2 === ip ? undefined : legacySend(agent, ip2, port, 'echo', { i }))));
+      return measure(n, concurrency, i => Promise.all(to.map(ip2 => ip2 === ip ? undefined : legacySend(agent, ip2, port, 'echo', { i }))), seconds);
     }
     throw new Error(`no benchmark ${kind} in the baseline`);
   },

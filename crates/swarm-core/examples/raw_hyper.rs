@@ -2,10 +2,15 @@
 //! HTTP/1.1 between a minimal hyper server and client, with no JavaScript at all.
 //!
 //! `raw_hyper serve <ip:port>` serves until stdin closes; `raw_hyper bench <ip:port> <n>
-//! <concurrency>` sends `n` requests over `concurrency` connections and prints
-//! `{"n","concurrency","opsPerSec","p50","p99"}` (µs).
+//! <concurrency> [seconds]` sends up to `n` requests over `concurrency` connections, none
+//! once `seconds` have passed, and prints `{"n","concurrency","opsPerSec","p50","p99"}`
+//! (µs) of those it sent.
 
-use std::{convert::Infallible, net::SocketAddr, time::Instant};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -50,8 +55,9 @@ async fn serve(addr: SocketAddr) {
     }
 }
 
-async fn bench(addr: SocketAddr, n: usize, concurrency: usize) {
+async fn bench(addr: SocketAddr, n: usize, concurrency: usize, seconds: Option<f64>) {
     let started = Instant::now();
+    let until = seconds.map(|s| started + Duration::from_secs_f64(s));
     let mut workers = Vec::new();
     for w in 0..concurrency {
         workers.push(tokio::spawn(async move {
@@ -63,7 +69,7 @@ async fn bench(addr: SocketAddr, n: usize, concurrency: usize) {
             tokio::spawn(conn);
             let mut latencies = Vec::new();
             let mut i = w;
-            while i < n {
+            while i < n && until.is_none_or(|until| Instant::now() < until) {
                 let t = Instant::now();
                 let request = Request::post(format!("http://{addr}/echo"))
                     .header(header::CONTENT_TYPE, "application/json")
@@ -83,6 +89,7 @@ async fn bench(addr: SocketAddr, n: usize, concurrency: usize) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
+    let n = latencies.len();
     let at = |q: f64| latencies[((n as f64 * q) as usize).min(n - 1)].round();
     println!(
         "{{\"n\":{n},\"concurrency\":{concurrency},\"opsPerSec\":{},\"p50\":{},\"p99\":{}}}",
@@ -95,13 +102,15 @@ async fn bench(addr: SocketAddr, n: usize, concurrency: usize) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: raw_hyper serve <ip:port> | raw_hyper bench <ip:port> <n> <concurrency>";
+    let usage =
+        "usage: raw_hyper serve <ip:port> | raw_hyper bench <ip:port> <n> <concurrency> [seconds]";
     let addr: SocketAddr = args.get(2).and_then(|a| a.parse().ok()).expect(usage);
     match args.get(1).map(String::as_str) {
         Some("serve") => serve(addr).await,
         Some("bench") => {
             let number = |i: usize| args.get(i).and_then(|a| a.parse().ok()).expect(usage);
-            bench(addr, number(3), number(4)).await
+            let seconds = args.get(5).map(|a| a.parse().expect(usage));
+            bench(addr, number(3), number(4), seconds).await
         }
         _ => panic!("{usage}"),
     }
