@@ -7,6 +7,7 @@ const options = require('./lib/options');
 const errors = require('./lib/errors');
 const { Messages } = require('./lib/messages');
 const { Tasks } = require('./lib/tasks');
+const { Pending } = require('./lib/pending');
 
 const NAMESPACES = ['node-swarm-kb', 'node-swarm-kb:kubernetes', 'node-swarm-kb:messages', 'node-swarm-kb:tasks'];
 const debug = createDebug('node-swarm-kb');
@@ -38,7 +39,7 @@ const swarm = {
   _localIps: [],
   _ready: null,
   _nodesCache: { generation: -1, nodes: {} },
-  _calls: new Map(),
+  _calls: new Pending(),
   _flushing: false,
   _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [] },
 
@@ -147,13 +148,12 @@ const swarm = {
   // What native call `id` settles to: `decode(status, kind, body, code, message)`, or
   // the error it throws.
   _wait (id, decode) {
-    return new Promise((resolve, reject) => this._calls.set(id, { resolve, reject, decode }));
+    return new Promise((resolve, reject) => this._calls.set({ id, resolve, reject, decode }));
   },
 
   _settle (id, status, kind, body, code, message) {
-    const call = this._calls.get(id);
+    const call = this._calls.take(id);
     if (!call) return;
-    this._calls.delete(id);
     let value;
     try {
       value = call.decode(status, kind, body, code, message);

@@ -287,7 +287,7 @@ test('a local task gets the caller\'s own arguments and returns its own value, a
   assert.strictEqual(await swarm.tasks.exec('circular'), circular, 'a value JSON cannot encode still comes back locally');
   await assert.rejects(swarm.tasks.exec('refuses'), e => e instanceof TaskRefused);
   await eventually(() => swarm.tasks._runValues.size === 0, 5000, 'the kept values released');
-  assert.strictEqual(swarm.tasks._localArgs.size, 0, 'the kept arguments are released');
+  assert.strictEqual(swarm.tasks._localCalls.size, 0, 'the kept arguments are released');
 });
 
 test('a running swarm keeps the process alive; close() lets it exit', async () => {

@@ -6,6 +6,7 @@ const Promise = require('./promise');
 const codec = require('./codec');
 const errors = require('./errors');
 const { isThenable } = require('./messages');
+const { Pending } = require('./pending');
 
 const DEFAULTS = { timeout: 30000, serialized: true, singleTrigger: false, maxQueueLength: 20 };
 
@@ -26,11 +27,10 @@ class Tasks {
     this.tasks = Object.create(null);
     this.options = Object.assign({}, DEFAULTS);
     // Local calls keep their own arguments and get the handler's own value, as in
-    // 0.5.1: arguments by call id, pending callers by call id, values of runs started
-    // by a local call by run id (dropped when the native side says the run is done with).
-    this._localArgs = new Map();
-    this._localCalls = new Map();
-    this._runValues = new Map();
+    // 0.5.1: pending callers with their arguments by call id, values of runs started by
+    // a local call by run id (dropped when the native side says the run is done with).
+    this._localCalls = new Pending();
+    this._runValues = new Pending();
     this._nextCall = 0;
     this._owners = null;
   }
@@ -97,19 +97,16 @@ class Tasks {
   _execLocal (node, name, args) {
     this._nextCall = this._nextCall >= 0xfffffffe ? 1 : this._nextCall + 1;
     const callId = this._nextCall;
-    this._localArgs.set(callId, args);
     return new Promise((resolve, reject) => {
-      this._localCalls.set(callId, { resolve, reject });
+      this._localCalls.set({ id: callId, args, resolve, reject });
       node.execLocal(name, callId);
     });
   }
 
   // Called by the native side when a local call settles (callId 0: run `runId` is done with).
   _settleLocal (callId, runId, status, kind, body, code, message) {
-    if (callId === 0) return this._runValues.delete(runId);
-    this._localArgs.delete(callId);
-    const call = this._localCalls.get(callId);
-    this._localCalls.delete(callId);
+    if (callId === 0) return this._runValues.take(runId);
+    const call = this._localCalls.take(callId);
     if (!call) return;
     const own = runId ? this._runValues.get(runId) : undefined;
     if (own) return own.ok ? call.resolve(own.value) : call.reject(own.error);
@@ -152,7 +149,7 @@ class Tasks {
     const task = this.tasks[name];
     const keep = callId !== 0;
     const finish = (ok, value) => {
-      if (keep) this._runValues.set(runId, ok ? { ok, value } : { ok, error: value });
+      if (keep) this._runValues.set(ok ? { id: runId, ok, value } : { id: runId, ok, error: value });
       // The answer to a multiplexed task request is written with this turn's writes (see
       // Messages._reply).
       if (ok ? done(node, runId, value) : fail(node, runId, value)) this._swarm._flushSoon();
@@ -160,7 +157,8 @@ class Tasks {
     let result;
     try {
       if (!task) throw new Error(`No such task ${name}`);
-      const args = keep ? this._localArgs.get(callId) || [] : JSON.parse(argsJson);
+      const call = keep ? this._localCalls.get(callId) : undefined;
+      const args = keep ? (call ? call.args : []) : JSON.parse(argsJson);
       result = task.handler.apply(undefined, args);
     } catch (error) {
       return finish(false, error);
