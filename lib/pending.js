@@ -20,14 +20,8 @@ class Pending {
 
   // Keeps `entry` under its `id`, an integer in [0, 2^32), in place of any entry there.
   set (entry) {
-    const i = this._find(entry.id);
-    if (i >= 0) {
-      this._slots[i] = entry;
-      return;
-    }
     if ((this.size + 1) * 2 > this._slots.length) this._resize(this._slots.length * 2);
-    this._place(entry);
-    this.size++;
+    if (this._place(entry)) this.size++;
   }
 
   get (id) {
@@ -68,15 +62,16 @@ class Pending {
   }
 
   // Robin Hood insertion: an entry takes the slot of one nearer its own home, which
-  // moves on; so the entries of a run are in order of their distance from home.
+  // moves on; so the entries of a run are in order of their distance from home, and one
+  // with the same id would be met before that. False when it replaced one.
   _place (entry) {
     const slots = this._slots;
     const mask = this._mask;
     for (let i = entry.id & mask, distance = 0; ; i = (i + 1) & mask, distance++) {
       const there = slots[i];
-      if (there === undefined) {
+      if (there === undefined || there.id === entry.id) {
         slots[i] = entry;
-        return;
+        return there === undefined;
       }
       const theirs = (i - there.id) & mask;
       if (theirs < distance) {

@@ -157,8 +157,8 @@ class Tasks {
     let result;
     try {
       if (!task) throw new Error(`No such task ${name}`);
-      const call = keep ? this._localCalls.get(callId) : undefined;
-      const args = keep ? (call ? call.args : []) : JSON.parse(argsJson);
+      const call = keep && this._localCalls.get(callId);
+      const args = call ? call.args : keep ? [] : JSON.parse(argsJson);
       result = task.handler.apply(undefined, args);
     } catch (error) {
       return finish(false, error);
