@@ -125,9 +125,7 @@ impl MuxConn {
         // A reply waits for room in the writer's queue, and reading waits with it: a
         // client that does not read its replies is not read from either.
         let mut handling = Handling::new();
-        // The requests whose dispatcher took their responder, by deadline (the handler
-        // timeout is the same for all); their answers wake nothing here.
-        let mut taken: VecDeque<(Instant, Arc<Answer>)> = VecDeque::new();
+        let mut taken = TakenRequests::default();
         let expiry = tokio::time::sleep(timeout);
         tokio::pin!(expiry);
         let going_away = loop {
@@ -138,14 +136,14 @@ impl MuxConn {
                     continue;
                 }
                 () = &mut expiry, if !taken.is_empty() => {
-                    if let Some(deadline) = expire(&mut taken, Instant::now()) {
+                    if let Some(deadline) = taken.expire(Instant::now()) {
                         expiry.as_mut().reset(deadline);
                     }
                     continue;
                 }
                 _ = cancel.cancelled() => break true,
                 _ = &mut idle => {
-                    if handling.is_empty() && expire(&mut taken, Instant::now()).is_none() {
+                    if handling.is_empty() && taken.expire(Instant::now()).is_none() {
                         break true;
                     }
                     idle.as_mut().reset(Instant::now() + MUX_IDLE);
@@ -181,8 +179,8 @@ impl MuxConn {
                 Started::Now(reply) => send(mux::reply_frame(id, &reply)).await,
                 Started::Later(answer, handler) => self.handle(&handling, answer, handler),
                 Started::Taken(answer) => {
-                    taken.push_back((now + timeout, answer));
-                    if let Some(deadline) = expire(&mut taken, now) {
+                    taken.push(now + timeout, answer);
+                    if let Some(deadline) = taken.expire(now) {
                         expiry.as_mut().reset(deadline);
                     }
                 }
@@ -191,7 +189,7 @@ impl MuxConn {
         if going_away {
             send(mux::go_away_frame(last)).await;
         }
-        let answered = self.answer_all(handling, |now| expire(&mut taken, now));
+        let answered = self.answer_all(handling, |now| taken.expire(now));
         // Reads on until the client closes (for the drain timeout at most), so closing
         // never resets the connection under replies it has not read yet.
         let rest = async {
@@ -290,15 +288,109 @@ async fn give(answer: &Arc<Answer>, reply: &Reply, outbox: &Outbox) {
     }
 }
 
-/// Drops the answered requests at the head of `taken`, answers those whose handler
-/// timed out by `now`, and returns the next deadline, if any request is left.
-fn expire(taken: &mut VecDeque<(Instant, Arc<Answer>)>, now: Instant) -> Option<Instant> {
-    while let Some((deadline, answer)) = taken.front() {
-        if !answer.is_answered() && *deadline > now {
-            return Some(*deadline);
+/// The requests whose dispatcher took their responder, by deadline (the handler timeout
+/// is the same for all), for the server to time out those left unanswered. Answers come
+/// from elsewhere and wake nothing here, so the answered are dropped as the queue grows:
+/// from its head as it expires, and all at once whenever it has doubled since the last
+/// time. It holds about twice the requests in flight (each holds a slot of
+/// `max_in_flight` until answered), not every request answered since the queue was last
+/// looked at: 100 bytes or so a request, for seconds, under a steady load.
+#[derive(Default)]
+struct TakenRequests {
+    queue: VecDeque<(Instant, Arc<Answer>)>,
+    /// The length at which the answered are dropped next.
+    compact_at: usize,
+}
+
+/// The shortest queue of taken requests that is ever compacted.
+const COMPACT_MIN: usize = 64;
+
+impl TakenRequests {
+    fn push(&mut self, deadline: Instant, answer: Arc<Answer>) {
+        self.queue.push_back((deadline, answer));
+        if self.queue.len() >= self.compact_at {
+            self.queue.retain(|(_, answer)| !answer.is_answered());
+            self.compact_at = (2 * self.queue.len()).max(COMPACT_MIN);
         }
-        answer.give(&timed_out(), false);
-        taken.pop_front();
     }
-    None
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Drops the answered requests at the head, answers those whose handler timed out
+    /// by `now`, and returns the next deadline, if any request is left.
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        while let Some((deadline, answer)) = self.queue.front() {
+            if !answer.is_answered() && *deadline > now {
+                return Some(*deadline);
+            }
+            answer.give(&timed_out(), false);
+            self.queue.pop_front();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::messaging::Payload;
+
+    fn answer(id: u32) -> Arc<Answer> {
+        let slot = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a slot");
+        Answer::new(
+            Arc::new(Outbox::default()),
+            id,
+            slot,
+            Arc::new(Notify::new()),
+        )
+    }
+
+    #[test]
+    fn taken_requests_answered_behind_one_still_waiting_are_not_kept() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(300);
+        let mut taken = TakenRequests::default();
+        // The oldest waits for a slow handler; 100,000 later ones are answered at once.
+        let slow = answer(1);
+        taken.push(deadline, slow.clone());
+        let mut longest = 0;
+        for id in 2..100_002 {
+            let fast = answer(id);
+            taken.push(deadline, fast.clone());
+            assert!(fast.give(&Reply::ok(Payload::Empty), false));
+            longest = longest.max(taken.queue.len());
+        }
+        assert!(longest <= COMPACT_MIN, "the queue grew to {longest}");
+        // The one still waiting is timed out at its deadline, and the rest dropped.
+        assert_eq!(taken.expire(now), Some(deadline));
+        assert!(!slow.is_answered());
+        assert_eq!(taken.expire(deadline), None);
+        assert!(slow.is_answered());
+        assert!(taken.queue.is_empty());
+    }
+
+    #[test]
+    fn taken_requests_waiting_are_all_kept_until_answered_or_timed_out() {
+        let now = Instant::now();
+        let mut taken = TakenRequests::default();
+        let waiting: Vec<_> = (1..=1000).map(answer).collect();
+        for (i, answer) in waiting.iter().enumerate() {
+            taken.push(now + Duration::from_millis(i as u64 + 1), answer.clone());
+        }
+        assert_eq!(taken.queue.len(), 1000);
+        assert_eq!(
+            taken.expire(now + Duration::from_millis(500)),
+            Some(now + Duration::from_millis(501))
+        );
+        assert_eq!(waiting.iter().filter(|a| a.is_answered()).count(), 500);
+        assert_eq!(taken.queue.len(), 500);
+    }
 }

@@ -3,7 +3,6 @@
 //! out what waits too long, and goes away.
 
 use std::{
-    collections::VecDeque,
     io,
     os::fd::{AsRawFd, RawFd},
     sync::{Arc, Mutex},
@@ -13,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{expire, give, start, Handler, Handling, MuxConn, Started, MUX_IDLE};
+use super::{give, start, Handler, Handling, MuxConn, Started, TakenRequests, MUX_IDLE};
 use crate::messaging::mux::{self, Answer, Read};
 
 impl MuxConn {
@@ -32,7 +31,7 @@ impl MuxConn {
                 last: 0,
                 stopped: false,
                 later: Vec::new(),
-                taken: VecDeque::new(),
+                taken: TakenRequests::default(),
                 active: Instant::now(),
                 partial: None,
                 paused: None,
@@ -71,7 +70,7 @@ impl MuxConn {
                 if stalled.is_some_and(|at| at <= now) {
                     break false;
                 }
-                let taken = expire(&mut state.taken, now);
+                let taken = state.taken.expire(now);
                 let idle = state.active + MUX_IDLE;
                 if idle <= now && handling.is_empty() && taken.is_none() {
                     break true;
@@ -129,7 +128,7 @@ impl MuxConn {
         if going_away {
             self.outbox.push(mux::go_away_frame(last));
         }
-        let answered = self.answer_all(handling, |now| expire(&mut inbox.lock().taken, now));
+        let answered = self.answer_all(handling, |now| inbox.lock().taken.expire(now));
         // The reader reads past what comes until the client closes (for the drain
         // timeout at most), so closing never resets the connection under replies it
         // has not read yet.
@@ -165,7 +164,7 @@ struct InState {
     /// Handlers' futures, for the task to poll.
     later: Vec<(Arc<Answer>, Handler)>,
     /// The requests whose dispatcher took their responder, by deadline.
-    taken: VecDeque<(Instant, Arc<Answer>)>,
+    taken: TakenRequests,
     /// When the last request came in.
     active: Instant,
     /// Since when a frame has been coming in, if one is.
@@ -268,7 +267,7 @@ impl MuxConn {
             }
             Started::Taken(answer) => state
                 .taken
-                .push_back((now + self.ctx.limits.handler_timeout, answer)),
+                .push(now + self.ctx.limits.handler_timeout, answer),
         }
         if self.outbox.has_room() {
             mux::Flow::Go
