@@ -95,8 +95,8 @@ async function main () {
     const [h1a, h1b] = oursHttp1.nodes;
     const keys = Array.from({ length: 4000 }, (_, i) => `k${i}`);
     const owned = (await a.request('owners', { keys })).map((o, i) => o === b.ip ? keys[i] : null).filter(Boolean);
-    const idle = await a.request('usage');
-    const baseIdle = await base[0].request('usage');
+    const [idle, receiverIdle] = await Promise.all([a.request('usage'), b.request('usage')]);
+    const [baseIdle, baseReceiverIdle] = await Promise.all([base[0].request('usage'), base[1].request('usage')]);
     // `seconds`: a time limit, or none (left out of the request).
     const sends = (n, c, seconds) => ({
       ours: () => crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c, seconds }, 120000)),
@@ -152,12 +152,15 @@ async function main () {
     }
     console.log('topology at scale');
     const scale = await topologyAtScale();
-    const loaded = await a.request('usage');
-    const baseLoaded = await base[0].request('usage');
+    const [loaded, receiverLoaded] = await Promise.all([a.request('usage'), b.request('usage')]);
+    const [baseLoaded, baseReceiverLoaded] = await Promise.all([base[0].request('usage'), base[1].request('usage')]);
     const readyMs = ours.nodes.map(n => n.events.find(e => e.event === 'ready').initMs);
     const summary = summarize(results);
     summary.push({ figure: 'start to ready (ms)', ours: Math.round(median(readyMs)) });
+    // The sending node's figure after load includes the benchmark's own arrays of
+    // latencies (8 MB a run, garbage until V8 collects it); the receiving node's does not.
     summary.push({ figure: 'RSS idle / after load (MiB)', ours: `${mib(idle.rss)} / ${mib(loaded.rss)}`, node: `${mib(baseIdle.rss)} / ${mib(baseLoaded.rss)}` });
+    summary.push({ figure: 'RSS idle / after load, receiving node (MiB)', ours: `${mib(receiverIdle.rss)} / ${mib(receiverLoaded.rss)}`, node: `${mib(baseReceiverIdle.rss)} / ${mib(baseReceiverLoaded.rss)}` });
     summary.push({ figure: `${scale.endpoints} endpoints: nodes, ready (ms)`, ours: { nodes: scale.ours.nodes, initMs: scale.ours.initMs }, node: { nodes: scale.node.nodes } });
     for (const field of ['cpuPerChangeUs', 'latencyP50Ms', 'latencyWorstMs', 'rssMiB']) {
       summary.push({ figure: `churn at 100/s over ${scale.endpoints} endpoints: ${field}`, ours: { [field]: scale.ours[field] }, node: { [field]: scale.node[field] } });
