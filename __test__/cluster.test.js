@@ -89,6 +89,19 @@ test('large messages travel whole, several at once, between pods of ours', async
   replies.forEach((reply, n) => assert.deepStrictEqual(reply.message, big(n + 1)));
 });
 
+test("a node's memory does not grow with the messages it answers", async () => {
+  const [a, b] = cluster.nodes;
+  // After a first load (connections, compiled code, the allocators' first arenas), a
+  // receiver keeps about what it had: each message answered is let go (a request answered
+  // from JavaScript once stayed queued until its connection's task woke, ~100 bytes each).
+  await a.request('bench', { kind: 'send', to: b.ip, n: 20000, concurrency: 64 }, 60000);
+  const before = (await b.request('usage')).rss;
+  const run = await a.request('bench', { kind: 'send', to: b.ip, n: 200000, concurrency: 64, seconds: 30 }, 60000);
+  const grown = ((await b.request('usage')).rss - before) / 1048576;
+  assert.ok(run.n >= 100000, `only ${run.n} messages in 30 s`);
+  assert.ok(grown < 8, `the receiver grew by ${grown.toFixed(1)} MiB over ${run.n} messages`);
+});
+
 test('1,000 keys run on the owner every node names', async () => {
   const keys = Array.from({ length: 1000 }, (_, i) => `customer-${i}`);
   const owners = await Promise.all(cluster.nodes.map(n => n.request('owners', { keys })));
