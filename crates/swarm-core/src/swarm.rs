@@ -328,6 +328,17 @@ impl Swarm {
             .send_later(ip, path, payload, move |sent| match sent {
                 Ok(result) => done(result),
                 Err(unsent) => {
+                    // Over HTTP/1.1 from the loop's thread: written now, on a connection
+                    // of that thread's own.
+                    let gone = inner.departed(unsent.ip());
+                    let (unsent, done) =
+                        match inner
+                            .client
+                            .send_here(unsent, gone, &inner.runtime, Box::new(done))
+                        {
+                            Ok(()) => return,
+                            Err(back) => back,
+                        };
                     let runtime = inner.runtime.clone();
                     let read_loop = inner.client.loop_here();
                     let send = async move { done(inner.send_unsent(unsent).await) };
@@ -602,14 +613,18 @@ impl Inner {
 
     /// Sends as [`Inner::send`] does a request made already.
     async fn send_unsent(&self, unsent: Unsent) -> Result<Reply, SendError> {
-        let departed = self
-            .peers
+        let departed = self.departed(unsent.ip());
+        self.client.send_unsent(unsent, &departed).await
+    }
+
+    /// Cancelled when the peer at `ip` leaves the cluster.
+    fn departed(&self, ip: IpAddr) -> CancellationToken {
+        self.peers
             .lock()
             .expect("not poisoned")
-            .entry(unsent.ip())
+            .entry(ip)
             .or_default()
-            .clone();
-        self.client.send_unsent(unsent, &departed).await
+            .clone()
     }
 
     fn ring(&self) -> Arc<(u64, HashRing)> {

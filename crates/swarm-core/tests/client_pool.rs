@@ -40,7 +40,7 @@ async fn server(answer: Answer) -> (u16, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 loop {
-                    let Some(body) = common::read_http_request(&mut stream).await else {
+                    let Some((_, body)) = common::read_http_request(&mut stream).await else {
                         return;
                     };
                     let connection = match answer {

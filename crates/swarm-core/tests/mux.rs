@@ -1168,7 +1168,7 @@ impl Fake {
 async fn fake_http(stream: TcpStream, advertise: bool, log: Arc<Mutex<Log>>) {
     let mut stream = BufReader::new(stream);
     loop {
-        let Some(body) = common::read_http_request(&mut stream).await else {
+        let Some((_, body)) = common::read_http_request(&mut stream).await else {
             return;
         };
         lock(&log).answered.push((false, Bytes::from(body.clone())));
@@ -1947,7 +1947,7 @@ async fn over_http_a_request_is_in_doubt_once_a_connection_took_it() {
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.expect("accept");
         let mut stream = BufReader::new(stream);
-        while let Some(body) = common::read_http_request(&mut stream).await {
+        while let Some((_, body)) = common::read_http_request(&mut stream).await {
             read.send(body).expect("the test waits");
         }
     });

@@ -37,6 +37,7 @@ use tracing::debug;
 use super::{
     auth::Auth,
     codec::{self, Payload},
+    loop_http1,
     loop_io::in_runtime,
     mux::{self, Outcome},
     path, Reply,
@@ -48,6 +49,10 @@ use crate::{errors::with_causes, fast_hash::FastMap, local};
 /// is never written on a connection the peer is closing, as it could not tell whether
 /// it ran.
 const IDLE: Duration = Duration::from_secs(4);
+
+/// A connection of the loop's own idle for less than this is taken without asking the
+/// kernel whether its peer has closed it (see `loop_http1::Conn::is_usable`).
+const FRESH: Duration = Duration::from_millis(1);
 
 /// How many times a request a peer did not read (it went away) is sent again.
 const RESENDS: u32 = 3;
@@ -123,6 +128,8 @@ pub struct Client {
 struct Inner {
     connector: HttpConnector,
     idle: Mutex<FastMap<SocketAddr, Vec<Idle>>>,
+    /// The idle HTTP/1.1 connections of the loop's thread (`loop_http1.rs`), and since when.
+    own: Mutex<FastMap<SocketAddr, Vec<OwnIdle>>>,
     routes: Mutex<FastMap<SocketAddr, Route>>,
     config: ClientConfig,
 }
@@ -138,11 +145,17 @@ enum Route {
     Mux(Arc<mux::Conn>),
 }
 
+/// A connection of the loop's own waiting in the pool, and since when.
+type OwnIdle = (Arc<loop_http1::Conn>, Instant);
+
 /// A connection waiting in the pool, and since when.
 struct Idle {
     sender: SendRequest<Full<Bytes>>,
     since: Instant,
 }
+
+/// What a send's outcome is handed to.
+pub type Sent = Box<dyn FnOnce(Result<Reply, SendError>) + Send>;
 
 /// A request ready to go: made by [`Client::unsent`], handed back by
 /// [`Client::send_later`] when it did not send it, sent by [`Client::send_unsent`].
@@ -175,6 +188,7 @@ impl Client {
             inner: Arc::new(Inner {
                 connector,
                 idle: Mutex::new(FastMap::default()),
+                own: Mutex::new(FastMap::default()),
                 routes: Mutex::new(FastMap::default()),
                 config,
             }),
@@ -270,6 +284,91 @@ impl Client {
         if let Err(settle) = conn.call_later(frame, settle) {
             settle(Outcome::Resend);
         }
+    }
+
+    /// Sends `unsent` over HTTP/1.1 on a connection of this thread's own (`loop_http1.rs`),
+    /// when this is the thread of the loop connections are read on and the peer is sent
+    /// to over HTTP/1.1: the request is written now, and `done` gets the outcome on this
+    /// thread, as [`Client::send_until_gone`] would give it with `gone`. Both are handed
+    /// back otherwise. Tasks and timers go to `runtime`.
+    pub fn send_here(
+        &self,
+        unsent: Unsent,
+        gone: CancellationToken,
+        runtime: &tokio::runtime::Handle,
+        done: Sent,
+    ) -> Result<(), (Unsent, Sent)> {
+        let peer = unsent.peer;
+        let read_loop = match self.loop_here() {
+            Some(read_loop) if self.inner.http_route(peer) => read_loop,
+            _ => return Err((unsent, done)),
+        };
+        if gone.is_cancelled() {
+            done(Err(never_reached(peer)));
+            return Ok(());
+        }
+        let mut request = self.inner.http_request(&unsent);
+        let mut settle = self.settle(peer, done);
+        while let Some(conn) = self.inner.check_out_own(peer) {
+            match conn.call(request, settle) {
+                Ok(()) => return Ok(()),
+                Err(back) => (request, settle) = back,
+            }
+        }
+        let dial = self.inner.dial(peer);
+        let weak = Arc::downgrade(&self.inner);
+        let timeout = self.inner.config.request_timeout;
+        read_loop
+            .clone()
+            .spawn_here(in_runtime(runtime.clone(), async move {
+                let unreachable = |reason: String| SendError::Unreachable {
+                    ip: peer.ip().to_string(),
+                    reason,
+                };
+                let connected = tokio::select! {
+                    connected = dial => connected,
+                    () = gone.cancelled() => return settle(Err(never_reached(peer))),
+                };
+                let socket = match connected
+                    .and_then(|io| io.into_inner().into_std().map_err(|e| e.to_string()))
+                {
+                    Ok(socket) => Arc::new(socket),
+                    Err(reason) => return settle(Err(unreachable(reason))),
+                };
+                let io = match read_loop.io_here(socket.clone()) {
+                    Ok(io) => io,
+                    Err(e) => return settle(Err(unreachable(e.to_string()))),
+                };
+                let idle: loop_http1::Idle = Box::new(move |conn| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.check_in_own(peer, conn.clone());
+                    }
+                });
+                let conn = loop_http1::Conn::new(socket, peer, timeout, idle);
+                if let Err((_, settle)) = conn.call(request, settle) {
+                    return settle(Err(unreachable(
+                        "the connection ended before the request was written".into(),
+                    )));
+                }
+                conn.run(io, gone).await;
+            }));
+        Ok(())
+    }
+
+    /// Hands an HTTP/1.1 exchange's reply to `done`, noting the peer's offer of the
+    /// multiplexed transport.
+    fn settle(&self, peer: SocketAddr, done: Sent) -> loop_http1::Settle {
+        let weak = Arc::downgrade(&self.inner);
+        Box::new(move |answered| {
+            done(answered.map(|answered| {
+                if answered.offers_mux {
+                    if let Some(inner) = weak.upgrade().filter(|inner| inner.config.multiplex) {
+                        inner.offered(peer);
+                    }
+                }
+                answered.reply
+            }))
+        })
     }
 
     /// The loop its connections are read on, when this thread is that loop's: work
@@ -482,6 +581,78 @@ impl Inner {
                 Some(conn)
             }
         }
+    }
+
+    /// True when `peer` is sent to over HTTP/1.1: no multiplexed connection to it is
+    /// open or to be opened (see [`Inner::multiplexed`]).
+    fn http_route(&self, peer: SocketAddr) -> bool {
+        if !self.config.multiplex {
+            return true;
+        }
+        match self.lock_routes().get(&peer) {
+            None | Some(Route::Http { retry: None }) => true,
+            Some(Route::Http { retry: Some(at) }) => Instant::now() < *at,
+            Some(Route::Offered | Route::Mux(_)) => false,
+        }
+    }
+
+    /// The request as it goes on the wire, with the headers [`Inner::over_http`] gives
+    /// hyper's: host, content type, length and the signature.
+    fn http_request(&self, unsent: &Unsent) -> Bytes {
+        let body = unsent.payload.body();
+        let mut request = BytesMut::with_capacity(256 + body.len());
+        let mut room = [0u8; 64];
+        request.extend_from_slice(b"POST ");
+        request.extend_from_slice(unsent.encoded.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        request.extend_from_slice(codec::display_in(unsent.peer, &mut room).unwrap_or_default());
+        if let Some(ct) = unsent.payload.content_type() {
+            request.extend_from_slice(b"\r\ncontent-type: ");
+            request.extend_from_slice(ct.as_bytes());
+        }
+        request.extend_from_slice(b"\r\ncontent-length: ");
+        request.extend_from_slice(codec::display_in(body.len(), &mut room).unwrap_or_default());
+        if let Some(auth) = &self.config.auth {
+            for (name, value) in auth.sign("POST", &unsent.encoded, body) {
+                request.extend_from_slice(b"\r\n");
+                request.extend_from_slice(name.as_str().as_bytes());
+                request.extend_from_slice(b": ");
+                request.extend_from_slice(value.as_bytes());
+            }
+        }
+        request.extend_from_slice(b"\r\n\r\n");
+        request.extend_from_slice(body);
+        request.freeze()
+    }
+
+    /// The most recently used idle connection of the loop's own to `peer` that is
+    /// still open and fresh; the stale ones are closed.
+    fn check_out_own(&self, peer: SocketAddr) -> Option<Arc<loop_http1::Conn>> {
+        let mut own = self.own.lock().expect("not poisoned");
+        let list = own.get_mut(&peer)?;
+        while let Some((conn, since)) = list.pop() {
+            let idle = since.elapsed();
+            if idle >= IDLE {
+                conn.close();
+            } else if conn.is_usable(idle >= FRESH) {
+                return Some(conn);
+            } else {
+                conn.close();
+            }
+        }
+        own.remove(&peer);
+        None
+    }
+
+    fn check_in_own(&self, peer: SocketAddr, conn: Arc<loop_http1::Conn>) {
+        let since = Instant::now();
+        let mut own = self.own.lock().expect("not poisoned");
+        let list = own.entry(peer).or_default();
+        let stale = list.partition_point(|(_, at)| since.duration_since(*at) >= IDLE);
+        for (conn, _) in list.drain(..stale) {
+            conn.close();
+        }
+        list.push((conn, since));
     }
 
     /// The open multiplexed connection to `peer`, if there is one.

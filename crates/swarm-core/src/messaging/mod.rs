@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod client;
 pub mod codec;
+mod loop_http1;
 pub mod loop_io;
 pub mod mux;
 pub mod path;

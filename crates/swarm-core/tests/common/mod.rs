@@ -5,9 +5,11 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Reads one HTTP/1.1 request (head and `content-length` body) as a hand-written peer
-/// sees it; `None` once the client has closed the connection.
-pub async fn read_http_request(stream: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+/// Reads one HTTP/1.1 request as a hand-written peer sees it: its head (request line and
+/// headers, each with its CRLF, without the empty line) and its `content-length` body;
+/// `None` once the client has closed the connection.
+pub async fn read_http_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
     let mut length = 0usize;
     loop {
         let mut line = String::new();
@@ -20,8 +22,9 @@ pub async fn read_http_request(stream: &mut BufReader<TcpStream>) -> Option<Vec<
         if line == "\r\n" {
             break;
         }
+        head.push_str(&line);
     }
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await.expect("the body");
-    Some(body)
+    Some((head, body))
 }
