@@ -1,6 +1,9 @@
 //! The messaging client: keep-alive HTTP/1.1 connections to every peer, pooled here
 //! over hyper's connection API, and one multiplexed connection ([`super::mux`]) to each
 //! peer that offered it; a connect timeout and a request timeout make every send settle.
+//! Sends made on the thread of the loop connections are read on go over HTTP/1.1
+//! connections of that thread's own instead of hyper's ([`Client::send_here`],
+//! `loop_http1.rs`), pooled and settled alike.
 //!
 //! The pool is a list of idle connections per peer: a send takes the most recently used
 //! one that is still open (or opens one), and gives it back once the reply is read. A
