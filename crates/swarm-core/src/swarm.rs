@@ -330,15 +330,13 @@ impl Swarm {
                 Err(unsent) => {
                     // Over HTTP/1.1 from the loop's thread: written now, on a connection
                     // of that thread's own.
-                    let gone = inner.departed(unsent.ip());
-                    let (unsent, done) =
-                        match inner
+                    let ip = unsent.ip();
+                    let departed = || inner.departed(ip);
+                    let sent =
+                        inner
                             .client
-                            .send_here(unsent, gone, &inner.runtime, Box::new(done))
-                        {
-                            Ok(()) => return,
-                            Err(back) => back,
-                        };
+                            .send_here(unsent, departed, &inner.runtime, Box::new(done));
+                    let Err((unsent, done)) = sent else { return };
                     let runtime = inner.runtime.clone();
                     let read_loop = inner.client.loop_here();
                     let send = async move { done(inner.send_unsent(unsent).await) };

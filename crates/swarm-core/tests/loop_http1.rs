@@ -67,7 +67,7 @@ async fn send_here(
         .expect("an address");
     let sent = client.send_here(
         unsent,
-        gone.clone(),
+        || gone.clone(),
         &tokio::runtime::Handle::current(),
         Box::new(move |outcome| {
             let _ = tell.send(outcome);

@@ -130,9 +130,9 @@ pub struct Client {
 
 struct Inner {
     connector: HttpConnector,
-    idle: Mutex<FastMap<SocketAddr, Vec<Idle>>>,
-    /// The idle HTTP/1.1 connections of the loop's thread (`loop_http1.rs`), and since when.
-    own: Mutex<FastMap<SocketAddr, Vec<OwnIdle>>>,
+    idle: Pool<SendRequest<Full<Bytes>>>,
+    /// The idle HTTP/1.1 connections of the loop's thread (`loop_http1.rs`).
+    own: Pool<Arc<loop_http1::Conn>>,
     routes: Mutex<FastMap<SocketAddr, Route>>,
     config: ClientConfig,
 }
@@ -148,13 +148,52 @@ enum Route {
     Mux(Arc<mux::Conn>),
 }
 
-/// A connection of the loop's own waiting in the pool, and since when.
-type OwnIdle = (Arc<loop_http1::Conn>, Instant);
+/// Idle connections per peer, each with since when, in check-in order: a send takes the
+/// most recently used, and one idle [`IDLE`] or more goes.
+struct Pool<T> {
+    idle: Mutex<FastMap<SocketAddr, Vec<(T, Instant)>>>,
+}
 
-/// A connection waiting in the pool, and since when.
-struct Idle {
-    sender: SendRequest<Full<Bytes>>,
-    since: Instant,
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            idle: Mutex::new(FastMap::default()),
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    /// The most recently used connection to `peer` that `usable` takes, told how long it
+    /// was idle; those passed over, and those idle too long, go to `discard`.
+    fn check_out(
+        &self,
+        peer: SocketAddr,
+        usable: impl Fn(&T, Duration) -> bool,
+        discard: impl Fn(T),
+    ) -> Option<T> {
+        let mut idle = self.idle.lock().expect("not poisoned");
+        let list = idle.get_mut(&peer)?;
+        while let Some((conn, since)) = list.pop() {
+            let idle_for = since.elapsed();
+            if idle_for < IDLE && usable(&conn, idle_for) {
+                return Some(conn);
+            }
+            discard(conn);
+        }
+        idle.remove(&peer);
+        None
+    }
+
+    /// Gives `conn` back; those idle too long meanwhile go to `discard`.
+    fn check_in(&self, peer: SocketAddr, conn: T, discard: impl Fn(T)) {
+        let since = Instant::now();
+        let mut idle = self.idle.lock().expect("not poisoned");
+        let list = idle.entry(peer).or_default();
+        // The list is in check-in order, so the connections idle too long are a prefix.
+        let stale = list.partition_point(|(_, at)| since.duration_since(*at) >= IDLE);
+        list.drain(..stale).for_each(|(conn, _)| discard(conn));
+        list.push((conn, since));
+    }
 }
 
 /// What a send's outcome is handed to.
@@ -190,8 +229,8 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 connector,
-                idle: Mutex::new(FastMap::default()),
-                own: Mutex::new(FastMap::default()),
+                idle: Pool::default(),
+                own: Pool::default(),
                 routes: Mutex::new(FastMap::default()),
                 config,
             }),
@@ -292,32 +331,39 @@ impl Client {
     /// Sends `unsent` over HTTP/1.1 on a connection of this thread's own (`loop_http1.rs`),
     /// when this is the thread of the loop connections are read on and the peer is sent
     /// to over HTTP/1.1: the request is written now, and `done` gets the outcome on this
-    /// thread, as [`Client::send_until_gone`] would give it with `gone`. Both are handed
-    /// back otherwise. Tasks and timers go to `runtime`.
+    /// thread, as [`Client::send_until_gone`] would give it with the token `departed`
+    /// makes (asked only when a connection is to be made: each watches its own). Both
+    /// are handed back otherwise. Tasks and timers go to `runtime`.
     pub fn send_here(
         &self,
         unsent: Unsent,
-        gone: CancellationToken,
+        departed: impl FnOnce() -> CancellationToken,
         runtime: &tokio::runtime::Handle,
         done: Sent,
     ) -> Result<(), (Unsent, Sent)> {
         let peer = unsent.peer;
-        let read_loop = match self.loop_here() {
+        let read_loop = match self.inner.loop_here() {
             Some(read_loop) if self.inner.http_route(peer) => read_loop,
             _ => return Err((unsent, done)),
         };
-        if gone.is_cancelled() {
-            done(Err(never_reached(peer)));
-            return Ok(());
-        }
         let mut request = self.inner.http_request(&unsent);
         let mut settle = self.settle(peer, done);
-        while let Some(conn) = self.inner.check_out_own(peer) {
+        while let Some(conn) = self.inner.own.check_out(
+            peer,
+            |conn, idle| conn.is_usable(idle >= FRESH),
+            |conn| conn.close(),
+        ) {
             match conn.call(request, settle) {
                 Ok(()) => return Ok(()),
                 Err(back) => (request, settle) = back,
             }
         }
+        let gone = departed();
+        if gone.is_cancelled() {
+            settle(Err(never_reached(peer)));
+            return Ok(());
+        }
+        let read_loop = read_loop.clone();
         let dial = self.inner.dial(peer);
         let weak = Arc::downgrade(&self.inner);
         let timeout = self.inner.config.request_timeout;
@@ -344,16 +390,18 @@ impl Client {
                 };
                 let idle: loop_http1::Idle = Box::new(move |conn| {
                     if let Some(inner) = weak.upgrade() {
-                        inner.check_in_own(peer, conn.clone());
+                        inner
+                            .own
+                            .check_in(peer, conn.clone(), |stale| stale.close());
                     }
                 });
-                let conn = loop_http1::Conn::new(socket, peer, timeout, idle);
+                let conn = loop_http1::Conn::new(socket, peer, timeout, idle, gone);
                 if let Err((_, settle)) = conn.call(request, settle) {
                     return settle(Err(unreachable(
                         "the connection ended before the request was written".into(),
                     )));
                 }
-                conn.run(io, gone).await;
+                conn.run(io).await;
             }));
         Ok(())
     }
@@ -393,6 +441,15 @@ impl Client {
     fn peer(&self, ip: &str) -> Option<SocketAddr> {
         let addr: IpAddr = ip.parse().ok()?;
         Some(SocketAddr::new(addr, self.inner.config.port))
+    }
+}
+
+/// True when a peer with `route` (none yet: unknown) is sent to over HTTP/1.1 now.
+fn over_http(route: Option<&Route>) -> bool {
+    match route {
+        None | Some(Route::Http { retry: None }) => true,
+        Some(Route::Http { retry: Some(at) }) => Instant::now() < *at,
+        Some(Route::Offered | Route::Mux(_)) => false,
     }
 }
 
@@ -568,11 +625,10 @@ impl Inner {
             return None;
         }
         let mut routes = self.lock_routes();
-        match routes.get(&peer)? {
-            Route::Http { retry: None } => None,
-            Route::Http { retry: Some(at) } if Instant::now() < *at => None,
-            Route::Mux(conn) if conn.is_open() => Some(conn.clone()),
-            Route::Offered | Route::Mux(_) | Route::Http { .. } => {
+        match routes.get(&peer) {
+            route if over_http(route) => None,
+            Some(Route::Mux(conn)) if conn.is_open() => Some(conn.clone()),
+            _ => {
                 let dial = self.dial(peer);
                 let conn = mux::Conn::open(
                     async move { dial.await.map(TokioIo::into_inner) },
@@ -589,14 +645,7 @@ impl Inner {
     /// True when `peer` is sent to over HTTP/1.1: no multiplexed connection to it is
     /// open or to be opened (see [`Inner::multiplexed`]).
     fn http_route(&self, peer: SocketAddr) -> bool {
-        if !self.config.multiplex {
-            return true;
-        }
-        match self.lock_routes().get(&peer) {
-            None | Some(Route::Http { retry: None }) => true,
-            Some(Route::Http { retry: Some(at) }) => Instant::now() < *at,
-            Some(Route::Offered | Route::Mux(_)) => false,
-        }
+        !self.config.multiplex || over_http(self.lock_routes().get(&peer))
     }
 
     /// The request as it goes on the wire, with the headers [`Inner::over_http`] gives
@@ -626,36 +675,6 @@ impl Inner {
         request.extend_from_slice(b"\r\n\r\n");
         request.extend_from_slice(body);
         request.freeze()
-    }
-
-    /// The most recently used idle connection of the loop's own to `peer` that is
-    /// still open and fresh; the stale ones are closed.
-    fn check_out_own(&self, peer: SocketAddr) -> Option<Arc<loop_http1::Conn>> {
-        let mut own = self.own.lock().expect("not poisoned");
-        let list = own.get_mut(&peer)?;
-        while let Some((conn, since)) = list.pop() {
-            let idle = since.elapsed();
-            if idle >= IDLE {
-                conn.close();
-            } else if conn.is_usable(idle >= FRESH) {
-                return Some(conn);
-            } else {
-                conn.close();
-            }
-        }
-        own.remove(&peer);
-        None
-    }
-
-    fn check_in_own(&self, peer: SocketAddr, conn: Arc<loop_http1::Conn>) {
-        let since = Instant::now();
-        let mut own = self.own.lock().expect("not poisoned");
-        let list = own.entry(peer).or_default();
-        let stale = list.partition_point(|(_, at)| since.duration_since(*at) >= IDLE);
-        for (conn, _) in list.drain(..stale) {
-            conn.close();
-        }
-        list.push((conn, since));
     }
 
     /// The open multiplexed connection to `peer`, if there is one.
@@ -759,7 +778,7 @@ impl Inner {
         // Ready again once hyper has seen the end of this exchange: that may take a turn
         // of its connection task, so the pool waits for readiness when it hands it out.
         if !sender.is_closed() {
-            self.check_in(peer, sender);
+            self.idle.check_in(peer, sender, drop);
         }
         Ok(Reply {
             status,
@@ -772,7 +791,10 @@ impl Inner {
         &self,
         peer: SocketAddr,
     ) -> Result<(SendRequest<Full<Bytes>>, bool), SendError> {
-        while let Some(mut sender) = self.check_out(peer) {
+        while let Some(mut sender) =
+            self.idle
+                .check_out(peer, |sender, _| !sender.is_closed(), drop)
+        {
             if sender.ready().await.is_ok() {
                 return Ok((sender, true));
             }
@@ -802,28 +824,5 @@ impl Inner {
         let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
         tokio::spawn(connection);
         Ok((sender, false))
-    }
-
-    /// The most recently used idle connection to `peer` that is still open and fresh.
-    fn check_out(&self, peer: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.get_mut(&peer)?;
-        while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE {
-                return Some(entry.sender);
-            }
-        }
-        idle.remove(&peer);
-        None
-    }
-
-    fn check_in(&self, peer: SocketAddr, sender: SendRequest<Full<Bytes>>) {
-        let since = Instant::now();
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.entry(peer).or_default();
-        // The list is in check-in order, so the connections idle too long are a prefix.
-        let stale = list.partition_point(|entry| since.duration_since(entry.since) >= IDLE);
-        list.drain(..stale);
-        list.push(Idle { sender, since });
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Conn {
     /// How long a call may wait for its reply.
     timeout: Duration,
     idle: Idle,
+    /// Cancelled when the peer leaves the cluster: the connection ends.
+    gone: CancellationToken,
     state: Mutex<State>,
 }
 
@@ -71,11 +73,13 @@ impl Conn {
         peer: SocketAddr,
         timeout: Duration,
         idle: Idle,
+        gone: CancellationToken,
     ) -> Arc<Conn> {
         Arc::new(Conn {
             peer,
             timeout,
             idle,
+            gone,
             state: Mutex::new(State {
                 socket: Some(socket),
                 call: None,
@@ -90,15 +94,16 @@ impl Conn {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True while it may take a call: open and idle, and, when `ask` (it has been idle
-    /// a while), its peer has not ended its side: a server that closed it (at its
-    /// keep-alive timeout, or shutting down) would never read a request written now,
-    /// and its task may not have seen the end yet. Asking the kernel takes a system
-    /// call, which a connection reused at once does without, as hyper's pool does.
+    /// True while it may take a call: open, idle, its peer still in the cluster, and,
+    /// when `ask` (it has been idle a while), its peer has not ended its side: a server
+    /// that closed it (at its keep-alive timeout, or shutting down) would never read a
+    /// request written now, and its task may not have seen the end yet. Asking the
+    /// kernel takes a system call, which a connection reused at once does without, as
+    /// hyper's pool does.
     pub(crate) fn is_usable(&self, ask: bool) -> bool {
         let state = self.lock();
         match &state.socket {
-            Some(socket) if !state.closed && state.call.is_none() => {
+            Some(socket) if !state.closed && state.call.is_none() && !self.gone.is_cancelled() => {
                 !ask || !mux::peer_closed(socket.as_raw_fd())
             }
             _ => false,
@@ -172,12 +177,12 @@ impl Conn {
     }
 
     /// Reads the replies, writes what a request left over, and times out the call,
-    /// until the connection ends, is closed while idle, or its peer leaves (`gone`).
-    pub(crate) async fn run(self: Arc<Self>, io: LoopIo, gone: CancellationToken) {
+    /// until the connection ends, is closed while idle, or its peer leaves.
+    pub(crate) async fn run(self: Arc<Self>, io: LoopIo) {
         let mut io = TokioIo::new(io);
         let mut replies = Replies::default();
         let mut room = vec![0u8; 16 * 1024];
-        let mut gone = std::pin::pin!(gone.cancelled_owned());
+        let mut gone = std::pin::pin!(self.gone.clone().cancelled_owned());
         let mut expiry: Option<Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             if gone.as_mut().poll(cx).is_ready() {
@@ -196,34 +201,27 @@ impl Conn {
                         self.end(|ip| failed(ip, &e));
                         return Poll::Ready(());
                     }
+                    Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                        // The end: a reply read up to it is whole; a call still
+                        // waiting fails as the task ends.
+                        if let Some(answered) = replies.end() {
+                            self.settle(answered);
+                        }
+                        return Poll::Ready(());
+                    }
                     Poll::Ready(Ok(())) => {
-                        let read = buf.filled();
-                        let ended = read.is_empty();
-                        let answered = if ended {
-                            replies.end()
-                        } else {
-                            replies.push(read);
-                            replies.next()
-                        };
-                        match answered {
+                        replies.push(buf.filled());
+                        match replies.next() {
                             Ok(Some(answered)) => {
                                 if !self.settle(answered) {
                                     return Poll::Ready(());
                                 }
                             }
-                            Ok(None) if !ended => {}
-                            Ok(None) => {
-                                self.end(closed_early);
-                                return Poll::Ready(());
-                            }
+                            Ok(None) => {}
                             Err(reason) => {
                                 self.end(|ip| SendError::Failed { ip, reason });
                                 return Poll::Ready(());
                             }
-                        }
-                        if ended {
-                            self.end(closed_early);
-                            return Poll::Ready(());
                         }
                     }
                 }
@@ -388,15 +386,13 @@ impl Replies {
     }
 
     /// The connection ended: a reply read up to its end is whole.
-    fn end(&mut self) -> Result<Option<Answered>, String> {
-        match self.body.take() {
-            Some(body) if matches!(body.kind, BodyKind::Close) => {
-                let mut body = body;
-                body.read.extend_from_slice(&self.buf.split());
-                Ok(Some(body.answered()))
-            }
-            _ => Ok(None),
-        }
+    fn end(&mut self) -> Option<Answered> {
+        let mut body = self
+            .body
+            .take()
+            .filter(|body| matches!(body.kind, BodyKind::Close))?;
+        body.read.extend_from_slice(&self.buf.split());
+        Some(body.answered())
     }
 
     /// Reads a head, if it is all there: true when one was taken (a 1xx one leaves no
@@ -574,7 +570,7 @@ mod tests {
                 answered.push(one);
             }
         }
-        answered.extend(replies.end()?);
+        answered.extend(replies.end());
         Ok(answered)
     }
 
@@ -682,7 +678,13 @@ mod tests {
         let peer = listener.local_addr().expect("addr");
         let socket = Arc::new(std::net::TcpStream::connect(peer).expect("connect"));
         let (accepted, _) = listener.accept().expect("accept");
-        let conn = Conn::new(socket, peer, Duration::from_secs(1), Box::new(|_| {}));
+        let conn = Conn::new(
+            socket,
+            peer,
+            Duration::from_secs(1),
+            Box::new(|_| {}),
+            CancellationToken::new(),
+        );
         assert!(conn.is_usable(true));
         drop(accepted);
         let deadline = Instant::now() + Duration::from_secs(10);
