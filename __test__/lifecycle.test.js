@@ -113,6 +113,23 @@ for (const end of Object.keys(WORKER_IPS)) {
   });
 }
 
+// Worker pools (test runners, piscina) load the addon in one worker after another. The
+// first thread to allocate through the addon's allocator was its "main" thread; once
+// that worker had exited, the next one crashed the process on its first allocation.
+test('workers load the addon one after another, the first to load it gone before the next', async () => {
+  const load = `const { HashRing } = require(${JSON.stringify(path.join(__dirname, '..'))}); new HashRing(['10.0.0.1', '10.0.0.2']).get('k')`;
+  const code = `
+    const { Worker } = require('node:worker_threads');
+    const load = ${JSON.stringify(load)};
+    const next = i => i < 3 && new Worker(load, { eval: true }).once('exit', code => { console.log(code); next(i + 1); });
+    next(0);`;
+  const stdout = await new Promise((resolve, reject) => {
+    execFile(process.execPath, ['-e', code], { timeout: 20000 }, (error, out, err) =>
+      error ? reject(new Error(`exit ${error.code} ${error.signal} after ${JSON.stringify(out)}: ${err}`)) : resolve(out));
+  });
+  assert.strictEqual(stdout, '0\n0\n0\n', 'three workers, each exited 0');
+});
+
 test('close() finishes queued work, answers in-flight calls, then releases the port', async () => {
   const [a, b] = cluster.nodes;
   const keys = Array.from({ length: 100 }, (_, i) => `c-${i}`);
