@@ -9,6 +9,11 @@
 //! A task woken from another thread (a timer of the runtime, the shutdown), or from
 //! JavaScript outside the check, has a `uv_async_t` wake the loop for the next check.
 //! Every handle is unreferenced, and the tasks and handles go when the environment ends.
+//!
+//! libuv calls these callbacks with no handle scope open: a JavaScript value made here
+//! outside one aborts the process. Whatever makes one takes a [`Scope`](crate::scope::Scope),
+//! opened where the callback reaches it; `scope.rs` has the rule and what each callback
+//! reaches.
 
 use std::{
     cell::{Cell, RefCell},

@@ -3,15 +3,18 @@
 //!
 //! - [`node`]: the `SwarmNode` class the facade drives;
 //! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
-//! - [`mailbox`]: the batched crossings into JavaScript;
+//! - [`mailbox`]: the batched crossings into JavaScript, and [`batch`]: one crossing's
+//!   arguments;
 //! - [`reader`]: multiplexed replies read on the JavaScript thread's loop;
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
 //! - [`bare`]: bare napi functions: the ring look-ups and the per-message calls;
 //! - [`driver`]: HTTP connections served on the JavaScript thread's loop;
-//! - [`uv`]: the libuv handles the addon puts on that loop.
+//! - [`uv`]: the libuv handles the addon puts on that loop;
+//! - [`scope`]: handle scopes, and where the addon may make JavaScript values.
 mod bare;
+mod batch;
 mod config;
 mod driver;
 mod host;
@@ -20,6 +23,7 @@ mod mailbox;
 mod node;
 mod reader;
 mod ring;
+mod scope;
 mod uv;
 
 /// The addon's own allocations (hyper's, tokio's, the messages') go to mimalloc; Node's

@@ -22,22 +22,18 @@ use std::{
 
 use bytes::Bytes;
 use napi::{
-    bindgen_prelude::{Function, JsValue, JsValuesTupleIntoVec},
+    bindgen_prelude::{Function, JsValue},
     check_status, sys,
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Env, Result, Status,
 };
 use swarm_core::messaging::{
-    codec,
     loop_io::{LoopIo, LoopTask, Serve},
     mux::{serve_here, Inflow, ReadLoop},
     Reply,
 };
 
-use crate::{driver, host::split_payload, reader};
-
-/// Numbers per letter in the delivered `Float64Array`: `[tag, id, a, b, c, d, e]`.
-const STRIDE: usize = 7;
+use crate::{batch::Batch, driver, host::split_payload, reader, scope::Scope};
 
 /// Letters per call into JavaScript at most: their strings are the call's arguments,
 /// and a call's arguments live on the stack.
@@ -137,141 +133,6 @@ impl Queue {
     }
 }
 
-/// What one call into JavaScript delivers. Its arguments, made on the JavaScript thread:
-/// first a `Float64Array` of [`STRIDE`] numbers per letter, then each letter's strings,
-/// in order (a flag among its numbers says whether an optional one is there):
-/// - message: `[1, id, kind, has body]`, then path, body, from;
-/// - run: `[2, id, call id, has arguments]`, then name, arguments;
-/// - settled: `[3, id, status, kind, has body, has code, has message]`, then body,
-///   code, message.
-///
-/// Numbers and strings go as arguments rather than elements of an array: an element
-/// costs a Node-API call and a property store each, several per letter.
-pub struct Batch(Vec<Letter>);
-
-impl Batch {
-    /// The call's arguments.
-    ///
-    /// # Safety
-    /// On the JavaScript thread, in a handle scope.
-    unsafe fn into_args(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
-        let mut numbers = Vec::with_capacity(self.0.len() * STRIDE);
-        let mut args = vec![std::ptr::null_mut()];
-        fn flag<T>(text: &Option<T>) -> f64 {
-            f64::from(u8::from(text.is_some()))
-        }
-        for letter in &self.0 {
-            let start = numbers.len();
-            match letter {
-                Letter::Message {
-                    id,
-                    path,
-                    kind,
-                    body,
-                    from,
-                } => {
-                    numbers.extend([1.0, f64::from(*id), f64::from(*kind), flag(body)]);
-                    args.push(js_string(env, path.as_bytes())?);
-                    push_some(env, &mut args, body)?;
-                    // Written on the stack: a message's sender costs no allocation.
-                    let mut room = [0; IP_TEXT];
-                    let from = codec::display_in(from, &mut room).expect("an address fits");
-                    args.push(js_string(env, from)?);
-                }
-                Letter::Run {
-                    id,
-                    name,
-                    args: run_args,
-                    call_id,
-                } => {
-                    numbers.extend([2.0, f64::from(*id), f64::from(*call_id), flag(run_args)]);
-                    args.push(js_string(env, name.as_bytes())?);
-                    push_some(env, &mut args, run_args)?;
-                }
-                Letter::Settled { id, outcome } => {
-                    numbers.extend([
-                        3.0,
-                        f64::from(*id),
-                        f64::from(outcome.status),
-                        f64::from(outcome.kind),
-                        flag(&outcome.body),
-                        flag(&outcome.code),
-                        flag(&outcome.message),
-                    ]);
-                    push_some(env, &mut args, &outcome.body)?;
-                    push_some(env, &mut args, &outcome.code)?;
-                    push_some(env, &mut args, &outcome.message)?;
-                }
-            }
-            numbers.resize(start + STRIDE, 0.0);
-        }
-        args[0] = float64_array(env, &numbers)?;
-        Ok(args)
-    }
-}
-
-impl JsValuesTupleIntoVec for Batch {
-    fn into_vec(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
-        // SAFETY: napi-rs converts a thread-safe call's arguments on the JavaScript
-        // thread, in the call's handle scope.
-        unsafe { self.into_args(env) }
-    }
-}
-
-/// A JavaScript string of the UTF-8 `text` (V8 replaces what is not valid UTF-8):
-/// copied as Latin-1 when it is ASCII, which skips decoding it.
-/// Room for an IP address as text (an IPv6 one with an embedded IPv4 one is the longest).
-const IP_TEXT: usize = 45;
-
-unsafe fn js_string(env: sys::napi_env, text: &[u8]) -> Result<sys::napi_value> {
-    let mut value = std::ptr::null_mut();
-    let (bytes, len) = (text.as_ptr().cast(), text.len() as isize);
-    check_status!(if text.is_ascii() {
-        sys::napi_create_string_latin1(env, bytes, len, &mut value)
-    } else {
-        sys::napi_create_string_utf8(env, bytes, len, &mut value)
-    })?;
-    Ok(value)
-}
-
-unsafe fn push_some(
-    env: sys::napi_env,
-    args: &mut Vec<sys::napi_value>,
-    text: &Option<impl AsRef<[u8]>>,
-) -> Result<()> {
-    if let Some(text) = text {
-        args.push(js_string(env, text.as_ref())?);
-    }
-    Ok(())
-}
-
-/// A `Float64Array` holding `numbers`.
-unsafe fn float64_array(env: sys::napi_env, numbers: &[f64]) -> Result<sys::napi_value> {
-    let mut data = std::ptr::null_mut();
-    let mut buffer = std::ptr::null_mut();
-    check_status!(sys::napi_create_arraybuffer(
-        env,
-        std::mem::size_of_val(numbers),
-        &mut data,
-        &mut buffer
-    ))?;
-    if !numbers.is_empty() {
-        // SAFETY: the new buffer holds exactly `numbers`' bytes; f64 has no alignment
-        // need beyond the buffer's allocation.
-        std::ptr::copy_nonoverlapping(numbers.as_ptr(), data.cast::<f64>(), numbers.len());
-    }
-    let mut array = std::ptr::null_mut();
-    check_status!(sys::napi_create_typedarray(
-        env,
-        sys::TypedarrayType::float64_array,
-        numbers.len(),
-        buffer,
-        0,
-        &mut array
-    ))?;
-    Ok(array)
-}
-
 impl ReadLoop for Mailbox {
     fn adopt(&self, inflow: Box<dyn Inflow>) {
         self.take_on(Adopted::Read(inflow));
@@ -312,18 +173,9 @@ impl Direct {
     /// Calls the delivery function with `batch`, as libuv's callbacks call JavaScript.
     ///
     /// # Safety
-    /// On the JavaScript thread, outside JavaScript (in a callback of its loop).
-    unsafe fn call(&self, batch: Batch) -> Result<()> {
-        let env = self.env;
-        let mut scope = std::ptr::null_mut();
-        check_status!(sys::napi_open_handle_scope(env, &mut scope))?;
-        let called = self.call_in_scope(batch);
-        sys::napi_close_handle_scope(env, scope);
-        called
-    }
-
-    unsafe fn call_in_scope(&self, batch: Batch) -> Result<()> {
-        let env = self.env;
+    /// In a callback of the loop of `scope`'s thread, outside JavaScript.
+    unsafe fn call(&self, scope: &Scope, batch: Batch) -> Result<()> {
+        let env = scope.env();
         let mut deliver = std::ptr::null_mut();
         check_status!(sys::napi_get_reference_value(
             env,
@@ -336,11 +188,11 @@ impl Direct {
         }
         let mut global = std::ptr::null_mut();
         check_status!(sys::napi_get_global(env, &mut global))?;
-        let argv = batch.into_args(env)?;
+        let argv = batch.into_args(scope)?;
         let mut result = std::ptr::null_mut();
         let status = sys::napi_make_callback(
             env,
-            reader::async_context(env),
+            reader::async_context(scope),
             global,
             deliver,
             argv.len(),
@@ -428,7 +280,9 @@ impl Mailbox {
             .build_callback(move |ctx| {
                 // Without the mailbox (the node is gone), what it adopted went with it.
                 if let Some(mailbox) = me.upgrade() {
-                    mailbox.start_adopted(ctx.env);
+                    // SAFETY: a thread-safe function's call, on the JavaScript thread.
+                    let scope = unsafe { Scope::entered(ctx.env.raw()) };
+                    mailbox.start(&scope, mailbox.take_adopted());
                 }
                 let (batch, left) = taken.lock().expect("not poisoned").take(true);
                 if left {
@@ -484,27 +338,41 @@ impl Mailbox {
         )
     }
 
-    /// On the JavaScript thread, in a callback of its loop: delivers what was posted, at
-    /// once, and ends the hold `held` (see [`Mailbox::hold`]). The delivery function
-    /// runs in a callback scope, so the promises it settles go on before the loop does.
-    pub fn deliver_held(self: &Arc<Self>, held: bool) {
+    /// In a callback of the JavaScript thread's loop: delivers what was posted, at once,
+    /// and ends the hold `held` (see [`Mailbox::hold`]). Everything it does runs in a
+    /// handle scope of its own, which libuv's callbacks do not have; the delivery
+    /// function runs in a callback scope, so the promises it settles go on before the
+    /// loop does.
+    ///
+    /// # Safety
+    /// In a callback of the loop of the node's JavaScript thread, outside JavaScript.
+    pub unsafe fn deliver_held(self: &Arc<Self>, held: bool) {
         // A connection adopted during the hold found its wake-up taken: it starts here.
-        self.start_adopted(Env::from_raw(self.direct.env));
-        let (batch, left) = {
+        let adopted = self.take_adopted();
+        let taken = {
             let mut queue = self.queue.lock().expect("not poisoned");
             if queue.letters.is_empty() {
                 if held {
                     queue.scheduled = false;
                 }
-                return;
+                None
+            } else {
+                Some(queue.take(held))
             }
-            queue.take(held)
         };
-        if left {
+        if adopted.is_empty() && taken.is_none() {
+            return;
+        }
+        if let Some((_, true)) = taken {
             self.wake_again();
         }
-        // SAFETY: called on the JavaScript thread (the loop's callbacks run there).
-        if let Err(e) = unsafe { self.direct.call(batch) } {
+        let Some(scope) = Scope::open(self.direct.env) else {
+            tracing::warn!(target: "node_swarm_kb::messages", "the JavaScript environment is ending: a delivery is dropped");
+            return;
+        };
+        self.start(&scope, adopted);
+        let Some((batch, _)) = taken else { return };
+        if let Err(e) = self.direct.call(&scope, batch) {
             tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
         }
     }
@@ -523,12 +391,16 @@ impl Mailbox {
         }
     }
 
-    /// Starts reading or serving, on this thread, the connections adopted since the last
-    /// delivery.
-    fn start_adopted(self: &Arc<Self>, env: Env) {
-        for adopted in std::mem::take(&mut *self.adopted.lock().expect("not poisoned")) {
+    /// The connections adopted since the last delivery.
+    fn take_adopted(&self) -> Vec<Adopted> {
+        std::mem::take(&mut *self.adopted.lock().expect("not poisoned"))
+    }
+
+    /// Starts reading or serving `adopted` on the JavaScript thread, in `scope`.
+    fn start(self: &Arc<Self>, scope: &Scope, adopted: Vec<Adopted>) {
+        for adopted in adopted {
             match adopted {
-                Adopted::Read(inflow) => reader::start(env, inflow, self.clone()),
+                Adopted::Read(inflow) => reader::start(scope, inflow, self.clone()),
                 Adopted::Serve(socket, serve) => serve_here(&**self, socket, serve),
             }
         }

@@ -14,9 +14,10 @@ use swarm_core::{
 
 use crate::{
     bare::{bare_function, key_function, Args, Returned},
+    batch::Batch,
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
-    mailbox::{Batch, Mailbox, Outcome},
+    mailbox::{Mailbox, Outcome},
     reader,
 };
 

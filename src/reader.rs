@@ -5,7 +5,8 @@
 //! answers JavaScript gave meanwhile are written before the callback returns.
 //!
 //! The handles are unreferenced (they never keep the process alive) and closed when
-//! their reading ends, or when the environment does.
+//! their reading ends, or when the environment does. Their callbacks run with no handle
+//! scope open: see `scope.rs` for where values may be made.
 
 use std::{
     cell::{Cell, RefCell},
@@ -15,11 +16,12 @@ use std::{
     sync::Arc,
 };
 
-use napi::{sys, Env};
+use napi::sys;
 use swarm_core::messaging::mux::{self, Inflow};
 
 use crate::{
     mailbox::Mailbox,
+    scope::Scope,
     uv::{self, uv_close, uv_poll_start, uv_poll_stop, uv_unref},
 };
 
@@ -53,15 +55,16 @@ pub fn delivering(deliver: impl FnOnce()) {
     READING.set(outer);
 }
 
-/// Reads `inflow` on this thread's loop; when that cannot be, dropping it ends the
-/// reading (the connection fails).
-pub fn start(env: Env, inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
-    // SAFETY: on the JavaScript thread (the mailbox's wake-up), with its environment.
+/// Reads `inflow` on the loop of `scope`'s thread; when that cannot be, dropping it ends
+/// the reading (the connection fails).
+pub fn start(scope: &Scope, inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
+    async_context(scope);
+    // SAFETY: on the JavaScript thread (a scope is open there); the inflow's socket lives
+    // as long as the handle's data does.
     unsafe {
-        async_context(env.raw());
         let fd = inflow.fd();
         let polled = Box::into_raw(Box::new(Polled { inflow, mailbox }));
-        let Some(handle) = uv::init_poll(env.raw(), fd, polled.cast()) else {
+        let Some(handle) = uv::init_poll(scope.env(), fd, polled.cast()) else {
             drop(Box::from_raw(polled));
             return;
         };
@@ -73,24 +76,26 @@ pub fn start(env: Env, inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
     }
 }
 
-/// The async context deliveries on this thread run in, made on first use; the hook that
-/// closes this thread's handles when its environment ends is registered with it.
-///
-/// # Safety
-/// On the JavaScript thread of `env`.
-pub unsafe fn async_context(env: sys::napi_env) -> sys::napi_async_context {
+/// The async context deliveries on this thread run in, made on first use (its resource
+/// is an object: hence the scope); the hook that closes this thread's handles when its
+/// environment ends is registered with it.
+pub fn async_context(scope: &Scope) -> sys::napi_async_context {
     let made = CONTEXT.get();
     if !made.is_null() {
         return made;
     }
+    let env = scope.env();
     let (mut resource, mut name, mut context) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
     let label = "node-swarm-kb:multiplexed";
-    sys::napi_create_object(env, &mut resource);
-    sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name);
-    if sys::napi_async_init(env, resource, name, &mut context) != sys::Status::napi_ok {
-        return ptr::null_mut();
+    // SAFETY: in `scope`, on its thread.
+    unsafe {
+        sys::napi_create_object(env, &mut resource);
+        sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name);
+        if sys::napi_async_init(env, resource, name, &mut context) != sys::Status::napi_ok {
+            return ptr::null_mut();
+        }
+        sys::napi_add_env_cleanup_hook(env, Some(end), env.cast());
     }
-    sys::napi_add_env_cleanup_hook(env, Some(end), env.cast());
     CONTEXT.set(context);
     context
 }
@@ -133,5 +138,8 @@ unsafe extern "C" fn end(env: *mut c_void) {
     for handle in HANDLES.with(|handles| std::mem::take(&mut *handles.borrow_mut())) {
         shut(handle as *mut c_void);
     }
+    // Destroying the context emits its async hook: in a scope of its own, as every
+    // Node-API call of ours outside a call from JavaScript.
+    let _scope = Scope::open(env.cast());
     sys::napi_async_destroy(env.cast(), CONTEXT.replace(ptr::null_mut()));
 }
