@@ -27,11 +27,12 @@
 //!   the connections it starts (`reader::start` may make the async context, an object)
 //!   and for the batch it calls JavaScript with;
 //! - `reader::on_readable` (`uv_poll_t`): `Mailbox::deliver_held`, as above;
-//! - `driver::on_ready` (`uv_poll_t`), `driver::on_async` (`uv_async_t`) and the close
-//!   callbacks: no Node-API (they wake tasks, or free memory);
-//! - the cleanup hooks `driver::end` and `reader::end`: dropping a mailbox deletes a
-//!   reference and releases a thread-safe function; `reader::end` destroys the async
-//!   context in a scope of its own;
+//! - `driver::on_ready` (`uv_poll_t`) and `driver::on_async` (`uv_async_t`): no
+//!   Node-API (they wake tasks);
+//! - the close callbacks and the cleanup hooks `driver::end` and `reader::end` drop what
+//!   the handles held: the last mailbox to go deletes a reference and releases a
+//!   thread-safe function, which make no value; `reader::end` destroys the async context
+//!   in a scope of its own;
 //! - the mailbox's thread-safe function: inside Node's scope ([`Scope::entered`]),
 //!   where it starts the adopted connections and makes the batch's arguments.
 
