@@ -5,6 +5,7 @@ const Promise = require('./lib/promise');
 const createDebug = require('debug');
 const options = require('./lib/options');
 const errors = require('./lib/errors');
+const { hostPlatform } = require('./lib/platform');
 const { Messages } = require('./lib/messages');
 const { Tasks } = require('./lib/tasks');
 const { Pending } = require('./lib/pending');
@@ -16,7 +17,17 @@ const loggers = Object.fromEntries(NAMESPACES.map(ns => [ns, createDebug(ns)]));
 let binding = null;
 function native () {
   // Loaded on first use, so that require('node-swarm-kb') never throws.
-  if (!binding) binding = require('./binding.js');
+  if (!binding) {
+    try {
+      binding = require('./binding.js');
+    } catch (cause) {
+      const platform = hostPlatform();
+      throw errors.swarmError('ERR_SWARM_NO_BINARY',
+        `No binary of node-swarm-kb's native addon loads on ${platform}: install node-swarm-kb with its optional ` +
+        `dependencies (npm i --include=optional), which bring node-swarm-kb-${platform} where we ship one, or build it ` +
+        `from source with Rust on PATH (npm rebuild node-swarm-kb). ${cause.message}`, { cause });
+    }
+  }
   return binding;
 }
 

@@ -1,46 +1,51 @@
 'use strict';
 
-// `npm install`: use a prebuilt binary when one loads on this platform, otherwise build
-// the addon from source with cargo (release profile; NODE_SWARM_KB_PROFILE=debug for a
-// faster, unoptimized build).
-const { execFileSync } = require('child_process');
+// `npm install`: nothing to do when a binary loads (the prebuilt package of this
+// platform, an optional dependency, or one built before). Otherwise the addon is built
+// from source when cargo is there (release profile; NODE_SWARM_KB_PROFILE=debug for a
+// faster, unoptimized build), and the install fails with what to do when it is not.
+// An install for another platform (`--os`, `--cpu`, `--libc`) builds nothing.
 const fs = require('fs');
 const path = require('path');
-
-const root = path.join(__dirname, '..');
+const addon = require('./addon');
 
 function loads () {
   try {
-    require(path.join(root, 'binding.js'));
+    require(path.join(addon.root, 'binding.js'));
     return true;
   } catch (_) {
     return false;
   }
 }
 
-function platformSuffix () {
-  const { platform, arch } = process;
-  if (platform !== 'linux') return `${platform}-${arch}`;
-  const musl = !process.report || !process.report.getReport().header.glibcVersionRuntime;
-  return `linux-${arch}-${musl ? 'musl' : 'gnu'}`;
-}
-
 if (process.env.NODE_SWARM_KB_FORCE_BUILD !== '1' && loads()) process.exit(0);
 
-const profile = process.env.NODE_SWARM_KB_PROFILE === 'debug' ? 'debug' : 'release';
-const args = ['build', '-p', 'node-swarm-kb', '--lib'];
-if (profile === 'release') args.push('--release');
-console.log(`[node-swarm-kb] building the native addon from source (cargo ${args.join(' ')})`);
-try {
-  execFileSync('cargo', args, { cwd: root, stdio: 'inherit' });
-} catch (error) {
-  console.error('[node-swarm-kb] building the addon failed: install Rust (https://rustup.rs) and retry');
+const platform = addon.hostPlatform();
+const target = addon.installTarget();
+if (target) {
+  console.log(`[node-swarm-kb] installing for ${target} on ${platform}: nothing to build here; the package of ${target} loads where it runs`);
+  process.exit(0);
+}
+
+if (!addon.hasCargo()) {
+  const shipped = addon.shippedPackages();
+  const ours = `node-swarm-kb-${platform}`;
+  console.error([
+    `[node-swarm-kb] no binary of the native addon for ${platform} is installed, and Rust (cargo) is not on PATH to build one.`,
+    shipped.includes(ours)
+      ? `  Its prebuilt package ${ours} is an optional dependency: install with optional dependencies (npm i --include=optional, without --omit=optional or --no-optional).`
+      : `  There is no prebuilt package for ${platform}; the platforms we ship: ${shipped.join(', ')}.`,
+    '  Or install Rust (https://rustup.rs) to build it from source.'
+  ].join('\n'));
   process.exit(1);
 }
-const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
-const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';
-const lib = `${process.platform === 'win32' ? '' : 'lib'}node_swarm_kb.${ext}`;
-fs.copyFileSync(path.join(targetDir, profile, lib), path.join(root, `node-swarm-kb.${platformSuffix()}.node`));
+
+try {
+  fs.copyFileSync(addon.build(addon.profile()), path.join(addon.root, addon.binaryFile(platform)));
+} catch (error) {
+  console.error(`[node-swarm-kb] building the addon from source failed: ${error.message}`);
+  process.exit(1);
+}
 if (!loads()) {
   console.error('[node-swarm-kb] the built addon does not load');
   process.exit(1);

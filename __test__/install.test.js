@@ -1,0 +1,123 @@
+'use strict';
+
+// The user's path: the tarballs of `npm run package` installed into a fresh app, with
+// no Rust on PATH and nothing from a registry (the package's dependencies are packed
+// from this checkout's node_modules and installed by path, offline).
+const { test, before, after } = require('node:test');
+const assert = require('node:assert');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { hostPlatform } = require('../lib/platform');
+
+const ROOT = path.join(__dirname, '..');
+const PLATFORM = hostPlatform();
+let tmp;
+let tarballs;
+let deps;
+
+// Runs `command` with `args`; resolves with `{ code, stdout, stderr }`.
+function run (command, args, options = {}) {
+  return new Promise(resolve => {
+    execFile(command, args, Object.assign({ timeout: 120000, maxBuffer: 16 * 1024 * 1024 }, options), (error, stdout, stderr) =>
+      resolve({ code: error ? error.code : 0, stdout, stderr }));
+  });
+}
+
+// PATH without the folders that hold cargo or rustc.
+const NO_RUST_PATH = process.env.PATH.split(path.delimiter)
+  .filter(dir => !['cargo', 'rustc'].some(tool => fs.existsSync(path.join(dir, tool))))
+  .join(path.delimiter);
+const withoutRust = { env: Object.assign({}, process.env, { PATH: NO_RUST_PATH }) };
+
+// The package's dependencies and theirs, by name, as this checkout installed them.
+function dependencies (names, found = new Set()) {
+  for (const name of names) {
+    if (found.has(name)) continue;
+    found.add(name);
+    dependencies(Object.keys(require(path.join(ROOT, 'node_modules', name, 'package.json')).dependencies || {}), found);
+  }
+  return found;
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'node-swarm-kb-install-'));
+  const dist = path.join(tmp, 'dist');
+  const packed = await run(process.execPath, [path.join(ROOT, 'scripts', 'package.js'), '--out', dist], {
+    env: Object.assign({}, process.env, { NODE_SWARM_KB_PROFILE: 'debug' }), timeout: 600000
+  });
+  assert.strictEqual(packed.code, 0, packed.stderr);
+  tarballs = packed.stdout.trim().split('\n').slice(-2);
+  deps = [];
+  for (const name of dependencies(Object.keys(require('../package.json').dependencies))) {
+    const out = await run('npm', ['pack', path.join(ROOT, 'node_modules', name), '--pack-destination', dist, '--json']);
+    deps.push(path.join(dist, JSON.parse(out.stdout)[0].filename));
+  }
+});
+
+after(() => tmp && fs.rmSync(tmp, { recursive: true, force: true }));
+
+// A fresh app in its own folder, with `specs` installed by `npm install ...flags`. It
+// lets our install script run (npm 11 runs a dependency's only when the app allows it).
+async function app (name, specs, flags = []) {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir);
+  const allowScripts = { 'node-swarm-kb': true };
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true, allowScripts }));
+  const installed = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...flags, ...specs], Object.assign({ cwd: dir }, withoutRust));
+  return Object.assign({ dir }, installed);
+}
+
+// A standalone node, a task run and close(): prints the task's value, or the error's code
+// and message; the process must then exit by itself.
+const USE = `
+const swarm = require('node-swarm-kb');
+swarm.tasks.register('double', x => x * 2);
+swarm.init({ standalone: true })
+  .then(() => swarm.tasks.exec('double', 21))
+  .then(value => { console.log(JSON.stringify({ value })); return swarm.close(); },
+    error => console.log(JSON.stringify({ code: error.code, message: error.message })));
+`;
+
+async function use (dir) {
+  const ran = await run(process.execPath, ['-e', USE], Object.assign({ cwd: dir, timeout: 20000 }, withoutRust));
+  assert.strictEqual(ran.code, 0, `the app exits by itself: ${ran.stderr}`);
+  return JSON.parse(ran.stdout.trim().split('\n').pop());
+}
+
+test('no Rust on PATH for these tests', async () => {
+  assert.notStrictEqual((await run('cargo', ['--version'], withoutRust)).code, 0);
+});
+
+test('the two tarballs install into a fresh app, with no Rust, and it runs', async () => {
+  const installed = await app('full', [...deps, ...tarballs], []);
+  assert.strictEqual(installed.code, 0, installed.stderr);
+  assert.ok(!/building the native addon/.test(installed.stdout + installed.stderr), 'nothing was built');
+  assert.deepStrictEqual(await use(installed.dir), { value: 42 });
+  const shipped = fs.readdirSync(path.join(installed.dir, 'node_modules', 'node-swarm-kb'));
+  assert.deepStrictEqual(shipped.filter(f => /test|bench|fuzz|example/.test(f)), [], 'no tests, benches, fuzz targets or examples');
+});
+
+test('with --ignore-scripts too', async () => {
+  const installed = await app('ignore-scripts', [...deps, ...tarballs], ['--ignore-scripts']);
+  assert.strictEqual(installed.code, 0, installed.stderr);
+  assert.deepStrictEqual(await use(installed.dir), { value: 42 });
+});
+
+test('an install for another platform does not fail; there, require() works and init() names the missing binary', async () => {
+  const installed = await app('cross', [...deps, tarballs[0]], ['--os=linux', '--cpu=arm64', '--libc=glibc', '--foreground-scripts']);
+  assert.strictEqual(installed.code, 0, installed.stderr);
+  assert.match(installed.stdout, new RegExp(`installing for linux-arm64-gnu on ${PLATFORM}: nothing to build here`));
+  const outcome = await use(installed.dir);
+  assert.strictEqual(outcome.code, 'ERR_SWARM_NO_BINARY');
+  assert.match(outcome.message, new RegExp(`on ${PLATFORM}: .*--include=optional.*node-swarm-kb-${PLATFORM}`));
+});
+
+test('without the optional packages and without Rust, the install fails and says why and what to do', async () => {
+  const installed = await app('omit-optional', [...deps, tarballs[0]], ['--omit=optional']);
+  assert.notStrictEqual(installed.code, 0);
+  assert.match(installed.stderr, new RegExp(`no binary of the native addon for ${PLATFORM} is installed, and Rust \\(cargo\\) is not on PATH`));
+  assert.match(installed.stderr, new RegExp(`node-swarm-kb-${PLATFORM} is an optional dependency: install with optional dependencies \\(npm i --include=optional`));
+  assert.match(installed.stderr, /install Rust/);
+});
