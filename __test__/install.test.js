@@ -5,25 +5,17 @@
 // from this checkout's node_modules and installed by path, offline).
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
-const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { hostPlatform } = require('../lib/platform');
+const { run, installApp, useApp } = require('../scripts/smoke');
 
 const ROOT = path.join(__dirname, '..');
 const PLATFORM = hostPlatform();
 let tmp;
 let tarballs;
 let deps;
-
-// Runs `command` with `args`; resolves with `{ code, stdout, stderr }`.
-function run (command, args, options = {}) {
-  return new Promise(resolve => {
-    execFile(command, args, Object.assign({ timeout: 120000, maxBuffer: 16 * 1024 * 1024 }, options), (error, stdout, stderr) =>
-      resolve({ code: error ? error.code : 0, stdout, stderr }));
-  });
-}
 
 // PATH without the folders that hold cargo or rustc.
 const NO_RUST_PATH = process.env.PATH.split(path.delimiter)
@@ -58,32 +50,17 @@ before(async () => {
 
 after(() => tmp && fs.rmSync(tmp, { recursive: true, force: true }));
 
-// A fresh app in its own folder, with `specs` installed by `npm install ...flags`. It
-// lets our install script run (npm 11 runs a dependency's only when the app allows it).
+// A fresh app, `specs` installed offline with no Rust on PATH.
 async function app (name, specs, flags = []) {
   const dir = path.join(tmp, name);
-  fs.mkdirSync(dir);
-  const allowScripts = { 'node-swarm-kb': true };
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true, allowScripts }));
-  const installed = await run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...flags, ...specs], Object.assign({ cwd: dir }, withoutRust));
-  return Object.assign({ dir }, installed);
+  return Object.assign({ dir }, await installApp(dir, specs, Object.assign({ flags: ['--offline', ...flags] }, withoutRust)));
 }
 
-// A standalone node, a task run and close(): prints the task's value, or the error's code
-// and message; the process must then exit by itself.
-const USE = `
-const swarm = require('node-swarm-kb');
-swarm.tasks.register('double', x => x * 2);
-swarm.init({ standalone: true })
-  .then(() => swarm.tasks.exec('double', 21))
-  .then(value => { console.log(JSON.stringify({ value })); return swarm.close(); },
-    error => console.log(JSON.stringify({ code: error.code, message: error.message })));
-`;
-
+// What the smoke test's app printed; its process must exit by itself.
 async function use (dir) {
-  const ran = await run(process.execPath, ['-e', USE], Object.assign({ cwd: dir, timeout: 20000 }, withoutRust));
-  assert.strictEqual(ran.code, 0, `the app exits by itself: ${ran.stderr}`);
-  return JSON.parse(ran.stdout.trim().split('\n').pop());
+  const used = await useApp(dir, withoutRust.env);
+  assert.strictEqual(used.code, 0, `the app exits by itself: ${used.stderr}`);
+  return used.outcome;
 }
 
 test('no Rust on PATH for these tests', async () => {

@@ -4,7 +4,8 @@
 // main package's tarball, which names every platform package as an optional dependency
 // of its exact version (what `napi pre-publish` writes when publishing), and the tarball
 // of this machine's platform package with a release build of the addon
-// (NODE_SWARM_KB_PROFILE=debug packs a debug build).
+// (NODE_SWARM_KB_PROFILE=debug packs a debug build). `--main-only`: the main package alone
+// (the release workflow builds the platform packages on their own machines).
 const { execFileSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
@@ -31,11 +32,15 @@ for (const name of fs.readdirSync(path.join(addon.root, 'npm'))) {
   optionalDependencies[platformPkg.name] = pkg.version;
 }
 
-const platform = addon.hostPlatform();
-const platformDir = path.join(addon.root, 'npm', platform);
-if (!fs.existsSync(platformDir)) throw new Error(`no platform package for ${platform} in npm/`);
-fs.copyFileSync(addon.build(addon.profile()), path.join(platformDir, addon.binaryFile(platform)));
-const platformTarball = pack(platformDir);
+// This machine's platform package, with the addon built here.
+function packPlatform () {
+  const platform = addon.hostPlatform();
+  const platformDir = path.join(addon.root, 'npm', platform);
+  if (!fs.existsSync(platformDir)) throw new Error(`no platform package for ${platform} in npm/`);
+  fs.copyFileSync(addon.build(addon.profile()), path.join(platformDir, addon.binaryFile(platform)));
+  return pack(platformDir);
+}
+const platformTarball = process.argv.includes('--main-only') ? null : packPlatform();
 
 // The main package: the files `npm pack` takes, with the optional dependencies added.
 const stage = fs.mkdtempSync(path.join(os.tmpdir(), 'node-swarm-kb-pack-'));
@@ -51,4 +56,4 @@ try {
 } finally {
   fs.rmSync(stage, { recursive: true, force: true });
 }
-console.log(platformTarball);
+if (platformTarball) console.log(platformTarball);
