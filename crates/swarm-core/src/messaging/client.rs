@@ -74,7 +74,7 @@ pub struct ClientConfig {
     /// How long a request may take, from sending to the end of the reply.
     pub request_timeout: Duration,
     /// How long sent data may stay unacknowledged before the connection is given up
-    /// (TCP_USER_TIMEOUT), and idle connections are probed: a peer behind a cut link is
+    /// (TCP_USER_TIMEOUT, on Linux), and idle connections are probed: a peer behind a cut link is
     /// noticed in this time, while a live peer may take its time to answer.
     pub link_timeout: Duration,
     /// The source address of outgoing connections, so peers see this node's IP as `from`.
@@ -222,6 +222,9 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_local_address(config.local_address);
+        // Linux's own; elsewhere the keepalive probes below find a cut link once the
+        // connection has gone quiet.
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
         connector.set_tcp_user_timeout(Some(config.link_timeout));
         connector.set_keepalive(Some(config.link_timeout / 2));
         connector.set_keepalive_interval(Some(Duration::from_secs(1)));
