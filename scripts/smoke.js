@@ -54,7 +54,7 @@ async function useApp (dir, env = process.env) {
   return { code: ran.code, stderr: ran.stderr, outcome };
 }
 
-module.exports = { run, installApp, useApp };
+module.exports = { run, installApp, useApp, USE };
 
 if (require.main === module) {
   const args = process.argv.slice(2);
