@@ -41,7 +41,7 @@ test(`${STARTS} fresh processes, each bursting at once after init(): none aborts
   for (let start = 0; start < STARTS; start++) {
     const node = new NodeProcess(fresh, env, { captureStderr: true });
     const ended = await outcome(node.waitEvent(e => e.event === 'burst', 20000, 'the burst'), node.exited);
-    if (ended.exit) aborted.push(`start ${start}: ${JSON.stringify(ended.exit)} ${node.stderr.split('\n')[0]}`);
+    if (ended.exit) aborted.push(`start ${start}: ${JSON.stringify(ended.exit)} ${node.stderr.split('\n').slice(0, 6).join(' | ')}`);
     else assert.deepStrictEqual([ended.value.ok, ended.value.failed], [64 + ended.value.execs, 0], `start ${start}`);
     await node.kill();
   }
@@ -66,6 +66,6 @@ test(`${STARTS} fresh environments in worker threads of one process: each has th
   const timer = setTimeout(() => child.kill('SIGKILL'), 120000);
   const exit = await new Promise(resolve => child.on('close', (code, signal) => resolve({ code, signal })));
   clearTimeout(timer);
-  assert.deepStrictEqual(exit, { code: 0, signal: null }, `the process ended after ${reports.length} workers: ${stderr.split('\n')[0]}`);
+  assert.deepStrictEqual(exit, { code: 0, signal: null }, `the process ended after ${reports.length} workers: ${stderr.split('\n').slice(0, 6).join(' | ')}`);
   assert.deepStrictEqual(reports, ips.map(ip => ({ ip, ok: 128, failed: 0 })));
 });
