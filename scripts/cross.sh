@@ -19,12 +19,7 @@ declare -A PLATFORMS=(
 )
 NODE_ARM64=20.19.6
 
-.venv/bin/python -c "import ziglang" 2>/dev/null || {
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet -r scripts/cross-requirements.txt
-}
-export PATH="$PWD/.venv/bin:$PATH"
-command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
+source scripts/zig-env.sh
 rustup target add "${!PLATFORMS[@]}"
 
 release=--release

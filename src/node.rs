@@ -18,7 +18,6 @@ use crate::{
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
     mailbox::{Mailbox, Outcome},
-    reader,
 };
 
 /// What a node knows of one member of the cluster.
@@ -140,8 +139,7 @@ pub fn start_node<'env>(
     // This thread answers tasks and flushes writes at the end of its callbacks: the
     // task requests it reads are run and answered here.
     swarm_core::local::mark_loop_thread();
-    // Replies of multiplexed connections are read on this thread's loop.
-    config.client.read_loop = Some(mailbox.clone());
+    config.client.read_loop = mailbox.read_loop();
     let host = JsHost::new(Callbacks { on_event, on_local }, mailbox);
     env.spawn_future(async move {
         match Swarm::start(config, host.clone()).await {
@@ -260,7 +258,7 @@ impl SwarmNode {
             let status = u16::try_from(args.u32(1)?).unwrap_or(500);
             let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
             host.reply(args.u32(0)?, Reply { status, payload });
-            Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
+            Ok(Returned::Bool(!writes_at_end_of_callback()))
         })?;
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
         add_function(env, &mut calls, "execTask", move |args| {
@@ -284,7 +282,7 @@ impl SwarmNode {
                 ))
             };
             host.task_done(args.u32(0)?, outcome);
-            Ok(Returned::Bool(!reader::writes_at_end_of_callback()))
+            Ok(Returned::Bool(!writes_at_end_of_callback()))
         })?;
         Ok(calls)
     }
@@ -346,15 +344,20 @@ fn add_function(
     calls.set_named_property(name, bare_function(env, name, body)?)
 }
 
+/// True inside a callback of the loop that reads connections (Unix): what is queued for
+/// writing now goes out before it returns, with no `flushWrites()` needed.
+fn writes_at_end_of_callback() -> bool {
+    #[cfg(unix)]
+    return crate::reader::writes_at_end_of_callback();
+    #[cfg(not(unix))]
+    false
+}
+
 /// The id of a call `send` or `execTask` made, negated when its request waits for a
 /// `flushWrites()` the caller is to see to: outside a callback that writes at its end.
 fn call_id(id: u32) -> Returned {
     let id = f64::from(id);
-    Returned::Number(if reader::writes_at_end_of_callback() {
-        id
-    } else {
-        -id
-    })
+    Returned::Number(if writes_at_end_of_callback() { id } else { -id })
 }
 
 /// Writes the requests that `send` and the answers that `reply` (`callFunctions()`)

@@ -56,6 +56,7 @@ impl Scope {
     /// # Safety
     /// On the JavaScript thread of `env`, outside JavaScript; the scope ends before the
     /// callback that opened it returns (scopes nest: the last opened closes first).
+    #[cfg(unix)]
     pub unsafe fn open(env: sys::napi_env) -> Option<Scope> {
         let mut opened = ptr::null_mut();
         (sys::napi_open_handle_scope(env, &mut opened) == sys::Status::napi_ok)

@@ -9,7 +9,6 @@ use std::{
     future::Future,
     io::{self, Write as _},
     net::SocketAddr,
-    os::fd::AsRawFd,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
@@ -22,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use super::{client::SendError, loop_io::LoopIo, mux, Payload, Reply};
+use super::{client::SendError, loop_io::LoopIo, mux, sys, Payload, Reply};
 
 /// A reply read whole, and what it says of its connection and its peer.
 pub(crate) struct Answered {
@@ -104,7 +103,7 @@ impl Conn {
         let state = self.lock();
         match &state.socket {
             Some(socket) if !state.closed && state.call.is_none() && !self.gone.is_cancelled() => {
-                !ask || !mux::peer_closed(socket.as_raw_fd())
+                !ask || !sys::peer_closed(sys::raw(&**socket))
             }
             _ => false,
         }

@@ -9,14 +9,14 @@ use std::{
     future::Future,
     io::{self, Write as _},
     net::Shutdown,
-    os::fd::AsRawFd,
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
 };
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use tokio::io::unix::AsyncFd;
+
+use super::sys;
 
 /// What a connection waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +63,16 @@ impl LoopIo {
     }
 
     /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
+    #[cfg(unix)]
     pub fn on_runtime(socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
         let readiness = OnRuntime::new(socket.clone())?;
         Ok(LoopIo::new(socket, Box::new(readiness)))
+    }
+
+    /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
+    #[cfg(not(unix))]
+    pub fn on_runtime(_: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
+        Err(sys::no_read_loop())
     }
 
     /// Runs `op` once the socket is ready for `interest`, until `op` does not find it busy.
@@ -96,21 +103,8 @@ impl Read for LoopIo {
         // SAFETY: `recv` writes at most `len` bytes and reports how many; only those
         // are marked filled.
         let unfilled = unsafe { buf.as_mut() };
-        let read = ready!(this.poll_io(cx, Interest::Readable, |socket| {
-            let n = unsafe {
-                libc::recv(
-                    socket.as_raw_fd(),
-                    unfilled.as_mut_ptr().cast(),
-                    unfilled.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        }))?;
+        let read =
+            ready!(this.poll_io(cx, Interest::Readable, |socket| sys::recv(socket, unfilled)))?;
         if read < unfilled.len() {
             // It took all the socket held: the next read waits for the loop.
             this.readiness.clear(Interest::Readable);
@@ -159,20 +153,22 @@ impl Write for LoopIo {
 }
 
 /// Readiness from the runtime's reactor: what a loop that cannot watch sockets uses.
+#[cfg(unix)]
 struct OnRuntime {
-    socket: AsyncFd<Arc<std::net::TcpStream>>,
+    socket: tokio::io::unix::AsyncFd<Arc<std::net::TcpStream>>,
     /// Found unreadable (unwritable) since the reactor's readiness was last cleared.
     unreadable: bool,
     unwritable: bool,
 }
 
+#[cfg(unix)]
 impl OnRuntime {
     /// Registers `socket` with the runtime of this thread.
     fn new(socket: Arc<std::net::TcpStream>) -> io::Result<OnRuntime> {
         let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
         // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by
         // the `AsyncFd` lives.
-        let socket = unsafe { AsyncFd::register_with_interest(socket, interest) }?;
+        let socket = unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }?;
         Ok(OnRuntime {
             socket,
             unreadable: false,
@@ -181,6 +177,7 @@ impl OnRuntime {
     }
 }
 
+#[cfg(unix)]
 impl Readiness for OnRuntime {
     fn poll_ready(&mut self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
         let OnRuntime {
@@ -289,7 +286,7 @@ mod tests {
     /// Waits until `socket` holds data to read, as a loop would before saying so.
     fn arrived(socket: &TcpStream) {
         let mut watched = libc::pollfd {
-            fd: socket.as_raw_fd(),
+            fd: sys::raw(socket),
             events: libc::POLLIN,
             revents: 0,
         };

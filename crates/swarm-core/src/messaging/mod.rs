@@ -7,7 +7,8 @@
 //! - [`client`]: the pooled client with its timeouts;
 //! - [`mux`]: the multiplexed transport between pods of this version;
 //! - [`loop_io`]: connections served on the JavaScript thread's loop;
-//! - [`auth`]: the opt-in signatures of pod traffic.
+//! - [`auth`]: the opt-in signatures of pod traffic;
+//! - [`sys`]: the socket calls that differ between platforms.
 
 pub mod auth;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod loop_io;
 pub mod mux;
 pub mod path;
 pub mod server;
+pub mod sys;
 
 use std::net::IpAddr;
 

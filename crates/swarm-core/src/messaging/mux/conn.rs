@@ -4,7 +4,6 @@
 use std::{
     future::Future,
     io,
-    os::fd::{AsRawFd, RawFd},
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -17,7 +16,7 @@ use tokio::{
     sync::oneshot,
 };
 
-use crate::fast_hash::FastMap;
+use crate::{fast_hash::FastMap, messaging::sys};
 
 use super::{
     encode_request,
@@ -461,8 +460,8 @@ struct Replies {
 }
 
 impl Inflow for Replies {
-    fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    fn fd(&self) -> sys::RawSocket {
+        sys::raw(&*self.socket)
     }
 
     fn read(&mut self) -> bool {

@@ -41,7 +41,6 @@ mod read_loop;
 pub(crate) use answer::Answer;
 pub use answer::Responder;
 pub use conn::{Call, Conn, Done, Outcome};
-pub(crate) use outbox::peer_closed;
 pub use outbox::{flush, Outbox, Sink, EAGER, HIGH_WATER};
 pub(crate) use read_loop::{read_frames, share, Flow, Framer, Step};
 pub use read_loop::{serve_here, Inflow, ReadLoop};

@@ -4,16 +4,18 @@
 use std::{
     cell::RefCell,
     collections::VecDeque,
-    io::{self, IoSlice, Write as _},
-    net::Shutdown,
-    os::fd::{AsRawFd, RawFd},
+    io::{self, IoSlice},
     sync::{Arc, Mutex, MutexGuard},
 };
 
+#[cfg(unix)]
+use std::io::Write as _;
+
 use bytes::Bytes;
-use tokio::{io::unix::AsyncFd, net::tcp::OwnedWriteHalf, sync::Notify};
+use tokio::{net::tcp::OwnedWriteHalf, sync::Notify};
 
 use super::REQUEST;
+use crate::messaging::sys::{self, peer_closed};
 
 /// Past this many bytes waiting to be written on a connection, the tasks that queue
 /// frames wait for room (a peer that does not read holds back its own traffic, not this
@@ -154,7 +156,7 @@ impl Outbox {
 
     /// True when nothing may be written on `out` any more.
     fn stopped(&self, out: &Sink) -> bool {
-        self.requests && peer_closed(out.as_raw_fd())
+        self.requests && peer_closed(out.raw())
     }
 
     fn lock(&self) -> MutexGuard<'_, OutState> {
@@ -300,7 +302,8 @@ pub enum Sink {
     Half(OwnedWriteHalf),
     /// A socket another loop reads ([`ReadLoop`]): registered with the runtime for
     /// writability alone, so what comes in wakes no thread of the runtime.
-    Shared(AsyncFd<Arc<std::net::TcpStream>>),
+    #[cfg(unix)]
+    Shared(tokio::io::unix::AsyncFd<Arc<std::net::TcpStream>>),
 }
 
 impl From<OwnedWriteHalf> for Sink {
@@ -313,6 +316,7 @@ impl Sink {
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Sink::Half(half) => half.try_write_vectored(slices),
+            #[cfg(unix)]
             Sink::Shared(fd) => fd.get_ref().as_ref().write_vectored(slices),
         }
     }
@@ -321,6 +325,7 @@ impl Sink {
     async fn writable(&self) -> io::Result<()> {
         match self {
             Sink::Half(half) => half.writable().await,
+            #[cfg(unix)]
             Sink::Shared(fd) => {
                 // Cleared before the next attempt, so a later edge is never lost.
                 fd.writable().await?.clear_ready();
@@ -334,44 +339,21 @@ impl Sink {
         match self {
             // Ended when the last reference to it is dropped.
             Sink::Half(_) => {}
+            #[cfg(unix)]
             Sink::Shared(fd) => {
-                let _ = fd.get_ref().shutdown(Shutdown::Write);
+                let _ = fd.get_ref().shutdown(std::net::Shutdown::Write);
             }
         }
     }
-}
 
-impl AsRawFd for Sink {
-    fn as_raw_fd(&self) -> RawFd {
+    /// The raw socket.
+    pub(crate) fn raw(&self) -> sys::RawSocket {
         match self {
-            Sink::Half(half) => half.as_ref().as_raw_fd(),
-            Sink::Shared(fd) => fd.as_raw_fd(),
+            Sink::Half(half) => sys::raw(half.as_ref()),
+            #[cfg(unix)]
+            Sink::Shared(fd) => sys::raw(fd.get_ref().as_ref()),
         }
     }
-}
-
-/// True once the peer has ended its side of the connection, or reset it: a server of
-/// ours does so only after a go-away or when it died, so a request written now would
-/// never be read. Seen by the kernel's socket, which knows of a FIN the reader may not
-/// have read yet (replies can be waiting before it). Asked by `poll` for `POLLRDHUP`
-/// (set by a FIN or a reset), which is done before each write: it takes ~390 ns here,
-/// where reading the TCP state through `TCP_INFO` took ~700.
-#[cfg(target_os = "linux")]
-pub(crate) fn peer_closed(fd: RawFd) -> bool {
-    let mut socket = libc::pollfd {
-        fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid `pollfd`, whose descriptor is open while `out` lives; a zero
-    // timeout never blocks.
-    let ready = unsafe { libc::poll(&mut socket, 1, 0) };
-    ready > 0 && socket.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn peer_closed(_: RawFd) -> bool {
-    false
 }
 
 #[cfg(test)]
@@ -515,7 +497,7 @@ mod tests {
         peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
         // The FIN reaches the kernel at once on loopback; the reader has not run.
         within_test(async {
-            while !peer_closed(out.as_raw_fd()) {
+            while !peer_closed(out.raw()) {
                 tokio::task::yield_now().await;
             }
         })

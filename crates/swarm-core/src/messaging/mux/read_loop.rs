@@ -4,20 +4,19 @@
 use std::{
     io::{self, Read as _},
     net::Shutdown,
-    os::fd::RawFd,
     sync::Arc,
 };
 
 use bytes::{Buf, BytesMut};
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 
 use tracing::debug;
 
 use super::{outbox::Sink, Read, HEAD};
-use crate::messaging::loop_io::{LoopIo, LoopTask, Serve};
+use crate::messaging::{
+    loop_io::{LoopIo, LoopTask, Serve},
+    sys,
+};
 
 /// The event loop of another thread, which reads multiplexed connections where what
 /// comes in is handled (the JavaScript thread's): a frame then wakes that thread alone,
@@ -73,7 +72,7 @@ impl std::fmt::Debug for dyn ReadLoop {
 /// The reading side of a connection, handed to a [`ReadLoop`].
 pub trait Inflow: Send {
     /// The socket, to wait on.
-    fn fd(&self) -> RawFd;
+    fn fd(&self) -> sys::RawSocket;
     /// Reads what the socket holds, without waiting, and handles each whole frame;
     /// true once this loop's reading is over.
     fn read(&mut self) -> bool;
@@ -214,13 +213,20 @@ pub(crate) fn read_frames(
 /// `stream`, to be read on another loop: the socket, the sink that writes to it (the
 /// runtime only waits for it to be writable), and the guard that ends it when the
 /// connection's task ends or is dropped.
+#[cfg(unix)]
 pub(crate) fn share(stream: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, Sink, EndReading)> {
+    use tokio::io::{unix::AsyncFd, Interest};
     let socket = Arc::new(stream.into_std()?);
     // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by the
     // `AsyncFd` lives.
     let registered = unsafe { AsyncFd::register_with_interest(socket.clone(), Interest::WRITABLE) };
     let end = EndReading(socket.clone());
     Ok((socket, Sink::Shared(registered?), end))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn share(_: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, Sink, EndReading)> {
+    Err(sys::no_read_loop())
 }
 
 /// Ends a socket another loop reads, both ways, when the connection's task ends or is

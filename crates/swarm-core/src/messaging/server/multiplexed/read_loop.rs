@@ -4,7 +4,6 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, RawFd},
     sync::{Arc, Mutex},
 };
 
@@ -13,7 +12,10 @@ use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{give, start, Handler, Handling, MuxConn, Started, TakenRequests, MUX_IDLE};
-use crate::messaging::mux::{self, Answer, Read};
+use crate::messaging::{
+    mux::{self, Answer, Read},
+    sys,
+};
 
 impl MuxConn {
     /// Reads and starts the requests on `read_loop`'s thread, which hands this task the
@@ -192,8 +194,8 @@ struct Requests {
 }
 
 impl mux::Inflow for Requests {
-    fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    fn fd(&self) -> sys::RawSocket {
+        sys::raw(&*self.socket)
     }
 
     fn read(&mut self) -> bool {

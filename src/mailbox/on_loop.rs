@@ -1,0 +1,246 @@
+//! The mailbox on the JavaScript thread's own loop (Unix, where the loop can watch a
+//! raw socket): multiplexed connections are read there ([`ReadLoop`], `reader.rs`) and
+//! HTTP ones served (`driver.rs`), and the messages and settled calls that what came in
+//! posted are delivered at once, in the same turn, without a wake-up
+//! ([`Mailbox::deliver_held`]).
+
+use std::{
+    io,
+    sync::{Arc, Mutex, Weak},
+    thread::{self, ThreadId},
+};
+
+use napi::{
+    bindgen_prelude::{Function, JsValue},
+    check_status, sys, Env, Result,
+};
+use swarm_core::messaging::{
+    loop_io::{LoopIo, LoopTask, Serve},
+    mux::{serve_here, Inflow, ReadLoop},
+};
+
+use super::Mailbox;
+use crate::{batch::Batch, driver, reader, scope::Scope};
+
+/// What a mailbox keeps for its JavaScript thread's loop.
+pub(super) struct OnLoop {
+    /// Connections the JavaScript thread is to read, from its next delivery.
+    adopted: Mutex<Vec<Adopted>>,
+    /// The delivery function, for deliveries on the JavaScript thread itself.
+    direct: Direct,
+    /// The mailbox, for the tasks it starts on the JavaScript thread.
+    mailbox: Weak<Mailbox>,
+}
+
+impl OnLoop {
+    pub(super) fn new(direct: Direct, mailbox: Weak<Mailbox>) -> OnLoop {
+        OnLoop {
+            adopted: Mutex::new(Vec::new()),
+            direct,
+            mailbox,
+        }
+    }
+}
+
+impl ReadLoop for Mailbox {
+    fn adopt(&self, inflow: Box<dyn Inflow>) {
+        self.take_on(Adopted::Read(inflow));
+    }
+
+    fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
+        self.take_on(Adopted::Serve(socket, serve));
+    }
+
+    fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
+        if self.on_its_thread() {
+            return driver::io(Env::from_raw(self.on_loop.direct.env), socket);
+        }
+        // Not this node's thread: the runtime watches it, and polls it (`spawn_here`).
+        LoopIo::on_runtime(socket)
+    }
+
+    fn spawn_here(&self, task: LoopTask) {
+        match self.on_loop.mailbox.upgrade() {
+            Some(me) if self.on_its_thread() => {
+                driver::spawn(Env::from_raw(self.on_loop.direct.env), task, me)
+            }
+            // Not this node's thread: the runtime polls it.
+            _ => drop(napi::bindgen_prelude::spawn(task)),
+        }
+    }
+}
+
+/// A connection the JavaScript thread takes on at its next delivery.
+enum Adopted {
+    /// A multiplexed connection to read (`reader.rs`).
+    Read(Box<dyn Inflow>),
+    /// An HTTP connection to serve (`driver.rs`).
+    Serve(Arc<std::net::TcpStream>, Serve),
+}
+
+/// A weak reference to the function batches go to, with its environment: used on the
+/// JavaScript thread alone. The thread-safe function holds the function while the
+/// mailbox lives.
+pub(super) struct Direct {
+    env: sys::napi_env,
+    deliver: sys::napi_ref,
+    thread: ThreadId,
+}
+
+// SAFETY: the pointers are only used on `thread` (see `Mailbox::deliver_held`, `Drop`).
+unsafe impl Send for Direct {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Direct {}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        // Elsewhere the reference is left to the environment, which frees it when it ends.
+        if thread::current().id() == self.thread {
+            // SAFETY: on the environment's thread; the reference is not used again.
+            unsafe { sys::napi_delete_reference(self.env, self.deliver) };
+        }
+    }
+}
+
+impl Direct {
+    /// A weak reference to `deliver`, made on the JavaScript thread of `env`.
+    pub(super) fn new(env: &Env, deliver: &Function<'_, Batch, ()>) -> Result<Direct> {
+        let mut reference = std::ptr::null_mut();
+        // SAFETY: on the JavaScript thread, with a live function value.
+        check_status!(unsafe {
+            sys::napi_create_reference(env.raw(), deliver.raw(), 0, &mut reference)
+        })?;
+        Ok(Direct {
+            env: env.raw(),
+            deliver: reference,
+            thread: thread::current().id(),
+        })
+    }
+
+    /// Calls the delivery function with `batch`, as libuv's callbacks call JavaScript.
+    ///
+    /// # Safety
+    /// In a callback of the loop of `scope`'s thread, outside JavaScript.
+    unsafe fn call(&self, scope: &Scope, batch: Batch) -> Result<()> {
+        let env = scope.env();
+        let mut deliver = std::ptr::null_mut();
+        check_status!(sys::napi_get_reference_value(
+            env,
+            self.deliver,
+            &mut deliver
+        ))?;
+        if deliver.is_null() {
+            // Collected: the node is gone, and nobody waits for these letters.
+            return Ok(());
+        }
+        let mut global = std::ptr::null_mut();
+        check_status!(sys::napi_get_global(env, &mut global))?;
+        let argv = batch.into_args(scope)?;
+        let mut result = std::ptr::null_mut();
+        let status = sys::napi_make_callback(
+            env,
+            reader::async_context(scope),
+            global,
+            deliver,
+            argv.len(),
+            argv.as_ptr(),
+            &mut result,
+        );
+        if status == sys::Status::napi_pending_exception {
+            // As a throwing callback of the loop: `uncaughtException`.
+            let mut error = std::ptr::null_mut();
+            sys::napi_get_and_clear_last_exception(env, &mut error);
+            sys::napi_fatal_exception(env, error);
+            return Ok(());
+        }
+        check_status!(status)
+    }
+}
+
+impl Mailbox {
+    /// Letters posted from now on wait for [`Mailbox::deliver_held`]: for a callback of
+    /// the JavaScript thread's loop. True when this holds them (no wake-up was on its way).
+    pub fn hold(&self) -> bool {
+        !std::mem::replace(
+            &mut self.queue.lock().expect("not poisoned").scheduled,
+            true,
+        )
+    }
+
+    /// In a callback of the JavaScript thread's loop: delivers what was posted, at once,
+    /// and ends the hold `held` (see [`Mailbox::hold`]). Everything it does runs in a
+    /// handle scope of its own, which libuv's callbacks do not have; the delivery
+    /// function runs in a callback scope, so the promises it settles go on before the
+    /// loop does.
+    ///
+    /// # Safety
+    /// In a callback of the loop of the node's JavaScript thread, outside JavaScript.
+    pub unsafe fn deliver_held(self: &Arc<Self>, held: bool) {
+        // A connection adopted during the hold found its wake-up taken: it starts here.
+        let adopted = self.take_adopted();
+        let taken = {
+            let mut queue = self.queue.lock().expect("not poisoned");
+            if queue.letters.is_empty() {
+                if held {
+                    queue.scheduled = false;
+                }
+                None
+            } else {
+                Some(queue.take(held))
+            }
+        };
+        if adopted.is_empty() && taken.is_none() {
+            return;
+        }
+        if let Some((_, true)) = taken {
+            self.wake_again();
+        }
+        let Some(scope) = Scope::open(self.on_loop.direct.env) else {
+            tracing::warn!(target: "node_swarm_kb::messages", "the JavaScript environment is ending: a delivery is dropped");
+            return;
+        };
+        self.start(&scope, adopted);
+        let Some((batch, _)) = taken else { return };
+        if let Err(e) = self.on_loop.direct.call(&scope, batch) {
+            tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
+        }
+    }
+
+    /// Whether this is the node's JavaScript thread.
+    fn on_its_thread(&self) -> bool {
+        thread::current().id() == self.on_loop.direct.thread
+    }
+
+    /// Hands a connection to the JavaScript thread, with a wake-up unless one is due.
+    fn take_on(&self, adopted: Adopted) {
+        self.on_loop
+            .adopted
+            .lock()
+            .expect("not poisoned")
+            .push(adopted);
+        let wake = self.hold();
+        if wake {
+            self.wake();
+        }
+    }
+
+    /// Starts the connections adopted since the last delivery, in `scope`.
+    pub(super) fn start_adopted(self: &Arc<Self>, scope: &Scope) {
+        self.start(scope, self.take_adopted());
+    }
+
+    /// The connections adopted since the last delivery.
+    fn take_adopted(&self) -> Vec<Adopted> {
+        std::mem::take(&mut *self.on_loop.adopted.lock().expect("not poisoned"))
+    }
+
+    /// Starts reading or serving `adopted` on the JavaScript thread, in `scope`.
+    fn start(self: &Arc<Self>, scope: &Scope, adopted: Vec<Adopted>) {
+        for adopted in adopted {
+            match adopted {
+                Adopted::Read(inflow) => reader::start(scope, inflow, self.clone()),
+                Adopted::Serve(socket, serve) => serve_here(&**self, socket, serve),
+            }
+        }
+    }
+}
