@@ -341,6 +341,19 @@ describe('failures', () => {
     kube.setOutage(false);
     assert.equal((await get(EP)).status, 200);
   }));
+
+  test('hang: watches end, then requests wait unanswered until it ends; requests counted by client', () => withStandin({}, async (kube, get, watch) => {
+    const w = await watch(`${EP}?watch=true`);
+    await kube.waitForWatch('endpoints');
+    kube.setHang(true);
+    assert.deepEqual(await w.ended, { complete: true });
+    const waiting = get(EP, { timeoutMs: 60000 });
+    await kube.waitFor((s) => s.hanging === 1, 5000);
+    kube.setHang(false);
+    await assert.rejects(waiting, /socket hang up|ECONNRESET/);
+    assert.equal((await get(EP)).status, 200);
+    assert.equal(kube.stats().requestsFrom['127.0.0.1'], 3, 'the watch, the request left waiting, the last one');
+  }));
 });
 
 describe('cli.js and its control API', () => {

@@ -93,3 +93,41 @@ test('RBAC: with neither resource allowed, one error names the missing permissio
   assert.match(n.stderr, /grant get\/list\/watch on endpointslices/);
   assert.strictEqual(n.events.filter(e => e.event === 'error').length, 1, 'one error for the whole outage');
 });
+
+// An API server that accepts connections and never answers (overloaded, or behind a
+// broken proxy): each request gives up after 10 s, so the pod says so instead of waiting
+// for ever, and keeps trying.
+const NO_ANSWER = /no answer from the API server within 10 s/;
+
+test('a hanging API server at the start: one error within 15 s, logged; ready once it answers', async () => {
+  const s = await standin();
+  s.addPod({ name: 'web-0', ip: '127.0.0.67' });
+  s.setHang(true);
+  const started = Date.now();
+  const n = await node('127.0.0.67', explicit(s), { captureStderr: true });
+  const hung = await n.waitEvent(e => e.event === 'error', 15000, 'the error of the hanging API');
+  assert.match(hung.message, NO_ANSWER);
+  console.log(`hanging API at the start: error after ${hung.at - started} ms`);
+  await eventually(() => NO_ANSWER.test(n.stderr), 5000, 'the log naming it');
+  s.setHang(false);
+  assert.deepStrictEqual((await ready(n)).nodes, ['127.0.0.67']);
+  assert.strictEqual(n.events.filter(e => e.event === 'error').length, 1, 'one error for the whole hang');
+});
+
+test('a hanging API server mid-run: one error within 15 s, the topology holds, changes flow when it answers', async () => {
+  const s = await standin();
+  s.addPod({ name: 'web-0', ip: '127.0.0.68' });
+  s.addPod({ name: 'web-1', ip: '127.0.0.69' });
+  const n = await node('127.0.0.68', explicit(s));
+  await ready(n);
+  await s.waitForWatch('endpointslices');
+  s.setHang(true);
+  const hung = Date.now();
+  const e = await n.waitEvent(e => e.event === 'error', 15000, 'the error of the hanging API');
+  assert.match(e.message, NO_ANSWER);
+  console.log(`hanging API mid-run: error after ${e.at - hung} ms`);
+  assert.deepStrictEqual((await n.request('nodes')).nodes.sort(), ['127.0.0.68', '127.0.0.69'], 'the topology holds');
+  s.setHang(false);
+  s.addPod({ name: 'web-2', ip: '127.0.0.70' });
+  await n.waitEvent(e => e.event === 'nodeAdded' && e.ip === '127.0.0.70', 5000, 'the change after the hang');
+});

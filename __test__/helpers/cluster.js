@@ -80,6 +80,8 @@ class NodeProcess {
         this.pending.delete(msg.id);
         resolve(msg);
       } else if (msg.event) {
+        // When the test saw it, for latencies measured against the test's own clock.
+        msg.at = Date.now();
         this.events.push(msg);
       }
     });

@@ -11,6 +11,7 @@
 //   POST /pods/update    {name|ip, patch}    updatePod
 //   POST /forbid         {resource, on}      forbid
 //   POST /outage         {on}                setOutage
+//   POST /hang           {on}                setHang
 //   POST /token          {token}             setToken
 //   POST /dual-stack     {on}                setDualStack
 //   POST /compact                            compact
@@ -69,6 +70,7 @@ function controlHandler(kube) {
     'POST /pods/update': (b) => { kube.updatePod(b.name || b.ip, b.patch || {}); return rv(); },
     'POST /forbid': (b) => { kube.forbid(b.resource, b.on !== false); return rv(); },
     'POST /outage': (b) => { kube.setOutage(b.on !== false); return rv(); },
+    'POST /hang': (b) => { kube.setHang(b.on !== false); return rv(); },
     'POST /token': (b) => { kube.setToken(b.token); return rv(); },
     'POST /dual-stack': (b) => { kube.setDualStack(b.on !== false); return rv(); },
     'POST /compact': () => { kube.compact(); return rv(); },

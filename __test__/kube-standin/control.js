@@ -52,6 +52,7 @@ function controlClient(controlUrl) {
     updatePod: (nameOrIp, patch) => post('/pods/update', { ...key(nameOrIp), patch }),
     forbid: (resource, on = true) => post('/forbid', { resource, on }),
     setOutage: (on = true) => post('/outage', { on }),
+    setHang: (on = true) => post('/hang', { on }),
     setToken: (token) => post('/token', { token }),
     setDualStack: (on = true) => post('/dual-stack', { on }),
     compact: () => post('/compact'),

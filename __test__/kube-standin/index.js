@@ -63,6 +63,7 @@ async function startStandin(opts = {}) {
     // Failure modes.
     forbid: (resource, on = true) => api.setForbidden(resource, on),
     setOutage: (on = true) => api.setOutage(on),
+    setHang: (on = true) => api.setHang(on),
     setToken: (token) => { api.token = String(token); },
     compact: () => store.compact(),
     endWatches: () => api.endWatches(),

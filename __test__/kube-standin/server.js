@@ -48,6 +48,11 @@ class ApiServer extends EventEmitter {
     // stand-in writes them (set listItemTypeMeta: false to serve them bare).
     this.listItemTypeMeta = opts.listItemTypeMeta !== false;
     this.outage = false;
+    // Accepts connections and never answers: an overloaded API server, a broken proxy.
+    this.hang = false;
+    this.hanging = new Set();
+    // Requests by client address, whatever their answer (or none).
+    this.requestsFrom = {};
     this.forbidden = new Set();
     this.watchers = new Set();
     this.sockets = new Set();
@@ -73,6 +78,7 @@ class ApiServer extends EventEmitter {
   }
 
   close() {
+    this.setHang(false);
     for (const w of [...this.watchers]) w.destroy();
     for (const s of this.sockets) s.destroy();
     return new Promise((resolve) => this.http.close(() => resolve()));
@@ -99,12 +105,28 @@ class ApiServer extends EventEmitter {
     if (this.outage) for (const w of this.watchersOf()) w.destroy();
   }
 
+  // On: open watches end (as when an API server shuts down) and every request from then
+  // on waits for ever (as when it comes back overloaded, or behind a broken proxy).
+  // Off: the requests left waiting are dropped.
+  setHang(on) {
+    this.hang = Boolean(on);
+    if (this.hang) {
+      for (const w of this.watchersOf()) w.end();
+    } else {
+      for (const req of this.hanging) req.socket.destroy();
+      this.hanging.clear();
+    }
+  }
+
   endWatches() {
     for (const w of this.watchersOf()) w.end();
   }
 
   stats() {
-    const out = { resourceVersion: this.store.resourceVersion, list: {}, watch: {}, get: {}, openWatches: {} };
+    const out = {
+      resourceVersion: this.store.resourceVersion, list: {}, watch: {}, get: {}, openWatches: {},
+      requestsFrom: Object.assign({}, this.requestsFrom), hanging: this.hanging.size
+    };
     for (const r of Object.keys(RESOURCES)) {
       out.list[r] = this.counts[r].list;
       out.watch[r] = this.counts[r].watch;
@@ -139,6 +161,14 @@ class ApiServer extends EventEmitter {
   _handle(req, res) {
     const url = new URL(req.url, 'http://standin.invalid');
     const path = url.pathname.replace(/\/+$/, '') || '/';
+    const from = req.socket.remoteAddress;
+    this.requestsFrom[from] = (this.requestsFrom[from] || 0) + 1;
+    if (this.hang) {
+      this.hanging.add(req);
+      req.socket.once('close', () => this.hanging.delete(req));
+      this.emit('stats');
+      return;
+    }
     if (this.outage) return send(res, 503, S.serviceUnavailable());
     const auth = /^bearer\s+(.+)$/i.exec(req.headers.authorization || '');
     if (!auth || auth[1].trim() !== this.token) return send(res, 401, S.unauthorized());

@@ -2,15 +2,16 @@
 //! resource when slices may not be read (0.5.1's RBAC grants only `endpoints`).
 //!
 //! The source is chosen once by probing (a list with the selector, limit 1); then
-//! kube-runtime's `watcher` lists and watches it, relisting on 410 and after errors,
-//! with `default_backoff` (0.8 s to 30 s). Each relist is swapped in whole
+//! kube-runtime's `watcher` lists and watches it, relisting on 410 and after errors
+//! ([`Retry`]: every 0.5 to 1 s while the API is away). Each relist is swapped in whole
 //! ([`Store`]), and every change is sent as the full set of endpoints. Errors are
 //! logged and reported once per outage; the loop only ends when cancelled.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -18,7 +19,8 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ListParams};
-use kube::runtime::watcher::{self, DefaultBackoff, Event};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -157,7 +159,6 @@ impl KubeDiscovery {
         let params = ListParams::default().labels(selector).limit(1);
         let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace);
         let endpoints = Api::<Endpoints>::namespaced(client.clone(), namespace);
-        let mut backoff = DefaultBackoff::default();
         loop {
             let error = match Probe::of(slices.list(&params).await) {
                 Probe::Available => {
@@ -200,8 +201,7 @@ impl KubeDiscovery {
             if !report(out, outage, error) {
                 return None;
             }
-            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(Retry::delay()).await;
         }
     }
 
@@ -218,7 +218,7 @@ impl KubeDiscovery {
         K: Clone + DeserializeOwned + Debug + Send + 'static,
     {
         let config = watcher::Config::default().labels(&self.settings.selector);
-        let mut events = pin!(watcher::watcher(api, config).default_backoff());
+        let mut events = pin!(watcher::watcher(api, config).backoff(Retry));
         let mut store = Store::default();
         while let Some(item) = events.next().await {
             match item {
@@ -256,6 +256,38 @@ impl KubeDiscovery {
     }
 }
 
+/// When to try the API again after a failure: every 0.5 to 1 s, drawn at random, for
+/// as long as it fails. A pod then sees the API back within a second of its return,
+/// whatever the length of the outage (kube's default backoff doubles up to 30 s), and
+/// the pods of a large cluster spread their retries over half a second instead of
+/// hitting a recovering API server at the same instant.
+#[derive(Clone, Copy, Debug)]
+struct Retry;
+
+impl Retry {
+    const MIN: Duration = Duration::from_millis(500);
+    const SPREAD_MS: u64 = 500;
+
+    fn delay() -> Duration {
+        // Keyed by the process's random hasher seed: pods draw apart.
+        let random = RandomState::new().hash_one(Instant::now());
+        Retry::MIN + Duration::from_millis(random % Retry::SPREAD_MS)
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Retry::delay())
+    }
+}
+
+impl Backoff for Retry {
+    /// The delay never grows, so a success has nothing to reset.
+    fn reset(&mut self) {}
+}
+
 /// The text of a watcher error. kube's own shows an API status twice, once in its whole
 /// `Debug` form; here a status is its code, reason and message.
 fn describe(error: &watcher::Error) -> String {
@@ -287,7 +319,7 @@ fn report(
     let message = error.to_string();
     match outage.failed(error) {
         Some(update) => {
-            warn!(target: KUBERNETES_TARGET, error = %message, "retrying with backoff; the last topology stays in force");
+            warn!(target: KUBERNETES_TARGET, error = %message, "retrying every 0.5 to 1 s; the last topology stays in force");
             out.send(update).is_ok()
         }
         None => {
@@ -357,6 +389,19 @@ mod tests {
             "cannot list endpointslices.discovery.k8s.io nor endpoints in namespace apps: \
              grant get/list/watch on endpointslices.discovery.k8s.io (or on endpoints)"
         );
+    }
+
+    #[test]
+    fn retries_come_every_half_second_to_second_drawn_apart() {
+        let delays: Vec<Duration> = Retry.take(200).collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| (Retry::MIN..Retry::MIN * 2).contains(d)),
+            "{delays:?}"
+        );
+        let distinct: BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100, "drawn at random: {distinct:?}");
     }
 
     #[tokio::test]

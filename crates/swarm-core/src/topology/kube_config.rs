@@ -5,7 +5,7 @@
 //! it starts from `Config::new(url)`. TLS is verified against the given CA by default;
 //! skipping it is an explicit, logged choice (COMPAT.md §2).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use hyper::{header::AUTHORIZATION, Request};
 use kube::client::{Body, ClientBuilder};
@@ -13,9 +13,18 @@ use kube::config::Config;
 use kube::Client;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tower::util::MapRequestLayer;
+use tower::timeout::{error::Elapsed, TimeoutLayer};
+use tower::util::{option_layer, MapErrLayer, MapRequestLayer};
+use tower::BoxError;
 
 use super::{token_file::TokenFile, TopologyError, KUBERNETES_TARGET};
+
+/// How long a request to the API may wait for the head of its answer, connection
+/// included: an API server that accepts connections and never answers (overloaded, or
+/// behind a broken proxy) is reported and retried instead of waited on for ever. A
+/// watch's answer starts at once; then its body has kube's own idle limit (the watch's
+/// `timeoutSeconds` plus a margin).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to reach the Kubernetes API, and what to watch.
 #[derive(Clone, Default)]
@@ -89,18 +98,35 @@ pub fn client(settings: &KubeSettings) -> Result<Client, TopologyError> {
     let builder = ClientBuilder::try_from(config(settings)?)
         .map_err(|e| TopologyError::Config(e.to_string()))?;
     // An inline token wins, as in kube; otherwise the token file, re-read on change.
-    match (&settings.token, &settings.token_file) {
+    let token_file = match (&settings.token, &settings.token_file) {
         (None, Some(path)) => {
             let file = Arc::new(TokenFile::open(path)?);
-            let layer = MapRequestLayer::new(move |mut request: Request<Body>| {
+            Some(MapRequestLayer::new(move |mut request: Request<Body>| {
                 request
                     .headers_mut()
                     .insert(AUTHORIZATION, file.authorization());
                 request
-            });
-            Ok(builder.with_layer(&layer).build())
+            }))
         }
-        _ => Ok(builder.build()),
+        _ => None,
+    };
+    Ok(builder
+        .with_layer(&option_layer(token_file))
+        .with_layer(&TimeoutLayer::new(ANSWER_TIMEOUT))
+        .with_layer(&MapErrLayer::new(no_answer))
+        .build())
+}
+
+/// The error of a request the API did not answer in time, saying so.
+fn no_answer(error: BoxError) -> BoxError {
+    if error.is::<Elapsed>() {
+        format!(
+            "no answer from the API server within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        )
+        .into()
+    } else {
+        error
     }
 }
 
