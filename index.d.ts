@@ -36,6 +36,12 @@ declare namespace swarm {
     /** Skip TLS verification of the API server (logged as a warning). */
     insecureSkipTlsVerify?: boolean;
     refreshInterval?: number;
+    /**
+     * How long `init()` may wait for the first topology, in ms; past it, `init()` rejects
+     * with `ERR_SWARM_KUBERNETES` naming the last error. Off (0) by default: `init()` waits
+     * as long as the API does not answer, as 0.5.1 did.
+     */
+    initTimeout?: number;
   }
 
   interface MessagesOptions {

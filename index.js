@@ -49,6 +49,10 @@ const swarm = {
   _node: null,
   _localIps: [],
   _ready: null,
+  // The pending init()'s end (see `_start`), and the last topology error, which a timed
+  // out init() names.
+  _initAttempt: null,
+  _topologyError: null,
   _nodesCache: { generation: -1, nodes: {} },
   _calls: new Pending(),
   _flushing: false,
@@ -85,6 +89,17 @@ const swarm = {
     // `ready` comes through the event stream, after the first topology's own events.
     let topologyReady;
     const readyEvent = new Promise(resolve => { topologyReady = resolve; });
+    // What ends a pending init(): close() (ERR_SWARM_CLOSED) or `kubernetes.initTimeout`.
+    const attempt = { ended: false };
+    const ended = new Promise((resolve, reject) => {
+      attempt.end = error => { attempt.ended = true; reject(error); };
+    });
+    ended.catch(() => {});
+    this._initAttempt = attempt;
+    this._topologyError = null;
+    const timer = resolved.initTimeout > 0 && setTimeout(() => attempt.end(errors.swarmError('ERR_SWARM_KUBERNETES',
+      `init() did not finish within ${resolved.initTimeout} ms: ${this._topologyError || 'no topology from the Kubernetes API yet'}`)),
+    resolved.initTimeout);
     return Promise.try(() => {
       native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
       const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
@@ -100,7 +115,7 @@ const swarm = {
       started = node;
       this._node = node;
       this.tasks._registerAll(node);
-      return node.ready().then(() => readyEvent);
+      return Promise.race([node.ready().then(() => readyEvent), ended]);
     }).then(() => {
       this.isReady = true;
       const nodes = this.nodes;
@@ -110,8 +125,16 @@ const swarm = {
     }).catch(error => {
       this._inited = false;
       debug(`[Error] ${error.message}!`);
-      process.nextTick(() => this.emit('error', [error]));
+      // Ended before its node was: the node stops, and its port is free for another init().
+      if (attempt.ended && started && this._node === started) {
+        this._node = null;
+        started.close(0).catch(() => {});
+      }
+      if (error.code !== 'ERR_SWARM_CLOSED') process.nextTick(() => this.emit('error', [error]));
       throw error;
+    }).finally(() => {
+      clearTimeout(timer);
+      if (this._initAttempt === attempt) this._initAttempt = null;
     });
   },
 
@@ -187,6 +210,7 @@ const swarm = {
         debug(`New Master elected: ${data.current}`);
         return process.nextTick(() => this.emit('masterChanged', [data.current, data.previous]));
       case 'error':
+        this._topologyError = data.message;
         return process.nextTick(() => this.emit('error', [errors.swarmError('ERR_SWARM_KUBERNETES', data.message)]));
       default:
         debug(`topology: ${kind}`);
@@ -263,6 +287,7 @@ const swarm = {
   // Stops the node: no new work, in-flight requests answered, queued tasks given
   // `graceMs` (default 10 s) to finish, then the port is released and the process may exit.
   close (graceMs = 10000) {
+    if (this._initAttempt) this._initAttempt.end(errors.swarmError('ERR_SWARM_CLOSED', 'close() was called before init() finished'));
     const node = this._node;
     this._node = null;
     this._inited = false;

@@ -131,3 +131,39 @@ test('a hanging API server mid-run: one error within 15 s, the topology holds, c
   s.addPod({ name: 'web-2', ip: '127.0.0.70' });
   await n.waitEvent(e => e.event === 'nodeAdded' && e.ip === '127.0.0.70', 5000, 'the change after the hang');
 });
+
+// The port a node listens on is free again: nothing of it is left running.
+function portIsFree (ip, port) {
+  return new Promise(resolve => {
+    const server = require('node:net').createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, ip, () => server.close(() => resolve(true)));
+  });
+}
+
+test('kubernetes.initTimeout: init() rejects with ERR_SWARM_KUBERNETES naming the cause, and its node stops', async () => {
+  const s = await standin();
+  s.forbid('endpointslices');
+  s.forbid('endpoints');
+  s.addPod({ name: 'web-0', ip: '127.0.0.71' });
+  const port = await freePort();
+  const n = await node('127.0.0.71', explicit(s, { KUBE_INIT_TIMEOUT: '2000', SWARM_PORT: String(port) }));
+  const failed = await n.waitEvent(e => e.event === 'initFailed', 10000, 'init() to fail');
+  assert.strictEqual(failed.code, 'ERR_SWARM_KUBERNETES');
+  assert.match(failed.message, /init\(\) did not finish within 2000 ms: .*grant get\/list\/watch on endpointslices/);
+  await eventually(() => portIsFree('127.0.0.71', port), 10000, 'the port released');
+});
+
+test('close() during a pending init() rejects it with ERR_SWARM_CLOSED, without an error event', async () => {
+  const s = await standin();
+  s.addPod({ name: 'web-0', ip: '127.0.0.72' });
+  s.setHang(true);
+  const port = await freePort();
+  const n = await node('127.0.0.72', explicit(s, { SWARM_PORT: String(port) }));
+  await s.waitFor(stats => stats.hanging >= 1, 10000);
+  assert.strictEqual(await n.request('close'), 'closed');
+  const failed = await n.waitEvent(e => e.event === 'initFailed', 5000, 'init() to fail');
+  assert.strictEqual(failed.code, 'ERR_SWARM_CLOSED');
+  assert.ok(await portIsFree('127.0.0.72', port), 'the port released');
+  assert.ok(!n.events.some(e => e.event === 'error'), 'closing is not an error');
+});

@@ -96,6 +96,7 @@ function resolve (options, env = process.env) {
   const kube = options.standalone ? { standalone: 'options.standalone is set' } : kubernetes(options, env);
   return {
     standaloneReason: kube.standalone,
+    initTimeout: kube.standalone ? 0 : number(Object.assign({}, options.kubernetes).initTimeout, 0),
     node: {
       localIps: localIps(options, env),
       bind: messages.bind || env.SWARM_MESSAGING_BIND || undefined,
