@@ -108,6 +108,7 @@ declare namespace swarm {
     onNodeAdded?: (node: SwarmNode) => void;
     onNodeRemoved?: (node: SwarmNode) => void;
     onMasterChanged?: (master: string | null, previous: string | null) => void;
+    onReadinessChanged?: (node: SwarmNode) => void;
     [option: string]: unknown;
   }
 
@@ -146,6 +147,11 @@ declare namespace swarm {
     nodeAdded: [node: SwarmNode];
     nodeRemoved: [node: SwarmNode];
     masterChanged: [master: string | null, previous: string | null];
+    /**
+     * This pod turned not ready (`node.ready` false: out of every ring, no new tasks come
+     * to it, it still answers) or ready again. New: 0.5.1 sent the SIGTERM heads-up.
+     */
+    readinessChanged: [node: SwarmNode];
   }
 
   /** A consistent-hash ring placing keys exactly as hashring@3 does. */

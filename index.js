@@ -56,7 +56,7 @@ const swarm = {
   _nodesCache: { generation: -1, nodes: {} },
   _calls: new Pending(),
   _flushing: false,
-  _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [] },
+  _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [], readinessChanged: [] },
 
   init (opts) {
     if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
@@ -206,6 +206,9 @@ const swarm = {
       case 'localLeft':
         debug(`Local Ip ${data.ip} removed from cluster, triggering SIGTERM!`);
         return process.nextTick(() => process.emit('SIGTERM'));
+      case 'readinessChanged':
+        debug(`Local Ip ${data.ip} ${data.ready ? 'ready again' : 'not ready: out of the rings until it is ready'}`);
+        return process.nextTick(() => this.emit('readinessChanged', [data]));
       case 'masterChanged':
         debug(`New Master elected: ${data.current}`);
         return process.nextTick(() => this.emit('masterChanged', [data.current, data.previous]));

@@ -179,6 +179,21 @@ test('a smaller IP joins: every node agrees on the new master', async () => {
   }
 });
 
+test('a readiness blip: no heads-up, out of the rings while not ready, its keys back when ready', async () => {
+  const a = cluster.nodes.find(n => n.ip === '127.0.0.21');
+  const b = cluster.nodes.find(n => n.ip === '127.0.0.22');
+  const key = await keyOwnedBy(a, b);
+  standin.updatePod(b.ip, { ready: false });
+  await b.waitEvent(e => e.event === 'readinessChanged' && e.ip === b.ip && !e.ready, 10000, 'not ready');
+  await a.waitEvent(e => e.event === 'nodeRemoved' && e.ip === b.ip, 10000, 'out of the ring');
+  assert.notStrictEqual(await a.request('exec', { name: 'where', args: [key] }), b.ip, 'no new task goes to it');
+  standin.updatePod(b.ip, { ready: true });
+  await b.waitEvent(e => e.event === 'readinessChanged' && e.ip === b.ip && e.ready, 10000, 'ready again');
+  await a.waitEvent(e => e.event === 'nodeAdded' && e.ip === b.ip, 10000, 'back in the ring');
+  assert.strictEqual(await a.request('exec', { name: 'where', args: [key] }), b.ip, 'its keys served by it again');
+  assert.ok(!b.events.some(e => e.event === 'sigterm'), 'no SIGTERM heads-up for a blip');
+});
+
 test('a removed node gets its SIGTERM heads-up; a killed one disappears everywhere', async () => {
   const leaving = cluster.nodes.find(n => n.ip === '127.0.0.20');
   standin.removePod('127.0.0.20');

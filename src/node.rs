@@ -103,6 +103,7 @@ pub fn event_to_js(event: &TopologyEvent) -> (&'static str, String) {
         TopologyEvent::NodeAdded(m) => ("nodeAdded", member(m)),
         TopologyEvent::NodeRemoved(m) => ("nodeRemoved", member(m)),
         TopologyEvent::LocalLeft(m) => ("localLeft", member(m)),
+        TopologyEvent::ReadinessChanged(m) => ("readinessChanged", member(m)),
         TopologyEvent::MasterChanged { previous, current } => (
             "masterChanged",
             json!({ "previous": previous, "current": current }),

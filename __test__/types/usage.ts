@@ -5,7 +5,7 @@ import swarm = require('../..');
 async function main (): Promise<void> {
   const nodes: swarm.Nodes = await swarm.init({
     appName: 'web',
-    kubernetes: { url: 'http://127.0.0.1:1', namespace: 'default', token: 't' },
+    kubernetes: { url: 'http://127.0.0.1:1', namespace: 'default', token: 't', initTimeout: 30000 },
     messages: { port: 45892, bind: '127.0.0.1' },
     tasks: { timeout: 1000 },
     onNodeAdded: (node) => console.log(node.ip)
@@ -13,6 +13,7 @@ async function main (): Promise<void> {
   console.log(Object.keys(nodes).length, swarm.amIMaster, swarm.master, swarm.isReady);
   swarm.on('masterChanged', (master, previous) => console.log(master, previous));
   swarm.on('error', (error) => console.log(error.code, error.statusCode));
+  swarm.on('readinessChanged', (node) => console.log(node.ip, node.ready));
   swarm.messages.on(['a', 'b'], (message, topics, from) => ({ message, topics, from }));
   const replies: any[] = await swarm.broadcast('a', { x: 1 });
   console.log(replies.length);
@@ -28,6 +29,8 @@ async function main (): Promise<void> {
   swarm.amIMaster();
   // @ts-expect-error unknown event
   swarm.on('nodeAdd', () => undefined);
+  // @ts-expect-error initTimeout is in milliseconds
+  swarm.init({ kubernetes: { initTimeout: '30s' } });
   // @ts-expect-error singleTrigger is boolean or 'N'
   swarm.tasks.register('bad', () => 1, { singleTrigger: 'yes' });
 }

@@ -181,6 +181,7 @@ fn describe(event: &TopologyEvent) -> String {
         TopologyEvent::NodeAdded(m) => format!("+{}", ip(m)),
         TopologyEvent::NodeRemoved(m) => format!("-{}", ip(m)),
         TopologyEvent::LocalLeft(m) => format!("left {}", ip(m)),
+        TopologyEvent::ReadinessChanged(m) => format!("ready={} {}", m.ready, ip(m)),
         TopologyEvent::MasterChanged { previous, current } => format!(
             "master {}>{}",
             previous.as_deref().unwrap_or("none"),

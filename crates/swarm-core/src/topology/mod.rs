@@ -46,8 +46,12 @@ pub enum TopologyEvent {
     NodeAdded(Member),
     /// A remote node is gone (vanished, or no longer ready).
     NodeRemoved(Member),
-    /// A local IP that was a node is gone: the pod is being taken out of the Service.
+    /// A local IP that was a node is terminating or no longer listed: the pod is being
+    /// taken out of the Service.
     LocalLeft(Member),
+    /// A local IP that was a node is still listed and not terminating, and turned not
+    /// ready (out of every ring meanwhile) or ready again (`ready` says which).
+    ReadinessChanged(Member),
     /// The master (smallest node IP in string order) changed.
     MasterChanged {
         /// The master before this change.

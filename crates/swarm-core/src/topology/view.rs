@@ -37,6 +37,9 @@ impl View {
 pub struct MemberSet {
     local_ips: BTreeSet<String>,
     current: Arc<View>,
+    /// The local IPs that became nodes and have not left since (a readiness blip does
+    /// not make them leave), with what was last known of them.
+    joined: BTreeMap<Arc<str>, Member>,
 }
 
 impl MemberSet {
@@ -45,6 +48,7 @@ impl MemberSet {
         MemberSet {
             local_ips: local_ips.into_iter().collect(),
             current: Arc::default(),
+            joined: BTreeMap::new(),
         }
     }
 
@@ -62,10 +66,18 @@ impl MemberSet {
     ///
     /// Only endpoints with `ready == true` become nodes; a duplicated IP counts once (the
     /// first ready entry wins). The events come in a fixed order: `NodeRemoved`, then
-    /// `NodeAdded`, each in IP string order and never for a local IP; then `LocalLeft`
-    /// for every local IP that was a node and is gone; then `MasterChanged` if the
-    /// smallest node IP changed. A node whose other fields change stays a node silently.
+    /// `NodeAdded`, each in IP string order and never for a local IP; then, for the local
+    /// IPs that have been nodes, `ReadinessChanged` when one is still listed, not
+    /// terminating, and turned not ready or ready again, and `LocalLeft` when one is
+    /// terminating or no longer listed; then `MasterChanged` if the smallest node IP
+    /// changed. A node whose other fields change stays a node silently.
     pub fn apply(&mut self, endpoints: Vec<Member>) -> Vec<TopologyEvent> {
+        // The local endpoints still listed and not terminating: still in the swarm.
+        let staying: BTreeMap<Arc<str>, Member> = endpoints
+            .iter()
+            .filter(|m| !m.terminating && self.local_ips.contains(&*m.ip))
+            .map(|m| (m.ip.clone(), m.clone()))
+            .collect();
         let reachable = endpoints
             .iter()
             .filter(|m| m.ready || m.serving)
@@ -99,21 +111,43 @@ impl MemberSet {
             }
         }
         let mut events = Vec::new();
-        let mut local_left = Vec::new();
+        let mut local = Vec::new();
         for member in removed {
-            if self.local_ips.contains(&*member.ip) {
-                local_left.push(TopologyEvent::LocalLeft(member.clone()));
-            } else {
+            if !self.local_ips.contains(&*member.ip) {
                 events.push(TopologyEvent::NodeRemoved(member.clone()));
+            } else if let Some(listed) = staying.get(&member.ip) {
+                local.push(TopologyEvent::ReadinessChanged(listed.clone()));
             }
         }
-        events.extend(
-            added
-                .into_iter()
-                .filter(|m| !self.local_ips.contains(&*m.ip))
-                .map(|m| TopologyEvent::NodeAdded(m.clone())),
-        );
-        events.append(&mut local_left);
+        for member in added {
+            if !self.local_ips.contains(&*member.ip) {
+                events.push(TopologyEvent::NodeAdded(member.clone()));
+            } else if self
+                .joined
+                .insert(member.ip.clone(), member.clone())
+                .is_some()
+            {
+                local.push(TopologyEvent::ReadinessChanged(member.clone()));
+            }
+        }
+        for (ip, listed) in &staying {
+            if let Some(known) = self.joined.get_mut(ip) {
+                known.clone_from(listed);
+            }
+        }
+        // Leaving: terminating, or gone from the endpoints, after having joined.
+        let left: Vec<Arc<str>> = self
+            .joined
+            .keys()
+            .filter(|ip| !staying.contains_key(*ip))
+            .cloned()
+            .collect();
+        for ip in left {
+            if let Some(member) = self.joined.remove(&ip) {
+                local.push(TopologyEvent::LocalLeft(member));
+            }
+        }
+        events.append(&mut local);
         if master != previous.master {
             events.push(TopologyEvent::MasterChanged {
                 previous: previous.master.clone(),
@@ -237,6 +271,52 @@ mod tests {
     }
 
     #[test]
+    fn a_readiness_blip_of_the_local_pod_is_no_leaving() {
+        let mut s = set(&["10.0.0.1"]);
+        s.apply(vec![m("10.0.0.1"), m("10.0.0.2")]);
+        let events = s.apply(vec![not_ready("10.0.0.1"), m("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![
+                ReadinessChanged(not_ready("10.0.0.1")),
+                master(Some("10.0.0.1"), Some("10.0.0.2")),
+            ]
+        );
+        assert!(!s.view().is_node("10.0.0.1"), "out of every ring meanwhile");
+        let events = s.apply(vec![m("10.0.0.1"), m("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![
+                ReadinessChanged(m("10.0.0.1")),
+                master(Some("10.0.0.2"), Some("10.0.0.1")),
+            ]
+        );
+        // Not ready, then gone: it leaves then.
+        s.apply(vec![not_ready("10.0.0.1"), m("10.0.0.2")]);
+        let events = s.apply(vec![m("10.0.0.2")]);
+        assert_eq!(events, vec![LocalLeft(not_ready("10.0.0.1"))]);
+    }
+
+    #[test]
+    fn a_terminating_local_pod_leaves_while_still_listed() {
+        let mut s = set(&["10.0.0.1"]);
+        s.apply(vec![m("10.0.0.1"), m("10.0.0.2")]);
+        let terminating = Member {
+            ready: false,
+            terminating: true,
+            ..m("10.0.0.1")
+        };
+        let events = s.apply(vec![terminating, m("10.0.0.2")]);
+        assert_eq!(
+            events,
+            vec![
+                LocalLeft(m("10.0.0.1")),
+                master(Some("10.0.0.1"), Some("10.0.0.2")),
+            ]
+        );
+    }
+
+    #[test]
     fn a_local_ip_that_never_was_a_node_does_not_leave() {
         let mut s = set(&["10.0.0.1"]);
         s.apply(vec![not_ready("10.0.0.1"), m("10.0.0.2")]);
@@ -331,27 +411,40 @@ mod tests {
 
         proptest! {
             // Replaying the events on the previous node set gives the new one, whatever
-            // the sets (duplicates, unordered input, not-ready entries, local IPs).
+            // the sets (duplicates, unordered input, not-ready entries, local IPs); the
+            // local IP, once a node, leaves only when no longer listed, and its readiness
+            // changes are said meanwhile.
             #[test]
             fn events_replay_to_the_view(sets in prop::collection::vec(endpoints(), 1..8)) {
                 let local = "10.0.0.3".to_string();
                 let mut set = MemberSet::new([local.clone()]);
                 let mut replayed: BTreeSet<String> = BTreeSet::new();
+                let mut joined = false;
                 for list in sets {
+                    let listed = list.iter().any(|&(n, _)| n == 3);
                     let members: Vec<Member> = list
                         .iter()
                         .map(|&(n, ready)| Member { ready, ..Member::from_ip(format!("10.0.0.{n}")) })
                         .collect();
-                    let had_local = set.view().is_node(&local);
-                    for event in set.apply(members) {
+                    let events = set.apply(members);
+                    let view = set.view();
+                    for event in events {
                         match event {
                             TopologyEvent::NodeAdded(m) => prop_assert!(replayed.insert(m.ip.to_string())),
                             TopologyEvent::NodeRemoved(m) => prop_assert!(replayed.remove(&*m.ip)),
-                            TopologyEvent::LocalLeft(m) => prop_assert!(had_local && *m.ip == *local),
+                            TopologyEvent::LocalLeft(m) => {
+                                prop_assert!(joined && !listed && *m.ip == *local);
+                                joined = false;
+                            }
+                            TopologyEvent::ReadinessChanged(m) => {
+                                prop_assert!(joined && listed && *m.ip == *local);
+                                prop_assert_eq!(m.ready, view.is_node(&local));
+                            }
                             _ => {}
                         }
                     }
-                    let view = set.view();
+                    prop_assert!(!joined || listed, "a joined local IP no longer listed left");
+                    joined |= view.is_node(&local);
                     let expected: BTreeSet<String> = view.nodes.keys().filter(|ip| ***ip != *local).map(|ip| ip.to_string()).collect();
                     prop_assert_eq!(&replayed, &expected);
                     prop_assert_eq!(view.master.as_deref(), view.nodes.keys().next().map(|ip| &**ip));
