@@ -26,8 +26,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use swarm_core::messaging::{
     mux::{self, Read},
-    serve, Answering, Auth, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
-    ServerLimits,
+    serve, Answering, Auth, Client, ClientConfig, Dispatch, Inbound, Liveness, Payload, Reply,
+    SendError, ServerLimits,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
@@ -746,7 +746,22 @@ on_both_loops!(
     with_signatures_required_only_signed_frames_are_answered,
     shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout,
     http_exchanges_of_any_size_are_answered_on_kept_alive_connections,
+    a_ping_is_answered_at_once_while_a_handler_holds_a_request,
 );
+
+async fn a_ping_is_answered_at_once_while_a_handler_holds_a_request(reading: Reading) {
+    let mut server = Server::reading(reading, ServerLimits::default()).await;
+    let mut peer = Peer::open(server.addr).await;
+    peer.write(&request(1, "/gate/x", &json("1"))).await;
+    assert_eq!(server.gate_started().await, "gate/x");
+    peer.write(&mux::ping_frame(mux::PING, 7)).await;
+    assert!(
+        matches!(peer.next().await, Read::Frame(mux::PONG, 7, _)),
+        "the pong of ping 7, before the held reply"
+    );
+    server.open_gate();
+    assert_eq!(peer.reply().await, (1, Reply::ok(json("1"))));
+}
 
 async fn shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout(
     reading: Reading,
@@ -1104,6 +1119,9 @@ enum Script {
     ResetMidRequest,
     /// Reads the preface and resets the connection, as the kernel of a pod dying does.
     ResetAtPreface,
+    /// Accepts the preface and reads on, never answering a request or a ping: a pod
+    /// frozen, or behind a link that stopped carrying replies.
+    Frozen,
 }
 
 #[derive(Debug, Default)]
@@ -1117,7 +1135,7 @@ struct Log {
 }
 
 /// A hand-written peer on 127.0.0.1: HTTP/1.1 that echoes JSON bodies (offering the
-/// multiplexed transport when `advertise`), and multiplexed connections run by
+/// multiplexed transport at the level `advertise` gives), and multiplexed connections run by
 /// `scripts` in turn (`Serve` once they run out).
 struct Fake {
     port: u16,
@@ -1125,7 +1143,7 @@ struct Fake {
 }
 
 impl Fake {
-    async fn start(advertise: bool, scripts: Vec<Script>) -> Fake {
+    async fn start(advertise: Option<&'static str>, scripts: Vec<Script>) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let log = Arc::new(Mutex::new(Log::default()));
@@ -1165,18 +1183,16 @@ impl Fake {
     }
 }
 
-async fn fake_http(stream: TcpStream, advertise: bool, log: Arc<Mutex<Log>>) {
+async fn fake_http(stream: TcpStream, advertise: Option<&str>, log: Arc<Mutex<Log>>) {
     let mut stream = BufReader::new(stream);
     loop {
         let Some((_, body)) = common::read_http_request(&mut stream).await else {
             return;
         };
         lock(&log).answered.push((false, Bytes::from(body.clone())));
-        let offer = if advertise {
-            "x-swarm-kb-mux: 1\r\n"
-        } else {
-            ""
-        };
+        let offer = advertise
+            .map(|level| format!("x-swarm-kb-mux: {level}\r\n"))
+            .unwrap_or_default();
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{offer}\r\n",
             body.len()
@@ -1265,6 +1281,10 @@ async fn fake_mux(stream: TcpStream, script: Script, log: Arc<Mutex<Log>>) {
             write.write_all(mux::ACCEPTED).await.expect("write");
             while next_request(&mut reader, &log).await.is_some() {}
         }
+        Script::Frozen => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        }
         Script::ResetMidRequest => {
             write.write_all(mux::ACCEPTED).await.expect("write");
             let mut start = [0u8; 64];
@@ -1291,7 +1311,7 @@ fn bodies(answered: &[(bool, Bytes)], multiplexed: bool) -> Vec<Bytes> {
 
 #[tokio::test]
 async fn a_peer_that_does_not_offer_the_transport_only_ever_sees_http() {
-    let fake = Fake::start(false, vec![]).await;
+    let fake = Fake::start(None, vec![]).await;
     let client = client(fake.port);
     for i in 0..3 {
         let body = format!("[{i}]");
@@ -1319,7 +1339,7 @@ async fn a_peer_that_does_not_offer_the_transport_only_ever_sees_http() {
 
 #[tokio::test]
 async fn requests_the_peer_did_not_read_before_going_away_are_sent_again() {
-    let fake = Fake::start(true, vec![Script::GoAwayAfterTwo]).await;
+    let fake = Fake::start(Some("1"), vec![Script::GoAwayAfterTwo]).await;
     let client = client(fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
     let (a, b) = tokio::join!(send(&client, "\"a\""), send(&client, "\"b\""));
@@ -1343,7 +1363,7 @@ async fn requests_the_peer_did_not_read_before_going_away_are_sent_again() {
 
 #[tokio::test]
 async fn a_request_on_a_connection_that_breaks_fails_and_is_not_sent_again() {
-    let fake = Fake::start(true, vec![Script::BreakAfterOne]).await;
+    let fake = Fake::start(Some("1"), vec![Script::BreakAfterOne]).await;
     let client = client(fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
     match send(&client, "\"lost\"").await {
@@ -1366,7 +1386,7 @@ async fn a_request_on_a_connection_that_breaks_fails_and_is_not_sent_again() {
 
 #[tokio::test]
 async fn a_request_the_kernel_never_had_all_of_is_sent_again_when_the_connection_breaks() {
-    let fake = Fake::start(true, vec![Script::ResetMidRequest]).await;
+    let fake = Fake::start(Some("1"), vec![Script::ResetMidRequest]).await;
     let client = client(fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
     // Far more than the socket buffers hold: most of it is still queued at the reset.
@@ -1383,7 +1403,7 @@ async fn a_request_the_kernel_never_had_all_of_is_sent_again_when_the_connection
 #[tokio::test]
 async fn a_peer_that_offers_then_refuses_the_preface_gets_the_send_over_http() {
     for script in [Script::Refuse, Script::Silent] {
-        let fake = Fake::start(true, vec![script]).await;
+        let fake = Fake::start(Some("1"), vec![script]).await;
         let client = Client::new(ClientConfig {
             connect_timeout: Duration::from_millis(500),
             ..config(fake.port)
@@ -1410,7 +1430,7 @@ async fn a_peer_that_offers_then_refuses_the_preface_gets_the_send_over_http() {
 
 #[tokio::test]
 async fn a_connection_reset_before_the_preface_is_answered_is_made_again() {
-    let fake = Fake::start(true, vec![Script::ResetAtPreface, Script::Serve]).await;
+    let fake = Fake::start(Some("1"), vec![Script::ResetAtPreface, Script::Serve]).await;
     let client = client(fake.port);
     send(&client, "\"offer\"").await.expect("a reply");
     assert_eq!(
@@ -1431,7 +1451,7 @@ async fn a_connection_reset_before_the_preface_is_answered_is_made_again() {
 
 #[tokio::test]
 async fn a_peer_that_did_not_answer_the_preface_in_time_is_asked_again_later() {
-    let fake = Fake::start(true, vec![Script::Silent]).await;
+    let fake = Fake::start(Some("1"), vec![Script::Silent]).await;
     let connect_timeout = Duration::from_millis(100);
     let client = Client::new(ClientConfig {
         connect_timeout,
@@ -1473,7 +1493,7 @@ async fn a_peer_that_did_not_answer_the_preface_in_time_is_asked_again_later() {
 
 #[tokio::test]
 async fn a_peer_that_refused_the_preface_is_not_asked_again() {
-    let fake = Fake::start(true, vec![Script::Refuse; 8]).await;
+    let fake = Fake::start(Some("1"), vec![Script::Refuse; 8]).await;
     let client = client(fake.port);
     for i in 0..6 {
         let body = format!("[{i}]");
@@ -1530,7 +1550,7 @@ async fn send_later_accepted(client: &Client, body: &str) -> Later {
 
 #[tokio::test]
 async fn sends_made_later_go_on_the_accepted_connection_when_flushed() {
-    let fake = Fake::start(true, vec![]).await;
+    let fake = Fake::start(Some("1"), vec![]).await;
     let client = client(fake.port);
     assert!(
         matches!(send_later(&client, "[0]").try_recv(), Ok(None)),
@@ -1557,7 +1577,7 @@ async fn sends_made_later_go_on_the_accepted_connection_when_flushed() {
 
 #[tokio::test]
 async fn a_send_made_later_that_gets_no_reply_times_out() {
-    let fake = Fake::start(true, vec![Script::Mute]).await;
+    let fake = Fake::start(Some("1"), vec![Script::Mute]).await;
     let client = Client::new(ClientConfig {
         request_timeout: Duration::from_millis(300),
         ..config(fake.port)
@@ -1580,7 +1600,7 @@ async fn a_send_made_later_that_gets_no_reply_times_out() {
 
 #[tokio::test]
 async fn sends_made_later_to_a_peer_that_left_fail_at_once() {
-    let fake = Fake::start(true, vec![Script::Mute]).await;
+    let fake = Fake::start(Some("1"), vec![Script::Mute]).await;
     let client = client(fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
     let later = send_later_accepted(&client, "\"in doubt\"").await;
@@ -1594,7 +1614,7 @@ async fn sends_made_later_to_a_peer_that_left_fail_at_once() {
 
 #[tokio::test]
 async fn a_send_made_later_the_peer_did_not_read_is_handed_back() {
-    let fake = Fake::start(true, vec![Script::GoAwayAfterTwo]).await;
+    let fake = Fake::start(Some("1"), vec![Script::GoAwayAfterTwo]).await;
     let client = client(fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
     // The connection's first request goes with `send`, the second waits for a flush.
@@ -1716,7 +1736,7 @@ async fn replies_read_on_another_loop_settle_sends_of_both_kinds() {
 
 #[tokio::test]
 async fn a_go_away_read_on_another_loop_sends_the_unread_request_again_and_ends_the_reading() {
-    let fake = Fake::start(true, vec![Script::GoAwayAfterTwo]).await;
+    let fake = Fake::start(Some("1"), vec![Script::GoAwayAfterTwo]).await;
     let read_loop = Arc::new(ThreadLoop::default());
     let client = reading_on(&read_loop, fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
@@ -1740,7 +1760,7 @@ async fn a_go_away_read_on_another_loop_sends_the_unread_request_again_and_ends_
 #[test]
 fn the_reading_ends_when_the_runtime_that_drove_the_connection_goes() {
     let outer = tokio::runtime::Runtime::new().expect("a runtime");
-    let fake = outer.block_on(Fake::start(true, vec![Script::Mute]));
+    let fake = outer.block_on(Fake::start(Some("1"), vec![Script::Mute]));
     let read_loop = Arc::new(ThreadLoop::default());
     let inner = tokio::runtime::Runtime::new().expect("a runtime");
     inner.block_on(async {
@@ -1899,9 +1919,67 @@ async fn until(ready: impl Fn() -> bool) {
 }
 
 #[tokio::test]
+async fn a_peer_is_probed_with_a_ping_on_its_multiplexed_connection_if_it_answers_pings() {
+    let server = Server::start(ServerLimits::default()).await;
+    let ours = client(server.addr.port());
+    let probe = |client: Client, within: Duration| async move {
+        tokio::time::timeout(WAIT, client.probe("127.0.0.1", within))
+            .await
+            .expect("a probe ends")
+    };
+    assert_eq!(
+        probe(ours.clone(), WAIT).await,
+        Liveness::Unknown,
+        "no connection yet"
+    );
+    send(&ours, "1")
+        .await
+        .expect("over HTTP/1.1, which offers level 2");
+    send(&ours, "2")
+        .await
+        .expect("over the multiplexed connection");
+    assert_eq!(probe(ours.clone(), WAIT).await, Liveness::Alive);
+
+    // A peer that reads and never answers: silent within the probe's time.
+    let frozen = Fake::start(Some("2"), vec![Script::Frozen]).await;
+    let to_frozen = client(frozen.port);
+    send(&to_frozen, "1").await.expect("over HTTP/1.1");
+    let unanswered = tokio::spawn({
+        let to_frozen = to_frozen.clone();
+        async move { to_frozen.send("127.0.0.1", "echo", json("2")).await }
+    });
+    within(
+        "the multiplexed connection",
+        until(|| frozen.connections() == [false, true]),
+    )
+    .await;
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        probe(to_frozen.clone(), Duration::from_millis(200)).await,
+        Liveness::Silent
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "within the probe's time"
+    );
+    unanswered.abort();
+
+    // A peer of the first level is never sent a ping, which would end its connection.
+    let first_level = Fake::start(Some("1"), vec![]).await;
+    let to_first = client(first_level.port);
+    send(&to_first, "1").await.expect("over HTTP/1.1");
+    send(&to_first, "2")
+        .await
+        .expect("over the multiplexed connection");
+    assert_eq!(probe(to_first.clone(), WAIT).await, Liveness::Unknown);
+    send(&to_first, "3").await.expect("the connection goes on");
+    assert_eq!(first_level.connections(), vec![false, true]);
+}
+
+#[tokio::test]
 async fn a_request_no_connection_took_is_not_delivered_when_the_peer_leaves() {
     // The transport's connection is made, but the peer never answers its preface.
-    let fake = Fake::start(true, vec![Script::Silent]).await;
+    let fake = Fake::start(Some("1"), vec![Script::Silent]).await;
     let client = Client::new(ClientConfig {
         connect_timeout: Duration::from_secs(60),
         ..config(fake.port)
@@ -1926,7 +2004,7 @@ async fn a_request_a_connection_took_may_have_been_delivered_when_the_peer_leave
     // Not forgotten: as on a connection left to drain while a newer one is the peer's
     // (`forget` ends only the newest), the send itself ends the one it waits on.
     for forget in [true, false] {
-        let fake = Fake::start(true, vec![Script::Mute]).await;
+        let fake = Fake::start(Some("1"), vec![Script::Mute]).await;
         let client = client(fake.port);
         send(&client, "\"offer\"").await.expect("a reply");
         let read = until(|| fake.frames().len() == 1);

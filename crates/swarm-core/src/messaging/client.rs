@@ -143,9 +143,21 @@ enum Route {
     /// time and is asked again from `retry` on.
     Http { retry: Option<Instant> },
     /// The peer offered the multiplexed transport; no connection is open yet.
-    Offered,
+    Offered(mux::Offer),
     /// The multiplexed connection to the peer (perhaps closed since: then a new one).
     Mux(Arc<mux::Conn>),
+}
+
+/// What a probe of a peer found ([`Client::probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// It answered a ping: it is alive and reads its connection.
+    Alive,
+    /// It did not answer one in time, or its connection has ended.
+    Silent,
+    /// It cannot be asked: no multiplexed connection to it, or one to a peer that does
+    /// not answer pings (a 0.5.1 pod, a pod of ours of the first level).
+    Unknown,
 }
 
 /// Idle connections per peer, each with since when, in check-in order: a send takes the
@@ -415,9 +427,9 @@ impl Client {
         let weak = Arc::downgrade(&self.inner);
         Box::new(move |answered| {
             done(answered.map(|answered| {
-                if answered.offers_mux {
+                if let Some(offer) = answered.offers_mux {
                     if let Some(inner) = weak.upgrade().filter(|inner| inner.config.multiplex) {
-                        inner.offered(peer);
+                        inner.offered(peer, offer);
                     }
                 }
                 answered.reply
@@ -429,6 +441,22 @@ impl Client {
     /// started here over HTTP/1.1 stays here.
     pub(crate) fn loop_here(&self) -> Option<Arc<dyn mux::ReadLoop>> {
         self.inner.loop_here().cloned()
+    }
+
+    /// Asks the peer at `ip` whether it is alive, with a ping on its multiplexed
+    /// connection, within `within`.
+    pub async fn probe(&self, ip: &str, within: Duration) -> Liveness {
+        let conn = self
+            .peer(ip)
+            .and_then(|peer| match self.inner.lock_routes().get(&peer) {
+                Some(Route::Mux(conn)) if conn.answers_pings() => Some(conn.clone()),
+                _ => None,
+            });
+        match conn {
+            Some(conn) if conn.ping(within).await => Liveness::Alive,
+            Some(_) => Liveness::Silent,
+            None => Liveness::Unknown,
+        }
     }
 
     /// Forgets what is known of the peer at `ip` (it left the cluster): the calls on its
@@ -452,7 +480,7 @@ fn over_http(route: Option<&Route>) -> bool {
     match route {
         None | Some(Route::Http { retry: None }) => true,
         Some(Route::Http { retry: Some(at) }) => Instant::now() < *at,
-        Some(Route::Offered | Route::Mux(_)) => false,
+        Some(Route::Offered(_) | Route::Mux(_)) => false,
     }
 }
 
@@ -631,13 +659,19 @@ impl Inner {
         match routes.get(&peer) {
             route if over_http(route) => None,
             Some(Route::Mux(conn)) if conn.is_open() => Some(conn.clone()),
-            _ => {
+            route => {
+                let pings = match route {
+                    Some(Route::Offered(offer)) => offer.pings,
+                    Some(Route::Mux(conn)) => conn.answers_pings(),
+                    _ => false,
+                };
                 let dial = self.dial(peer);
                 let conn = mux::Conn::open(
                     async move { dial.await.map(TokioIo::into_inner) },
                     self.config.connect_timeout,
                     self.config.request_timeout,
                     self.config.read_loop.clone(),
+                    pings,
                 );
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)
@@ -689,12 +723,12 @@ impl Inner {
     }
 
     /// Notes that `peer` offers the multiplexed transport, unless it is in use already.
-    fn offered(&self, peer: SocketAddr) {
+    fn offered(&self, peer: SocketAddr, offer: mux::Offer) {
         let mut routes = self.lock_routes();
         // A peer that refused the transport keeps HTTP/1.1 until it leaves the cluster.
         if routes.get(&peer).is_none() {
             debug!(target: "node_swarm_kb::messages", "{peer} offers the multiplexed transport");
-            routes.insert(peer, Route::Offered);
+            routes.insert(peer, Route::Offered(offer));
         }
     }
 
@@ -770,8 +804,10 @@ impl Inner {
                 },
             }
         };
-        if self.config.multiplex && response.headers().contains_key(mux::ADVERTISE) {
-            self.offered(peer);
+        if let Some(level) = response.headers().get(mux::ADVERTISE) {
+            if self.config.multiplex {
+                self.offered(peer, mux::Offer::of(level.as_bytes()));
+            }
         }
         let status = response.status().as_u16();
         let content_type = response.headers().get(header::CONTENT_TYPE).cloned();

@@ -27,7 +27,7 @@ use super::{client::SendError, loop_io::LoopIo, mux, sys, Payload, Reply};
 pub(crate) struct Answered {
     pub reply: Reply,
     /// The peer offers the multiplexed transport.
-    pub offers_mux: bool,
+    pub offers_mux: Option<mux::Offer>,
     /// The connection may carry another request.
     pub keep_alive: bool,
 }
@@ -333,7 +333,7 @@ struct Replies {
 struct Body {
     status: u16,
     content_type: Option<HeaderValue>,
-    offers_mux: bool,
+    offers_mux: Option<mux::Offer>,
     keep_alive: bool,
     kind: BodyKind,
     read: BytesMut,
@@ -412,7 +412,7 @@ impl Replies {
         let mut length = None;
         let mut chunked = false;
         let mut content_type = None;
-        let mut offers_mux = false;
+        let mut offers_mux = None;
         let mut close = version_1_0;
         for header in response.headers.iter() {
             let name = header.name;
@@ -434,7 +434,7 @@ impl Replies {
             } else if name.eq_ignore_ascii_case("content-type") {
                 content_type = HeaderValue::from_bytes(header.value).ok();
             } else if name.eq_ignore_ascii_case(mux::ADVERTISE.as_str()) {
-                offers_mux = true;
+                offers_mux = Some(mux::Offer::of(header.value));
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in header.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -598,7 +598,7 @@ mod tests {
             Payload::Json(Bytes::from_static(b"{\"a\":[1,2]}"))
         );
         assert!(answered.keep_alive);
-        assert!(answered.offers_mux);
+        assert_eq!(answered.offers_mux, Some(mux::Offer { pings: false }));
     }
 
     #[test]
@@ -607,7 +607,7 @@ mod tests {
         assert_eq!(answered.reply.status, 500);
         assert_eq!(answered.reply.payload.body(), b"boom, boom");
         assert!(answered.keep_alive);
-        assert!(!answered.offers_mux);
+        assert_eq!(answered.offers_mux, None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 
 pub use auth::Auth;
-pub use client::{Client, ClientConfig, SendError};
+pub use client::{Client, ClientConfig, Liveness, SendError};
 pub use codec::{CodecError, Payload, TaskRequest, TASK_TOPIC};
 pub use server::{serve, Answering, Dispatch, ServerLimits};
 

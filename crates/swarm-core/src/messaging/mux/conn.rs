@@ -21,9 +21,9 @@ use crate::{fast_hash::FastMap, messaging::sys};
 use super::{
     encode_request,
     outbox::{eager_group, Outbox, Sink},
-    parse_reply, read_frame,
+    parse_reply, ping_frame, read_frame,
     read_loop::{read_frames, share, EndReading, Flow, Framer, Inflow, ReadLoop, Step},
-    set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH, GO_AWAY, PREFACE, REPLY,
+    set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH, GO_AWAY, PING, PONG, PREFACE, REPLY,
 };
 
 /// How a call on a client connection ended.
@@ -67,6 +67,9 @@ struct State {
     accepted: bool,
     next_id: u32,
     waiting: FastMap<u32, Waiter>,
+    /// The pings waiting for their pong, by id (ids of their own).
+    pongs: FastMap<u32, oneshot::Sender<()>>,
+    next_ping: u32,
 }
 
 /// A client's multiplexed connection to one peer.
@@ -75,6 +78,8 @@ pub struct Conn {
     outbox: Arc<Outbox>,
     /// How long a call made by [`Conn::call_later`] may wait for its reply.
     timeout: Duration,
+    /// The peer answers pings ([`Conn::ping`]).
+    pings: bool,
 }
 
 /// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
@@ -107,12 +112,13 @@ impl Conn {
     /// be made at once and are written once the peer has accepted the preface.
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
     /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `read_loop`,
-    /// the replies are read on its thread.
+    /// the replies are read on its thread. `pings`: the peer answers pings.
     pub fn open<F>(
         connect: F,
         handshake: Duration,
         timeout: Duration,
         read_loop: Option<Arc<dyn ReadLoop>>,
+        pings: bool,
     ) -> Arc<Conn>
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
@@ -123,9 +129,12 @@ impl Conn {
                 accepted: false,
                 next_id: 1,
                 waiting: FastMap::default(),
+                pongs: FastMap::default(),
+                next_ping: 1,
             }),
             outbox: Arc::new(Outbox::for_requests()),
             timeout,
+            pings,
         });
         tokio::spawn(conn.clone().drive(connect, handshake, read_loop));
         conn
@@ -138,6 +147,34 @@ impl Conn {
     /// True while the connection takes calls.
     pub fn is_open(&self) -> bool {
         self.lock().open
+    }
+
+    /// Whether the peer answers pings.
+    pub fn answers_pings(&self) -> bool {
+        self.pings
+    }
+
+    /// Asks the peer whether it is alive: true once its pong comes back within `within`;
+    /// false when none does, the connection has ended, or the peer does not answer pings
+    /// (see [`Conn::answers_pings`]).
+    pub async fn ping(&self, within: Duration) -> bool {
+        if !self.pings {
+            return false;
+        }
+        let (tx, pong) = oneshot::channel();
+        let id = {
+            let mut state = self.lock();
+            let id = state.next_ping;
+            state.next_ping = id.wrapping_add(1);
+            state.pongs.insert(id, tx);
+            id
+        };
+        let alive = self.outbox.push(ping_frame(PING, id))
+            && tokio::time::timeout(within, pong)
+                .await
+                .is_ok_and(|pong| pong.is_ok());
+        self.lock().pongs.remove(&id);
+        alive
     }
 
     /// Puts a request on the connection (waiting while [`HIGH_WATER`] bytes wait to be
@@ -418,6 +455,11 @@ impl Conn {
                     io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
                 })?;
                 self.settle(id, Outcome::Reply(reply));
+            }
+            PONG => {
+                if let Some(pong) = self.lock().pongs.remove(&id) {
+                    let _ = pong.send(());
+                }
             }
             GO_AWAY => {
                 let unanswered: Vec<Waiter> = {

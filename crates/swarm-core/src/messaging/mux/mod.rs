@@ -15,7 +15,12 @@
 //! - reply (2): `status: u16`, `type: u8`, the body;
 //! - go-away (3): nothing. The server answers every request up to `id` and none after
 //!   it, so the client sends those again on a new connection (HTTP/2's GOAWAY): a server
-//!   shutting down, or closing an idle connection, never leaves a request in doubt.
+//!   shutting down, or closing an idle connection, never leaves a request in doubt;
+//! - ping (4) and pong (5): nothing. The server answers a ping with a pong of its id as
+//!   soon as it reads it, whatever its handlers are doing: proof that the peer is alive
+//!   and reads the connection (a peer that left the cluster is probed so before its calls
+//!   are failed). Sent only to a server that advertised [`LEVEL`] 2 or more: one of level
+//!   1 ends a connection on a frame kind it does not know.
 //!
 //! `type` is 0 for no content type, 1 for JSON and 2 for text, as [`Payload`] sends them;
 //! bodies are decoded and checked as HTTP ones are, so both transports answer alike.
@@ -45,8 +50,14 @@ pub use outbox::{flush, Outbox, Sink, EAGER, HIGH_WATER};
 pub(crate) use read_loop::{read_frames, share, Flow, Framer, Step};
 pub use read_loop::{serve_here, Inflow, ReadLoop};
 
-/// The reply header by which a server of ours offers the transport.
+/// The reply header by which a server of ours offers the transport; its value is the
+/// [`LEVEL`] of the transport it speaks.
 pub const ADVERTISE: HeaderName = HeaderName::from_static("x-swarm-kb-mux");
+/// The level of the transport this version speaks: 1, requests, replies and go-aways;
+/// 2, pings too.
+pub const LEVEL: HeaderValue = HeaderValue::from_static("2");
+/// The first level that answers pings.
+const PINGS: u8 = 2;
 /// The first bytes a client sends on a multiplexed connection.
 pub const PREFACE: &[u8] = b"\0SWARM-KB MUX/1\r\n";
 /// The server's answer to [`PREFACE`].
@@ -56,6 +67,8 @@ pub const ACCEPTED: &[u8] = b"\0SWARM-KB MUX/1 OK\r\n";
 pub const REQUEST: u8 = 1;
 pub const REPLY: u8 = 2;
 pub const GO_AWAY: u8 = 3;
+pub const PING: u8 = 4;
+pub const PONG: u8 = 5;
 /// `kind` and `id`.
 const HEAD: usize = 5;
 /// Frames are gathered into writes of about this size.
@@ -141,6 +154,36 @@ pub fn reply_frame(id: u32, reply: &Reply) -> Bytes {
 /// A go-away frame: requests after `last` will not be answered.
 pub fn go_away_frame(last: u32) -> Bytes {
     frame(GO_AWAY, last, 0).freeze()
+}
+
+/// A ping (`kind` [`PING`]) or its answer ([`PONG`]).
+pub fn ping_frame(kind: u8, id: u32) -> Bytes {
+    frame(kind, id, 0).freeze()
+}
+
+/// What a server's [`ADVERTISE`] header offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The server answers pings.
+    pub pings: bool,
+}
+
+impl Offer {
+    /// The offer of a server that advertised `level`.
+    pub fn of(level: &[u8]) -> Offer {
+        Offer {
+            pings: answers_pings(level),
+        }
+    }
+}
+
+/// Whether a server that advertised `level` (the [`ADVERTISE`] header's value) answers
+/// pings; a value that is not a number is taken as level 1, as the first servers sent.
+fn answers_pings(level: &[u8]) -> bool {
+    std::str::from_utf8(level)
+        .ok()
+        .and_then(|level| level.trim().parse::<u8>().ok())
+        .is_some_and(|level| level >= PINGS)
 }
 
 /// A request as a frame carries it.
@@ -255,6 +298,22 @@ mod tests {
 
     async fn read(bytes: &[u8], max: usize) -> io::Result<Read> {
         read_frame(&mut BufReader::new(bytes), max).await
+    }
+
+    #[test]
+    fn pings_go_to_servers_of_level_2_or_more() {
+        for (level, pings) in [
+            (&b"2"[..], true),
+            (b"3", true),
+            (b" 2 ", true),
+            (b"1", false),
+            (b"", false),
+            (b"yes", false),
+            (b"999", false),
+        ] {
+            assert_eq!(answers_pings(level), pings, "{level:?}");
+        }
+        assert!(answers_pings(LEVEL.as_bytes()));
     }
 
     #[tokio::test]

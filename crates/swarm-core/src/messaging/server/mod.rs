@@ -427,7 +427,7 @@ fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
     // Static values: each copied would cost an allocation, on every message (the length
     // hyper writes as it encodes).
     if offer_mux {
-        builder = builder.header(mux::ADVERTISE, HeaderValue::from_static("1"));
+        builder = builder.header(mux::ADVERTISE, mux::LEVEL);
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(header::ALLOW, HeaderValue::from_static("POST, PUT, GET"));

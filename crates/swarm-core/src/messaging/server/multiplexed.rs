@@ -168,6 +168,10 @@ impl MuxConn {
                 }
             };
             let (id, rest) = match read {
+                Ok(Ok(Read::Frame(mux::PING, id, _))) => {
+                    send(mux::ping_frame(mux::PONG, id)).await;
+                    continue;
+                }
                 Ok(Ok(Read::Frame(mux::REQUEST, id, rest))) if id > last => (id, Some(rest)),
                 Ok(Ok(Read::TooLarge(mux::REQUEST, id))) if id > last => (id, None),
                 _ => break false,

@@ -243,6 +243,12 @@ impl Drop for Requests {
 impl MuxConn {
     /// Starts the request just read, on the reading loop's thread.
     fn take(&self, inbox: &Inbox, read: Read) -> mux::Flow {
+        if let Read::Frame(mux::PING, id, _) = read {
+            // Answered as it is read, even after the go-away: the peer is alive.
+            self.outbox
+                .push_later(mux::ping_frame(mux::PONG, id), mux::EAGER);
+            return mux::Flow::Go;
+        }
         let mut state = inbox.lock();
         if state.stopped {
             // After the go-away: the client sends it again elsewhere.
