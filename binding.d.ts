@@ -154,6 +154,8 @@ export interface NodeOptions {
   requestTimeout: number
   /** How long sent data may stay unacknowledged by a peer, in ms (a cut link). */
   linkTimeout: number
+  /** How long a peer that left the cluster has to show it is alive, in ms. */
+  departureTimeout: number
   /** How long a client may take to send its request headers, in ms. */
   headerTimeout: number
   /** Largest request head, in bytes. */

@@ -59,6 +59,12 @@ declare namespace swarm {
     requestTimeout?: number;
     /** How long sent data may stay unacknowledged by a peer before its connection is given up, in ms (default 8000): a cut link is noticed in this time. */
     linkTimeout?: number;
+    /**
+     * How long a pod that left the endpoints has to show it is alive, in ms (default 1000):
+     * calls waiting on it fail only if it does not answer a ping in this time (or its
+     * connection ends); one that cannot be pinged (0.5.1) has this long to answer them.
+     */
+    departureTimeout?: number;
     /** How long a client may take to send its request headers, in ms (default 10000). */
     headerTimeout?: number;
     /** Largest request head in bytes (default 64 KiB); larger ones get 431. */

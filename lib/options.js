@@ -108,6 +108,7 @@ function resolve (options, env = process.env) {
       requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000),
       headerTimeout: number(messages.headerTimeout, 10000),
       linkTimeout: number(messages.linkTimeout, 8000),
+      departureTimeout: number(messages.departureTimeout, 1000),
       maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024),
       maxConnections: number(messages.maxConnections, 4096),
       maxInFlight: number(messages.maxInFlight, 1024),

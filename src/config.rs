@@ -32,6 +32,8 @@ pub struct NodeOptions {
     pub request_timeout: f64,
     /// How long sent data may stay unacknowledged by a peer, in ms (a cut link).
     pub link_timeout: f64,
+    /// How long a peer that left the cluster has to show it is alive, in ms.
+    pub departure_timeout: f64,
     /// How long a client may take to send its request headers, in ms.
     pub header_timeout: f64,
     /// Largest request head, in bytes.
@@ -152,6 +154,7 @@ impl NodeOptions {
                 auth,
                 multiplex: self.multiplex,
                 read_loop: None,
+                departure_timeout: millis(self.departure_timeout),
             },
         })
     }

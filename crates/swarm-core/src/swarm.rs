@@ -21,6 +21,8 @@ use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+mod departures;
+
 use crate::{
     fast_hash::FastMap,
     local,
@@ -276,7 +278,7 @@ impl Swarm {
                 pump_host.event(event);
             }
         });
-        let departures = tokio::spawn(fail_calls_of_departed_peers(inner.clone()));
+        let departures = tokio::spawn(departures::watch(inner.clone()));
         inner
             .background
             .lock()
@@ -556,30 +558,6 @@ fn attempted(
         Ok(reply) => Ok(Err(remote(text(&reply), Some(reply.status)))),
         Err(e @ SendError::Unreachable { .. }) => Err(e.to_string()),
         Err(e) => Ok(Err(remote(e.to_string(), None))),
-    }
-}
-
-/// Fails the calls waiting on a peer as soon as it drops out of the reachable set.
-async fn fail_calls_of_departed_peers(inner: Arc<Inner>) {
-    let mut views = inner.topology.subscribe();
-    // The views themselves are kept, not copies of their sets: a change to a topology of
-    // thousands of endpoints costs no allocation here.
-    let mut before = views.borrow_and_update().clone();
-    loop {
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            changed = views.changed() => if changed.is_err() { return },
-        }
-        let now = views.borrow_and_update().clone();
-        let mut peers = inner.peers.lock().expect("not poisoned");
-        for gone in before.reachable.difference(&now.reachable) {
-            if let Some(token) = gone.parse().ok().and_then(|ip| peers.remove(&ip)) {
-                debug!(target: "node_swarm_kb::messages", "{gone} left: failing its pending calls");
-                token.cancel();
-            }
-            inner.client.forget(gone);
-        }
-        before = now;
     }
 }
 

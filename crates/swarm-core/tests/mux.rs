@@ -537,9 +537,14 @@ async fn shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client(
         }
         other => panic!("expected a go-away, got {other:?}"),
     }
-    // A request after the go-away is not handled.
+    // A request after the go-away is not handled; a ping is answered while a reply is due.
     peer.write(&request(3, "/echo", &json("\"too late\"")))
         .await;
+    peer.write(&mux::ping_frame(mux::PING, 9)).await;
+    assert!(
+        matches!(peer.next().await, Read::Frame(mux::PONG, 9, _)),
+        "the pong of a ping after the go-away"
+    );
     server.open_gate();
     assert_eq!(peer.reply().await, (1, Reply::ok(json("\"in flight\""))));
     assert!(

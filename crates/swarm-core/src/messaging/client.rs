@@ -85,6 +85,10 @@ pub struct ClientConfig {
     pub multiplex: bool,
     /// Where the replies of multiplexed connections are read; on the runtime when unset.
     pub read_loop: Option<Arc<dyn mux::ReadLoop>>,
+    /// How long a peer that left the cluster has to show it is alive (answer a ping)
+    /// before the calls waiting on it fail; one that cannot be pinged has this long to
+    /// answer them.
+    pub departure_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -98,6 +102,7 @@ impl Default for ClientConfig {
             auth: None,
             multiplex: true,
             read_loop: None,
+            departure_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -441,6 +446,21 @@ impl Client {
     /// started here over HTTP/1.1 stays here.
     pub(crate) fn loop_here(&self) -> Option<Arc<dyn mux::ReadLoop>> {
         self.inner.loop_here().cloned()
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Whether calls wait on the multiplexed connection to the peer at `ip`.
+    pub fn has_calls(&self, ip: &str) -> bool {
+        self.peer(ip)
+            .and_then(|peer| match self.inner.lock_routes().get(&peer) {
+                Some(Route::Mux(conn)) => Some(conn.has_calls()),
+                _ => None,
+            })
+            .unwrap_or(false)
     }
 
     /// Asks the peer at `ip` whether it is alive, with a ping on its multiplexed

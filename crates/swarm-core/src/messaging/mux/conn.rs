@@ -149,6 +149,11 @@ impl Conn {
         self.lock().open
     }
 
+    /// Whether calls wait for their reply on the connection.
+    pub fn has_calls(&self) -> bool {
+        !self.lock().waiting.is_empty()
+    }
+
     /// Whether the peer answers pings.
     pub fn answers_pings(&self) -> bool {
         self.pings

@@ -195,12 +195,19 @@ impl MuxConn {
         }
         let answered = self.answer_all(handling, |now| taken.expire(now));
         // Reads on until the client closes (for the drain timeout at most), so closing
-        // never resets the connection under replies it has not read yet.
+        // never resets the connection under replies it has not read yet; pings are still
+        // answered while replies are due.
         let rest = async {
             let _ = tokio::time::timeout(ctx.limits.drain_timeout, async {
-                while let Ok(Read::Frame(..) | Read::TooLarge(..)) =
-                    mux::read_frame(&mut reader, max).await
-                {}
+                loop {
+                    match mux::read_frame(&mut reader, max).await {
+                        Ok(Read::Frame(mux::PING, id, _)) => {
+                            outbox.push(mux::ping_frame(mux::PONG, id));
+                        }
+                        Ok(Read::Frame(..) | Read::TooLarge(..)) => {}
+                        Ok(Read::End) | Err(_) => break,
+                    }
+                }
             })
             .await;
         };
