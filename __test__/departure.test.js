@@ -6,12 +6,15 @@
 // multiplexed connection, and the calls wait while it answers. A pod that is gone without
 // a word (frozen with SIGSTOP: its kernel keeps the connection open, nothing answers)
 // has the calls waiting on it failed within the departure timeout (1 s) of its removal.
+// A 0.5.1 pod, which cannot be pinged, has the departure timeout to answer them.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const { startStandin } = require('./kube-standin');
 const { startCluster, eventually } = require('./helpers/cluster');
+const { startLegacyServer } = require('./helpers/legacy-peer');
 
 const IPS = ['127.0.0.91', '127.0.0.92', '127.0.0.93'];
+const LEGACY = '127.0.0.94';
 let standin;
 let cluster;
 
@@ -64,5 +67,34 @@ test('a frozen pod removed from the endpoints has its calls failed within the de
     assert.ok(ms < 1500, `failed within the departure timeout: ${ms} ms`);
   } finally {
     process.kill(c.child.pid, 'SIGCONT');
+  }
+});
+
+test('a 0.5.1 pod removed from the endpoints has the departure timeout to answer the calls in flight to it', async () => {
+  const a = cluster.nodes[0];
+  const gates = [];
+  const legacy = await startLegacyServer({
+    host: LEGACY,
+    port: cluster.port,
+    handlers: { hold: [() => new Promise(resolve => gates.push(resolve))] }
+  });
+  try {
+    standin.addPod({ name: 'web-legacy', ip: LEGACY });
+    await a.waitEvent(e => e.event === 'nodeAdded' && e.ip === LEGACY, 10000, 'the 0.5.1 pod');
+    const calls = [0, 1].map(() => ({ to: LEGACY, topic: 'hold', data: {} }));
+    const outcomes = a.request('many', { calls }, 20000);
+    await eventually(() => gates.length === 2, 10000, 'both calls held');
+    standin.removePod(LEGACY);
+    const removed = await a.waitEvent(e => e.event === 'nodeRemoved' && e.ip === LEGACY, 10000, 'the removal');
+    gates[0]('answered');
+    const settled = await outcomes;
+    const ms = Date.now() - removed.at;
+    console.log(`a 0.5.1 pod: the call it left unanswered failed ${ms} ms after its removal was seen`);
+    assert.deepStrictEqual(settled[0], { value: 'answered' }, 'answered within the departure timeout');
+    assert.match(settled[1].message, /left the cluster before answering; the message may have been delivered/);
+    assert.ok(ms >= 500 && ms < 1500, `failed after the departure timeout, not at once: ${ms} ms`);
+  } finally {
+    gates.forEach(open => open('late'));
+    await new Promise(resolve => legacy.close(resolve));
   }
 });

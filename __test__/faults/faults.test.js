@@ -9,6 +9,7 @@
 //   each gets its 4xx, the pod keeps answering, and its memory grows by at most 32 MiB;
 // - the link of one pod cut for 8 s (frames silently dropped, no reset) while another
 //   keeps sending to it: every send settles within 10 s, and sends succeed afterwards;
+// - a readiness blip of 1 s under load: no heads-up, no failed call, keys back after it;
 // - a pod killed with SIGKILL under 32 calls in flight: at most those fail, and service
 //   recovers within 1 s of the pod's removal from the endpoints.
 const { test, before, after } = require('node:test');
@@ -126,6 +127,27 @@ test('every send to a pod whose link is cut settles within 10 s', { skip }, asyn
   const result = await sender.request('loadStop', {}, 20000);
   console.log(`link cut: ${result.ok} sends ok, ${result.failed} failed, slowest settled in ${result.maxMs} ms`);
   assert.ok(result.maxMs < 10000, `every send settled within 10 s (slowest: ${result.maxMs} ms)`);
+});
+
+test('a readiness blip of 1 s under load: no heads-up, no call fails, its keys run on it again', { skip }, async () => {
+  const [loader, blip] = nodes;
+  const keys = Array.from({ length: 100 }, (_, i) => `blip-${i}`);
+  const owners = () => loader.request('owners', { keys });
+  const key = keys[(await owners()).indexOf(blip.ip)];
+  await loader.request('loadStart', { kind: 'exec', concurrency: 32 });
+  await eventually(async () => (await loader.request('loadStats')).ok > 500, 15000, 'tasks flowing');
+  standin.updatePod(blip.ip, { ready: false });
+  await blip.waitEvent(e => e.event === 'readinessChanged' && !e.ready, 10000, 'not ready');
+  await eventually(async () => !(await owners()).includes(blip.ip), 10000, 'out of the loader\'s ring');
+  await new Promise(resolve => setTimeout(resolve, 1000)); // the blip lasts 1 s
+  standin.updatePod(blip.ip, { ready: true });
+  await blip.waitEvent(e => e.event === 'readinessChanged' && e.ready, 10000, 'ready again');
+  await eventually(async () => (await owners()).includes(blip.ip), 10000, 'back in the loader\'s ring');
+  const result = await loader.request('loadStop', {}, 20000);
+  console.log(`readiness blip of 1 s: ${result.ok} calls ok, ${result.failed} failed`);
+  assert.deepStrictEqual({ failed: result.failed, errors: result.errors }, { failed: 0, errors: [] });
+  assert.ok(!blip.events.some(e => e.event === 'sigterm'), 'no SIGTERM heads-up for a blip');
+  assert.strictEqual(await loader.request('exec', { name: 'where', args: [key] }), blip.ip, 'its keys run on it again');
 });
 
 test('after a SIGKILL under 32 calls in flight, at most those fail and service recovers', { skip }, async () => {
