@@ -42,8 +42,8 @@ export declare class SwarmNode {
   generation(): number
   /** The master's IP. */
   master(): string | null
-  /** The port the server listens on. */
-  port(): number
+  /** The port the server listens on; `null` when it does not listen. */
+  port(): number | null
   /**
    * A function `(key) => number`: the owner of `key` as one number, `generation *
    * 65536 + index` into the servers of `ringServers()` for that generation, or -1 on
@@ -142,6 +142,8 @@ export interface NodeOptions {
   bind?: string
   /** The messaging port (45892). */
   port: number
+  /** Whether to serve messages (a standalone node given no port or address does not). */
+  listen: boolean
   /** Kubernetes settings; standalone when absent. */
   kubernetes?: KubeOptions
   /** Largest accepted message body, in bytes. */

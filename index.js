@@ -109,7 +109,7 @@ const swarm = {
         (numbers, ...strings) => withNode(node => this._deliver(node, numbers, strings)),
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
         (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)))
-        .then(node => Object.assign(node, { calls: node.callFunctions() }));
+        .then(node => Object.assign(node, { calls: node.callFunctions(), listening: node.port() !== null }));
       return starting;
     }).then(node => {
       started = node;
@@ -300,6 +300,13 @@ const swarm = {
     return Promise.resolve(node ? node.close(graceMs) : undefined).then(() => undefined);
   }
 };
+
+// Every function of the facade works detached from it, as 0.5.1's did not need but users
+// write (`const { init, send } = require('node-swarm-kb')`, ESM named imports): each is
+// bound to the singleton.
+for (const name of Object.keys(swarm)) {
+  if (typeof swarm[name] === 'function' && !name.startsWith('_')) swarm[name] = swarm[name].bind(swarm);
+}
 
 // The getters are added one at a time: an object literal with accessors starts out in
 // V8's dictionary mode, where every read of a property (`swarm.send`, `this._node`) is

@@ -2,6 +2,8 @@
 
 // Message handlers (`swarm.messages`): registration, and answering what the native
 // server hands over, with 0.5.1's reply rules (COMPAT.md §3).
+const dns = require('node:dns');
+const net = require('node:net');
 const Promise = require('./promise');
 const codec = require('./codec');
 const errors = require('./errors');
@@ -29,6 +31,7 @@ class Messages {
     }
     const node = this._swarm._node;
     if (!node) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_STARTED', 'Unable to send message: swarm not initialized'));
+    if (net.isIP(host) === 0) return this._resolve(host).then(ip => this.send(ip, topic, message));
     let encoded;
     try {
       encoded = codec.encode(message);
@@ -36,8 +39,40 @@ class Messages {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to send message: ${error.message}`));
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
+    const settle = typeof message === 'string' ? settledRaw : settled;
+    if (!node.listening && this._swarm.isMe(host)) return this._sendHere(host, path, encoded, settle);
     const call = this._swarm._called(node.calls.send(host, path, encoded[0], encoded[1]));
-    return this._swarm._wait(call, typeof message === 'string' ? settledRaw : settled);
+    return this._swarm._wait(call, settle);
+  }
+
+  // A node named by a host name (`localhost`, a Service's pod DNS name) is sent to at
+  // its address; this node's own, when the name has several and one is this node's.
+  _resolve (host) {
+    return new Promise((resolve, reject) => dns.lookup(host, { all: true }, (error, addresses) => {
+      if (error) return reject(errors.swarmError('ERR_SWARM_SEND', `Unable to reach ${host}: ${error.code || error.message}`));
+      const mine = addresses.find(({ address }) => this._swarm.isMe(address));
+      resolve((mine || addresses[0]).address);
+    }));
+  }
+
+  // A standalone node that listens on nothing answers its own messages here, as its
+  // server would: the message and its reply go through the wire's encoding.
+  _sendHere (host, path, encoded, settle) {
+    return new Promise((resolve, reject) => {
+      const here = {
+        calls: {
+          reply: (id, status, kind, body) => {
+            try {
+              resolve(settle(status, kind, body));
+            } catch (error) {
+              reject(error);
+            }
+            return false;
+          }
+        }
+      };
+      this._dispatch(here, 0, path, encoded[0], encoded[1], host);
+    });
   }
 
   // Called by the native server: runs every handler of every topic segment and answers

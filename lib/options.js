@@ -101,6 +101,8 @@ function resolve (options, env = process.env) {
       localIps: localIps(options, env),
       bind: messages.bind || env.SWARM_MESSAGING_BIND || undefined,
       port: number(messages.port !== undefined ? messages.port : env.SWARM_MESSAGING_PORT, DEFAULT_PORT),
+      // A standalone node serves no one else: it listens only when told where.
+      listen: !kube.standalone || [messages.port, messages.bind, env.SWARM_MESSAGING_PORT, env.SWARM_MESSAGING_BIND].some(v => v !== undefined && v !== ''),
       kubernetes: kube.standalone ? undefined : kube,
       maxBodySize: number(messages.maxBodySize, 10 * 1024 * 1024),
       handlerTimeout: number(messages.maxProcessingTime, 5 * 60000),

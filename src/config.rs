@@ -20,6 +20,8 @@ pub struct NodeOptions {
     pub bind: Option<String>,
     /// The messaging port (45892).
     pub port: u32,
+    /// Whether to serve messages (a standalone node given no port or address does not).
+    pub listen: bool,
     /// Kubernetes settings; standalone when absent.
     pub kubernetes: Option<KubeOptions>,
     /// Largest accepted message body, in bytes.
@@ -134,6 +136,7 @@ impl NodeOptions {
             discovery,
             bind,
             port,
+            listen: self.listen,
             limits: ServerLimits {
                 max_body: self.max_body_size.max(0.0) as usize,
                 handler_timeout: millis(self.handler_timeout),

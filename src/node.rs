@@ -187,10 +187,10 @@ impl SwarmNode {
         self.swarm.view().master.clone()
     }
 
-    /// The port the server listens on.
+    /// The port the server listens on; `null` when it does not listen.
     #[napi]
-    pub fn port(&self) -> u32 {
-        u32::from(self.swarm.local_addr().port())
+    pub fn port(&self) -> Option<u32> {
+        self.swarm.local_addr().map(|addr| u32::from(addr.port()))
     }
 
     /// A function `(key) => number`: the owner of `key` as one number, `generation *

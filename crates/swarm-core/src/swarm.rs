@@ -174,6 +174,9 @@ pub struct SwarmConfig {
     pub bind: IpAddr,
     /// The messaging port (0.5.1: 45892); 0 picks a free one.
     pub port: u16,
+    /// Whether the node serves messages at all: a standalone node that nobody else can
+    /// reach need not (two of them on one machine would fight over the port).
+    pub listen: bool,
     /// Limits of the server.
     pub limits: ServerLimits,
     /// Settings of the client (its `port` is the peers' port).
@@ -196,7 +199,7 @@ struct Inner {
     topology: TopologyHandle,
     ring: RwLock<Arc<(u64, HashRing)>>,
     local_ips: HashSet<String>,
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
     peers: Mutex<FastMap<IpAddr, CancellationToken>>,
     /// When the last request came in, in ms since `started`: `close()` waits for quiet.
@@ -223,13 +226,19 @@ impl Swarm {
     /// [`Swarm::ready`] for the first topology.
     pub async fn start(config: SwarmConfig, host: Arc<dyn Host>) -> Result<Swarm, StartError> {
         let addr = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
-        info!(target: "node_swarm_kb::messages", "Listening on {local_addr}");
+        let listener = if config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let local_addr = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            info!(target: "node_swarm_kb::messages", "Listening on {local_addr}");
+            Some((listener, local_addr))
+        } else {
+            info!(target: "node_swarm_kb::messages", "Standalone: listening on nothing");
+            None
+        };
         let cancel = CancellationToken::new();
         let discovery: Box<dyn Discovery> = match config.discovery {
             DiscoveryConfig::Standalone => {
@@ -251,7 +260,7 @@ impl Swarm {
             topology,
             ring: RwLock::new(Arc::new((u64::MAX, HashRing::new(Vec::<String>::new())))),
             local_ips: config.local_ips.into_iter().collect(),
-            local_addr,
+            local_addr: listener.as_ref().map(|(_, addr)| *addr),
             peers: Mutex::new(FastMap::default()),
             started: std::time::Instant::now(),
             last_request_ms: AtomicU64::new(0),
@@ -265,13 +274,15 @@ impl Swarm {
         for (name, options) in config.tasks {
             swarm.register_task(&name, options);
         }
-        let server = tokio::spawn(messaging::serve(
-            listener,
-            Arc::new(Router(inner.clone())),
-            config.limits,
-            cancel.clone(),
-            read_loop,
-        ));
+        let server = listener.map(|(listener, _)| {
+            tokio::spawn(messaging::serve(
+                listener,
+                Arc::new(Router(inner.clone())),
+                config.limits,
+                cancel.clone(),
+                read_loop,
+            ))
+        });
         let pump_host = inner.host.clone();
         let pump = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
@@ -283,7 +294,7 @@ impl Swarm {
             .background
             .lock()
             .expect("not poisoned")
-            .extend([server, pump, departures]);
+            .extend(server.into_iter().chain([pump, departures]));
         Ok(swarm)
     }
 
@@ -297,8 +308,8 @@ impl Swarm {
         self.inner.topology.view()
     }
 
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The address the server listens on; `None` when it does not listen.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.local_addr
     }
 
