@@ -37,6 +37,12 @@ function forwardLog (namespace, level, message) {
   else if (level === 'warn' || level === 'error') console.error(`[${namespace}] ${message}`);
 }
 
+// The native node's start failures carry their stable code as a prefix of the message.
+function nativeError (error) {
+  const coded = /^(ERR_SWARM_[A-Z_]+): ([^]*)$/.exec(error && error.message);
+  return coded && !String(error.code).startsWith('ERR_SWARM_') ? errors.swarmError(coded[1], coded[2], { cause: error }) : error;
+}
+
 function flushWrites () {
   swarm._flushing = false;
   native().flushWrites();
@@ -53,6 +59,8 @@ const swarm = {
   // out init() names.
   _initAttempt: null,
   _topologyError: null,
+  // True from close() to the next init(): calls then fail as ERR_SWARM_CLOSED.
+  _closed: false,
   _nodesCache: { generation: -1, nodes: {} },
   _calls: new Pending(),
   _flushing: false,
@@ -70,8 +78,15 @@ const swarm = {
     }
     if (this._inited) return this._ready && !this.isReady ? this._ready : Promise.resolve(this.nodes);
     this._inited = true;
+    this._closed = false;
     Object.assign(this.options, opts);
-    this._ready = this._start();
+    try {
+      this._ready = this._start();
+    } catch (error) {
+      // A bad option: nothing started.
+      this._inited = false;
+      return Promise.reject(error);
+    }
     return this._ready;
   },
 
@@ -122,8 +137,9 @@ const swarm = {
       debug(`Ready with ${Object.keys(nodes).length} nodes, master ${this.master}`);
       process.nextTick(() => this.emit('ready', [nodes]));
       return nodes;
-    }).catch(error => {
+    }).catch(cause => {
       this._inited = false;
+      const error = nativeError(cause);
       debug(`[Error] ${error.message}!`);
       // Ended before its node was: the node stops, and its port is free for another init().
       if (attempt.ended && started && this._node === started) {
@@ -291,6 +307,7 @@ const swarm = {
   // `graceMs` (default 10 s) to finish, then the port is released and the process may exit.
   close (graceMs = 10000) {
     if (this._initAttempt) this._initAttempt.end(errors.swarmError('ERR_SWARM_CLOSED', 'close() was called before init() finished'));
+    this._closed = true;
     const node = this._node;
     this._node = null;
     this._inited = false;

@@ -167,3 +167,15 @@ test('close() during a pending init() rejects it with ERR_SWARM_CLOSED, without 
   assert.ok(await portIsFree('127.0.0.72', port), 'the port released');
   assert.ok(!n.events.some(e => e.event === 'error'), 'closing is not an error');
 });
+
+test('a pod whose IP is not among the endpoints (a wrong appName or selector) is warned about, once', async () => {
+  const s = await standin();
+  s.addPod({ name: 'web-0', ip: '127.0.0.75' });
+  const n = await node('127.0.0.76', explicit(s), { captureStderr: true });
+  assert.deepStrictEqual((await ready(n)).nodes, ['127.0.0.75']);
+  const warning = /none of this pod's IPs \(127\.0\.0\.76\) is among the endpoints watched yet; if it does not join, check appName/;
+  await eventually(() => warning.test(n.stderr), 5000, 'the warning');
+  s.addPod({ name: 'web-1', ip: '127.0.0.77' });
+  await n.waitEvent(e => e.event === 'nodeAdded' && e.ip === '127.0.0.77', 5000, 'a later change');
+  assert.strictEqual(n.stderr.split(warning).length - 1, 1, 'said once');
+});

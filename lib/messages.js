@@ -30,6 +30,7 @@ class Messages {
       return Promise.reject(new Error(`Send Error, parameter topic needs to be a string or an Array, ${typeof topic} found.`));
     }
     const node = this._swarm._node;
+    if (!node && this._swarm._closed) return Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Unable to send message: swarm closed'));
     if (!node) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_STARTED', 'Unable to send message: swarm not initialized'));
     if (net.isIP(host) === 0) return this._resolve(host).then(ip => this.send(ip, topic, message));
     let encoded;

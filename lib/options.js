@@ -5,6 +5,7 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
+const errors = require('./errors');
 
 const DEFAULT_PORT = 45892;
 const SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -79,9 +80,14 @@ function kubernetes (options, env) {
   };
 }
 
-function number (value, fallback) {
-  const n = Number(value);
-  return Number.isFinite(n) && n >= 0 ? n : fallback;
+// A number option: `fallback` when absent; a value that is no non-negative number is
+// refused (0.5.1 replaced it silently), named as the user wrote it.
+function number (value, fallback, name, max = Infinity) {
+  if (value === undefined || value === null || value === '') return fallback;
+  const n = typeof value === 'number' || typeof value === 'string' ? Number(value) : NaN;
+  if (Number.isFinite(n) && n >= 0 && n <= max && (max === Infinity || Number.isInteger(n))) return n;
+  const expected = max === Infinity ? 'a non-negative number' : `an integer from 0 to ${max}`;
+  throw errors.invalidArgument(name, expected, value);
 }
 
 // A switch that is on unless the option is `false`, or, without the option, unless the
@@ -96,24 +102,26 @@ function resolve (options, env = process.env) {
   const kube = options.standalone ? { standalone: 'options.standalone is set' } : kubernetes(options, env);
   return {
     standaloneReason: kube.standalone,
-    initTimeout: kube.standalone ? 0 : number(Object.assign({}, options.kubernetes).initTimeout, 0),
+    initTimeout: kube.standalone ? 0 : number(Object.assign({}, options.kubernetes).initTimeout, 0, 'kubernetes.initTimeout'),
     node: {
       localIps: localIps(options, env),
       bind: messages.bind || env.SWARM_MESSAGING_BIND || undefined,
-      port: number(messages.port !== undefined ? messages.port : env.SWARM_MESSAGING_PORT, DEFAULT_PORT),
+      port: messages.port !== undefined
+        ? number(messages.port, DEFAULT_PORT, 'messages.port', 65535)
+        : number(env.SWARM_MESSAGING_PORT, DEFAULT_PORT, 'SWARM_MESSAGING_PORT', 65535),
       // A standalone node serves no one else: it listens only when told where.
       listen: !kube.standalone || [messages.port, messages.bind, env.SWARM_MESSAGING_PORT, env.SWARM_MESSAGING_BIND].some(v => v !== undefined && v !== ''),
       kubernetes: kube.standalone ? undefined : kube,
-      maxBodySize: number(messages.maxBodySize, 10 * 1024 * 1024),
-      handlerTimeout: number(messages.maxProcessingTime, 5 * 60000),
-      connectTimeout: number(messages.connectTimeout, 3000),
-      requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000),
-      headerTimeout: number(messages.headerTimeout, 10000),
-      linkTimeout: number(messages.linkTimeout, 8000),
-      departureTimeout: number(messages.departureTimeout, 1000),
-      maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024),
-      maxConnections: number(messages.maxConnections, 4096),
-      maxInFlight: number(messages.maxInFlight, 1024),
+      maxBodySize: number(messages.maxBodySize, 10 * 1024 * 1024, 'messages.maxBodySize'),
+      handlerTimeout: number(messages.maxProcessingTime, 5 * 60000, 'messages.maxProcessingTime'),
+      connectTimeout: number(messages.connectTimeout, 3000, 'messages.connectTimeout'),
+      requestTimeout: number(messages.requestTimeout, 5 * 60000 + 10000, 'messages.requestTimeout'),
+      headerTimeout: number(messages.headerTimeout, 10000, 'messages.headerTimeout'),
+      linkTimeout: number(messages.linkTimeout, 8000, 'messages.linkTimeout'),
+      departureTimeout: number(messages.departureTimeout, 1000, 'messages.departureTimeout'),
+      maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024, 'messages.maxHeaderSize'),
+      maxConnections: number(messages.maxConnections, 4096, 'messages.maxConnections'),
+      maxInFlight: number(messages.maxInFlight, 1024, 'messages.maxInFlight'),
       multiplex: flag(messages.multiplex, env.SWARM_MESSAGING_MULTIPLEX),
       secret: messages.secret || env.SWARM_SECRET || undefined,
       requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES)

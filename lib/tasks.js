@@ -77,8 +77,9 @@ class Tasks {
   }
 
   exec (name, ...args) {
-    if (typeof name !== 'string' || !(name in this.tasks)) return Promise.reject(errors.swarmError('ERR_SWARM_NO_SUCH_TASK', 'No such task'));
+    if (typeof name !== 'string' || !(name in this.tasks)) return Promise.reject(errors.swarmError('ERR_SWARM_NO_SUCH_TASK', 'No such task', { task: name }));
     const node = this._swarm._node;
+    if (!node && this._swarm._closed) return Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Swarm closed: tasks.exec after close()'));
     if (!node || !this._swarm.isReady) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_READY', 'Ring not ready'));
     const key = args[0] ? String(args[0]) : name;
     const owner = this.owner(key);

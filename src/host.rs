@@ -17,7 +17,7 @@ use napi::{
 };
 use swarm_core::{
     fast_hash::FastMap,
-    messaging::{mux::Responder, Answering, Inbound, Payload, Reply},
+    messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::TopologyEvent,
 };
@@ -126,6 +126,14 @@ pub fn error_code(e: &ExecError) -> &'static str {
         ExecError::Failed(_) => "ERR_SWARM_TASK_FAILED",
         ExecError::Remote { .. } => "ERR_SWARM_REMOTE_TASK",
         ExecError::Closed => "ERR_SWARM_CLOSED",
+    }
+}
+
+/// The stable code of a send's failure.
+pub fn send_error_code(e: &SendError) -> &'static str {
+    match e {
+        SendError::Timeout { .. } => "ERR_SWARM_TIMEOUT",
+        _ => "ERR_SWARM_SEND",
     }
 }
 

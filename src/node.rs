@@ -16,7 +16,10 @@ use crate::{
     bare::{bare_function, key_function, Args, Returned},
     batch::Batch,
     config::{NodeOptions, TaskOptionsJs},
-    host::{error_code, join_payload, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
+    host::{
+        error_code, join_payload, send_error_code, Callback, Callbacks, EventArgs, JsHost,
+        LocalArgs,
+    },
     mailbox::{Mailbox, Outcome},
 };
 
@@ -147,7 +150,11 @@ pub fn start_node<'env>(
             Ok(swarm) => Ok(SwarmNode { swarm, host }),
             Err(e) => {
                 host.release();
-                Err(Error::new(Status::GenericFailure, e.to_string()))
+                // The facade turns the prefix into the error's `code`.
+                Err(Error::new(
+                    Status::GenericFailure,
+                    format!("{}: {e}", e.code()),
+                ))
             }
         }
     })
@@ -247,7 +254,7 @@ impl SwarmNode {
                 swarm.send_later(ip, path, payload, |result| {
                     settle(match result {
                         Ok(reply) => Outcome::reply(reply),
-                        Err(e) => Outcome::error("ERR_SWARM_SEND", 0, e.to_string()),
+                        Err(e) => Outcome::error(send_error_code(&e), 0, e.to_string()),
                     })
                 });
                 id

@@ -214,11 +214,36 @@ struct Inner {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("unable to listen on {addr}: {source}")]
+    #[error("unable to listen on {addr}: {source}{}", bind_hint(source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl StartError {
+    /// The stable code of the failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                "ERR_SWARM_ADDRESS_IN_USE"
+            }
+            StartError::Bind { .. } => "ERR_SWARM_LISTEN",
+        }
+    }
+}
+
+/// What to do about a failed bind.
+fn bind_hint(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there: give this node another messages.port or messages.bind)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (no interface of this machine has that address: check messages.bind)"
+        }
+        _ => "",
+    }
 }
 
 impl Swarm {

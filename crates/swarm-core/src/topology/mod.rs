@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 pub use self::discovery::{ChannelDiscovery, Discovery, DiscoveryUpdate};
 pub use self::kube::KubeDiscovery;
@@ -161,6 +162,18 @@ pub fn start(
                     let mut batch = set.apply(endpoints);
                     view_tx.send_replace(set.view());
                     if !std::mem::replace(&mut ready, true) {
+                        if !set.is_listed() {
+                            // Said without DEBUG: a wrong selector leaves `nodes` empty and
+                            // `amIMaster` false for ever, silently.
+                            let ips: Vec<&str> =
+                                set.local_ips().iter().map(String::as_str).collect();
+                            warn!(
+                                target: KUBERNETES_TARGET,
+                                "none of this pod's IPs ({}) is among the endpoints watched yet; if it does not \
+                                 join, check appName (or kubernetes.selector) and the namespace",
+                                ips.join(", ")
+                            );
+                        }
                         batch.push(TopologyEvent::Ready);
                     }
                     batch

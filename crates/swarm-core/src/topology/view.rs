@@ -40,6 +40,8 @@ pub struct MemberSet {
     /// The local IPs that became nodes and have not left since (a readiness blip does
     /// not make them leave), with what was last known of them.
     joined: BTreeMap<Arc<str>, Member>,
+    /// A local IP was among the last endpoints, in any state.
+    listed: bool,
 }
 
 impl MemberSet {
@@ -49,6 +51,7 @@ impl MemberSet {
             local_ips: local_ips.into_iter().collect(),
             current: Arc::default(),
             joined: BTreeMap::new(),
+            listed: false,
         }
     }
 
@@ -62,6 +65,11 @@ impl MemberSet {
         &self.local_ips
     }
 
+    /// Whether a local IP was among the last endpoints applied, ready or not.
+    pub fn is_listed(&self) -> bool {
+        self.listed
+    }
+
     /// Swaps in `endpoints` (the full current set, ready or not) and returns what changed.
     ///
     /// Only endpoints with `ready == true` become nodes; a duplicated IP counts once (the
@@ -72,6 +80,7 @@ impl MemberSet {
     /// terminating or no longer listed; then `MasterChanged` if the smallest node IP
     /// changed. A node whose other fields change stays a node silently.
     pub fn apply(&mut self, endpoints: Vec<Member>) -> Vec<TopologyEvent> {
+        self.listed = endpoints.iter().any(|m| self.local_ips.contains(&*m.ip));
         // The local endpoints still listed and not terminating: still in the swarm.
         let staying: BTreeMap<Arc<str>, Member> = endpoints
             .iter()

@@ -1,0 +1,61 @@
+'use strict';
+
+// Errors that name the problem, each with its stable `code` (docs/api.md lists them all).
+const { test, after } = require('node:test');
+const assert = require('node:assert');
+const net = require('node:net');
+const { freePort } = require('./helpers/cluster');
+const swarm = require('..');
+
+const IP = '127.0.0.1';
+const servers = [];
+after(async () => {
+  await swarm.close();
+  for (const server of servers) server.close();
+});
+
+function listen (host, port, onConnection = () => {}) {
+  const server = net.createServer(onConnection);
+  servers.push(server);
+  return new Promise(resolve => server.listen(port, host, () => resolve(server)));
+}
+
+const coded = (code, pattern) => error => error.code === code && pattern.test(error.message);
+
+test('a bad option value is refused with ERR_SWARM_INVALID_ARG naming the option, and nothing starts', async () => {
+  for (const [messages, name] of [
+    [{ port: 'abc' }, /messages\.port/],
+    [{ port: 70000 }, /messages\.port: expected an integer from 0 to 65535/],
+    [{ requestTimeout: -1 }, /messages\.requestTimeout/],
+    [{ departureTimeout: {} }, /messages\.departureTimeout/]
+  ]) {
+    await assert.rejects(swarm.init({ standalone: true, ip: IP, messages }), coded('ERR_SWARM_INVALID_ARG', name));
+    assert.strictEqual(swarm._node, null, 'no node started');
+  }
+});
+
+test('a port in use: ERR_SWARM_ADDRESS_IN_USE, saying what to change', async () => {
+  const port = await freePort();
+  await listen(IP, port);
+  await assert.rejects(swarm.init({ standalone: true, ip: IP, messages: { port, bind: IP } }),
+    coded('ERR_SWARM_ADDRESS_IN_USE', /unable to listen on 127\.0\.0\.1:\d+: .*another process listens there: give this node another messages\.port/));
+});
+
+test('No such task keeps 0.5.1\'s message and carries the task', async () => {
+  await assert.rejects(swarm.tasks.exec('nope', 1), error =>
+    error.code === 'ERR_SWARM_NO_SUCH_TASK' && error.message === 'No such task' && error.task === 'nope');
+});
+
+test('a send that gets no reply in time: ERR_SWARM_TIMEOUT naming the peer', async () => {
+  const port = await freePort();
+  await listen('127.0.0.2', port); // accepts, never answers
+  await swarm.init({ standalone: true, ip: IP, messages: { port, bind: IP, requestTimeout: 300 } });
+  await assert.rejects(swarm.messages.send('127.0.0.2', 'x', {}), coded('ERR_SWARM_TIMEOUT', /No reply from 127\.0\.0\.2 within 300 ms/));
+});
+
+test('after close(), tasks.exec and messages.send fail with ERR_SWARM_CLOSED', async () => {
+  swarm.tasks.register('t', () => 1);
+  await swarm.close();
+  await assert.rejects(swarm.tasks.exec('t'), coded('ERR_SWARM_CLOSED', /after close\(\)/));
+  await assert.rejects(swarm.messages.send(IP, 'x', {}), coded('ERR_SWARM_CLOSED', /swarm closed/));
+});
