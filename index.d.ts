@@ -1,5 +1,6 @@
 // Typings of node-swarm-kb 1.x: the 0.5.1 singleton API, with close(), tasks.owner()
-// and the masterChanged event.
+// and the masterChanged event. `require('node-swarm-kb')` (and `import swarm from` with
+// esModuleInterop) is typed here; the ESM entry's named exports in index.d.mts.
 import Bluebird = require('bluebird');
 
 declare namespace swarm {
@@ -20,21 +21,32 @@ declare namespace swarm {
   type Nodes = Record<string, SwarmNode>;
 
   interface KubernetesOptions {
+    /** The app's name; the selector defaults to `app=<appName>` (env: derived from HOSTNAME or OPENSHIFT_BUILD_NAME). */
     appName?: string;
+    /** Where the service account's token, namespace and ca.crt are read (env KUBERNETES_FOLDER_PATH). */
     folderPath?: string;
+    /** The API server's host (env KUBERNETES_SERVICE_HOST, default kubernetes.default.svc.cluster.local). */
     host?: string;
+    /** The API server's port (env KUBERNETES_SERVICE_PORT, default 443). */
     port?: number | string;
     /** Full API URL, e.g. `https://10.0.0.1:443`; overrides host, port and noSSL. */
     url?: string;
+    /** The label selector of this app's pods (env KUBERNETES_SELECTOR, default `app=<appName>`). */
     selector?: string;
+    /** Bearer token (env KUBERNETES_TOKEN, default the service account's). */
     token?: string;
+    /** The namespace (env KUBERNETES_NS, default the service account's). */
     namespace?: string;
-    /** PEM CA bundle of the API server. */
+    /** PEM CA bundle of the API server (env KUBERNETES_CA, default the service account's ca.crt). */
     ca?: string;
     /** Plain http to the API (0.5.1's option). */
     noSSL?: boolean;
     /** Skip TLS verification of the API server (logged as a warning). */
     insecureSkipTlsVerify?: boolean;
+    /**
+     * 0.5.1's polling interval, in ms: accepted and unused, as topology changes come from
+     * a watch.
+     */
     refreshInterval?: number;
     /**
      * How long `init()` may wait for the first topology, in ms; past it, `init()` rejects
@@ -45,13 +57,17 @@ declare namespace swarm {
   }
 
   interface MessagesOptions {
-    /** The messaging port of every node (default 45892, env SWARM_MESSAGING_PORT). */
+    /**
+     * The messaging port of every node (default 45892, env SWARM_MESSAGING_PORT). A
+     * standalone node listens only when this or `bind` (or their environment variables)
+     * is given.
+     */
     port?: number;
     /** The address the server binds (default all interfaces, env SWARM_MESSAGING_BIND). */
     bind?: string;
     /** Largest accepted message body in bytes (default 10 MiB). */
     maxBodySize?: number;
-    /** How long a handler may run, in ms (default 5 minutes). */
+    /** How long a handler may run, in ms (default 5 minutes; 0.5.1's option). */
     maxProcessingTime?: number;
     /** How long connecting to a peer may take, in ms (default 3000). */
     connectTimeout?: number;
@@ -84,67 +100,146 @@ declare namespace swarm {
   type SingleTrigger = boolean | 'N';
 
   interface TaskOptions {
-    /** ms before the caller's promise rejects with `operation timed out` (default 30000). */
+    /**
+     * ms before the caller's promise rejects with Bluebird's `TimeoutError`
+     * (`operation timed out`, code `ERR_SWARM_TIMEOUT`; default 30000). The handler is not
+     * cancelled: it keeps its slot until it settles.
+     */
     timeout?: number;
-    /** One execution at a time, queued (default true). */
+    /**
+     * One run at a time **per task name on a node** (default true): every call of this
+     * task that the node runs waits in one FIFO queue, whatever its arguments (calls
+     * for different keys included); other nodes run theirs at the same time. `false`:
+     * every call runs at once, concurrently.
+     */
     serialized?: boolean;
-    /** Join the running or queued execution (true) or only the queued one ('N'). */
+    /**
+     * With `serialized`: `true`, a call joins the running run (else the queued one) and
+     * gets its result; `'N'`, a call joins the one queued run, so a burst during a run
+     * makes exactly one more run after it. Joining ignores the arguments: calls with
+     * different arguments share one run and its result. Default false.
+     */
     singleTrigger?: SingleTrigger;
-    /** Queued executions allowed (default 20). */
+    /** Queued runs allowed (default 20); past it a call rejects with `ERR_SWARM_QUEUE_FULL`. */
     maxQueueLength?: number;
   }
 
-  type TaskHandler = (...args: any[]) => any;
+  /**
+   * A task's handler: its arguments are the caller's own when the task runs on the
+   * calling node, and decoded from JSON when the call came from another node
+   * (`undefined` becomes `null`). Unannotated parameters are `unknown`: annotate them
+   * (`(customerId: string) => ...`). Its value (or promise) is the result; to another
+   * node it travels as JSON (a string as text).
+   */
+  type TaskHandler = { bivarianceHack (...args: unknown[]): unknown }['bivarianceHack'];
 
   interface TaskDefinition extends TaskOptions {
     handler: TaskHandler;
   }
 
+  /** What task `name` is doing on this node. */
+  interface TaskStats {
+    running: number;
+    queued: number;
+    waiters: number;
+  }
+
+  /** The options of `init()`: exactly these (a misspelled option is a compile error). */
   interface InitOptions {
+    /**
+     * No Kubernetes: `nodes` holds only this process, messages to it are delivered in the
+     * process. Also the mode when no token, namespace or app name is found (logged). A
+     * standalone node listens on no port unless `messages.port` or `messages.bind` is given.
+     */
     standalone?: boolean;
     /** This process's IP(s); default POD_IP, then the interfaces. */
     ip?: string | string[];
-    /** Shorthand of kubernetes.appName. */
+    /** Shorthand of kubernetes.appName (which wins when both are given). */
     appName?: string;
     kubernetes?: KubernetesOptions;
     messages?: MessagesOptions;
+    /** The defaults of every task registered (timeout 30000, serialized true, singleTrigger false, maxQueueLength 20). */
     tasks?: TaskOptions;
-    onReady?: (nodes: Nodes) => void;
-    onError?: (error: Error) => void;
-    onNodeAdded?: (node: SwarmNode) => void;
-    onNodeRemoved?: (node: SwarmNode) => void;
-    onMasterChanged?: (master: string | null, previous: string | null) => void;
-    onReadinessChanged?: (node: SwarmNode) => void;
-    [option: string]: unknown;
+    /** A listener of `ready`, added on every `init()` call (as `on('ready', ...)`). */
+    onReady?: (...args: EventMap['ready']) => void;
+    /** A listener of `error`. */
+    onError?: (...args: EventMap['error']) => void;
+    /** A listener of `nodeAdded`. */
+    onNodeAdded?: (...args: EventMap['nodeAdded']) => void;
+    /** A listener of `nodeRemoved`. */
+    onNodeRemoved?: (...args: EventMap['nodeRemoved']) => void;
+    /** A listener of `masterChanged`. */
+    onMasterChanged?: (...args: EventMap['masterChanged']) => void;
+    /** A listener of `readinessChanged`. */
+    onReadinessChanged?: (...args: EventMap['readinessChanged']) => void;
   }
 
+  /** A topic, or a path of topics (`['a', 'b']` travels as `a/b`). */
   type Topic = string | string[];
 
-  /** A message handler; its return value (or promise) is the reply. */
-  type MessageHandler = (message: any, topics: string[], from: string) => any;
+  /**
+   * What a send resolves to: for a string `data` (type `D`), the reply as raw text, a
+   * string whatever the handler returned (`undefined` when it answered nothing), as in
+   * 0.5.1; otherwise `R`, the handler's reply decoded from JSON (a text reply stays a
+   * string, no reply is `undefined`). `R` is what the caller asserts, not checked.
+   */
+  type Reply<R, D> = D extends string ? string | undefined : R;
+
+  /**
+   * A message handler, called for every segment of the path that it was registered on,
+   * with the message decoded from JSON (or the raw text for a string, `''` for no body),
+   * the path's segments and the sender's IP. Its value (or promise) is the reply: with
+   * several handlers called, the array of their values. `undefined` answers nothing; a
+   * throw or rejection answers its `statusCode` (400-599, else 500) and `message`.
+   */
+  type MessageHandler<M = unknown> = (message: M, topics: string[], from: string) => unknown;
 
   interface Messages {
-    on(topic: Topic, handler: MessageHandler): void;
-    /** Sends to `ip`, itself included. */
-    send(ip: string, topic: Topic, data?: any): Bluebird<any>;
+    /**
+     * Registers `handler` for `topic` (or each of the topics). The message is `unknown`
+     * unless typed: `messages.on<Order>('order', order => ...)`, or annotate the
+     * parameter. `M` is asserted, not checked: a peer may send anything.
+     */
+    on<M = unknown>(topic: Topic, handler: MessageHandler<M>): void;
+    /**
+     * Sends `data` to the node at `host` and resolves its reply, also to this node
+     * (whose handlers run). A string `data` gets the reply as raw text (a string, or
+     * `undefined`), as in 0.5.1. A reply status outside 2xx rejects with a
+     * `StatusCodeError` (`statusCode`, code `ERR_SWARM_STATUS`).
+     */
+    send<R = unknown, D = unknown>(host: string, topic: Topic, data?: D): Bluebird<Reply<R, D>>;
   }
 
   interface Tasks {
+    /** Registers a task; a name already registered is ignored. */
     register(name: string, handler: TaskHandler, options?: TaskOptions): void;
+    /** Registers tasks by name; `options` are applied over each task's own. */
     register(tasks: Record<string, TaskHandler | TaskDefinition>, options?: TaskOptions): void;
-    /** Runs task `name` on the node owning `String(args[0])` (or the name). */
-    exec(name: string, ...args: any[]): Bluebird<any>;
+    /**
+     * Runs task `name` on the node owning the key: `String(args[0])` when `args[0]` is
+     * truthy, else the task's name. Resolves the handler's value, typed `R` (asserted,
+     * not checked): the handler's own value when it ran here, decoded from JSON when it
+     * ran on another node. Rejects with `No such task` (`ERR_SWARM_NO_SUCH_TASK`) unless
+     * `name` is registered on this node, and with a `TimeoutError` past `timeout`.
+     */
+    exec<R = unknown>(name: string, ...args: unknown[]): Bluebird<R>;
     /** The IP of the node owning `key`, or null before init. */
     owner(key: string | number): string | null;
     /** What task `name` is doing on this node, or null when it is not registered. */
-    stats(name: string): { running: number; queued: number; waiters: number } | null;
+    stats(name: string): TaskStats | null;
+    /** The defaults of the tasks registered from now on. */
     options: TaskOptions;
   }
 
   interface SwarmError extends Error {
-    /** A stable code, e.g. ERR_SWARM_TIMEOUT, ERR_SWARM_NO_SUCH_TASK (see README). */
+    /** A stable code, e.g. ERR_SWARM_TIMEOUT, ERR_SWARM_NO_SUCH_TASK (see docs/api.md). */
     code?: string;
+    /** The reply's status, for a `StatusCodeError` (and a task that failed with one). */
     statusCode?: number;
+    /** The reply's body, for a `StatusCodeError` (as request-promise gave it in 0.5.1). */
+    error?: unknown;
+    /** The task's name, for `ERR_SWARM_NO_SUCH_TASK`. */
+    task?: string;
   }
 
   interface EventMap {
@@ -170,25 +265,59 @@ declare namespace swarm {
     new (servers: string[]): HashRing;
   }
 
+  /**
+   * The singleton. Its functions work detached from it
+   * (`const { init, send } = require('node-swarm-kb')`).
+   */
   interface Swarm {
+    /**
+     * Starts the node; resolves `nodes` once the first topology is known. A later call
+     * starts nothing: it resolves with `nodes` (once the first call's topology is known),
+     * and its `on*` listeners are still added.
+     */
     init(options?: InitOptions): Bluebird<Nodes>;
     on<E extends keyof EventMap>(event: E, handler: (...args: EventMap[E]) => void): Swarm;
     once<E extends keyof EventMap>(event: E, handler: (...args: EventMap[E]) => void): Swarm;
     off<E extends keyof EventMap>(event: E, handler: (...args: EventMap[E]) => void): Swarm;
+    /** Calls the listeners of `event`; an array `args` is spread into their arguments. */
     emit<E extends keyof EventMap>(event: E, args: EventMap[E] | EventMap[E][0]): boolean;
+    /** The nodes of the cluster, keyed by IP (a getter; `{}` before `init()`). */
     readonly nodes: Nodes;
     isReady: boolean;
+    /** The master's IP (the smallest IP in string order), or null. */
     readonly master: string | null;
+    /** A getter, not a method: `swarm.amIMaster`, not `swarm.amIMaster()`. */
     readonly amIMaster: boolean;
     isMe(node: string | SwarmNode): boolean;
-    /** Sends to one node; a local IP resolves undefined without delivery. */
-    send(node: string | SwarmNode, topic: Topic, data?: any): Bluebird<any>;
-    /** Sends to every node, itself included, in `Object.keys(nodes)` order. */
-    broadcast(topic: Topic, data?: any): Bluebird<any[]>;
+    /**
+     * Sends `data` to one node and resolves its reply (typed `R`, asserted, not checked).
+     * A node that is this process resolves `undefined` without delivery (unlike
+     * `messages.send`). A string `data` gets the reply as raw text (a string, or
+     * `undefined`), as in 0.5.1. `data` may not be `undefined`: see the other overload.
+     * Rejects (and emits `error`) without a node or a topic.
+     */
+    send<R = unknown, D extends {} | null = {} | null>(node: string | SwarmNode, topic: Topic, data: D): Bluebird<Reply<R, D>>;
+    /**
+     * 0.5.1's quirk, kept: **without `data`** (or with `data` undefined) this is no send
+     * to `node` but `broadcast(node, topic)`: every other node of `nodes` gets `topic` as
+     * the message, on the topic named by `node` (the handlers registered with
+     * `messages.on('10.0.0.2', ...)`), and the promise resolves their replies as an array
+     * (`undefined` for this node; raw text for a string `topic`). To reach `node`, pass
+     * data: `send(ip, topic, {})`.
+     */
+    send<R = unknown, T extends Topic = Topic>(node: string, topic: T, data?: undefined): Bluebird<Array<Reply<R, T> | undefined>>;
+    /**
+     * Sends `data` to every node of `nodes` but this one, and resolves their replies in
+     * `Object.keys(nodes)` order: this node's entry is `undefined`, and its own handlers
+     * are **not** called (0.5.1's behaviour). A string `data` gets raw text replies. The
+     * first failure rejects the whole; the other nodes still get the message.
+     */
+    broadcast<R = unknown, D = unknown>(topic: Topic, data?: D): Bluebird<Array<Reply<R, D> | undefined>>;
     /** Stops the node and lets the process exit; safe to call twice. */
     close(graceMs?: number): Bluebird<void>;
     messages: Messages;
     tasks: Tasks;
+    /** The options of `init()`, merged. */
     options: InitOptions;
     readonly HashRing: HashRingConstructor;
   }

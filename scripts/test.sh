@@ -19,7 +19,7 @@ fi
 echo "== addon"
 node scripts/install.js
 echo "== typings"
-npx tsc -p __test__/types/tsconfig.json
+for config in __test__/types/tsconfig*.json; do echo "tsc -p $config"; npx tsc -p "$config"; done
 echo "== manifests (strict schema check against Kubernetes 1.33)"
 if [ ! -x .venv/bin/kubernetes-validate ]; then
   python3 -m venv .venv
