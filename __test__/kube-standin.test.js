@@ -356,6 +356,24 @@ describe('failures', () => {
   }));
 });
 
+test('cli.js answers --help with its usage, and a mistake with it, without a stack trace', async () => {
+  const { execFile } = require('node:child_process');
+  const cli = path.join(__dirname, 'kube-standin', 'cli.js');
+  const run = (args) => new Promise((resolve) => execFile(process.execPath, [cli, ...args],
+    { timeout: 10000 }, (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr })));
+  const help = await run(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Runs the kube stand-in as its own process/);
+  assert.match(help.stdout, /POST \/hang/);
+  for (const [args, said] of [[['--port'], /--port needs a value/], [['--prot', '1'], /unknown flag --prot/]]) {
+    const wrong = await run(args);
+    assert.equal(wrong.code, 2, args.join(' '));
+    assert.match(wrong.stderr, said);
+    assert.match(wrong.stderr, /Flags: --port/);
+    assert.doesNotMatch(wrong.stderr, /\n\s+at /, 'no stack trace');
+  }
+});
+
 describe('cli.js and its control API', () => {
   let child;
   let info;

@@ -24,21 +24,37 @@
 //
 // Flags: --port --host --token --namespace --app --control-port --slice-size
 //        --bookmark-ms --history-limit --dual-stack --ignore-stdin --pods '<json array>'
+//        --help (this text)
 
 const http = require('node:http');
 const { startStandin } = require('./index');
+
+const FLAGS = ['port', 'host', 'token', 'namespace', 'app', 'control-port', 'slice-size',
+  'bookmark-ms', 'history-limit', 'dual-stack', 'ignore-stdin', 'pods', 'help'];
+
+// Its usage is the comment at the top of this file.
+function usage() {
+  const source = require('node:fs').readFileSync(__filename, 'utf8').split('\n');
+  const comment = source.slice(source.findIndex((l) => l.startsWith('//')));
+  return comment.slice(0, comment.findIndex((l) => !l.startsWith('//')))
+    .map((l) => l.replace(/^\/\/ ?/, '')).join('\n');
+}
+
+// A mistake on the command line: said with the usage, no stack trace.
+class UsageError extends Error {}
 
 function parseArgs(argv) {
   const out = {};
   for (let i = 0; i < argv.length; i++) {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) throw new Error(`unexpected argument: ${argv[i]}`);
+    if (!m) throw new UsageError(`unexpected argument: ${argv[i]}`);
     const flag = m[1];
-    if (['dual-stack', 'ignore-stdin'].includes(flag)) {
+    if (!FLAGS.includes(flag)) throw new UsageError(`unknown flag --${flag}`);
+    if (['dual-stack', 'ignore-stdin', 'help'].includes(flag)) {
       out[flag] = m[2] === undefined ? true : m[2] !== 'false';
     } else {
       const value = m[2] !== undefined ? m[2] : argv[++i];
-      if (value === undefined) throw new Error(`--${flag} needs a value`);
+      if (value === undefined) throw new UsageError(`--${flag} needs a value`);
       out[flag] = value;
     }
   }
@@ -103,6 +119,10 @@ function controlHandler(kube) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  if (args.help) {
+    process.stdout.write(`${usage()}\n`);
+    return;
+  }
   const kube = await startStandin({
     host: args.host || '127.0.0.1',
     port: Number(args.port || 0),
@@ -154,6 +174,10 @@ async function main() {
 }
 
 main().catch((err) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`kube stand-in: ${err.message}\n\n${usage()}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`kube stand-in: ${err.stack || err}\n`);
   process.exit(1);
 });
