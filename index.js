@@ -10,7 +10,8 @@ const { Messages } = require('./lib/messages');
 const { Tasks } = require('./lib/tasks');
 const { Pending } = require('./lib/pending');
 
-const NAMESPACES = ['node-swarm-kb', 'node-swarm-kb:kubernetes', 'node-swarm-kb:messages', 'node-swarm-kb:tasks'];
+const TRACE = 'node-swarm-kb:trace';
+const NAMESPACES = ['node-swarm-kb', 'node-swarm-kb:kubernetes', 'node-swarm-kb:messages', 'node-swarm-kb:tasks', TRACE];
 const debug = createDebug('node-swarm-kb');
 const loggers = Object.fromEntries(NAMESPACES.map(ns => [ns, createDebug(ns)]));
 
@@ -29,6 +30,13 @@ function native () {
     }
   }
   return binding;
+}
+
+// The libraries' records (kube, hyper, tower) show only when DEBUG names their namespace
+// itself: `DEBUG=node-swarm-kb*` tells what this node did, not every request's steps.
+function logEnabled (namespace) {
+  if (namespace !== TRACE) return createDebug.enabled(namespace);
+  return String(createDebug.namespaces || process.env.DEBUG || '').split(/[\s,]+/).includes(TRACE);
 }
 
 function forwardLog (namespace, level, message) {
@@ -116,7 +124,7 @@ const swarm = {
       `init() did not finish within ${resolved.initTimeout} ms: ${this._topologyError || 'no topology from the Kubernetes API yet'}`)),
     resolved.initTimeout);
     return Promise.try(() => {
-      native().setLogSink(forwardLog, NAMESPACES.filter(ns => createDebug.enabled(ns)));
+      native().setLogSink(forwardLog, NAMESPACES.filter(logEnabled));
       const settings = Object.assign({ tasks: this.tasks._specs() }, resolved.node);
       // `node.calls`: the calls made for every message, as plain functions (cheaper to
       // call than the node's methods).

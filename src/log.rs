@@ -1,9 +1,11 @@
 //! The engine's `tracing` records, forwarded to JavaScript's `debug` namespaces.
 //!
 //! Targets map to namespaces: `node_swarm_kb::kubernetes` to `node-swarm-kb:kubernetes`,
-//! and so on. Only records of namespaces that `debug` has enabled cross into JavaScript,
-//! and our own warnings always do (the facade prints them), so a quiet process pays
-//! nothing. Records of the libraries (kube, hyper) show only with DEBUG.
+//! and so on; the libraries' records (kube, hyper, tower: what they do for each request)
+//! go to `node-swarm-kb:trace` alone, which the facade enables only when `DEBUG` names
+//! it, so `DEBUG=node-swarm-kb*` reads as what this node did. Only records of namespaces
+//! that `debug` has enabled cross into JavaScript, and our own warnings always do (the
+//! facade prints them), so a quiet process pays nothing.
 
 use std::sync::{Once, RwLock};
 
@@ -40,12 +42,12 @@ pub fn set_log_sink(callback: LogCallback, enabled: Vec<String>) {
 }
 
 fn namespace(target: &str) -> &'static str {
-    let rest = target.strip_prefix("node_swarm_kb").unwrap_or(target);
-    match rest {
-        r if r.starts_with("::kubernetes") || target.starts_with("kube") => {
-            "node-swarm-kb:kubernetes"
-        }
-        r if r.starts_with("::messages") || target.starts_with("hyper") => "node-swarm-kb:messages",
+    let Some(ours) = target.strip_prefix("node_swarm_kb") else {
+        return "node-swarm-kb:trace";
+    };
+    match ours {
+        r if r.starts_with("::kubernetes") => "node-swarm-kb:kubernetes",
+        r if r.starts_with("::messages") => "node-swarm-kb:messages",
         r if r.starts_with("::tasks") => "node-swarm-kb:tasks",
         _ => "node-swarm-kb",
     }
@@ -53,16 +55,35 @@ fn namespace(target: &str) -> &'static str {
 
 struct Forward;
 
+/// A record's message, then its fields as `name=value`, whatever order they came in.
 #[derive(Default)]
-struct Message(String);
+struct Message {
+    text: String,
+    fields: String,
+}
+
+impl Message {
+    fn line(self) -> String {
+        self.text + &self.fields
+    }
+}
 
 impl tracing::field::Visit for Message {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         use std::fmt::Write;
         if field.name() == "message" {
-            let _ = write!(self.0, "{value:?}");
+            let _ = write!(self.text, "{value:?}");
         } else {
-            let _ = write!(self.0, " {}={value:?}", field.name());
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            self.text.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={value}", field.name());
         }
     }
 }
@@ -85,7 +106,7 @@ impl<S: Subscriber> Layer<S> for Forward {
         event.record(&mut message);
         let level = meta.level().as_str().to_ascii_lowercase();
         sink.callback.call(
-            FnArgs::from((ns.to_owned(), level, message.0)),
+            FnArgs::from((ns.to_owned(), level, message.line())),
             ThreadsafeFunctionCallMode::NonBlocking,
         );
     }

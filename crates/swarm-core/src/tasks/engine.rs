@@ -87,11 +87,15 @@ where
             .registry
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if registry.contains_key(name) {
-            debug!(target: LOG_TARGET, "Task {name} is already registered, ignored");
+        if let Some(known) = registry.get(name) {
+            // The facade registers every task again once the node runs (for those made
+            // meanwhile): the same options are no news.
+            if known.options != options {
+                debug!(target: LOG_TARGET, "Task {name} is already registered with other options: {}; {} ignored", known.options, options);
+            }
             return false;
         }
-        debug!(target: LOG_TARGET, "Registering task {name} ({options:?})");
+        debug!(target: LOG_TARGET, "Registering task {name}: {options}");
         let task = Task {
             name: name.to_owned(),
             handler,

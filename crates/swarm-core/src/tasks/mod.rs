@@ -1,6 +1,6 @@
 //! Per-task execution: serialization, de-duplicated triggers, queue limits and timeouts.
 //!
-//! This is the part of `tasks.exec` that runs on the node owning a task (COMPAT.md §4);
+//! This is the part of `tasks.exec` that runs on the node owning a task (docs/compat.md §4);
 //! routing a call to its owner is the swarm's job. The engine is generic over the
 //! argument (`A`), result (`R`) and error (`E`) types, so the addon plugs JavaScript
 //! handlers in and tests plug closures in.
@@ -83,6 +83,28 @@ pub struct TaskOptions {
     pub single_trigger: SingleTrigger,
     /// Queued entries allowed behind the running execution (default 20).
     pub max_queue_length: usize,
+}
+
+/// As a user writes them: `timeout 30000 ms, serialized, singleTrigger false, maxQueueLength 20`.
+impl std::fmt::Display for TaskOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let single_trigger = match self.single_trigger {
+            SingleTrigger::Off => "false",
+            SingleTrigger::Join => "true",
+            SingleTrigger::Next => "'N'",
+        };
+        write!(
+            f,
+            "timeout {} ms, {}, singleTrigger {single_trigger}, maxQueueLength {}",
+            self.timeout.as_millis(),
+            if self.serialized {
+                "serialized"
+            } else {
+                "not serialized"
+            },
+            self.max_queue_length
+        )
+    }
 }
 
 impl Default for TaskOptions {

@@ -91,7 +91,7 @@ impl Probe {
             // By code: `Status::is_forbidden` trusts only a known `reason` string, and a
             // proxy's plain-text 403 has none.
             Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => Probe::Denied(s.code),
-            Err(e) => Probe::Failed(with_causes(&e)),
+            Err(e) => Probe::Failed(describe_request(&e)),
         }
     }
 }
@@ -288,10 +288,30 @@ impl Backoff for Retry {
     fn reset(&mut self) {}
 }
 
-/// The text of a watcher error. kube's own shows an API status twice, once in its whole
-/// `Debug` form; here a status is its code, reason and message.
+/// An API status as its code, reason and message: kube's own text shows it twice, once
+/// in its whole `Debug` form.
+fn status(s: &kube::core::Status) -> String {
+    format!("{} {} ({})", s.code, s.reason, s.message)
+}
+
+/// The text of a failed request to the API, with a hint where the cause is a setting.
+fn describe_request(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(s) => status(s),
+        other => {
+            let text = with_causes(other);
+            if text.contains("InvalidContentType") {
+                // What rustls says when the server answers TLS with plain HTTP.
+                format!("{text} (is the API server plain HTTP? then set kubernetes.noSSL, or give an http:// url)")
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// The text of a watcher error.
 fn describe(error: &watcher::Error) -> String {
-    let status = |s: &kube::core::Status| format!("{} {} ({})", s.code, s.reason, s.message);
     let (what, cause) = match error {
         watcher::Error::InitialListFailed(e) => ("failed to list", e),
         watcher::Error::WatchStartFailed(e) => ("failed to start watching", e),
@@ -304,10 +324,7 @@ fn describe(error: &watcher::Error) -> String {
         }
         other => return with_causes(other),
     };
-    match cause {
-        kube::Error::Api(s) => format!("{what}: {}", status(s)),
-        other => format!("{what}: {}", with_causes(other)),
-    }
+    format!("{what}: {}", describe_request(cause))
 }
 
 /// Logs `error` and sends it if it starts an outage; `false` once `out` is closed.
