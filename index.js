@@ -1,6 +1,6 @@
 'use strict';
 
-// The public facade: 0.5.1's singleton API over the native node (see README, API).
+// The public facade: 0.5.1's singleton API over the native node (see docs/api.md).
 const Promise = require('./lib/promise');
 const createDebug = require('debug');
 const options = require('./lib/options');

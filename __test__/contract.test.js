@@ -1,7 +1,7 @@
 'use strict';
 
 // The 0.5.1 contract through the facade, on one standalone node in this process
-// (COMPAT.md §1, §3, §4): API shape, error messages, the wire codec, task semantics.
+// (docs/compat.md §1, §3, §4): API shape, error messages, the wire codec, task semantics.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const http = require('node:http');

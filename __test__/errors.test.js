@@ -27,7 +27,8 @@ test('a bad option value is refused with ERR_SWARM_INVALID_ARG naming the option
     [{ port: 'abc' }, /messages\.port/],
     [{ port: 70000 }, /messages\.port: expected an integer from 0 to 65535/],
     [{ requestTimeout: -1 }, /messages\.requestTimeout/],
-    [{ departureTimeout: {} }, /messages\.departureTimeout/]
+    [{ departureTimeout: {} }, /messages\.departureTimeout/],
+    [{ bind: 'not an address' }, /messages\.bind: expected an IP address/]
   ]) {
     await assert.rejects(swarm.init({ standalone: true, ip: IP, messages }), coded('ERR_SWARM_INVALID_ARG', name));
     assert.strictEqual(swarm._node, null, 'no node started');

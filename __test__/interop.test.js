@@ -1,6 +1,6 @@
 'use strict';
 
-// Pods of 0.5.1 and of this version talk both ways (COMPAT.md §3), checked against a
+// Pods of 0.5.1 and of this version talk both ways (docs/compat.md §3), checked against a
 // peer that speaks 0.5.1's protocol: object and string bodies, replies, errors, `_task`.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');

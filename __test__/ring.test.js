@@ -1,7 +1,7 @@
 'use strict';
 
 // The differential test of the ring: our `HashRing` (the addon) against the npm package
-// `hashring@3`, which 0.5.1 used and which is the oracle (COMPAT.md §5). For every
+// `hashring@3`, which 0.5.1 used and which is the oracle (docs/compat.md §5). For every
 // server count n = 1..64, 100,000 keys must land on the same server.
 //
 // Server order: both implementations place keys identically for the same server list;

@@ -1,7 +1,7 @@
 'use strict';
 
 // Message handlers (`swarm.messages`): registration, and answering what the native
-// server hands over, with 0.5.1's reply rules (COMPAT.md §3).
+// server hands over, with 0.5.1's reply rules (docs/compat.md §3).
 const dns = require('node:dns');
 const net = require('node:net');
 const Promise = require('./promise');

@@ -1,9 +1,10 @@
 'use strict';
 
 // Resolves the options of `init()` and the environment into the settings of the
-// native node, with 0.5.1's names and defaults (COMPAT.md §2), its bugs fixed.
+// native node, with 0.5.1's names and defaults (docs/compat.md §2), its bugs fixed.
 const fs = require('fs');
 const os = require('os');
+const net = require('net');
 const path = require('path');
 const errors = require('./errors');
 
@@ -90,6 +91,13 @@ function number (value, fallback, name, max = Infinity) {
   throw errors.invalidArgument(name, expected, value);
 }
 
+// An address option: absent, or an IP address (v4 or v6).
+function address (value, name) {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value === 'string' && net.isIP(value)) return value;
+  throw errors.invalidArgument(name, 'an IP address', value);
+}
+
 // A switch that is on unless the option is `false`, or, without the option, unless the
 // environment variable says 0, false or no.
 function flag (option, variable) {
@@ -105,7 +113,8 @@ function resolve (options, env = process.env) {
     initTimeout: kube.standalone ? 0 : number(Object.assign({}, options.kubernetes).initTimeout, 0, 'kubernetes.initTimeout'),
     node: {
       localIps: localIps(options, env),
-      bind: messages.bind || env.SWARM_MESSAGING_BIND || undefined,
+      bind: address(messages.bind !== undefined ? messages.bind : env.SWARM_MESSAGING_BIND,
+        messages.bind !== undefined ? 'messages.bind' : 'SWARM_MESSAGING_BIND'),
       port: messages.port !== undefined
         ? number(messages.port, DEFAULT_PORT, 'messages.port', 65535)
         : number(env.SWARM_MESSAGING_PORT, DEFAULT_PORT, 'SWARM_MESSAGING_PORT', 65535),

@@ -1,6 +1,6 @@
 'use strict';
 
-// The Bluebird promises the API returns, as 0.5.1's did (COMPAT.md §1), from a copy of
+// The Bluebird promises the API returns, as 0.5.1's did (docs/compat.md §1), from a copy of
 // Bluebird of our own whose reactions run as microtasks. Bluebird's own scheduler on
 // Node is setImmediate: a reply delivered in a callback of the loop would resume its
 // `await` only at the loop's check phase, after the callback has written what it had,

@@ -1,7 +1,7 @@
 'use strict';
 
 // Tasks (`swarm.tasks`): registration with 0.5.1's defaults, `exec` routed by the
-// native ring and queues, and the handlers the native engine runs (COMPAT.md §4).
+// native ring and queues, and the handlers the native engine runs (docs/compat.md §4).
 const Promise = require('./promise');
 const codec = require('./codec');
 const errors = require('./errors');

@@ -1,6 +1,6 @@
 'use strict';
 
-// A peer speaking the wire protocol exactly as node-swarm-kb 0.5.1 does (COMPAT.md §3),
+// A peer speaking the wire protocol exactly as node-swarm-kb 0.5.1 does (docs/compat.md §3),
 // on plain node:http: its server answers as 0.5.1's message handler, its client sends
 // as 0.5.1's request-promise call did. Used by the interop tests and as the pure-Node
 // baseline of the benchmarks.

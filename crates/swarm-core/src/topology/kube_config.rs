@@ -3,7 +3,7 @@
 //! The facade resolves 0.5.1's options, environment and service-account files into
 //! [`KubeSettings`]; this turns them into a client. `kube::Config` is non-exhaustive, so
 //! it starts from `Config::new(url)`. TLS is verified against the given CA by default;
-//! skipping it is an explicit, logged choice (COMPAT.md §2).
+//! skipping it is an explicit, logged choice (docs/compat.md §2).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

@@ -7,7 +7,7 @@
 //! one atomic update, and the membership logic is tested without a cluster
 //! ([`ChannelDiscovery`]).
 //!
-//! Compared with 0.5.1 (COMPAT.md §2): a node is an endpoint with `ready == true`;
+//! Compared with 0.5.1 (docs/compat.md §2): a node is an endpoint with `ready == true`;
 //! `NodeAdded`/`NodeRemoved` are never emitted for a local IP, a local IP that vanishes
 //! gives [`TopologyEvent::LocalLeft`] (the facade's `process.emit('SIGTERM')`); the
 //! master is the smallest node IP in string order, recomputed after every change.
