@@ -22,18 +22,15 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
 const SCALE = Number(process.env.BENCH_SCALE || 1);
 const N = { seq: 2000 * SCALE, flight: 1e6 * SCALE, broadcast: 1000 * SCALE };
 // Runs with 64 in flight last the same time for every peer (at most N.flight sends). A
-// run starts slow after the rest below (ours: 165-233k/s in its first 10,000 sends,
-// 318-403k/s in the next 10,000, 400-460k/s after; a run that followed another at once
-// did 430k/s from its first 10,000), and fixed counts gave the fastest peer the shortest
-// run, so the largest share of its start: 60,000 sends were 0.17-0.21 s of ours and
-// 1.5-1.6 s of the pure-Node peer's.
+// run starts slow after the rest below (its first tens of thousands of sends went at
+// half speed), and fixed counts gave the fastest peer the shortest run, so the largest
+// share of its start.
 const FLIGHT_SECONDS = 1 * SCALE;
 const WIDE = 20;
 
-// Every timed messaging run starts after the same rest. On this VM a run that follows
-// idle time goes much faster than one that follows load (the same sequential sends of
-// ours: p50 31-46 µs after 0.1-5 s idle, 92-123 µs right after another run; raw
-// hyper's 54-70 against 82-97 µs), and the peers run in a fixed order: without it, the
+// Every timed messaging run starts after the same rest. On the VMs measured, a run that
+// follows idle time goes much faster than one that follows load (sequential sends took
+// about half the time after a rest), and the peers run in a fixed order: without it, the
 // first run of a round, after the light topology figure, had a rest the others had not.
 const REST_MS = 250;
 const rested = run => new Promise(resolve => setTimeout(resolve, REST_MS)).then(run);

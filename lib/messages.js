@@ -81,7 +81,7 @@ class Messages {
   _dispatch (node, id, path, kind, body, from) {
     let results;
     // Most paths are one topic: V8 splits a string made outside JavaScript in its
-    // runtime, which cost ~4% of a receiving thread.
+    // runtime, a visible share of a receiving thread.
     const topics = path.indexOf('/') === -1 ? [path] : path.split('/');
     try {
       const message = codec.decodeMessage(kind, body);

@@ -34,7 +34,7 @@ mod uv;
 /// a request of more than 1 KiB whenever they hold chunks, and an HTTP/1.1 message makes
 /// three such requests on its sender (hyper's 8 KiB read buffer, the send's two futures)
 /// and one on its receiver (the read buffer). `no_thp`: arenas do not ask for
-/// transparent huge pages, which made an idle node 10 MiB larger; `local_dynamic_tls`:
+/// transparent huge pages, which made an idle node several MiB larger; `local_dynamic_tls`:
 /// the thread-local model for a library loaded by `dlopen`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -31,9 +31,9 @@ pub const EAGER: usize = 8;
 
 /// How many requests queued for later make a group to write at once, with `in_flight`
 /// calls on the connection: half of them, so the peer works on one half of the window
-/// while this thread makes the other (at 64 in flight, groups of 32 did 249-278k/s
-/// where groups of 8 did 201-247k/s; at 16 in flight, groups of 8 did 115-133k/s where
-/// groups of 16 did 74-84k/s; interleaved two-node runs).
+/// while this thread makes the other: with many calls in flight, larger groups sent more
+/// per second than small ones, and with few, groups of [`EAGER`] sent more than groups
+/// of half (interleaved two-node runs of `npm run bench`).
 pub fn eager_group(in_flight: usize) -> usize {
     (in_flight / 2).max(EAGER)
 }
