@@ -163,10 +163,15 @@ async function main () {
       summary.push({ figure: `churn at 100/s over ${scale.endpoints} endpoints: ${field}`, ours: { [field]: scale.ours[field] }, node: { [field]: scale.node[field] } });
     }
     print(summary);
-    const file = path.join(__dirname, 'results', 'latest.json');
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, JSON.stringify({ machine: machine(), rounds: ROUNDS, summary, raw: results }, null, 2));
-    console.log(`\nwritten to ${path.relative(ROOT, file)}`);
+    // Each run is kept under its date and commit, to be committed with the change it
+    // measured; latest.json is the newest, for a quick look.
+    const record = JSON.stringify({ machine: machine(), commit: commit(), rounds: ROUNDS, summary, raw: results }, null, 2);
+    const dir = path.join(__dirname, 'results');
+    const kept = path.join(dir, `${new Date().toISOString().slice(0, 16).replace(/:/g, '-')}-${commit()}.json`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(kept, record);
+    fs.writeFileSync(path.join(dir, 'latest.json'), record);
+    console.log(`\nwritten to ${path.relative(ROOT, kept)} (and latest.json)`);
   } finally {
     rawServer.stdin.end();
     rawServer.kill();
@@ -214,6 +219,16 @@ async function widen (standin, ours, base, basePort) {
 }
 
 // Medians over the rounds, and ratios against the peers.
+// The commit measured, with `+` when the tree had changes.
+function commit () {
+  const git = args => require('child_process').execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+  try {
+    return git(['rev-parse', '--short', 'HEAD']) + (git(['status', '--porcelain', '--untracked-files=no']) ? '+' : '');
+  } catch (error) {
+    return 'unknown';
+  }
+}
+
 function summarize (results) {
   return Object.entries(results).map(([figure, peers]) => {
     const row = { figure };
