@@ -100,7 +100,10 @@ const swarm = {
 
   _start () {
     const resolved = options.resolve(this.options);
-    if (resolved.standaloneReason) console.log(`[node-swarm-kb] ${resolved.standaloneReason}: running standalone`);
+    // Asked for, standalone is no news; fallen into for want of settings, it is said as
+    // 0.5.1 said it.
+    if (this.options.standalone) debug('Standalone, as options.standalone asks');
+    else if (resolved.standaloneReason) console.log(`[node-swarm-kb] ${resolved.standaloneReason}: running standalone`);
     this._localIps = resolved.node.localIps;
     debug(`Loading.. localIps: ${this._localIps}`);
     if (this.options.tasks) Object.assign(this.tasks.options, this.options.tasks);

@@ -10,12 +10,15 @@ const path = require('node:path');
 
 const APPS = path.join(__dirname, 'fixtures', 'apps');
 
-// Runs an app to its end (it must exit by itself); resolves with its JSON line.
+// Runs an app to its end (it must exit by itself); resolves with its JSON line, the only
+// line it prints: a standalone node asked for prints nothing of its own.
 function run (file) {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [path.join(APPS, file)], { timeout: 30000 }, (error, stdout, stderr) => {
       if (error) return reject(new Error(`${file}: ${error.message}\n${stderr}`));
-      resolve(JSON.parse(stdout.trim().split('\n').pop()));
+      const lines = stdout.trim().split('\n');
+      assert.strictEqual(lines.length, 1, `only the app's own output: ${stdout}`);
+      resolve(JSON.parse(lines[0]));
     });
   });
 }
