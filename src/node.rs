@@ -208,8 +208,8 @@ impl SwarmNode {
         let swarm = self.swarm.clone();
         key_function(env, "ownerSlot", move |key| {
             let ring = swarm.ring();
-            match ring.1.index(key) {
-                Some(index) if index < 65536 => ring.0 as f64 * 65536.0 + index as f64,
+            match ring.ring.index(key) {
+                Some(index) if index < 65536 => ring.generation as f64 * 65536.0 + index as f64,
                 _ => -1.0,
             }
         })
@@ -220,8 +220,8 @@ impl SwarmNode {
     pub fn ring_servers(&self) -> RingServers {
         let ring = self.swarm.ring();
         RingServers {
-            generation: ring.0 as f64,
-            servers: ring.1.servers().to_vec(),
+            generation: ring.generation as f64,
+            servers: ring.ring.servers().to_vec(),
         }
     }
 

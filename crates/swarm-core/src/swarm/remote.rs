@@ -1,0 +1,109 @@
+//! A task call to the key's owner on another node, and what happens when it did not run
+//! there: it is tried again on the key's owner of the moment, within the task's timeout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::{ExecError, Swarm, TaskArgs, TaskValue, NOT_RUN};
+use crate::messaging::{Payload, Reply, SendError, TaskRequest, TASK_TOPIC};
+
+impl Swarm {
+    /// Sends a task to its owner (chosen on the ring of topology `generation`). A call
+    /// that provably did not run there (no connection could be made, or a closing node
+    /// refused it) is tried again, within the task's timeout, on the key's owner of the
+    /// moment: after a backoff, or as soon as the topology changes. A call that may have
+    /// been delivered is never sent again: it fails, saying so.
+    pub(super) async fn exec_remote(
+        &self,
+        name: &str,
+        key: &str,
+        (mut generation, mut ip): (u64, String),
+        args: Bytes,
+        first: Attempt,
+    ) -> Result<TaskValue, ExecError> {
+        let timeout = self
+            .inner
+            .tasks
+            .options(name)
+            .map_or(Duration::from_secs(30), |o| o.timeout);
+        let deadline = first.started + timeout;
+        let body = Payload::Json(TaskRequest::encode(name, &args));
+        let mut backoff = Duration::from_millis(25);
+        let mut not_run = first.not_run;
+        loop {
+            let error = match not_run.take() {
+                Some(error) => error,
+                None => {
+                    debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
+                    let sent = self.inner.send(&ip, TASK_TOPIC, body.clone()).await;
+                    match attempted(name, &ip, sent) {
+                        Ok(outcome) => return outcome,
+                        Err(error) => error,
+                    }
+                }
+            };
+            // Not run: ask the ring again when the topology moves past the one that chose
+            // this owner, or after a backoff (a pod that is listed before it listens).
+            debug!(target: "node_swarm_kb::tasks", "Task {name} not run ({error}): retrying in {backoff:?} or on a topology change");
+            let mut views = self.inner.topology.subscribe();
+            let wait = tokio::time::Instant::now() + backoff;
+            let moved = views.wait_for(|v| v.generation > generation);
+            let _ = tokio::time::timeout_at(wait.min(deadline), moved).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExecError::Remote {
+                    task: name.to_owned(),
+                    ip,
+                    reason: format!("{error}; the task did not run"),
+                    status: None,
+                });
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let ring = self.ring();
+            generation = ring.generation;
+            match ring.ring.get(key) {
+                Some(next) if !self.is_local(next) => ip = next.to_owned(),
+                _ => return self.inner.exec_local(name, TaskArgs::Json(args)).await,
+            }
+        }
+    }
+}
+
+/// How a remote task call began: when, and why it did not run if it was sent already.
+pub(super) struct Attempt {
+    pub(super) started: tokio::time::Instant,
+    pub(super) not_run: Option<String>,
+}
+
+impl Attempt {
+    pub(super) fn none() -> Attempt {
+        Attempt {
+            started: tokio::time::Instant::now(),
+            not_run: None,
+        }
+    }
+}
+
+/// What sending task `name` to `ip` came to: its outcome, or why it did not run there
+/// (no connection could be made, or a closing node refused it: it may be sent again).
+pub(super) fn attempted(
+    name: &str,
+    ip: &str,
+    sent: Result<Reply, SendError>,
+) -> Result<Result<TaskValue, ExecError>, String> {
+    let remote = |reason: String, status: Option<u16>| ExecError::Remote {
+        task: name.to_owned(),
+        ip: ip.to_owned(),
+        reason,
+        status,
+    };
+    let text = |reply: &Reply| String::from_utf8_lossy(reply.payload.body()).into_owned();
+    match sent {
+        Ok(reply) if reply.is_success() => Ok(Ok(TaskValue::new(reply.payload))),
+        Ok(reply) if reply.status == NOT_RUN => Err(text(&reply)),
+        Ok(reply) => Ok(Err(remote(text(&reply), Some(reply.status)))),
+        Err(e @ SendError::Unreachable { .. }) => Err(e.to_string()),
+        Err(e) => Ok(Err(remote(e.to_string(), None))),
+    }
+}
