@@ -1,0 +1,795 @@
+//! Fixtures of the multiplexed transport's tests, shared by `mux_*.rs`: the real server
+//! with a recording dispatcher, a hand-written client peer (`Peer`), hand-written
+//! servers (`Fake`, run by a `Script`), a proxy that tells the transports apart, and
+//! read loops of the tests' own. Each test crate uses a part of them.
+#![allow(dead_code)]
+
+pub use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+pub use bytes::{BufMut, Bytes, BytesMut};
+pub use futures_util::StreamExt;
+pub use swarm_core::messaging::{
+    mux::{self, Read},
+    serve, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
+    ServerLimits,
+};
+pub use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpSocket, TcpStream,
+    },
+    sync::{mpsc, oneshot, Semaphore},
+    task::JoinHandle,
+};
+pub use tokio_util::sync::CancellationToken;
+
+/// The bound on every wait of these tests: a hang fails, it does not stall the suite.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+pub fn json(text: &str) -> Payload {
+    Payload::Json(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+pub fn text(text: &str) -> Payload {
+    Payload::Text(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("not poisoned")
+}
+
+/// Answers by the first topic: `gate` waits for a permit of the test's gate (and says
+/// it started), `path` answers the decoded path as text, `nothing` answers nothing,
+/// `take` hands the request's responder to the test, anything else echoes.
+pub struct App {
+    /// Every message handed over: its path, payload and sender.
+    pub handled: Mutex<Vec<(String, Payload, IpAddr)>>,
+    pub started: mpsc::UnboundedSender<String>,
+    pub gate: Arc<Semaphore>,
+    pub taken: mpsc::UnboundedSender<mux::Responder>,
+}
+
+impl App {
+    pub fn payloads(&self) -> Vec<Payload> {
+        lock(&self.handled)
+            .iter()
+            .map(|(_, payload, _)| payload.clone())
+            .collect()
+    }
+}
+
+impl Dispatch for App {
+    fn dispatch(&self, mut message: Inbound) -> Answering {
+        lock(&self.handled).push((message.path.clone(), message.payload.clone(), message.from));
+        if message.path == "take" {
+            let responder = message.responder.take().expect("a multiplexed request");
+            self.taken.send(responder).expect("the test is alive");
+            return Answering::Taken;
+        }
+        Answering::Later(self.handler(message))
+    }
+}
+
+impl App {
+    pub fn handler(&self, message: Inbound) -> Pin<Box<dyn Future<Output = Reply> + Send>> {
+        match message.topics()[0].as_str() {
+            "gate" => {
+                let (gate, started) = (self.gate.clone(), self.started.clone());
+                Box::pin(async move {
+                    let _ = started.send(message.path.clone());
+                    gate.acquire().await.expect("never closed").forget();
+                    Reply::ok(message.payload)
+                })
+            }
+            "path" => Box::pin(std::future::ready(Reply::ok(Payload::Text(
+                message.path.into(),
+            )))),
+            "nothing" => Box::pin(std::future::ready(Reply::ok(Payload::Empty))),
+            _ => Box::pin(std::future::ready(Reply::ok(message.payload))),
+        }
+    }
+}
+
+/// Where a server reads its multiplexed connections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reading {
+    /// On the runtime.
+    Runtime,
+    /// On a loop of threads of its own, as the JavaScript thread's ([`ThreadLoop`]).
+    Elsewhere,
+    /// On a loop that lets go of every connection at once ([`GoneLoop`]).
+    Gone,
+}
+
+/// Runs each server-side test (an `async fn(Reading)`) twice, as `name::on_the_runtime`
+/// and `name::on_another_loop`.
+#[allow(unused_macros)] // used by the server's tests alone
+macro_rules! on_both_loops {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn on_the_runtime() {
+                super::$name(super::Reading::Runtime).await
+            }
+
+            #[tokio::test]
+            async fn on_another_loop() {
+                super::$name(super::Reading::Elsewhere).await
+            }
+        }
+    )*};
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    /// The loop that reads the multiplexed connections, unless the runtime does.
+    pub read_loop: Option<Arc<ThreadLoop>>,
+    /// The paths of the `gate` requests whose handler started.
+    pub started: mpsc::UnboundedReceiver<String>,
+    /// The responders of the `take` requests.
+    pub taken: mpsc::UnboundedReceiver<mux::Responder>,
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(limits: ServerLimits) -> Server {
+        Server::reading(Reading::Runtime, limits).await
+    }
+
+    pub async fn reading(reading: Reading, limits: ServerLimits) -> Server {
+        Server::start_at(Ipv4Addr::LOCALHOST, reading, limits).await
+    }
+
+    pub async fn start_at(ip: Ipv4Addr, reading: Reading, limits: ServerLimits) -> Server {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, started) = mpsc::unbounded_channel();
+        let (responders, taken) = mpsc::unbounded_channel();
+        let app = Arc::new(App {
+            handled: Mutex::new(Vec::new()),
+            started: tx,
+            gate: Arc::new(Semaphore::new(0)),
+            taken: responders,
+        });
+        let cancel = CancellationToken::new();
+        let read_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));
+        let elsewhere = match reading {
+            Reading::Runtime => None,
+            Reading::Elsewhere => read_loop.clone().map(|l| l as Arc<dyn mux::ReadLoop>),
+            Reading::Gone => Some(Arc::new(GoneLoop) as Arc<dyn mux::ReadLoop>),
+        };
+        let task = tokio::spawn(serve(
+            listener,
+            app.clone(),
+            limits,
+            cancel.clone(),
+            elsewhere,
+        ));
+        Server {
+            addr,
+            app,
+            read_loop,
+            started,
+            taken,
+            cancel,
+            task,
+        }
+    }
+
+    /// Waits until the handler of a `gate` request has started.
+    pub async fn gate_started(&mut self) -> String {
+        within("a gated handler", self.started.recv())
+            .await
+            .expect("the app is alive")
+    }
+
+    pub fn open_gate(&self) {
+        self.app.gate.add_permits(1);
+    }
+
+    /// The responder of the next `take` request.
+    pub async fn taken(&mut self) -> mux::Responder {
+        within("a taken request", self.taken.recv())
+            .await
+            .expect("the app is alive")
+    }
+}
+
+/// A multiplexed connection spoken by hand.
+pub struct Peer {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Peer {
+    /// Connects and has the preface accepted.
+    pub async fn open(addr: SocketAddr) -> Peer {
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Peer::greet(stream).await
+    }
+
+    /// Has the preface accepted on `stream`.
+    pub async fn greet(mut stream: TcpStream) -> Peer {
+        stream.write_all(mux::PREFACE).await.expect("preface");
+        let mut answer = [0u8; mux::ACCEPTED.len()];
+        within("the preface's answer", stream.read_exact(&mut answer))
+            .await
+            .expect("an answer");
+        assert_eq!(&answer[..], mux::ACCEPTED, "the preface is accepted");
+        let (read, writer) = stream.into_split();
+        Peer {
+            reader: BufReader::new(read),
+            writer,
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn next(&mut self) -> Read {
+        within("a frame", mux::read_frame(&mut self.reader, usize::MAX))
+            .await
+            .expect("a well-formed frame or the end")
+    }
+
+    pub async fn reply(&mut self) -> (u32, Reply) {
+        match self.next().await {
+            Read::Frame(mux::REPLY, id, rest) => (id, mux::parse_reply(rest).expect("a reply")),
+            other => panic!("expected a reply frame, got {other:?}"),
+        }
+    }
+
+    /// `n` replies, sorted by id.
+    pub async fn replies(&mut self, n: usize) -> Vec<(u32, Reply)> {
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(self.reply().await);
+        }
+        replies.sort_by_key(|(id, _)| *id);
+        replies
+    }
+
+    /// Everything the server sends until it ends its side.
+    pub async fn rest(&mut self) -> Vec<(u8, u32, Bytes)> {
+        let mut frames = Vec::new();
+        loop {
+            match self.next().await {
+                Read::Frame(kind, id, rest) => frames.push((kind, id, rest)),
+                Read::TooLarge(..) => unreachable!("no limit"),
+                Read::End => return frames,
+            }
+        }
+    }
+}
+
+pub fn request(id: u32, path: &str, payload: &Payload) -> Bytes {
+    mux::request_frame(id, path, payload, None)
+}
+
+/// A frame of any kind with any contents, as a broken peer could send.
+pub fn raw_frame(kind: u8, id: u32, rest: &[u8]) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_u32(5 + rest.len() as u32);
+    buf.put_u8(kind);
+    buf.put_u32(id);
+    buf.put_slice(rest);
+    buf.freeze()
+}
+
+pub fn status(replies: &[(u32, Reply)]) -> Vec<(u32, u16)> {
+    replies.iter().map(|(id, r)| (*id, r.status)).collect()
+}
+
+pub fn is_text_containing(payload: &Payload, needle: &str) -> bool {
+    matches!(payload, Payload::Text(b) if String::from_utf8_lossy(b).contains(needle))
+}
+
+/// Sends one HTTP/1.1 request by hand and returns the whole response, head and body.
+pub async fn http_exchange(addr: SocketAddr, path: &str, body: &str) -> String {
+    let mut stream = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    within("the response", stream.read_to_end(&mut response))
+        .await
+        .expect("read");
+    String::from_utf8(response).expect("UTF-8")
+}
+
+/// A 4 MiB exchange, larger than the sockets' buffers both ways, then 200 small ones,
+/// 16 at a time, each answered and handled once.
+pub async fn exchanges_of_any_size(client: &Client, server: &Server) {
+    let large = format!("\"{}\"", "x".repeat(4 * 1024 * 1024));
+    assert_eq!(send(client, &large).await, Ok(Reply::ok(json(&large))));
+    let sends = futures_util::stream::iter(0..200)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let body = format!("{{\"i\":{i}}}");
+                (send(&client, &body).await, body)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for (reply, body) in sends {
+        assert_eq!(reply, Ok(Reply::ok(json(&body))));
+    }
+    assert_eq!(lock(&server.app.handled).len(), 201, "each handled once");
+}
+
+pub fn config(port: u16) -> ClientConfig {
+    ClientConfig {
+        port,
+        request_timeout: Duration::from_secs(5),
+        local_address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ..ClientConfig::default()
+    }
+}
+
+pub fn client(port: u16) -> Client {
+    Client::new(config(port))
+}
+
+pub async fn send(client: &Client, body: &str) -> Result<Reply, SendError> {
+    within("a send", client.send("127.0.0.1", "echo", json(body))).await
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `target`; it connects from the client's own
+/// address, so the server sees the client as the sender, and notes for each connection
+/// whether it began with the preface's NUL byte.
+pub struct Proxy {
+    pub port: u16,
+    pub connections: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let noted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, from) = listener.accept().await.expect("accept");
+                let noted = noted.clone();
+                tokio::spawn(async move {
+                    let mut first = [0u8; 1];
+                    if inbound.peek(&mut first).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    lock(&noted).push(first[0] == mux::PREFACE[0]);
+                    let socket = TcpSocket::new_v4().expect("socket");
+                    socket.bind(SocketAddr::new(from.ip(), 0)).expect("bind");
+                    let mut outbound = socket.connect(target).await.expect("connect");
+                    let _ = outbound.set_nodelay(true);
+                    let _ = inbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Proxy { port, connections }
+    }
+
+    /// For each connection so far, whether it was multiplexed.
+    pub fn connections(&self) -> Vec<bool> {
+        lock(&self.connections).clone()
+    }
+}
+
+/// How a hand-written peer treats the Nth multiplexed connection made to it.
+#[derive(Clone, Copy, Debug)]
+pub enum Script {
+    /// Accepts the preface and answers every request.
+    Serve,
+    /// Answers the preface as HTTP/1.1 would answer a broken request, and closes.
+    Refuse,
+    /// Reads the preface and never answers.
+    Silent,
+    /// Reads two requests, goes away naming the first, answers it, and closes.
+    GoAwayAfterTwo,
+    /// Reads one request and closes without answering.
+    BreakAfterOne,
+    /// Accepts the preface, reads requests and never answers them.
+    Mute,
+    /// Accepts the preface, reads the start of a request and resets the connection.
+    ResetMidRequest,
+    /// Reads the preface and resets the connection, as the kernel of a pod dying does.
+    ResetAtPreface,
+    /// Accepts the preface and reads on, never answering a request or a ping: a pod
+    /// frozen, or behind a link that stopped carrying replies.
+    Frozen,
+}
+
+#[derive(Debug, Default)]
+pub struct Log {
+    /// For each connection, whether it began with the preface.
+    pub connections: Vec<bool>,
+    /// The bodies of the requests answered, and whether over the multiplexed transport.
+    pub answered: Vec<(bool, Bytes)>,
+    /// The bodies of the request frames read, answered or not.
+    pub frames: Vec<Bytes>,
+}
+
+/// A hand-written peer on 127.0.0.1: HTTP/1.1 that echoes JSON bodies (offering the
+/// multiplexed transport at the level `advertise` gives), and multiplexed connections run by
+/// `scripts` in turn (`Serve` once they run out).
+pub struct Fake {
+    pub port: u16,
+    pub log: Arc<Mutex<Log>>,
+}
+
+impl Fake {
+    pub async fn start(advertise: Option<&'static str>, scripts: Vec<Script>) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let logged = log.clone();
+        tokio::spawn(async move {
+            let mut scripts = scripts.into_iter();
+            loop {
+                let (stream, _) = listener.accept().await.expect("accept");
+                let mut first = [0u8; 1];
+                if stream.peek(&mut first).await.unwrap_or(0) == 0 {
+                    continue;
+                }
+                let multiplexed = first[0] == mux::PREFACE[0];
+                lock(&logged).connections.push(multiplexed);
+                let log = logged.clone();
+                if multiplexed {
+                    let script = scripts.next().unwrap_or(Script::Serve);
+                    tokio::spawn(fake_mux(stream, script, log));
+                } else {
+                    tokio::spawn(fake_http(stream, advertise, log));
+                }
+            }
+        });
+        Fake { port, log }
+    }
+
+    pub fn connections(&self) -> Vec<bool> {
+        lock(&self.log).connections.clone()
+    }
+
+    pub fn answered(&self) -> Vec<(bool, Bytes)> {
+        lock(&self.log).answered.clone()
+    }
+
+    pub fn frames(&self) -> Vec<Bytes> {
+        lock(&self.log).frames.clone()
+    }
+}
+
+pub async fn fake_http(stream: TcpStream, advertise: Option<&str>, log: Arc<Mutex<Log>>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        let Some((_, body)) = crate::common::read_http_request(&mut stream).await else {
+            return;
+        };
+        lock(&log).answered.push((false, Bytes::from(body.clone())));
+        let offer = advertise
+            .map(|level| format!("x-swarm-kb-mux: {level}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{offer}\r\n",
+            body.len()
+        );
+        let stream = stream.get_mut();
+        stream.write_all(head.as_bytes()).await.expect("write");
+        stream.write_all(&body).await.expect("write");
+    }
+}
+
+/// The next request frame, noted as read; `None` at the end of the connection.
+pub async fn next_request(
+    reader: &mut BufReader<OwnedReadHalf>,
+    log: &Mutex<Log>,
+) -> Option<(u32, mux::RequestFrame)> {
+    match mux::read_frame(reader, usize::MAX).await.expect("a frame") {
+        Read::Frame(mux::REQUEST, id, rest) => {
+            let frame = mux::parse_request(rest).expect("well formed");
+            lock(log).frames.push(frame.body.clone());
+            Some((id, frame))
+        }
+        Read::End => None,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The echo of a request frame, noted as answered.
+pub fn echo_frame(id: u32, frame: &mux::RequestFrame, log: &Mutex<Log>) -> Bytes {
+    lock(log).answered.push((true, frame.body.clone()));
+    let payload = Payload::decode(frame.content_type, frame.body.clone()).expect("a valid body");
+    mux::reply_frame(id, &Reply::ok(payload))
+}
+
+pub async fn fake_mux(stream: TcpStream, script: Script, log: Arc<Mutex<Log>>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut preface = [0u8; mux::PREFACE.len()];
+    reader.read_exact(&mut preface).await.expect("the preface");
+    assert_eq!(&preface[..], mux::PREFACE);
+    match script {
+        Script::Refuse => {
+            let refusal =
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            write.write_all(refusal).await.expect("write");
+        }
+        Script::ResetAtPreface => {
+            let stream = reader.get_ref().as_ref();
+            stream.set_zero_linger().expect("linger");
+            // No FIN first: the socket closes at once, with a reset.
+            write.forget();
+            return;
+        }
+        Script::Silent => {
+            // Not a byte back, and the connection stays open until the client leaves.
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+            return;
+        }
+        Script::Serve => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            while let Some((id, frame)) = next_request(&mut reader, &log).await {
+                let reply = echo_frame(id, &frame, &log);
+                write.write_all(&reply).await.expect("write");
+            }
+        }
+        Script::GoAwayAfterTwo => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            let (first, frame) = next_request(&mut reader, &log).await.expect("a request");
+            next_request(&mut reader, &log)
+                .await
+                .expect("a second request");
+            // As a server shutting down does: the go-away, then the answers it promises.
+            write
+                .write_all(&mux::go_away_frame(first))
+                .await
+                .expect("write");
+            write
+                .write_all(&echo_frame(first, &frame, &log))
+                .await
+                .expect("write");
+        }
+        Script::BreakAfterOne => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            next_request(&mut reader, &log).await.expect("a request");
+        }
+        Script::Mute => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            while next_request(&mut reader, &log).await.is_some() {}
+        }
+        Script::Frozen => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        }
+        Script::ResetMidRequest => {
+            write.write_all(mux::ACCEPTED).await.expect("write");
+            let mut start = [0u8; 64];
+            reader
+                .read_exact(&mut start)
+                .await
+                .expect("a request begun");
+            // Closed with unread data: the kernel resets the connection.
+            return;
+        }
+    }
+    // Ends its side, then reads on until the client closes (a clean close, no reset).
+    let _ = write.shutdown().await;
+    let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+}
+
+pub fn bodies(answered: &[(bool, Bytes)], multiplexed: bool) -> Vec<Bytes> {
+    answered
+        .iter()
+        .filter(|(mux, _)| *mux == multiplexed)
+        .map(|(_, body)| body.clone())
+        .collect()
+}
+
+/// What `Client::send_later` settles a send with: `None` when it hands it back for `send`.
+pub type Later = oneshot::Receiver<Option<Result<Reply, SendError>>>;
+
+/// Sends `body` to `echo` by `Client::send_later` (written at the next `mux::flush`).
+pub fn send_later(client: &Client, body: &str) -> Later {
+    let (tx, rx) = oneshot::channel();
+    client.send_later("127.0.0.1", "echo", json(body), move |result| {
+        let _ = tx.send(result.ok());
+    });
+    rx
+}
+
+pub async fn settled(later: Later) -> Option<Result<Reply, SendError>> {
+    within("a later send to settle", later)
+        .await
+        .expect("settled")
+}
+
+/// Sends `body` by `Client::send_later` once the client's multiplexed connection to the
+/// peer is accepted, opened by a `send` of `"opens it"` (the peer must have offered it).
+pub async fn send_later_accepted(client: &Client, body: &str) -> Later {
+    let opener = client.clone();
+    tokio::spawn(async move {
+        let _ = opener.send("127.0.0.1", "echo", json("\"opens it\"")).await;
+    });
+    // `Some`: a receiver is itself a future, and is not to be awaited here.
+    let accepted = async {
+        loop {
+            let mut later = send_later(client, body);
+            match later.try_recv() {
+                Ok(None) => tokio::task::yield_now().await,
+                Err(oneshot::error::TryRecvError::Empty) => return Some(later),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    within("an accepted connection", accepted)
+        .await
+        .expect("on the connection")
+}
+
+/// A read loop of threads of its own, as the JavaScript thread's would be: each adopted
+/// connection is read by a thread that waits on its socket with poll(2).
+#[derive(Default)]
+pub struct ThreadLoop {
+    /// How many times a socket was readable and read.
+    pub reads: Arc<AtomicUsize>,
+    pub readers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Told each time a reading is over on this loop.
+    pub stopped: Arc<tokio::sync::Notify>,
+}
+
+impl mux::ReadLoop for ThreadLoop {
+    fn adopt(&self, mut inflow: Box<dyn mux::Inflow>) {
+        let (reads, stopped) = (self.reads.clone(), self.stopped.clone());
+        lock(&self.readers).push(std::thread::spawn(move || loop {
+            let mut socket = libc::pollfd {
+                fd: inflow.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid `pollfd`. Bounded past `WAIT`: a reading that does not
+            // end fails the test that waits for it.
+            if unsafe { libc::poll(&mut socket, 1, 2 * WAIT.as_millis() as i32) } <= 0 {
+                return;
+            }
+            reads.fetch_add(1, Ordering::Relaxed);
+            let over = inflow.read();
+            mux::flush();
+            if over {
+                return stopped.notify_one();
+            }
+        }));
+    }
+}
+
+impl ThreadLoop {
+    /// Waits until every connection it read has ended.
+    pub async fn ended(&self) -> usize {
+        let readers = std::mem::take(&mut *lock(&self.readers));
+        let count = readers.len();
+        let joined = tokio::task::spawn_blocking(move || {
+            for reader in readers {
+                reader.join().expect("no panic");
+            }
+        });
+        within("the readers to end", joined).await.expect("joined");
+        count
+    }
+}
+
+pub fn reading_on(read_loop: &Arc<ThreadLoop>, port: u16) -> Client {
+    Client::new(ClientConfig {
+        read_loop: Some(read_loop.clone()),
+        ..config(port)
+    })
+}
+
+/// Has a client that leaves its replies unread fill the server's queue until the
+/// server's reading (on another loop) pauses; the requests taken from then on are
+/// answered as they come. The peer, and how many requests it sent.
+pub async fn pause_the_reading(server: &mut Server) -> (Peer, u32) {
+    let read_loop = server.read_loop.clone().expect("read elsewhere");
+    // A small receive buffer: the replies it does not read wait in the server's queue.
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small buffer");
+    let stream = within("connect", socket.connect(server.addr))
+        .await
+        .expect("connect");
+    let mut peer = Peer::greet(stream).await;
+    // Requests answered with 128 KiB each, until the answers fill the kernel's buffers
+    // and the queue past its high-water mark: the reading then pauses.
+    let big = text(&"a".repeat(128 * 1024));
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        assert!(sent <= 200, "the reading never paused");
+        peer.write(&request(sent, "/take", &Payload::Empty)).await;
+        tokio::select! {
+            responder = server.taken() => assert!(responder.reply(&Reply::ok(big.clone()))),
+            () = read_loop.stopped.notified() => break,
+        }
+    }
+    // The rest are answered as they are read: the request that found the queue full,
+    // and any written after it, read once the reading goes on.
+    let mut taken = std::mem::replace(&mut server.taken, mpsc::unbounded_channel().1);
+    tokio::spawn(async move {
+        while let Some(responder) = taken.recv().await {
+            responder.reply(&Reply::ok(big.clone()));
+        }
+    });
+    (peer, sent)
+}
+
+/// A loop that lets go of every connection at once, as one whose thread's environment
+/// ended would.
+pub struct GoneLoop;
+
+impl mux::ReadLoop for GoneLoop {
+    fn adopt(&self, inflow: Box<dyn mux::Inflow>) {
+        drop(inflow);
+    }
+}
+
+/// Sends `body` to `echo` with `Client::send_until_gone`; once `leaves` is done, the peer
+/// leaves the cluster: the token is cancelled and, when `forget` says so, the client
+/// forgets the peer, as the swarm does.
+pub async fn send_until_gone(
+    client: &Client,
+    body: &str,
+    leaves: impl Future<Output = ()>,
+    forget: bool,
+) -> Result<Reply, SendError> {
+    let gone = CancellationToken::new();
+    let sent = client.send_until_gone("127.0.0.1", "echo", json(body), &gone);
+    let leaving = async {
+        leaves.await;
+        gone.cancel();
+        if forget {
+            client.forget("127.0.0.1");
+        }
+    };
+    within("the send to end", async { tokio::join!(sent, leaving).0 }).await
+}
+
+/// Resolves once `ready` holds, looking every few milliseconds.
+pub async fn until(ready: impl Fn() -> bool) {
+    while !ready() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// True when a socket of this machine is in SYN-SENT towards 127.0.0.1:`port`.
+pub fn syn_sent_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+    })
+}
