@@ -103,19 +103,20 @@ impl Args {
 }
 
 /// Reads the JavaScript string `value` into `stack` when it fits, else into a new string.
+///
+/// # Safety
+/// On the JavaScript thread of `env`, inside the call that `value` is an argument of.
 unsafe fn read_text<'a>(
     env: sys::napi_env,
     value: sys::napi_value,
     stack: &'a mut [u8; STACK],
 ) -> Result<Text<'a>> {
     let mut written = 0usize;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        stack.as_mut_ptr().cast(),
-        STACK,
-        &mut written,
-    ))?;
+    // SAFETY: `value` lives in the call that runs now (the caller's contract); `stack`
+    // has room for `STACK` bytes.
+    check_status!(unsafe {
+        sys::napi_get_value_string_utf8(env, value, stack.as_mut_ptr().cast(), STACK, &mut written)
+    })?;
     // Node stops before a character that does not fit (up to 4 bytes) and keeps one byte
     // for the terminator: anything this close to the end may have been cut.
     if written + 5 <= STACK {
@@ -124,21 +125,21 @@ unsafe fn read_text<'a>(
         }
     }
     let mut len = 0usize;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        ptr::null_mut(),
-        0,
-        &mut len
-    ))?;
+    // SAFETY: as above; with no buffer, only the length is written.
+    check_status!(unsafe {
+        sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut len)
+    })?;
     let mut owned = vec![0u8; len + 1];
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        owned.as_mut_ptr().cast(),
-        len + 1,
-        &mut written,
-    ))?;
+    // SAFETY: as above; `owned` has room for `len + 1` bytes.
+    check_status!(unsafe {
+        sys::napi_get_value_string_utf8(
+            env,
+            value,
+            owned.as_mut_ptr().cast(),
+            len + 1,
+            &mut written,
+        )
+    })?;
     owned.truncate(written);
     String::from_utf8(owned)
         .map(Text::Owned)
@@ -207,6 +208,11 @@ pub fn key_function<'env>(
     })
 }
 
+/// The callback of every bare function: reads the arguments and computes the `Body`.
+///
+/// # Safety
+/// Called by Node-API alone, for a function made by [`bare_function`], whose `data` is
+/// its `Body`.
 unsafe extern "C" fn call(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     let mut args = Args {
         env,
@@ -215,37 +221,53 @@ unsafe extern "C" fn call(env: sys::napi_env, info: sys::napi_callback_info) -> 
     };
     let mut data: *mut c_void = ptr::null_mut();
     let mut result = ptr::null_mut();
-    let got = sys::napi_get_cb_info(
-        env,
-        info,
-        &mut args.count,
-        args.values.as_mut_ptr(),
-        ptr::null_mut(),
-        &mut data,
-    );
+    // SAFETY: `env` and `info` are of the call that runs now (the contract); `values` has
+    // room for `count` arguments.
+    let got = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut args.count,
+            args.values.as_mut_ptr(),
+            ptr::null_mut(),
+            &mut data,
+        )
+    };
     // Napi reports how many arguments were passed, which may exceed what it wrote.
     args.count = args.count.min(MAX_ARGS);
-    let body = &*(data as *const Body);
     let value = if got == sys::Status::napi_ok {
+        // SAFETY: read above: the function's `Body` (the contract), which `release` frees
+        // only once the function is gone.
+        let body = unsafe { &*(data as *const Body) };
         body(&args)
     } else {
         Err(Error::new(Status::InvalidArg, "unreadable arguments"))
     };
     match value {
         Ok(Returned::Number(number)) => {
-            sys::napi_create_double(env, number, &mut result);
+            // SAFETY: inside the call, in the scope Node opened for it.
+            unsafe { sys::napi_create_double(env, number, &mut result) };
         }
         Ok(Returned::Bool(value)) => {
-            sys::napi_get_boolean(env, value, &mut result);
+            // SAFETY: as for a number.
+            unsafe { sys::napi_get_boolean(env, value, &mut result) };
         }
         Err(e) => {
             let message = CString::new(e.reason.replace('\0', " ")).unwrap_or_default();
-            sys::napi_throw_type_error(env, ptr::null(), message.as_ptr());
+            // SAFETY: as for a number; `message` is a C string that outlives the call.
+            unsafe { sys::napi_throw_type_error(env, ptr::null(), message.as_ptr()) };
         }
     }
     result
 }
 
+/// Frees a bare function's `Body` once the function is collected.
+///
+/// # Safety
+/// Called by Node-API alone, once, as the finalizer of a function made by
+/// [`bare_function`], with its `data`.
 unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    drop(Box::from_raw(data as *mut Body));
+    // SAFETY: the box `bare_function` made for this function (the contract); no call of
+    // it runs after its finalizer.
+    drop(unsafe { Box::from_raw(data as *mut Body) });
 }

@@ -197,13 +197,20 @@ fn ready(env: Env) -> Option<Arc<Ready>> {
 }
 
 /// Frees a handle that never reached libuv, if made.
+///
+/// # Safety
+/// `handle` is null, or made by `uv::alloc_handle` for `kind` and never given to libuv.
 unsafe fn free(kind: c_int, handle: *mut c_void) {
     if !handle.is_null() {
-        uv::free_handle(kind, handle);
+        // SAFETY: made for `kind`, and unknown to libuv (the caller's contract).
+        unsafe { uv::free_handle(kind, handle) };
     }
 }
 
 /// The loop woke for tasks woken elsewhere: they are polled at the check that follows.
+///
+/// # Safety
+/// Called by libuv alone, for the `uv_async_t` of `ready`.
 unsafe extern "C" fn on_async(_handle: *mut c_void) {}
 
 /// Calls `wake` in a turn whose check is still to come: it needs no wake-up.
@@ -217,6 +224,9 @@ fn before_check(wake: impl FnOnce()) {
 /// Once a turn: polls the ready tasks, delivers what they posted, and again while
 /// JavaScript woke any; then writes the multiplexed answers it gave. The readings of a
 /// turn, on any number of connections, are delivered in one call.
+///
+/// # Safety
+/// Called by libuv alone, as the check of this thread's loop (`ready`).
 unsafe extern "C" fn on_check(_handle: *mut c_void) {
     let Some(ready) = READY.with_borrow(Clone::clone) else {
         return;
@@ -235,7 +245,10 @@ unsafe extern "C" fn on_check(_handle: *mut c_void) {
                 poll(id, &mut held);
             }
             for (mailbox, hold) in held.drain(..) {
-                mailbox.deliver_held(hold);
+                // SAFETY: in a callback of this thread's loop, outside JavaScript; this
+                // thread's tasks post to its own nodes' mailboxes (`spawn`'s one caller,
+                // `Mailbox::spawn_here`, checks the thread).
+                unsafe { mailbox.deliver_held(hold) };
             }
             ready.take_into(&mut ids);
         }
@@ -278,21 +291,36 @@ fn poll(id: usize, held: &mut Vec<(Arc<Mailbox>, bool)>) {
 
 /// The environment ends: its tasks are dropped (closing their sockets' handles), and
 /// its wake-up closes.
+///
+/// # Safety
+/// Called by Node alone, once, as the cleanup hook that `ready` added, on the JavaScript
+/// thread.
 unsafe extern "C" fn end(_: *mut c_void) {
     drop(TASKS.take());
     if let Some(ready) = READY.take() {
         let handle = std::mem::take(&mut ready.inner.lock().expect("not poisoned").handle);
-        uv::uv_close(handle as *mut c_void, on_async_closed);
-        uv::uv_close(ready.check, on_check_closed);
+        // SAFETY: the open handles `ready` made on this thread's loop, closed once (`READY`
+        // is taken); `Ready::push` sends no more wake-ups (the handle is cleared under its
+        // lock).
+        unsafe {
+            uv::uv_close(handle as *mut c_void, on_async_closed);
+            uv::uv_close(ready.check, on_check_closed);
+        }
     }
 }
 
+/// # Safety
+/// Called by libuv alone, as the close callback of the `uv_async_t` of `ready`.
 unsafe extern "C" fn on_async_closed(handle: *mut c_void) {
-    uv::free_handle(uv::ASYNC, handle);
+    // SAFETY: made by `ready` for `ASYNC`, and closed: libuv is done with it.
+    unsafe { uv::free_handle(uv::ASYNC, handle) };
 }
 
+/// # Safety
+/// Called by libuv alone, as the close callback of the `uv_check_t` of `ready`.
 unsafe extern "C" fn on_check_closed(handle: *mut c_void) {
-    uv::free_handle(uv::CHECK, handle);
+    // SAFETY: made by `ready` for `CHECK`, and closed: libuv is done with it.
+    unsafe { uv::free_handle(uv::CHECK, handle) };
 }
 
 /// A socket's readiness from a `uv_poll_t` of this thread's loop.
@@ -382,6 +410,10 @@ fn event(interest: Interest) -> c_int {
 /// Watches for what the wakers in `watch` wait for, and for what it watched already:
 /// an event nobody waits for any more stops its watching (at most one callback late),
 /// so a connection that reads, waits, and reads again costs no `epoll_ctl` each time.
+///
+/// # Safety
+/// `handle` is the open `uv_poll_t` of a `UvReadiness`, on its loop's thread, and `watch`
+/// its `Watch`.
 unsafe fn watch_again(handle: *mut c_void, watch: &mut Watch) -> c_int {
     let mut events = watch.events;
     if watch.readable.is_some() {
@@ -394,12 +426,19 @@ unsafe fn watch_again(handle: *mut c_void, watch: &mut Watch) -> c_int {
         return 0;
     }
     watch.events = events;
-    uv::uv_poll_start(handle, events, on_ready)
+    // SAFETY: an open poll handle, on its loop's thread (the caller's contract).
+    unsafe { uv::uv_poll_start(handle, events, on_ready) }
 }
 
+/// Wakes what waits for the socket's events, and stops watching those nobody waits for.
+///
+/// # Safety
+/// Called by libuv alone, for the `uv_poll_t` of a `UvReadiness`.
 unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int) {
     before_check(|| {
-        let watch = &mut *uv::data::<Watch>(handle);
+        // SAFETY: libuv calls no callback of a closed handle, so its `Watch` lives (until
+        // `on_poll_closed`); no other reference to it is held while a callback runs.
+        let watch = unsafe { &mut *uv::data::<Watch>(handle) };
         let failed = status < 0;
         // Woken once the watch is settled; no allocation, this runs for every event.
         let mut woken = [None, None];
@@ -421,9 +460,11 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
         if unwanted != 0 {
             watch.events &= !unwanted;
             if watch.events == 0 {
-                uv::uv_poll_stop(handle);
+                // SAFETY: the open handle of this callback, on its loop's thread.
+                unsafe { uv::uv_poll_stop(handle) };
             } else {
-                uv::uv_poll_start(handle, watch.events, on_ready);
+                // SAFETY: as above.
+                unsafe { uv::uv_poll_start(handle, watch.events, on_ready) };
             }
         }
         woken.into_iter().flatten().for_each(Waker::wake);
@@ -440,7 +481,13 @@ impl Drop for UvReadiness {
     }
 }
 
+/// # Safety
+/// Called by libuv alone, as the close callback of the `uv_poll_t` of a `UvReadiness`.
 unsafe extern "C" fn on_poll_closed(handle: *mut c_void) {
-    drop(Box::from_raw(uv::data::<Watch>(handle)));
-    uv::free_handle(uv::POLL, handle);
+    // SAFETY: closed, so libuv is done with the handle: its `Watch` (boxed by
+    // `UvReadiness::new`) and its memory (made for `POLL` by `init_poll`) go once, here.
+    unsafe {
+        drop(Box::from_raw(uv::data::<Watch>(handle)));
+        uv::free_handle(uv::POLL, handle);
+    }
 }

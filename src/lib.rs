@@ -13,6 +13,8 @@
 //! - [`driver`]: HTTP connections served on the JavaScript thread's loop (Unix);
 //! - [`uv`]: the libuv handles the addon puts on that loop (Unix);
 //! - [`scope`]: handle scopes, and where the addon may make JavaScript values.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 mod bare;
 mod batch;
 mod config;

@@ -102,44 +102,82 @@ pub fn async_context(scope: &Scope) -> sys::napi_async_context {
 
 /// Reads what came in, delivers what it posted and writes the answers given; ends the
 /// reading when it is over.
+///
+/// # Safety
+/// Called by libuv alone, for a handle that `start` made.
 unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_int) {
-    let polled = &mut *uv::data::<Polled>(handle);
+    // SAFETY: libuv calls no callback of a closed handle, so its `Polled` lives (until
+    // `on_closed`).
+    let polled = unsafe { &mut *uv::data::<Polled>(handle) };
     let held = polled.mailbox.hold();
     // A failed poll is over too: dropping the inflow fails the connection.
     let over = polled.inflow.read() || status < 0;
     delivering(|| {
-        polled.mailbox.deliver_held(held);
+        // SAFETY: in a callback of this thread's loop, outside JavaScript; the mailbox is
+        // a node's of this thread (`start`'s one caller, `Mailbox::start`, passes itself,
+        // with a scope of its environment).
+        unsafe { polled.mailbox.deliver_held(held) };
         mux::flush();
     });
     if over {
-        close(handle);
+        // SAFETY: open, on this thread, and not used after.
+        unsafe { close(handle) };
     }
 }
 
+/// Closes `handle`, and forgets it.
+///
+/// # Safety
+/// `handle` is an open handle that `start` made on this thread; it is not used after.
 unsafe fn close(handle: *mut c_void) {
     HANDLES.with(|handles| handles.borrow_mut().remove(&(handle as usize)));
-    shut(handle);
+    // SAFETY: the caller's contract, and no longer in `HANDLES`: `end` will not shut it.
+    unsafe { shut(handle) };
 }
 
+/// Stops and closes `handle`; `on_closed` frees it.
+///
+/// # Safety
+/// `handle` is an open handle that `start` made on this thread, not in `HANDLES`; it is
+/// not used after.
 unsafe fn shut(handle: *mut c_void) {
-    uv_poll_stop(handle);
-    uv_close(handle, on_closed);
+    // SAFETY: an open poll handle of this thread's loop, closed once (the caller's
+    // contract).
+    unsafe {
+        uv_poll_stop(handle);
+        uv_close(handle, on_closed);
+    }
 }
 
+/// # Safety
+/// Called by libuv alone, as the close callback of a handle that `start` made.
 unsafe extern "C" fn on_closed(handle: *mut c_void) {
-    drop(Box::from_raw(uv::data::<Polled>(handle)));
-    uv::free_handle(uv::POLL, handle);
+    // SAFETY: closed, so libuv is done with the handle: its `Polled` (boxed by `start`)
+    // and its memory (made for `POLL` by `init_poll`) go once, here.
+    unsafe {
+        drop(Box::from_raw(uv::data::<Polled>(handle)));
+        uv::free_handle(uv::POLL, handle);
+    }
 }
 
 /// The environment ends: what its thread queued is written (a worker that ends right
 /// after a send still sends it), its handles close, and its async context goes.
+///
+/// # Safety
+/// Called by Node alone, once, as the cleanup hook that `async_context` added, with its
+/// `env`, on the JavaScript thread.
 unsafe extern "C" fn end(env: *mut c_void) {
     mux::flush();
     for handle in HANDLES.with(|handles| std::mem::take(&mut *handles.borrow_mut())) {
-        shut(handle as *mut c_void);
+        // SAFETY: an open handle of this thread's, taken out of `HANDLES`: shut once.
+        unsafe { shut(handle as *mut c_void) };
     }
     // Destroying the context emits its async hook: in a scope of its own, as every
     // Node-API call of ours outside a call from JavaScript.
-    let _scope = Scope::open(env.cast());
-    sys::napi_async_destroy(env.cast(), CONTEXT.replace(ptr::null_mut()));
+    // SAFETY: on the JavaScript thread of `env`, outside JavaScript (the contract); the
+    // scope closes when this returns.
+    let _scope = unsafe { Scope::open(env.cast()) };
+    // SAFETY: the context that `async_context` made in `env` before it added this hook;
+    // destroyed once, as the hook runs once.
+    unsafe { sys::napi_async_destroy(env.cast(), CONTEXT.replace(ptr::null_mut())) };
 }

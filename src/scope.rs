@@ -59,7 +59,9 @@ impl Scope {
     #[cfg(unix)]
     pub unsafe fn open(env: sys::napi_env) -> Option<Scope> {
         let mut opened = ptr::null_mut();
-        (sys::napi_open_handle_scope(env, &mut opened) == sys::Status::napi_ok)
+        // SAFETY: on the JavaScript thread of `env`, outside JavaScript (the caller's
+        // contract).
+        (unsafe { sys::napi_open_handle_scope(env, &mut opened) } == sys::Status::napi_ok)
             .then_some(Scope { env, opened })
     }
 

@@ -59,7 +59,9 @@ pub fn alloc_handle(kind: c_int, data: *mut c_void) -> *mut c_void {
 /// # Safety
 /// `handle` is a handle made by [`alloc_handle`] and not yet freed.
 pub unsafe fn data<T>(handle: *mut c_void) -> *mut T {
-    handle.cast::<*mut T>().read()
+    // SAFETY: live memory of a handle (the caller's contract), whose first field
+    // `alloc_handle` wrote and libuv never touches.
+    unsafe { handle.cast::<*mut T>().read() }
 }
 
 /// The loop of `env`'s thread.
@@ -68,7 +70,9 @@ pub unsafe fn data<T>(handle: *mut c_void) -> *mut T {
 /// On the JavaScript thread of `env`.
 pub unsafe fn event_loop(env: napi::sys::napi_env) -> Option<*mut napi::sys::uv_loop_s> {
     let mut event_loop = std::ptr::null_mut();
-    (napi::sys::napi_get_uv_event_loop(env, &mut event_loop) == napi::sys::Status::napi_ok)
+    // SAFETY: on the JavaScript thread of `env` (the caller's contract); makes no value.
+    (unsafe { napi::sys::napi_get_uv_event_loop(env, &mut event_loop) }
+        == napi::sys::Status::napi_ok)
         .then_some(event_loop)
 }
 
@@ -82,13 +86,17 @@ pub unsafe fn init_poll(
     fd: c_int,
     data: *mut c_void,
 ) -> Option<*mut c_void> {
-    let event_loop = event_loop(env)?;
+    // SAFETY: on the JavaScript thread of `env` (the caller's contract).
+    let event_loop = unsafe { event_loop(env) }?;
     let handle = alloc_handle(POLL, data);
     if handle.is_null() {
         return None;
     }
-    if uv_poll_init(event_loop, handle, fd) != 0 {
-        free_handle(POLL, handle);
+    // SAFETY: memory for a `uv_poll_t`, initialized on its loop's thread; `fd` stays open
+    // while the handle lives (the caller's contract).
+    if unsafe { uv_poll_init(event_loop, handle, fd) } != 0 {
+        // SAFETY: made above for `POLL`; a failed init left it unknown to libuv.
+        unsafe { free_handle(POLL, handle) };
         return None;
     }
     Some(handle)
@@ -97,7 +105,10 @@ pub unsafe fn init_poll(
 /// Frees a handle of `kind` made by [`alloc_handle`]: unused, or closed.
 ///
 /// # Safety
-/// libuv no longer knows the handle, and it is not used again.
+/// `handle` was made by [`alloc_handle`] for `kind`; libuv no longer knows it, and it is
+/// not used again.
 pub unsafe fn free_handle(kind: c_int, handle: *mut c_void) {
-    dealloc(handle.cast(), layout(kind));
+    // SAFETY: allocated by `alloc_handle` with this layout, and freed once (the caller's
+    // contract).
+    unsafe { dealloc(handle.cast(), layout(kind)) };
 }

@@ -120,37 +120,43 @@ impl Direct {
     /// Calls the delivery function with `batch`, as libuv's callbacks call JavaScript.
     ///
     /// # Safety
-    /// In a callback of the loop of `scope`'s thread, outside JavaScript.
+    /// In a callback of the loop of `scope`'s thread, outside JavaScript; `scope` is of
+    /// the delivery function's environment.
     unsafe fn call(&self, scope: &Scope, batch: Batch) -> Result<()> {
         let env = scope.env();
         let mut deliver = std::ptr::null_mut();
-        check_status!(sys::napi_get_reference_value(
-            env,
-            self.deliver,
-            &mut deliver
-        ))?;
+        // SAFETY: in `scope`, of the reference's environment (the contract).
+        check_status!(unsafe { sys::napi_get_reference_value(env, self.deliver, &mut deliver) })?;
         if deliver.is_null() {
             // Collected: the node is gone, and nobody waits for these letters.
             return Ok(());
         }
         let mut global = std::ptr::null_mut();
-        check_status!(sys::napi_get_global(env, &mut global))?;
+        // SAFETY: in `scope`.
+        check_status!(unsafe { sys::napi_get_global(env, &mut global) })?;
         let argv = batch.into_args(scope)?;
         let mut result = std::ptr::null_mut();
-        let status = sys::napi_make_callback(
-            env,
-            reader::async_context(scope),
-            global,
-            deliver,
-            argv.len(),
-            argv.as_ptr(),
-            &mut result,
-        );
+        // SAFETY: in `scope`, outside JavaScript (the contract), with values made in it and
+        // `argv.len()` of them at `argv`.
+        let status = unsafe {
+            sys::napi_make_callback(
+                env,
+                reader::async_context(scope),
+                global,
+                deliver,
+                argv.len(),
+                argv.as_ptr(),
+                &mut result,
+            )
+        };
         if status == sys::Status::napi_pending_exception {
             // As a throwing callback of the loop: `uncaughtException`.
             let mut error = std::ptr::null_mut();
-            sys::napi_get_and_clear_last_exception(env, &mut error);
-            sys::napi_fatal_exception(env, error);
+            // SAFETY: in `scope` (the error is a value), outside JavaScript (the contract).
+            unsafe {
+                sys::napi_get_and_clear_last_exception(env, &mut error);
+                sys::napi_fatal_exception(env, error);
+            }
             return Ok(());
         }
         check_status!(status)
@@ -195,13 +201,16 @@ impl Mailbox {
         if let Some((_, true)) = taken {
             self.wake_again();
         }
-        let Some(scope) = Scope::open(self.on_loop.direct.env) else {
+        // SAFETY: in a callback of the loop of the node's thread, outside JavaScript (the
+        // contract); the scope closes before this returns.
+        let Some(scope) = (unsafe { Scope::open(self.on_loop.direct.env) }) else {
             tracing::warn!(target: "node_swarm_kb::messages", "the JavaScript environment is ending: a delivery is dropped");
             return;
         };
         self.start(&scope, adopted);
         let Some((batch, _)) = taken else { return };
-        if let Err(e) = self.on_loop.direct.call(&scope, batch) {
+        // SAFETY: as for the scope, which is of the delivery function's environment.
+        if let Err(e) = unsafe { self.on_loop.direct.call(&scope, batch) } {
             tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
         }
     }

@@ -290,8 +290,8 @@ mod tests {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid `pollfd`.
         assert_eq!(
+            // SAFETY: one valid `pollfd`.
             unsafe { libc::poll(&mut watched, 1, 10_000) },
             1,
             "data arrives"
