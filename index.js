@@ -78,28 +78,26 @@ const swarm = {
     if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
       return Promise.reject(errors.invalidArgument('options', 'an object', opts));
     }
-    if (opts) {
-      for (const event of Object.keys(this._handlers)) {
-        const handler = opts[`on${event.charAt(0).toUpperCase()}${event.slice(1)}`];
-        if (typeof handler === 'function') this.on(event, handler);
-      }
-    }
+    const listeners = Object.keys(this._handlers).map(event => [event, opts && opts[`on${event.charAt(0).toUpperCase()}${event.slice(1)}`]]);
+    const notFunction = listeners.find(([event, handler]) => handler !== undefined && typeof handler !== 'function');
+    if (notFunction) return Promise.reject(errors.invalidArgument(`on${notFunction[0].charAt(0).toUpperCase()}${notFunction[0].slice(1)}`, 'a function', notFunction[1]));
+    for (const [event, handler] of listeners) if (handler) this.on(event, handler);
     if (this._inited) return this._ready && !this.isReady ? this._ready : Promise.resolve(this.nodes);
+    let resolved;
+    try {
+      // Checked before they are kept: a rejected init() leaves the options as they were.
+      resolved = options.resolve(Object.assign({}, this.options, opts));
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this._inited = true;
     this._closed = false;
     Object.assign(this.options, opts);
-    try {
-      this._ready = this._start();
-    } catch (error) {
-      // A bad option: nothing started.
-      this._inited = false;
-      return Promise.reject(error);
-    }
+    this._ready = this._start(resolved);
     return this._ready;
   },
 
-  _start () {
-    const resolved = options.resolve(this.options);
+  _start (resolved) {
     // Asked for, standalone is no news; fallen into for want of settings, it is said as
     // 0.5.1 said it.
     if (this.options.standalone) debug('Standalone, as options.standalone asks');
@@ -311,6 +309,7 @@ const swarm = {
   },
 
   broadcast (topic, message) {
+    if (!this._node && this._closed) return Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Unable to broadcast: swarm closed'));
     return Promise.all(Object.keys(this.nodes).map(ip => this._sendTo(ip, topic, message)));
   },
 

@@ -25,7 +25,13 @@ function run (file) {
 
 test('ESM: named imports are the facade\'s, the same singleton as require()', async () => {
   assert.deepStrictEqual(await run('esm.mjs'), {
-    same: true, doubled: 42, pong: { pong: { n: 1 } }, ring: '10.0.0.1', port: null
+    same: true,
+    doubled: 42,
+    pong: { pong: { n: 1 } },
+    local: '{"pong":"x"}', // a string request's reply comes back as raw text, as in 0.5.1
+    toSelf: { pong: {} },
+    ring: '10.0.0.1',
+    port: null
   });
 });
 

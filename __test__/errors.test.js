@@ -28,11 +28,23 @@ test('a bad option value is refused with ERR_SWARM_INVALID_ARG naming the option
     [{ port: 70000 }, /messages\.port: expected an integer from 0 to 65535/],
     [{ requestTimeout: -1 }, /messages\.requestTimeout/],
     [{ departureTimeout: {} }, /messages\.departureTimeout/],
-    [{ bind: 'not an address' }, /messages\.bind: expected an IP address/]
+    [{ bind: 'not an address' }, /messages\.bind: expected an IP address/],
+    [{ multiplex: 'no' }, /messages\.multiplex: expected true or false/]
   ]) {
     await assert.rejects(swarm.init({ standalone: true, ip: IP, messages }), coded('ERR_SWARM_INVALID_ARG', name));
     assert.strictEqual(swarm._node, null, 'no node started');
   }
+  for (const [options, name] of [
+    [{ tasks: { timeout: -5 } }, /tasks\.timeout/],
+    [{ tasks: { maxQueueLength: 'x' } }, /tasks\.maxQueueLength/],
+    [{ ip: 42 }, /Invalid argument ip: expected an IP address/],
+    [{ onReady: 'x' }, /onReady: expected a function/],
+    [{ kubernetes: { initTimeout: -1 } }, /kubernetes\.initTimeout/]
+  ]) {
+    await assert.rejects(swarm.init(Object.assign({ standalone: true, ip: IP }, options)), coded('ERR_SWARM_INVALID_ARG', name));
+  }
+  assert.throws(() => swarm.tasks.register('t', () => 1, { singleTrigger: 'M' }), coded('ERR_SWARM_INVALID_ARG', /singleTrigger: expected true, false or 'N'/));
+  assert.ok(!('messages' in swarm.options) && !('tasks' in swarm.options), 'a rejected init() keeps none of its options');
 });
 
 test('a port in use: ERR_SWARM_ADDRESS_IN_USE, saying what to change', async () => {
@@ -54,9 +66,10 @@ test('a send that gets no reply in time: ERR_SWARM_TIMEOUT naming the peer', asy
   await assert.rejects(swarm.messages.send('127.0.0.2', 'x', {}), coded('ERR_SWARM_TIMEOUT', /No reply from 127\.0\.0\.2 within 300 ms/));
 });
 
-test('after close(), tasks.exec and messages.send fail with ERR_SWARM_CLOSED', async () => {
+test('after close(), tasks.exec, messages.send and broadcast fail with ERR_SWARM_CLOSED', async () => {
   swarm.tasks.register('t', () => 1);
   await swarm.close();
   await assert.rejects(swarm.tasks.exec('t'), coded('ERR_SWARM_CLOSED', /after close\(\)/));
   await assert.rejects(swarm.messages.send(IP, 'x', {}), coded('ERR_SWARM_CLOSED', /swarm closed/));
+  await assert.rejects(swarm.broadcast('x', {}), coded('ERR_SWARM_CLOSED', /swarm closed/));
 });

@@ -41,7 +41,7 @@ class Messages {
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const settle = typeof message === 'string' ? settledRaw : settled;
-    if (!node.listening && this._swarm.isMe(host)) return this._sendHere(host, path, encoded, settle);
+    if (!node.listening && (this._swarm.isMe(host) || isLoopback(host))) return this._sendHere(host, path, encoded, settle);
     const call = this._swarm._called(node.calls.send(host, path, encoded[0], encoded[1]));
     return this._swarm._wait(call, settle);
   }
@@ -135,6 +135,12 @@ function settles (rawText) {
 }
 const settled = settles(false);
 const settledRaw = settles(true);
+
+// This machine: what a standalone node that listens on nothing answers itself, as the
+// node a user on a laptop means by `localhost`.
+function isLoopback (ip) {
+  return ip.startsWith('127.') || ip === '::1';
+}
 
 function isThenable (value) {
   return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';

@@ -7,6 +7,7 @@ const os = require('os');
 const net = require('net');
 const path = require('path');
 const errors = require('./errors');
+const { checkOptions } = require('./tasks');
 
 const DEFAULT_PORT = 45892;
 const SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -43,6 +44,9 @@ function readFile (folder, file) {
 // This process's IPs: `options.ip` (string or array), then POD_IP, then every
 // non-internal IPv4 address of the interfaces.
 function localIps (options, env) {
+  if (options.ip !== undefined && ![].concat(options.ip).every(ip => typeof ip === 'string' && net.isIP(ip))) {
+    throw errors.invalidArgument('ip', 'an IP address or an array of them', options.ip);
+  }
   const explicit = options.ip || env.POD_IP;
   if (explicit) return [].concat(explicit).map(String);
   const ips = [];
@@ -100,17 +104,20 @@ function address (value, name) {
 
 // A switch that is on unless the option is `false`, or, without the option, unless the
 // environment variable says 0, false or no.
-function flag (option, variable) {
-  return option !== undefined ? option !== false : !/^(0|false|no)$/i.test(variable || '');
+function flag (option, variable, name) {
+  if (option !== undefined && typeof option !== 'boolean') throw errors.invalidArgument(name, 'true or false', option);
+  return option !== undefined ? option : !/^(0|false|no)$/i.test(variable || '');
 }
 
 // Everything the native node needs, plus what the facade reports.
 function resolve (options, env = process.env) {
   const messages = Object.assign({}, options.messages);
   const kube = options.standalone ? { standalone: 'options.standalone is set' } : kubernetes(options, env);
+  const initTimeout = number(Object.assign({}, options.kubernetes).initTimeout, 0, 'kubernetes.initTimeout');
+  checkOptions(options.tasks, 'tasks');
   return {
     standaloneReason: kube.standalone,
-    initTimeout: kube.standalone ? 0 : number(Object.assign({}, options.kubernetes).initTimeout, 0, 'kubernetes.initTimeout'),
+    initTimeout: kube.standalone ? 0 : initTimeout,
     node: {
       localIps: localIps(options, env),
       bind: address(messages.bind !== undefined ? messages.bind : env.SWARM_MESSAGING_BIND,
@@ -131,9 +138,9 @@ function resolve (options, env = process.env) {
       maxHeaderSize: number(messages.maxHeaderSize, 64 * 1024, 'messages.maxHeaderSize'),
       maxConnections: number(messages.maxConnections, 4096, 'messages.maxConnections'),
       maxInFlight: number(messages.maxInFlight, 1024, 'messages.maxInFlight'),
-      multiplex: flag(messages.multiplex, env.SWARM_MESSAGING_MULTIPLEX),
+      multiplex: flag(messages.multiplex, env.SWARM_MESSAGING_MULTIPLEX, 'messages.multiplex'),
       secret: messages.secret || env.SWARM_SECRET || undefined,
-      requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES)
+      requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES, 'messages.requireSignatures')
     }
   };
 }

@@ -10,6 +10,17 @@ const { Pending } = require('./pending');
 
 const DEFAULTS = { timeout: 30000, serialized: true, singleTrigger: false, maxQueueLength: 20 };
 
+// Task options as given (to register() or init's `tasks`): a value of the wrong kind is
+// refused, naming it, where 0.5.1 replaced it silently with the default.
+function checkOptions (o, where) {
+  if (o === undefined || o === null) return;
+  if (typeof o !== 'object') throw errors.invalidArgument(where, 'an object of task options', o);
+  const wrong = (name, expected) => { throw errors.invalidArgument(`${where}.${name}`, expected, o[name]); };
+  if (o.timeout !== undefined && !(typeof o.timeout === 'number' && o.timeout >= 0)) wrong('timeout', 'a non-negative number of ms');
+  if (o.singleTrigger !== undefined && ![true, false, 'N'].includes(o.singleTrigger)) wrong('singleTrigger', "true, false or 'N'");
+  if (o.maxQueueLength !== undefined && !(Number.isInteger(o.maxQueueLength) && o.maxQueueLength >= 0)) wrong('maxQueueLength', 'a non-negative integer');
+}
+
 function nativeOptions (o) {
   const trigger = o.singleTrigger === 'N' ? 'next' : o.singleTrigger ? 'join' : 'off';
   return {
@@ -56,6 +67,7 @@ class Tasks {
   }
 
   _add (name, handler, options) {
+    checkOptions(options, `options of task ${name}`);
     if (name in this.tasks) {
       this._debug(`Unable to register task ${name}, already registered`);
       return;
@@ -192,4 +204,4 @@ function fail (node, id, error) {
   return node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
 }
 
-module.exports = { Tasks, DEFAULTS };
+module.exports = { checkOptions, Tasks, DEFAULTS };

@@ -39,7 +39,12 @@ pub(super) async fn watch(inner: Arc<Inner>) {
             }
         }
         leaving.retain(|_, departure| !departure.is_cancelled());
-        for gone in before.reachable.difference(&now.reachable) {
+        // This node's own IPs have no calls waiting on them.
+        let peers_gone = before
+            .reachable
+            .difference(&now.reachable)
+            .filter(|ip| !inner.local_ips.contains(&***ip));
+        for gone in peers_gone {
             let departure = CancellationToken::new();
             leaving.insert(gone.clone(), departure.clone());
             tokio::spawn(depart(inner.clone(), gone.clone(), departure));
@@ -60,23 +65,27 @@ async fn depart(inner: Arc<Inner>, ip: Arc<str>, back: CancellationToken) {
                     debug!(target: "node_swarm_kb::messages", "{ip} left but answers: its calls wait");
                     tokio::time::sleep(timeout).await;
                 }
-                Liveness::Alive | Liveness::Silent => return,
-                Liveness::Unknown => return tokio::time::sleep(timeout).await,
+                Liveness::Alive => return "it answers, and no call waits on it",
+                Liveness::Silent => return "it does not answer: the calls waiting on it fail",
+                Liveness::Unknown => {
+                    tokio::time::sleep(timeout).await;
+                    return "the calls it did not answer in time fail";
+                }
             }
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         () = back.cancelled() => return,
         () = inner.cancel.cancelled() => return,
-        () = gone => {}
-    }
+        outcome = gone => outcome,
+    };
     back.cancel();
+    debug!(target: "node_swarm_kb::messages", "{ip} left: {outcome}");
     if let Some(token) = ip
         .parse()
         .ok()
         .and_then(|addr| inner.peers.lock().expect("not poisoned").remove(&addr))
     {
-        debug!(target: "node_swarm_kb::messages", "{ip} left: failing its pending calls");
         token.cancel();
     }
     client.forget(&ip);

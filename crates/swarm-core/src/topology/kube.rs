@@ -336,7 +336,7 @@ fn report(
     let message = error.to_string();
     match outage.failed(error) {
         Some(update) => {
-            warn!(target: KUBERNETES_TARGET, error = %message, "retrying every 0.5 to 1 s; the last topology stays in force");
+            warn!(target: KUBERNETES_TARGET, error = %message, "retrying every 0.5 to 1 s; until it answers, the topology stays as it is");
             out.send(update).is_ok()
         }
         None => {
