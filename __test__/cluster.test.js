@@ -152,8 +152,8 @@ test('singleTrigger, N and maxQueueLength hold for calls from another node', asy
   await stats('limited', s => s.running === 1, 'the running call');
   const queued = [exec('limited'), exec('limited')];
   await stats('limited', s => s.queued === 2, 'two queued calls');
-  await assert.rejects(exec('limited'),
-    /Task limited execution failed on remote node 127\.0\.0\.22: Max execution queue size reached for task limited/);
+  await assert.rejects(exec('limited'), error => error.code === 'ERR_SWARM_QUEUE_FULL' &&
+    /Task limited execution failed on remote node 127\.0\.0\.22: Max execution queue size reached for task limited/.test(error.message));
   for (let i = 0; i < 3; i++) await openNext();
   await Promise.all([running, ...queued]);
 });
