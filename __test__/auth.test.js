@@ -1,7 +1,8 @@
 'use strict';
 
 // Opt-in authentication of pod traffic: with SWARM_SECRET, requests are signed
-// (HMAC-SHA256 over method, path, timestamp, nonce and body) and anything else gets 401.
+// (HMAC-SHA256 over method, path, timestamp, nonce, destination, content type and body)
+// and anything else gets 401.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const crypto = require('node:crypto');
@@ -24,24 +25,28 @@ after(async () => {
   if (standin) await standin.close();
 });
 
-// A request signed as the wire format says, so the format is checked independently.
-function signedPost (topic, body, { secret = SECRET, timestamp = Date.now(), nonce = crypto.randomBytes(16).toString('hex') } = {}) {
+// A request signed as docs/security.md says, so the format is checked independently: for
+// `signedFor` (the pod it names), sent to `to`, as `contentType` (signed as `signedAs`).
+function signedPost (topic, body, {
+  secret = SECRET, timestamp = Date.now(), nonce = crypto.randomBytes(16).toString('hex'),
+  to = IPS[1], signedFor = to, contentType = 'application/json', signedAs = contentType
+} = {}) {
   const path = `/${topic}`;
   const mac = crypto.createHmac('sha256', secret);
-  for (const part of ['POST', path, String(timestamp), nonce]) mac.update(`${part}\n`);
+  for (const part of ['POST', path, String(timestamp), nonce, `${signedFor}:${cluster.port}`, signedAs]) mac.update(`${part}\n`);
   mac.update(body);
   const headers = {
-    'content-type': 'application/json',
+    'content-type': contentType,
     'x-swarm-timestamp': String(timestamp),
     'x-swarm-nonce': nonce,
     'x-swarm-signature': mac.digest('hex')
   };
-  return post(topic, body, headers);
+  return post(topic, body, headers, to);
 }
 
-function post (topic, body, headers = {}) {
+function post (topic, body, headers = {}, to = IPS[1]) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: IPS[1], port: cluster.port, method: 'POST', path: `/${topic}`, headers }, res => {
+    const req = http.request({ host: to, port: cluster.port, method: 'POST', path: `/${topic}`, headers }, res => {
       let text = '';
       res.on('data', c => { text += c; });
       res.on('end', () => resolve({ status: res.statusCode, body: text, headers }));
@@ -69,6 +74,19 @@ test('unsigned, wrongly signed, stale and replayed requests get 401', async () =
   const task = await signedPost('_task', JSON.stringify({ task: 'where', args: ['x'] }));
   assert.strictEqual(task.status, 200, 'a signed task runs');
   assert.strictEqual((await post('_task', JSON.stringify({ task: 'where', args: ['x'] }), { 'content-type': 'application/json' })).status, 401, 'an unsigned one does not');
+});
+
+test('a request signed for one pod runs on no other, and one resent with another content type runs nowhere', async () => {
+  const task = JSON.stringify({ task: 'where', args: ['moved'] });
+  const forA = await signedPost('_task', task, { to: IPS[1], signedFor: IPS[0] });
+  assert.strictEqual(forA.status, 401, 'signed for A, sent to B');
+  assert.match(forA.body, /bad signature/);
+  const asText = await signedPost('whoami', '{}', { contentType: 'text/plain; charset=utf-8', signedAs: 'application/json' });
+  assert.strictEqual(asText.status, 401, 'signed as JSON, sent as text');
+  // Refused for its signature, a request does not use up its nonce: the genuine one runs.
+  const nonce = crypto.randomBytes(16).toString('hex');
+  assert.strictEqual((await signedPost('whoami', '{}', { nonce, signedFor: IPS[0] })).status, 401);
+  assert.strictEqual((await signedPost('whoami', '{}', { nonce })).status, 200);
 });
 
 test('during a rollout, a node that only signs still answers unsigned requests', async () => {

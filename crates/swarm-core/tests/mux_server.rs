@@ -392,11 +392,21 @@ async fn with_signatures_required_only_signed_frames_are_answered(reading: Readi
     assert_eq!((id, reply.status), (1, 401));
     assert!(is_text_containing(&reply.payload, "Unauthorized"));
 
-    let signed = mux::request_frame(2, "/echo", &json("\"signed\""), Some(&signer));
+    let signed = mux::request_frame(
+        2,
+        "/echo",
+        &json("\"signed\""),
+        Some((&signer, server.addr)),
+    );
     peer.write(&signed).await;
     assert_eq!(peer.reply().await, (2, Reply::ok(json("\"signed\""))));
 
-    let forged = mux::request_frame(3, "/echo", &json("\"forged\""), Some(&stranger));
+    let forged = mux::request_frame(
+        3,
+        "/echo",
+        &json("\"forged\""),
+        Some((&stranger, server.addr)),
+    );
     peer.write(&forged).await;
     assert_eq!(peer.reply().await.1.status, 401);
 
@@ -407,6 +417,20 @@ async fn with_signatures_required_only_signed_frames_are_answered(reading: Readi
     let (id, reply) = peer.reply().await;
     assert_eq!((id, reply.status), (4, 401));
     assert!(is_text_containing(&reply.payload, "replayed"), "{reply:?}");
+
+    // Signed for another pod (a capture replayed here), or resent as text: refused.
+    let elsewhere = SocketAddr::new("127.0.0.2".parse().expect("an IP"), server.addr.port());
+    let other_pod = mux::request_frame(5, "/echo", &json("\"for B\""), Some((&signer, elsewhere)));
+    peer.write(&other_pod).await;
+    let (id, reply) = peer.reply().await;
+    assert_eq!((id, reply.status), (5, 401));
+    let mut as_text = BytesMut::from(
+        &mux::request_frame(6, "/echo", &json("\"typed\""), Some((&signer, server.addr)))[..],
+    );
+    as_text[9] = 2; // the type byte: text, where JSON was signed
+    peer.write(&as_text).await;
+    let (id, reply) = peer.reply().await;
+    assert_eq!((id, reply.status), (6, 401));
 
     assert_eq!(server.app.payloads(), vec![json("\"signed\"")]);
 }

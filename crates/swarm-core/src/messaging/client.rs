@@ -38,7 +38,7 @@ use tower::ServiceExt;
 use tracing::debug;
 
 use super::{
-    auth::Auth,
+    auth::{self, Auth},
     codec::{self, Payload},
     loop_http1,
     loop_io::in_runtime,
@@ -339,7 +339,7 @@ impl Client {
         };
         let timeout = self.inner.config.request_timeout;
         let auth = self.inner.config.auth.as_deref();
-        let frame = mux::encode_request(&unsent.encoded, &unsent.payload, auth);
+        let frame = mux::encode_request(&unsent.encoded, &unsent.payload, auth.map(|a| (a, peer)));
         // The request itself is kept, not a copy, in case it is to be sent again.
         let settle: mux::Done =
             Box::new(move |outcome| done(settled(peer, outcome, timeout).ok_or(unsent)));
@@ -611,7 +611,11 @@ impl Inner {
             };
             // `None`: it closed meanwhile; a new one is opened.
             let Some(call) = conn
-                .call(&encoded, &payload, self.config.auth.as_deref())
+                .call(
+                    &encoded,
+                    &payload,
+                    self.config.auth.as_deref().map(|a| (a, peer)),
+                )
                 .await
             else {
                 continue;
@@ -722,7 +726,14 @@ impl Inner {
         request.extend_from_slice(b"\r\ncontent-length: ");
         request.extend_from_slice(codec::display_in(body.len(), &mut room).unwrap_or_default());
         if let Some(auth) = &self.config.auth {
-            for (name, value) in auth.sign("POST", &unsent.encoded, body) {
+            let signed = auth::Signed {
+                method: "POST",
+                path: &unsent.encoded,
+                to: unsent.peer,
+                content_type: unsent.payload.content_type().unwrap_or_default(),
+                body,
+            };
+            for (name, value) in auth.sign(&signed) {
                 request.extend_from_slice(b"\r\n");
                 request.extend_from_slice(name.as_str().as_bytes());
                 request.extend_from_slice(b": ");
@@ -781,14 +792,22 @@ impl Inner {
         let mut builder = Request::builder()
             .method(Method::POST)
             .header(header::HOST, codec::header_value(peer));
-        if let Some(ct) = payload.content_type() {
+        let content_type = payload.content_type();
+        if let Some(ct) = content_type {
             builder = builder.header(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         let body = payload.into_body();
         // Set here, hyper's own would cost an allocation more.
         builder = builder.header(header::CONTENT_LENGTH, codec::header_value(body.len()));
         if let Some(auth) = &self.config.auth {
-            for (name, value) in auth.sign("POST", &encoded, &body) {
+            let signed = auth::Signed {
+                method: "POST",
+                path: &encoded,
+                to: peer,
+                content_type: content_type.unwrap_or_default(),
+                body: &body,
+            };
+            for (name, value) in auth.sign(&signed) {
                 builder = builder.header(name, value);
             }
         }

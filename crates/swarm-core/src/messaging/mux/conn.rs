@@ -4,6 +4,7 @@
 use std::{
     future::Future,
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -188,7 +189,7 @@ impl Conn {
         self: &Arc<Self>,
         path: &str,
         payload: &Payload,
-        auth: Option<&Auth>,
+        auth: Option<(&Auth, SocketAddr)>,
     ) -> Option<Call> {
         self.outbox.room().await;
         let (tx, outcome) = oneshot::channel();

@@ -30,7 +30,7 @@
 //! another thread's event loop (the JavaScript thread's, in the addon). The server's side
 //! is in `server/multiplexed.rs`.
 
-use std::io;
+use std::{io, net::SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -102,19 +102,34 @@ fn frame(kind: u8, id: u32, rest: usize) -> BytesMut {
     buf
 }
 
-/// A request frame; `auth` signs it as an HTTP `POST` to `path`.
-pub fn request_frame(id: u32, path: &str, payload: &Payload, auth: Option<&Auth>) -> Bytes {
+/// A request frame; `auth` signs it as an HTTP `POST` to `path` at the address it names.
+pub fn request_frame(
+    id: u32,
+    path: &str,
+    payload: &Payload,
+    auth: Option<(&Auth, SocketAddr)>,
+) -> Bytes {
     let mut buf = encode_request(path, payload, auth);
     set_id(&mut buf, id);
     buf.freeze()
 }
 
 /// A request frame without its id: signing and copying the body need no lock.
-pub fn encode_request(path: &str, payload: &Payload, auth: Option<&Auth>) -> BytesMut {
+pub fn encode_request(
+    path: &str,
+    payload: &Payload,
+    auth: Option<(&Auth, SocketAddr)>,
+) -> BytesMut {
     let body = payload.body();
     let signature = auth
-        .map(|auth| {
-            let headers = auth.sign("POST", path, body);
+        .map(|(auth, to)| {
+            let headers = auth.sign(&auth::Signed {
+                method: "POST",
+                path,
+                to,
+                content_type: payload.content_type().unwrap_or_default(),
+                body,
+            });
             let values: Vec<&str> = headers
                 .iter()
                 .map(|(_, v)| v.to_str().expect("ASCII"))
@@ -324,7 +339,8 @@ mod tests {
             Payload::Text(Bytes::from_static(b"hello")),
             Payload::Empty,
         ] {
-            let frame = request_frame(7, "/a/b%20c", &payload, Some(&auth));
+            let to: SocketAddr = "10.0.0.1:45892".parse().expect("an address");
+            let frame = request_frame(7, "/a/b%20c", &payload, Some((&auth, to)));
             let Ok(Read::Frame(REQUEST, 7, rest)) = read(&frame, usize::MAX).await else {
                 panic!("not a request frame")
             };
@@ -334,8 +350,17 @@ mod tests {
                 payload.content_type()
             );
             assert_eq!(request.body, payload.body());
-            auth.verify("POST", "/a/b%20c", &request.signature, &request.body)
-                .expect("signed as an HTTP POST of the path");
+            let signed = auth::Signed {
+                method: "POST",
+                path: "/a/b%20c",
+                to,
+                content_type: request
+                    .content_type
+                    .map_or("", |v| v.to_str().expect("ASCII")),
+                body: &request.body,
+            };
+            auth.verify(&signed, &request.signature)
+                .expect("signed as an HTTP POST of the path, with its type");
         }
         let unsigned = request_frame(1, "/x", &Payload::Empty, None);
         let Ok(Read::Frame(_, _, rest)) = read(&unsigned, usize::MAX).await else {

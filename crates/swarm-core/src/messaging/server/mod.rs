@@ -31,7 +31,12 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use super::{auth::Auth, codec::Payload, loop_io::in_runtime, mux, path, Inbound, Reply};
+use super::{
+    auth::{self, Auth},
+    codec::Payload,
+    loop_io::in_runtime,
+    mux, path, Inbound, Reply,
+};
 
 mod multiplexed;
 
@@ -157,6 +162,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let ends = Ends::of(&stream, peer);
         let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
         let (cancel, multiplexed, give_up) = (cancel.clone(), multiplexed.clone(), give_up.clone());
         let read_loop = read_loop.clone();
@@ -174,13 +180,13 @@ pub async fn serve(
                 // Dropped, connection and all, if it is still draining when shutdown
                 // gives up.
                 tokio::select! {
-                    () = multiplexed.track_future(serve_mux(stream, peer, ctx, cancel, read_loop)) => {}
+                    () = multiplexed.track_future(serve_mux(stream, ends, ctx, cancel, read_loop)) => {}
                     () = give_up.cancelled() => {}
                 }
                 return;
             }
             let conn = HttpConn {
-                peer,
+                ends,
                 ctx,
                 builder,
                 watcher,
@@ -217,9 +223,27 @@ pub async fn serve(
     }
 }
 
+/// The two ends of a connection: the sender's address, and this node's as the sender
+/// addressed it, what a signature names.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ends {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+impl Ends {
+    fn of(stream: &tokio::net::TcpStream, peer: SocketAddr) -> Ends {
+        let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        Ends {
+            peer,
+            local: stream.local_addr().map(canonical).unwrap_or(peer),
+        }
+    }
+}
+
 /// An HTTP connection (HTTP/1.1, or HTTP/2 without TLS) and what serving it needs.
 struct HttpConn {
-    peer: SocketAddr,
+    ends: Ends,
     ctx: Arc<Context>,
     builder: auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -234,8 +258,9 @@ impl HttpConn {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (peer, ctx) = (self.peer, self.ctx);
-        let service = service_fn(move |req| handle(req, peer, ctx.clone()));
+        let (ends, ctx) = (self.ends, self.ctx);
+        let peer = ends.peer;
+        let service = service_fn(move |req| handle(req, ends, ctx.clone()));
         let conn = self.builder.serve_connection(io, service).into_owned();
         // Dropped, connection and all, when shutdown gives up on it: its client sees
         // the connection end instead of waiting for the handler's timeout on a server
@@ -253,10 +278,10 @@ impl HttpConn {
 
 async fn handle(
     req: Request<Incoming>,
-    peer: SocketAddr,
+    ends: Ends,
     ctx: Arc<Context>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = answer(&ctx, decode(req, peer, &ctx)).await;
+    let reply = answer(&ctx, decode(req, ends, &ctx)).await;
     Ok(respond(reply, ctx.limits.multiplex))
 }
 
@@ -283,7 +308,7 @@ fn busy() -> Reply {
 }
 
 /// Decodes a multiplexed request as [`decode`] does an HTTP one.
-fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+fn decode_frame(rest: Bytes, ends: Ends, ctx: &Context) -> Result<Inbound, Reply> {
     let mut request =
         mux::parse_request(rest).ok_or_else(|| Reply::error(400, "Malformed request frame"))?;
     if request.path().len() > ctx.limits.max_header_size {
@@ -303,11 +328,11 @@ fn decode_frame(rest: Bytes, peer: SocketAddr, ctx: &Context) -> Result<Inbound,
         request.content_type,
         &request.signature,
         body,
-        peer,
+        ends,
     )
 }
 
-async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Result<Inbound, Reply> {
+async fn decode(req: Request<Incoming>, ends: Ends, ctx: &Context) -> Result<Inbound, Reply> {
     let (parts, incoming) = req.into_parts();
     let has_body = match parts.method {
         Method::POST | Method::PUT => true,
@@ -351,7 +376,7 @@ async fn decode(req: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Resu
         parts.headers.get(header::CONTENT_TYPE),
         &parts.headers,
         body,
-        peer,
+        ends,
     )
 }
 
@@ -364,12 +389,22 @@ fn inbound(
     content_type: Option<&HeaderValue>,
     headers: &HeaderMap,
     body: Bytes,
-    peer: SocketAddr,
+    ends: Ends,
 ) -> Result<Inbound, Reply> {
     if let Some(auth) = &ctx.limits.auth {
-        auth.verify(method, raw_path, headers, &body)
+        let request = auth::Signed {
+            method,
+            path: raw_path,
+            to: ends.local,
+            content_type: content_type
+                .and_then(|ct| ct.to_str().ok())
+                .unwrap_or_default(),
+            body: &body,
+        };
+        auth.verify(&request, headers)
             .map_err(|e| Reply::error(401, &e.to_string()))?;
     }
+    let peer = ends.peer;
     let path = path::decode(raw_path.trim_matches('/'));
     let payload =
         Payload::decode(content_type, body).map_err(|e| Reply::error(400, &e.to_string()))?;

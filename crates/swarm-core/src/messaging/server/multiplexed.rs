@@ -2,7 +2,7 @@
 //! per connection, reading and answering its requests, on the runtime or, with a
 //! [`mux::ReadLoop`], on that loop's thread (`read_loop.rs`).
 
-use std::{collections::VecDeque, future::Future, io, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{collections::VecDeque, future::Future, io, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use futures_util::{stream::FuturesUnordered, StreamExt};
@@ -15,7 +15,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{busy, decode_frame, timed_out, too_large, Answering, Context, MUX_IDLE};
+use super::{busy, decode_frame, timed_out, too_large, Answering, Context, Ends, MUX_IDLE};
 use crate::messaging::{
     mux::{self, Answer, Outbox, Read, Responder},
     Reply,
@@ -31,7 +31,7 @@ mod read_loop;
 /// its thread (see `read_loop.rs`).
 pub(super) async fn serve_mux(
     mut stream: TcpStream,
-    peer: SocketAddr,
+    ends: Ends,
     ctx: Arc<Context>,
     cancel: CancellationToken,
     read_loop: Option<Arc<dyn mux::ReadLoop>>,
@@ -45,11 +45,12 @@ pub(super) async fn serve_mux(
     {
         return;
     }
+    let peer = ends.peer;
     debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
     let outbox = Arc::new(Outbox::default());
     let _stop = StopWriter(outbox.clone());
     let conn = MuxConn {
-        peer,
+        ends,
         ctx,
         outbox,
         given: Arc::new(Notify::new()),
@@ -78,7 +79,7 @@ type Handling = FuturesUnordered<Pin<Box<dyn Future<Output = (Arc<Answer>, Reply
 
 /// What answers the requests of one multiplexed connection.
 struct MuxConn {
-    peer: SocketAddr,
+    ends: Ends,
     ctx: Arc<Context>,
     outbox: Arc<Outbox>,
     /// Told of every answer given.
@@ -179,7 +180,7 @@ impl MuxConn {
             last = id;
             let now = Instant::now();
             idle.as_mut().reset(now + MUX_IDLE);
-            match start(ctx, rest, self.peer, self.answer(id)) {
+            match start(ctx, rest, self.ends, self.answer(id)) {
                 Started::Now(reply) => send(mux::reply_frame(id, &reply)).await,
                 Started::Later(answer, handler) => self.handle(&handling, answer, handler),
                 Started::Taken(answer) => {
@@ -270,7 +271,7 @@ enum Started {
 fn start(
     ctx: &Context,
     rest: Option<Bytes>,
-    peer: SocketAddr,
+    ends: Ends,
     answer: impl FnOnce(OwnedSemaphorePermit) -> Arc<Answer>,
 ) -> Started {
     let Some(rest) = rest else {
@@ -279,7 +280,7 @@ fn start(
     let Ok(slot) = ctx.in_flight.clone().try_acquire_owned() else {
         return Started::Now(busy());
     };
-    let mut message = match decode_frame(rest, peer, ctx) {
+    let mut message = match decode_frame(rest, ends, ctx) {
         Ok(message) => message,
         Err(reply) => return Started::Now(reply),
     };

@@ -46,7 +46,7 @@ impl MuxConn {
             socket: socket.clone(),
             framer,
             conn: MuxConn {
-                peer: self.peer,
+                ends: self.ends,
                 ctx: ctx.clone(),
                 outbox: self.outbox.clone(),
                 given: self.given.clone(),
@@ -264,7 +264,7 @@ impl MuxConn {
         state.active = now;
         // Started under the lock: once the task has stopped the reading, a request it
         // did not name in its go-away is never started.
-        match start(&self.ctx, rest, self.peer, self.answer(id)) {
+        match start(&self.ctx, rest, self.ends, self.answer(id)) {
             Started::Now(reply) => {
                 self.outbox
                     .push_later(mux::reply_frame(id, &reply), mux::EAGER);
