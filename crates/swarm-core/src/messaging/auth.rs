@@ -48,7 +48,7 @@ pub enum AuthError {
 }
 
 /// Nonces remembered at most: a flood of valid signed requests holds this many, about
-/// 40 bytes each, and more within one window are refused (the replay check would
+/// 50 bytes each, and more within one window are refused (the replay check would
 /// otherwise have to forget nonces whose timestamps are still valid).
 const MAX_SEEN: usize = 1 << 21;
 
