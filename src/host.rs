@@ -4,6 +4,7 @@
 //! a promise, so a handler that returns a plain value costs one synchronous call back,
 //! and the wake-ups that deliver letters are shared by everything posted meanwhile.
 
+use rustc_hash::FxHashMap;
 use std::sync::{
     atomic::{AtomicU32, Ordering},
     Arc, Mutex, RwLock, Weak,
@@ -16,7 +17,6 @@ use napi::{
     Status,
 };
 use swarm_core::{
-    fast_hash::FastMap,
     messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::TopologyEvent,
@@ -52,14 +52,14 @@ pub struct Callbacks {
 /// Calls waiting for JavaScript to answer, by id.
 struct Pending<T> {
     next: AtomicU32,
-    waiting: Mutex<FastMap<u32, oneshot::Sender<T>>>,
+    waiting: Mutex<FxHashMap<u32, oneshot::Sender<T>>>,
 }
 
 impl<T> Pending<T> {
     fn new() -> Self {
         Pending {
             next: AtomicU32::new(1),
-            waiting: Mutex::new(FastMap::default()),
+            waiting: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -98,7 +98,7 @@ pub struct JsHost {
     mailbox: Arc<Mailbox>,
     messages: Arc<Pending<Reply>>,
     /// Multiplexed requests JavaScript answers, by message id (from `messages`' ids).
-    answers: Mutex<FastMap<u32, Responder>>,
+    answers: Mutex<FxHashMap<u32, Responder>>,
     tasks: Arc<Pending<Result<Payload, TaskFailure>>>,
 }
 
@@ -161,7 +161,7 @@ impl JsHost {
             callbacks: RwLock::new(Some(callbacks)),
             mailbox,
             messages: Arc::new(Pending::new()),
-            answers: Mutex::new(FastMap::default()),
+            answers: Mutex::new(FxHashMap::default()),
             tasks: Arc::new(Pending::new()),
         })
     }

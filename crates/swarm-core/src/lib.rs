@@ -11,7 +11,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 mod errors;
-pub mod fast_hash;
 pub mod local;
 pub mod messaging;
 pub mod ring;

@@ -9,6 +9,7 @@
 //! its retries; `router.rs` what comes in; `departures.rs` the calls waiting on a peer
 //! that leaves.
 
+use rustc_hash::FxHashMap;
 use std::{
     collections::HashSet,
     future::Future,
@@ -35,7 +36,6 @@ use router::Router;
 pub use types::*;
 
 use crate::{
-    fast_hash::FastMap,
     messaging::{
         self, client::Unsent, loop_io::in_runtime, Client, Payload, Reply, SendError, TaskRequest,
         TASK_TOPIC,
@@ -75,7 +75,7 @@ struct Inner {
     local_ips: HashSet<String>,
     local_addr: Option<SocketAddr>,
     /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
-    peers: Mutex<FastMap<IpAddr, CancellationToken>>,
+    peers: Mutex<FxHashMap<IpAddr, CancellationToken>>,
     /// When the last request came in, in ms since `started`: `close()` waits for quiet.
     started: std::time::Instant,
     last_request_ms: AtomicU64,
@@ -128,7 +128,7 @@ impl Swarm {
             })),
             local_ips: config.local_ips.into_iter().collect(),
             local_addr: listener.as_ref().map(|(_, addr)| *addr),
-            peers: Mutex::new(FastMap::default()),
+            peers: Mutex::new(FxHashMap::default()),
             started: std::time::Instant::now(),
             last_request_ms: AtomicU64::new(0),
             cancel: cancel.clone(),

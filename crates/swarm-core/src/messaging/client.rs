@@ -14,6 +14,7 @@
 //! A peer is reached over HTTP/1.1 until one of its replies offers the multiplexed
 //! transport, so 0.5.1 pods only ever see HTTP/1.1.
 
+use rustc_hash::FxHashMap;
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
@@ -45,7 +46,7 @@ use super::{
     mux::{self, Outcome},
     path, Reply,
 };
-use crate::{errors::with_causes, fast_hash::FastMap, local};
+use crate::{errors::with_causes, local};
 
 /// How long a connection may stay idle in the pool: shorter than the servers' header
 /// timeout (10 s by default), which also ends idle keep-alive connections, so a request
@@ -138,7 +139,7 @@ struct Inner {
     idle: Pool<SendRequest<Full<Bytes>>>,
     /// The idle HTTP/1.1 connections of the loop's thread (`loop_http1.rs`).
     own: Pool<Arc<loop_http1::Conn>>,
-    routes: Mutex<FastMap<SocketAddr, Route>>,
+    routes: Mutex<FxHashMap<SocketAddr, Route>>,
     config: ClientConfig,
 }
 
@@ -168,13 +169,13 @@ pub enum Liveness {
 /// Idle connections per peer, each with since when, in check-in order: a send takes the
 /// most recently used, and one idle [`IDLE`] or more goes.
 struct Pool<T> {
-    idle: Mutex<FastMap<SocketAddr, Vec<(T, Instant)>>>,
+    idle: Mutex<FxHashMap<SocketAddr, Vec<(T, Instant)>>>,
 }
 
 impl<T> Default for Pool<T> {
     fn default() -> Self {
         Pool {
-            idle: Mutex::new(FastMap::default()),
+            idle: Mutex::new(FxHashMap::default()),
         }
     }
 }
@@ -251,7 +252,7 @@ impl Client {
                 connector,
                 idle: Pool::default(),
                 own: Pool::default(),
-                routes: Mutex::new(FastMap::default()),
+                routes: Mutex::new(FxHashMap::default()),
                 config,
             }),
         }
@@ -670,7 +671,7 @@ impl Inner {
             .filter(|_| local::on_loop_thread())
     }
 
-    fn lock_routes(&self) -> std::sync::MutexGuard<'_, FastMap<SocketAddr, Route>> {
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, FxHashMap<SocketAddr, Route>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -9,13 +9,14 @@
 //! that cannot be pinged (a 0.5.1 pod, over HTTP/1.1) has the departure timeout to
 //! answer them. A peer that comes back meanwhile keeps its calls.
 
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::Inner;
-use crate::{fast_hash::FastMap, messaging::Liveness};
+use crate::messaging::Liveness;
 
 /// Watches the reachable set for peers that leave, and fails their calls once each is
 /// shown gone ([`depart`]).
@@ -25,7 +26,7 @@ pub(super) async fn watch(inner: Arc<Inner>) {
     // thousands of endpoints costs no allocation here.
     let mut before = views.borrow_and_update().clone();
     // The departures under way, each cancelled when its peer comes back or it ends.
-    let mut leaving: FastMap<Arc<str>, CancellationToken> = FastMap::default();
+    let mut leaving: FxHashMap<Arc<str>, CancellationToken> = FxHashMap::default();
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => return,

@@ -1,6 +1,7 @@
 //! A client's multiplexed connection to one peer: calls by id, their outcomes, and the
 //! reading of the replies, on the runtime or on a [`ReadLoop`].
 
+use rustc_hash::FxHashMap;
 use std::{
     future::Future,
     io,
@@ -17,7 +18,7 @@ use tokio::{
     sync::oneshot,
 };
 
-use crate::{fast_hash::FastMap, messaging::sys};
+use crate::messaging::sys;
 
 use super::{
     encode_request,
@@ -67,9 +68,9 @@ struct State {
     /// True once the peer accepted the preface.
     accepted: bool,
     next_id: u32,
-    waiting: FastMap<u32, Waiter>,
+    waiting: FxHashMap<u32, Waiter>,
     /// The pings waiting for their pong, by id (ids of their own).
-    pongs: FastMap<u32, oneshot::Sender<()>>,
+    pongs: FxHashMap<u32, oneshot::Sender<()>>,
     next_ping: u32,
 }
 
@@ -129,8 +130,8 @@ impl Conn {
                 open: true,
                 accepted: false,
                 next_id: 1,
-                waiting: FastMap::default(),
-                pongs: FastMap::default(),
+                waiting: FxHashMap::default(),
+                pongs: FxHashMap::default(),
                 next_ping: 1,
             }),
             outbox: Arc::new(Outbox::for_requests()),
