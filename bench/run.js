@@ -165,12 +165,12 @@ async function main () {
     print(summary);
     // Each run is kept under its date and commit, to be committed with the change it
     // measured; latest.json is the newest, for a quick look.
-    const record = JSON.stringify({ machine: machine(), commit: commit(), rounds: ROUNDS, summary, raw: results }, null, 2);
+    const saved = JSON.stringify({ machine: machine(), commit: commit(), rounds: ROUNDS, summary, raw: results }, null, 2);
     const dir = path.join(__dirname, 'results');
     const kept = path.join(dir, `${new Date().toISOString().slice(0, 16).replace(/:/g, '-')}-${commit()}.json`);
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(kept, record);
-    fs.writeFileSync(path.join(dir, 'latest.json'), record);
+    fs.writeFileSync(kept, saved);
+    fs.writeFileSync(path.join(dir, 'latest.json'), saved);
     console.log(`\nwritten to ${path.relative(ROOT, kept)} (and latest.json)`);
   } finally {
     rawServer.stdin.end();
