@@ -103,7 +103,7 @@ const swarm = {
     if (this.options.standalone) debug('Standalone, as options.standalone asks');
     else if (resolved.standaloneReason) console.log(`[node-swarm-kb] ${resolved.standaloneReason}: running standalone`);
     this._localIps = resolved.node.localIps;
-    debug(`Loading.. localIps: ${this._localIps}`);
+    debug(`Starting: this process's IPs ${this._localIps.join(', ')}`);
     if (this.options.tasks) Object.assign(this.tasks.options, this.options.tasks);
     // The callbacks keep their own node: they still answer while close() drains, and a
     // request that arrives before startNode() resolves waits for it.
@@ -149,7 +149,7 @@ const swarm = {
     }).catch(cause => {
       this._inited = false;
       const error = nativeError(cause);
-      debug(`[Error] ${error.message}!`);
+      debug(`init() failed: ${error.message}`);
       // Ended before its node was: the node stops, and its port is free for another init().
       if (attempt.ended && started && this._node === started) {
         this._node = null;
@@ -226,16 +226,16 @@ const swarm = {
     switch (kind) {
       case 'nodeAdded':
       case 'nodeRemoved':
-        debug(`${kind === 'nodeAdded' ? 'New Ip' : 'Ip'} ${data.ip} ${kind === 'nodeAdded' ? 'added to' : 'removed from'} cluster!`);
+        debug(`Node ${data.ip} ${kind === 'nodeAdded' ? 'joined' : 'left'}`);
         return process.nextTick(() => this.emit(kind, [data]));
       case 'localLeft':
-        debug(`Local Ip ${data.ip} removed from cluster, triggering SIGTERM!`);
+        debug(`This pod (${data.ip}) is leaving the endpoints: process.emit('SIGTERM')`);
         return process.nextTick(() => process.emit('SIGTERM'));
       case 'readinessChanged':
-        debug(`Local Ip ${data.ip} ${data.ready ? 'ready again' : 'not ready: out of the rings until it is ready'}`);
+        debug(`This pod (${data.ip}) is ${data.ready ? 'ready again' : 'not ready: out of the rings until it is ready'}`);
         return process.nextTick(() => this.emit('readinessChanged', [data]));
       case 'masterChanged':
-        debug(`New Master elected: ${data.current}`);
+        debug(`Master: ${data.current}`);
         return process.nextTick(() => this.emit('masterChanged', [data.current, data.previous]));
       case 'error':
         this._topologyError = data.message;
@@ -294,7 +294,7 @@ const swarm = {
     if (!topic || !topic.length) error = errors.swarmError('ERR_SWARM_INVALID_ARG', 'Unable to send message: Missing topic');
     if (!node) error = errors.swarmError('ERR_SWARM_INVALID_ARG', 'Unable to send message: Missing node');
     if (error) {
-      debug(`[Error] ${error.message}!`);
+      debug(`send() refused: ${error.message}`);
       this.emit('error', [error]);
       return Promise.reject(error);
     }

@@ -33,6 +33,9 @@ async function story (debug) {
   const n = await node(await standin(), { DEBUG: debug });
   await n.waitEvent(e => e.event === 'ready', 20000, 'ready');
   await n.request('exec', { name: 'where', args: ['k'] });
+  // `short` times out for its caller after 200 ms while its run waits at its gate.
+  await assert.rejects(n.request('exec', { name: 'short', args: ['k'] }), /timed out/);
+  await n.request('open');
   await n.request('close');
   await n.kill();
   return n.stderr.split('\n').filter(Boolean);
@@ -41,7 +44,8 @@ async function story (debug) {
 test('DEBUG=node-swarm-kb* tells what the node did, without the libraries\' steps', async () => {
   const lines = await story('node-swarm-kb*');
   for (const said of [/Listening on 127\.0\.0\.97:/, /Registering task where: timeout 30000 ms, not serialized/,
-    /watching endpointslices/, /Ready with 1 nodes/, /Executing task where/, /Tasks closed/]) {
+    /watching endpointslices/, /Ready with 1 nodes/, /Executing task where/, /Task short timed out for its caller/,
+    /Tasks closed/]) {
     assert.ok(lines.some(line => said.test(line)), `a line ${said}`);
   }
   const noise = lines.filter(line => /\[trace\]|node-swarm-kb:trace|already registered|=\S*"\w/.test(line));

@@ -110,8 +110,8 @@ class Messages {
   }
 
   _fail (node, id, error) {
-    this._debug(`messageHandler Error, sending error: ${error && error.message}`);
     const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
+    this._debug(`A handler failed, answered ${status}: ${error && error.message}`);
     this._reply(node, id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
   }
 

@@ -145,12 +145,16 @@ where
         args: A,
     ) -> impl Future<Output = Outcome<R, E>> + Send + 'static {
         let admitted = self.admit(name, args);
+        let name = name.to_owned();
         async move {
             let (rx, deadline) = admitted?;
             let received = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, rx)
-                    .await
-                    .map_err(|_| TaskError::TimedOut)?,
+                Some(deadline) => tokio::time::timeout_at(deadline, rx).await.map_err(|_| {
+                    // The execution goes on, and its end is logged: this says why its
+                    // caller has no outcome.
+                    debug!(target: LOG_TARGET, "Task {name} timed out for its caller");
+                    TaskError::TimedOut
+                })?,
                 None => rx.await,
             };
             // A waiter dropped without an answer: the execution was abandoned at shutdown.
