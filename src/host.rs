@@ -4,7 +4,6 @@
 //! a promise, so a handler that returns a plain value costs one synchronous call back,
 //! and the wake-ups that deliver letters are shared by everything posted meanwhile.
 
-use rustc_hash::FxHashMap;
 use std::sync::{
     atomic::{AtomicU32, Ordering},
     Arc, Mutex, RwLock, Weak,
@@ -16,6 +15,7 @@ use napi::{
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Status,
 };
+use rustc_hash::FxHashMap;
 use swarm_core::{
     messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},

@@ -9,7 +9,6 @@
 //! its retries; `router.rs` what comes in; `departures.rs` the calls waiting on a peer
 //! that leaves.
 
-use rustc_hash::FxHashMap;
 use std::{
     collections::HashSet,
     future::Future,
@@ -22,6 +21,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::info;

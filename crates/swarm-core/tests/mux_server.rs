@@ -193,52 +193,6 @@ async fn ids_that_do_not_increase_and_broken_frames_end_the_connection(reading: 
     assert_eq!(mux::parse_reply(body), Some(Reply::ok(json("\"held\""))));
 }
 
-async fn shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client(reading: Reading) {
-    let mut server = Server::reading(reading, ServerLimits::default()).await;
-    let mut peer = Peer::open(server.addr).await;
-    let mut batch = BytesMut::new();
-    batch.put_slice(&request(1, "/gate", &json("\"in flight\"")));
-    batch.put_slice(&request(2, "/echo", &json("\"quick\"")));
-    peer.write(&batch).await;
-    assert_eq!(peer.reply().await, (2, Reply::ok(json("\"quick\""))));
-    server.gate_started().await;
-
-    server.cancel.cancel();
-    match peer.next().await {
-        Read::Frame(kind, last, rest) => {
-            assert_eq!((kind, last), (mux::GO_AWAY, 2), "the last request read");
-            assert!(rest.is_empty());
-        }
-        other => panic!("expected a go-away, got {other:?}"),
-    }
-    // A request after the go-away is not handled; a ping is answered while a reply is due.
-    peer.write(&request(3, "/echo", &json("\"too late\"")))
-        .await;
-    peer.write(&mux::ping_frame(mux::PING, 9)).await;
-    assert!(
-        matches!(peer.next().await, Read::Frame(mux::PONG, 9, _)),
-        "the pong of a ping after the go-away"
-    );
-    server.open_gate();
-    assert_eq!(peer.reply().await, (1, Reply::ok(json("\"in flight\""))));
-    assert!(
-        matches!(peer.next().await, Read::End),
-        "the server ends its side once the requests it read are answered"
-    );
-    assert!(
-        !server.task.is_finished(),
-        "the server reads on until the client closes, so it never resets it"
-    );
-    peer.writer.shutdown().await.expect("shutdown");
-    within("serve to return", &mut server.task)
-        .await
-        .expect("serve ran to its end");
-    assert_eq!(
-        server.app.payloads(),
-        vec![json("\"in flight\""), json("\"quick\"")]
-    );
-}
-
 async fn a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_slot(
     reading: Reading,
 ) {
@@ -292,53 +246,6 @@ async fn a_taken_request_left_unanswered_times_out(reading: Reading) {
     );
     peer.write(&request(3, "/echo", &json("\"next\""))).await;
     assert_eq!(peer.reply().await, (3, Reply::ok(json("\"next\""))));
-}
-
-async fn shutdown_waits_for_the_answer_of_a_taken_request(reading: Reading) {
-    let mut server = Server::reading(reading, ServerLimits::default()).await;
-    let mut peer = Peer::open(server.addr).await;
-    peer.write(&request(1, "/take", &json("\"in flight\"")))
-        .await;
-    let responder = server.taken().await;
-    server.cancel.cancel();
-    match peer.next().await {
-        Read::Frame(kind, last, _) => assert_eq!((kind, last), (mux::GO_AWAY, 1)),
-        other => panic!("expected a go-away, got {other:?}"),
-    }
-    assert!(responder.reply(&Reply::ok(text("done"))));
-    assert_eq!(peer.reply().await, (1, Reply::ok(text("done"))));
-    assert!(
-        matches!(peer.next().await, Read::End),
-        "the server ends its side once the request it read is answered"
-    );
-    peer.writer.shutdown().await.expect("shutdown");
-    within("serve to return", &mut server.task)
-        .await
-        .expect("serve ran to its end");
-}
-
-async fn shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout(reading: Reading) {
-    let limits = ServerLimits {
-        drain_timeout: Duration::from_millis(200),
-        handler_timeout: Duration::from_secs(60),
-        ..ServerLimits::default()
-    };
-    let mut server = Server::reading(reading, limits).await;
-    let mut peer = Peer::open(server.addr).await;
-    peer.write(&request(1, "/take", &json("\"hung\""))).await;
-    let _never_answered = server.taken().await;
-    server.cancel.cancel();
-    match peer.next().await {
-        Read::Frame(kind, last, _) => assert_eq!((kind, last), (mux::GO_AWAY, 1)),
-        other => panic!("expected a go-away, got {other:?}"),
-    }
-    within("serve to return", &mut server.task)
-        .await
-        .expect("serve ran to its end");
-    assert!(
-        matches!(peer.next().await, Read::End),
-        "the connection ends with the server, not at the handler timeout"
-    );
 }
 
 async fn a_frame_arriving_slowly_holds_back_no_other_request(reading: Reading) {
@@ -440,14 +347,10 @@ on_both_loops!(
     an_oversized_request_gets_413_and_the_connection_goes_on,
     malformed_bodies_and_frames_get_400_and_never_reach_the_handlers,
     ids_that_do_not_increase_and_broken_frames_end_the_connection,
-    shutdown_sends_a_go_away_answers_what_it_read_and_waits_for_the_client,
     a_taken_request_is_answered_by_the_thread_that_flushes_and_frees_its_slot,
     a_taken_request_left_unanswered_times_out,
-    shutdown_waits_for_the_answer_of_a_taken_request,
-    shutdown_gives_up_on_an_unanswered_request_after_the_drain_timeout,
     a_frame_arriving_slowly_holds_back_no_other_request,
     with_signatures_required_only_signed_frames_are_answered,
-    shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout,
     http_exchanges_of_any_size_are_answered_on_kept_alive_connections,
     a_ping_is_answered_at_once_while_a_handler_holds_a_request,
 );
@@ -464,39 +367,6 @@ async fn a_ping_is_answered_at_once_while_a_handler_holds_a_request(reading: Rea
     );
     server.open_gate();
     assert_eq!(peer.reply().await, (1, Reply::ok(json("1"))));
-}
-
-async fn shutdown_cuts_an_http1_connection_whose_handler_outlives_the_drain_timeout(
-    reading: Reading,
-) {
-    let limits = ServerLimits {
-        drain_timeout: Duration::from_millis(200),
-        handler_timeout: Duration::from_secs(60),
-        ..ServerLimits::default()
-    };
-    let mut server = Server::reading(reading, limits).await;
-    let mut stream = within("connect", TcpStream::connect(server.addr))
-        .await
-        .expect("connect");
-    let request = format!(
-        "POST /gate/hung HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 1\r\n\r\n1",
-        server.addr
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    assert_eq!(server.gate_started().await, "gate/hung");
-    server.cancel.cancel();
-    within("serve to return", &mut server.task)
-        .await
-        .expect("serve ran to its end");
-    // Ended with the server, not at the handler's timeout a minute later; nothing was
-    // answered for the request.
-    let mut rest = Vec::new();
-    let ended = within("the connection to end", stream.read_to_end(&mut rest)).await;
-    assert!(
-        ended.is_err() || rest.is_empty(),
-        "no answer, the connection ends: {ended:?} {:?}",
-        String::from_utf8_lossy(&rest)
-    );
 }
 
 /// HTTP connections are served where the server's loop says (the JavaScript thread's, in
@@ -601,22 +471,6 @@ async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loo
         2,
         "read again once the client read"
     );
-}
-
-#[tokio::test]
-async fn shutdown_while_the_reading_waits_for_the_client_to_read_ends_when_the_client_closes() {
-    let limits = ServerLimits {
-        drain_timeout: Duration::from_secs(600),
-        ..ServerLimits::default()
-    };
-    let mut server = Server::reading(Reading::Elsewhere, limits).await;
-    let (peer, _) = pause_the_reading(&mut server).await;
-    server.cancel.cancel();
-    // The client goes without reading: nothing is left to wait for, drain timeout or not.
-    drop(peer);
-    within("serve to return", &mut server.task)
-        .await
-        .expect("serve ran to its end");
 }
 
 async fn a_frame_that_stalls_past_the_header_timeout_ends_the_connection(reading: Reading) {

@@ -14,7 +14,6 @@
 //! A peer is reached over HTTP/1.1 until one of its replies offers the multiplexed
 //! transport, so 0.5.1 pods only ever see HTTP/1.1.
 
-use rustc_hash::FxHashMap;
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
@@ -33,6 +32,7 @@ use hyper::{
     Method, Request, Uri,
 };
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -47,6 +47,14 @@ use super::{
     path, Reply,
 };
 use crate::{errors::with_causes, local};
+
+mod config;
+mod hyper1;
+mod on_loop;
+mod pool;
+
+pub use config::{ClientConfig, Liveness, SendError};
+use pool::Pool;
 
 /// How long a connection may stay idle in the pool: shorter than the servers' header
 /// timeout (10 s by default), which also ends idle keep-alive connections, so a request
@@ -64,69 +72,6 @@ const RESENDS: u32 = 3;
 /// A peer that did not answer the multiplexed transport's preface within the connect
 /// timeout is asked again after this many connect timeouts (30 s by default).
 const PREFACE_RETRY: u32 = 10;
-
-/// Settings of the client.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// The messaging port of the peers.
-    pub port: u16,
-    /// How long establishing a connection may take.
-    pub connect_timeout: Duration,
-    /// How long a request may take, from sending to the end of the reply.
-    pub request_timeout: Duration,
-    /// How long sent data may stay unacknowledged before the connection is given up
-    /// (TCP_USER_TIMEOUT, on Linux), and idle connections are probed: a peer behind a cut link is
-    /// noticed in this time, while a live peer may take its time to answer.
-    pub link_timeout: Duration,
-    /// The source address of outgoing connections, so peers see this node's IP as `from`.
-    pub local_address: Option<IpAddr>,
-    /// Signs every request when set.
-    pub auth: Option<Arc<Auth>>,
-    /// Whether peers that offer the multiplexed transport are sent to over it.
-    pub multiplex: bool,
-    /// Where the replies of multiplexed connections are read; on the runtime when unset.
-    pub read_loop: Option<Arc<dyn mux::ReadLoop>>,
-    /// How long a peer that left the cluster has to show it is alive (answer a ping)
-    /// before the calls waiting on it fail; one that cannot be pinged has this long to
-    /// answer them.
-    pub departure_timeout: Duration,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            port: 45892,
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(310),
-            link_timeout: Duration::from_secs(8),
-            local_address: None,
-            auth: None,
-            multiplex: true,
-            read_loop: None,
-            departure_timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Why a send failed before a reply came back.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum SendError {
-    /// The node is not an IP address.
-    #[error("Invalid node address {0}")]
-    BadAddress(String),
-    /// No connection could be made: the message was never delivered.
-    #[error("Unable to reach {ip}: {reason}")]
-    Unreachable { ip: String, reason: String },
-    /// The reply did not come in time; the message may have been delivered.
-    #[error("No reply from {ip} within {ms} ms")]
-    Timeout { ip: String, ms: u128 },
-    /// The exchange broke after it started; the message may have been delivered.
-    #[error("Request to {ip} failed: {reason}")]
-    Failed { ip: String, reason: String },
-    /// The peer left the cluster while the call was waiting; it may have been delivered.
-    #[error("Node {ip} left the cluster before answering; the message may have been delivered")]
-    Left { ip: String },
-}
 
 /// A pooled client for the messaging protocol.
 #[derive(Clone)]
@@ -152,66 +97,6 @@ enum Route {
     Offered(mux::Offer),
     /// The multiplexed connection to the peer (perhaps closed since: then a new one).
     Mux(Arc<mux::Conn>),
-}
-
-/// What a probe of a peer found ([`Client::probe`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Liveness {
-    /// It answered a ping: it is alive and reads its connection.
-    Alive,
-    /// It did not answer one in time, or its connection has ended.
-    Silent,
-    /// It cannot be asked: no multiplexed connection to it, or one to a peer that does
-    /// not answer pings (a 0.5.1 pod, a pod of ours of the first level).
-    Unknown,
-}
-
-/// Idle connections per peer, each with since when, in check-in order: a send takes the
-/// most recently used, and one idle [`IDLE`] or more goes.
-struct Pool<T> {
-    idle: Mutex<FxHashMap<SocketAddr, Vec<(T, Instant)>>>,
-}
-
-impl<T> Default for Pool<T> {
-    fn default() -> Self {
-        Pool {
-            idle: Mutex::new(FxHashMap::default()),
-        }
-    }
-}
-
-impl<T> Pool<T> {
-    /// The most recently used connection to `peer` that `usable` takes, told how long it
-    /// was idle; those passed over, and those idle too long, go to `discard`.
-    fn check_out(
-        &self,
-        peer: SocketAddr,
-        usable: impl Fn(&T, Duration) -> bool,
-        discard: impl Fn(T),
-    ) -> Option<T> {
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.get_mut(&peer)?;
-        while let Some((conn, since)) = list.pop() {
-            let idle_for = since.elapsed();
-            if idle_for < IDLE && usable(&conn, idle_for) {
-                return Some(conn);
-            }
-            discard(conn);
-        }
-        idle.remove(&peer);
-        None
-    }
-
-    /// Gives `conn` back; those idle too long meanwhile go to `discard`.
-    fn check_in(&self, peer: SocketAddr, conn: T, discard: impl Fn(T)) {
-        let since = Instant::now();
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.entry(peer).or_default();
-        // The list is in check-in order, so the connections idle too long are a prefix.
-        let stale = list.partition_point(|(_, at)| since.duration_since(*at) >= IDLE);
-        list.drain(..stale).for_each(|(conn, _)| discard(conn));
-        list.push((conn, since));
-    }
 }
 
 /// What a send's outcome is handed to.
@@ -349,100 +234,6 @@ impl Client {
         }
     }
 
-    /// Sends `unsent` over HTTP/1.1 on a connection of this thread's own (`loop_http1.rs`),
-    /// when this is the thread of the loop connections are read on and the peer is sent
-    /// to over HTTP/1.1: the request is written now, and `done` gets the outcome on this
-    /// thread, as [`Client::send_until_gone`] would give it with the token `departed`
-    /// makes (asked only when a connection is to be made: each watches its own). Both
-    /// are handed back otherwise. Tasks and timers go to `runtime`.
-    pub fn send_here(
-        &self,
-        unsent: Unsent,
-        departed: impl FnOnce() -> CancellationToken,
-        runtime: &tokio::runtime::Handle,
-        done: Sent,
-    ) -> Result<(), (Unsent, Sent)> {
-        let peer = unsent.peer;
-        let read_loop = match self.inner.loop_here() {
-            Some(read_loop) if self.inner.http_route(peer) => read_loop,
-            _ => return Err((unsent, done)),
-        };
-        let mut request = self.inner.http_request(&unsent);
-        let mut settle = self.settle(peer, done);
-        while let Some(conn) = self.inner.own.check_out(
-            peer,
-            |conn, idle| conn.is_usable(idle >= FRESH),
-            |conn| conn.close(),
-        ) {
-            match conn.call(request, settle) {
-                Ok(()) => return Ok(()),
-                Err(back) => (request, settle) = back,
-            }
-        }
-        let gone = departed();
-        if gone.is_cancelled() {
-            settle(Err(never_reached(peer)));
-            return Ok(());
-        }
-        let read_loop = read_loop.clone();
-        let dial = self.inner.dial(peer);
-        let weak = Arc::downgrade(&self.inner);
-        let timeout = self.inner.config.request_timeout;
-        read_loop
-            .clone()
-            .spawn_here(in_runtime(runtime.clone(), async move {
-                let unreachable = |reason: String| SendError::Unreachable {
-                    ip: peer.ip().to_string(),
-                    reason,
-                };
-                let connected = tokio::select! {
-                    connected = dial => connected,
-                    () = gone.cancelled() => return settle(Err(never_reached(peer))),
-                };
-                let socket = match connected
-                    .and_then(|io| io.into_inner().into_std().map_err(|e| e.to_string()))
-                {
-                    Ok(socket) => Arc::new(socket),
-                    Err(reason) => return settle(Err(unreachable(reason))),
-                };
-                let io = match read_loop.io_here(socket.clone()) {
-                    Ok(io) => io,
-                    Err(e) => return settle(Err(unreachable(e.to_string()))),
-                };
-                let idle: loop_http1::Idle = Box::new(move |conn| {
-                    if let Some(inner) = weak.upgrade() {
-                        inner
-                            .own
-                            .check_in(peer, conn.clone(), |stale| stale.close());
-                    }
-                });
-                let conn = loop_http1::Conn::new(socket, peer, timeout, idle, gone);
-                if let Err((_, settle)) = conn.call(request, settle) {
-                    return settle(Err(unreachable(
-                        "the connection ended before the request was written".into(),
-                    )));
-                }
-                conn.run(io).await;
-            }));
-        Ok(())
-    }
-
-    /// Hands an HTTP/1.1 exchange's reply to `done`, noting the peer's offer of the
-    /// multiplexed transport.
-    fn settle(&self, peer: SocketAddr, done: Sent) -> loop_http1::Settle {
-        let weak = Arc::downgrade(&self.inner);
-        Box::new(move |answered| {
-            done(answered.map(|answered| {
-                if let Some(offer) = answered.offers_mux {
-                    if let Some(inner) = weak.upgrade().filter(|inner| inner.config.multiplex) {
-                        inner.offered(peer, offer);
-                    }
-                }
-                answered.reply
-            }))
-        })
-    }
-
     /// The loop its connections are read on, when this thread is that loop's: work
     /// started here over HTTP/1.1 stays here.
     pub(crate) fn loop_here(&self) -> Option<Arc<dyn mux::ReadLoop>> {
@@ -539,29 +330,6 @@ fn settled(
             ms: timeout.as_millis(),
         }),
         Outcome::Left => Err(SendError::Left { ip: ip() }),
-    })
-}
-
-/// A reply's body, whole: one that came in one piece is that piece, not a copy, and
-/// takes no allocation (`collect` would make a list of its pieces).
-async fn whole_body(mut body: Incoming) -> Result<Bytes, hyper::Error> {
-    let mut whole = Bytes::new();
-    let mut joined = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        if whole.is_empty() && joined.is_empty() {
-            whole = data;
-        } else {
-            joined.extend_from_slice(&std::mem::take(&mut whole));
-            joined.extend_from_slice(&data);
-        }
-    }
-    Ok(if joined.is_empty() {
-        whole
-    } else {
-        joined.freeze()
     })
 }
 
@@ -710,42 +478,6 @@ impl Inner {
         !self.config.multiplex || over_http(self.lock_routes().get(&peer))
     }
 
-    /// The request as it goes on the wire, with the headers [`Inner::over_http`] gives
-    /// hyper's: host, content type, length and the signature.
-    fn http_request(&self, unsent: &Unsent) -> Bytes {
-        let body = unsent.payload.body();
-        let mut request = BytesMut::with_capacity(256 + body.len());
-        let mut room = [0u8; 64];
-        request.extend_from_slice(b"POST ");
-        request.extend_from_slice(unsent.encoded.as_bytes());
-        request.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        request.extend_from_slice(codec::display_in(unsent.peer, &mut room).unwrap_or_default());
-        if let Some(ct) = unsent.payload.content_type() {
-            request.extend_from_slice(b"\r\ncontent-type: ");
-            request.extend_from_slice(ct.as_bytes());
-        }
-        request.extend_from_slice(b"\r\ncontent-length: ");
-        request.extend_from_slice(codec::display_in(body.len(), &mut room).unwrap_or_default());
-        if let Some(auth) = &self.config.auth {
-            let signed = auth::Signed {
-                method: "POST",
-                path: &unsent.encoded,
-                to: unsent.peer,
-                content_type: unsent.payload.content_type().unwrap_or_default(),
-                body,
-            };
-            for (name, value) in auth.sign(&signed) {
-                request.extend_from_slice(b"\r\n");
-                request.extend_from_slice(name.as_str().as_bytes());
-                request.extend_from_slice(b": ");
-                request.extend_from_slice(value.as_bytes());
-            }
-        }
-        request.extend_from_slice(b"\r\n\r\n");
-        request.extend_from_slice(body);
-        request.freeze()
-    }
-
     /// The open multiplexed connection to `peer`, if there is one.
     fn open_connection(&self, peer: SocketAddr) -> Option<Arc<mux::Conn>> {
         match self.lock_routes().get(&peer)? {
@@ -762,146 +494,5 @@ impl Inner {
             debug!(target: "node_swarm_kb::messages", "{peer} offers the multiplexed transport");
             routes.insert(peer, Route::Offered(offer));
         }
-    }
-
-    /// A new TCP connection to `peer`, with the client's socket options.
-    fn dial(
-        &self,
-        peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Result<TokioIo<TcpStream>, String>> + Send + 'static
-    {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(peer.to_string())
-            .path_and_query("/")
-            .build();
-        let connector = self.connector.clone();
-        async move {
-            let uri = uri.map_err(|e| with_causes(&e))?;
-            connector.oneshot(uri).await.map_err(|e| with_causes(&e))
-        }
-    }
-
-    /// One exchange over HTTP/1.1.
-    async fn over_http(
-        &self,
-        peer: SocketAddr,
-        encoded: String,
-        payload: Payload,
-        reached: &AtomicBool,
-    ) -> Result<Reply, SendError> {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .header(header::HOST, codec::header_value(peer));
-        let content_type = payload.content_type();
-        if let Some(ct) = content_type {
-            builder = builder.header(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        }
-        let body = payload.into_body();
-        // Set here, hyper's own would cost an allocation more.
-        builder = builder.header(header::CONTENT_LENGTH, codec::header_value(body.len()));
-        if let Some(auth) = &self.config.auth {
-            let signed = auth::Signed {
-                method: "POST",
-                path: &encoded,
-                to: peer,
-                content_type: content_type.unwrap_or_default(),
-                body: &body,
-            };
-            for (name, value) in auth.sign(&signed) {
-                builder = builder.header(name, value);
-            }
-        }
-        // The path taken, not copied.
-        let request = builder
-            .uri(encoded)
-            .body(Full::new(body))
-            .map_err(|e| SendError::BadAddress(format!("{}: {e}", peer.ip())))?;
-        self.exchange(peer, request, reached).await
-    }
-
-    /// One request and its whole reply, on a pooled connection or a new one; `reached`
-    /// is set once the request is handed to a connection (it may then reach the peer).
-    async fn exchange(
-        &self,
-        peer: SocketAddr,
-        mut request: Request<Full<Bytes>>,
-        reached: &AtomicBool,
-    ) -> Result<Reply, SendError> {
-        let failed = |e: &dyn std::error::Error| SendError::Failed {
-            ip: peer.ip().to_string(),
-            reason: with_causes(e),
-        };
-        let (sender, response) = loop {
-            let (mut sender, reused) = self.connection(peer).await?;
-            reached.store(true, Ordering::Release);
-            match sender.try_send_request(request).await {
-                Ok(response) => break (sender, response),
-                Err(mut e) => match e.take_message() {
-                    // Handed back unsent by a connection that was closing: a new one.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(failed(e.error())),
-                },
-            }
-        };
-        if let Some(level) = response.headers().get(mux::ADVERTISE) {
-            if self.config.multiplex {
-                self.offered(peer, mux::Offer::of(level.as_bytes()));
-            }
-        }
-        let status = response.status().as_u16();
-        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-        let body = whole_body(response.into_body())
-            .await
-            .map_err(|e| failed(&e))?;
-        // Ready again once hyper has seen the end of this exchange: that may take a turn
-        // of its connection task, so the pool waits for readiness when it hands it out.
-        if !sender.is_closed() {
-            self.idle.check_in(peer, sender, drop);
-        }
-        Ok(Reply {
-            status,
-            payload: Payload::decode_reply(status, content_type.as_ref(), body),
-        })
-    }
-
-    /// A connection ready for a request, and whether it was reused from the pool.
-    async fn connection(
-        &self,
-        peer: SocketAddr,
-    ) -> Result<(SendRequest<Full<Bytes>>, bool), SendError> {
-        while let Some(mut sender) =
-            self.idle
-                .check_out(peer, |sender, _| !sender.is_closed(), drop)
-        {
-            if sender.ready().await.is_ok() {
-                return Ok((sender, true));
-            }
-        }
-        let unreachable = |reason: String| SendError::Unreachable {
-            ip: peer.ip().to_string(),
-            reason,
-        };
-        let io = self.dial(peer).await.map_err(unreachable)?;
-        let handshake_failed = |e: hyper::Error| unreachable(with_causes(&e));
-        // Made on the loop's thread, the connection is read and written there too.
-        if let Some(read_loop) = self.loop_here() {
-            let socket = io
-                .into_inner()
-                .into_std()
-                .map_err(|e| unreachable(e.to_string()))?;
-            let io = read_loop
-                .io_here(Arc::new(socket))
-                .map_err(|e| unreachable(e.to_string()))?;
-            let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
-            let runtime = tokio::runtime::Handle::current();
-            read_loop.spawn_here(in_runtime(runtime, async move {
-                let _ = connection.await;
-            }));
-            return Ok((sender, false));
-        }
-        let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
-        tokio::spawn(connection);
-        Ok((sender, false))
     }
 }

@@ -9,9 +9,9 @@
 //! that cannot be pinged (a 0.5.1 pod, over HTTP/1.1) has the departure timeout to
 //! answer them. A peer that comes back meanwhile keeps its calls.
 
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 

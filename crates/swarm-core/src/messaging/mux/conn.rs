@@ -1,7 +1,6 @@
 //! A client's multiplexed connection to one peer: calls by id, their outcomes, and the
 //! reading of the replies, on the runtime or on a [`ReadLoop`].
 
-use rustc_hash::FxHashMap;
 use std::{
     future::Future,
     io,
@@ -12,6 +11,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap;
 use tokio::{
     io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -19,6 +19,8 @@ use tokio::{
 };
 
 use crate::messaging::sys;
+
+mod liveness;
 
 use super::{
     encode_request,
@@ -149,39 +151,6 @@ impl Conn {
     /// True while the connection takes calls.
     pub fn is_open(&self) -> bool {
         self.lock().open
-    }
-
-    /// Whether calls wait for their reply on the connection.
-    pub fn has_calls(&self) -> bool {
-        !self.lock().waiting.is_empty()
-    }
-
-    /// Whether the peer answers pings.
-    pub fn answers_pings(&self) -> bool {
-        self.pings
-    }
-
-    /// Asks the peer whether it is alive: true once its pong comes back within `within`;
-    /// false when none does, the connection has ended, or the peer does not answer pings
-    /// (see [`Conn::answers_pings`]).
-    pub async fn ping(&self, within: Duration) -> bool {
-        if !self.pings {
-            return false;
-        }
-        let (tx, pong) = oneshot::channel();
-        let id = {
-            let mut state = self.lock();
-            let id = state.next_ping;
-            state.next_ping = id.wrapping_add(1);
-            state.pongs.insert(id, tx);
-            id
-        };
-        let alive = self.outbox.push(ping_frame(PING, id))
-            && tokio::time::timeout(within, pong)
-                .await
-                .is_ok_and(|pong| pong.is_ok());
-        self.lock().pongs.remove(&id);
-        alive
     }
 
     /// Puts a request on the connection (waiting while [`HIGH_WATER`] bytes wait to be
