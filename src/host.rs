@@ -117,21 +117,15 @@ impl Drop for RunToken {
     }
 }
 
-/// How an owner's answer to a call its task's queue had no room for begins.
-const QUEUE_FULL: &str = "Max execution queue size reached for task";
-
 /// The stable code of an execution error, as the facade documents it.
 pub fn error_code(e: &ExecError) -> &'static str {
     match e {
         ExecError::NoSuchTask => "ERR_SWARM_NO_SUCH_TASK",
         ExecError::QueueFull(_) => "ERR_SWARM_QUEUE_FULL",
+        // The owner's queue: the same failure, wherever the caller is.
+        ExecError::Remote { .. } if e.queue_full() => "ERR_SWARM_QUEUE_FULL",
         ExecError::TimedOut => "ERR_SWARM_TIMEOUT",
         ExecError::Failed(_) => "ERR_SWARM_TASK_FAILED",
-        // A full queue is the same failure wherever the caller is; 0.5.1's text is all an
-        // owner says of it, and the message keeps 0.5.1's form.
-        ExecError::Remote { reason, .. } if reason.starts_with(QUEUE_FULL) => {
-            "ERR_SWARM_QUEUE_FULL"
-        }
         ExecError::Remote { .. } => "ERR_SWARM_REMOTE_TASK",
         ExecError::Closed => "ERR_SWARM_CLOSED",
     }

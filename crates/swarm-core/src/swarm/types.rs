@@ -125,6 +125,20 @@ pub enum ExecError {
     Closed,
 }
 
+impl ExecError {
+    /// The task's queue had no room: on this node, or on the owner, whose answer is all
+    /// that says so (a 0.5.1 owner's too: the same text).
+    pub fn queue_full(&self) -> bool {
+        match self {
+            ExecError::QueueFull(_) => true,
+            ExecError::Remote { reason, .. } => {
+                reason.starts_with("Max execution queue size reached for task")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Where the members come from.
 pub enum DiscoveryConfig {
     /// Only this process: `nodes` holds the local IPs.
