@@ -43,13 +43,13 @@ test('an API outage of 15 s: the topology holds, one error per pod, changes seen
   const during = requests().map((count, i) => count - requestsBefore[i]);
   const back = Date.now();
   standin.setOutage(false);
-  standin.addPod({ name: 'web-late', ip: '10.213.0.99' });
+  standin.addPod({ name: 'web-late', ip: `${netns.SUBNET}.99` });
   const seen = [];
   for (const n of nodes) {
-    const added = await n.waitEvent(e => e.event === 'nodeAdded' && e.ip === '10.213.0.99', 5000, 'the change after the outage');
+    const added = await n.waitEvent(e => e.event === 'nodeAdded' && e.ip === `${netns.SUBNET}.99`, 5000, 'the change after the outage');
     seen.push(added.at - back);
   }
-  standin.removePod('10.213.0.99');
+  standin.removePod(`${netns.SUBNET}.99`);
   const errors = nodes.map((n, i) => n.events.filter(e => e.event === 'error').length - errorsBefore[i]);
   console.log(`API outage of 15 s: requests per pod during it ${JSON.stringify(during)}; the change seen ${JSON.stringify(seen)} ms after the return; errors per pod ${JSON.stringify(errors)}`);
   assert.deepStrictEqual(errors, nodes.map(() => 1), 'one error per pod for the whole outage');

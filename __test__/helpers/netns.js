@@ -1,8 +1,11 @@
 'use strict';
 
 // Test hosts in network namespaces made for the test (root only): a bridge in this
-// namespace with 10.213.0.1, and one namespace per host with 10.213.0.<n> on a veth pair.
-// Traffic only ever goes to these addresses. `cut(host)` takes the host's port of the
+// namespace with 10.213.<s>.1, and one namespace per host with 10.213.<s>.<n> on a veth
+// pair. Traffic only ever goes to these addresses. The subnet <s> is one that no
+// interface of the machine has: two runs at once (a second `npm test`, a loop beside
+// CI) would otherwise both have 10.213.0.1, and the replies to one run's hosts would be
+// routed to the other's bridge. `cut(host)` takes the host's port of the
 // bridge down: frames to and from it are dropped without a reset or a refusal, as when a
 // link is cut; `mend(host)` brings it back.
 const { execFileSync } = require('node:child_process');
@@ -11,9 +14,24 @@ const { NodeProcess, freePort, eventually } = require('./cluster');
 
 const tag = String(process.pid % 100000);
 const BRIDGE = `swb${tag}`;
-const HOST_IP = '10.213.0.1';
 
 const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+
+// A subnet of 10.213.0.0/16 that no interface has, starting from one drawn from the pid.
+function freeSubnet () {
+  let taken = '';
+  try {
+    taken = execFileSync('ip', ['-4', '-o', 'addr', 'show'], { encoding: 'utf8' });
+  } catch (_) {}
+  for (let i = 0; i < 250; i++) {
+    const subnet = (process.pid + i) % 250;
+    if (!taken.includes(` 10.213.${subnet}.`)) return subnet;
+  }
+  throw new Error('no free subnet in 10.213.0.0/16 for the test hosts');
+}
+
+const SUBNET = `10.213.${freeSubnet()}`;
+const HOST_IP = `${SUBNET}.1`;
 
 function available () {
   try {
@@ -35,7 +53,7 @@ function createBridge () {
 // removeHosts(hosts) also undoes one made halfway.
 function addHost (hosts) {
   const i = hosts.length + 1;
-  const host = { netns: `swn${tag}_${i}`, outside: `swh${tag}_${i}`, inside: `swp${tag}_${i}`, ip: `10.213.0.${10 + i}` };
+  const host = { netns: `swn${tag}_${i}`, outside: `swh${tag}_${i}`, inside: `swp${tag}_${i}`, ip: `${SUBNET}.${10 + i}` };
   hosts.push(host);
   ip('netns', 'add', host.netns);
   ip('link', 'add', host.outside, 'type', 'veth', 'peer', 'name', host.inside);
@@ -110,4 +128,4 @@ async function startCluster (count, { env = {} } = {}) {
   }
 }
 
-module.exports = { skipReason, startCluster, cut, mend, HOST_IP };
+module.exports = { skipReason, startCluster, cut, mend, HOST_IP, SUBNET };
