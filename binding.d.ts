@@ -53,24 +53,21 @@ export declare class SwarmNode {
   /** The servers of the current ring, and the generation it was built for. */
   ringServers(): RingServers
   /**
-   * The calls made for every message, as bare functions (see `bare.rs`):
+   * The calls made for every message, as bare functions (see `bare.rs`). What they
+   * queue for writing on multiplexed connections goes out in the same turn of the
+   * loop, with the turn's other writes (one system call per connection):
    * - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
-   *   call, whose reply or failure comes back through the mailbox. Over a
-   *   multiplexed connection, the request is written by `flushWrites()`, as answers
-   *   are: the id is negated when the caller is to see to that call (see `reply`).
-   * - `reply(id, status, kind, body)`: answers message `id`; an answer to a
-   *   multiplexed request is written by `flushWrites()`, as requests are. True when
-   *   the caller is to see to that call: false inside a callback that reads
-   *   multiplexed connections, which writes the answers given before it returns.
+   *   call, whose reply or failure comes back through the mailbox.
+   * - `reply(id, status, kind, body)`: answers message `id`.
    * - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
    *   a JSON array. Returns the id of the call, whose outcome comes back through the
-   *   mailbox, negated as `send`'s is. A local call joins its queue before this
-   *   returns, so calls queue in the order JavaScript makes them.
+   *   mailbox. A local call joins its queue before this returns, so calls queue in
+   *   the order JavaScript makes them.
    * - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
    *   success with the payload, anything else a failure with that status and `body`
-   *   as the message. Returns what `reply` does.
+   *   as the message.
    */
-  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): boolean; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): boolean }
+  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }
   /**
    * `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
    * they delivered (the calls per wake-up, under load, is their ratio).
@@ -97,13 +94,6 @@ export interface Crossings {
   wakes: number
   letters: number
 }
-
-/**
- * Writes the requests that `send` and the answers that `reply` (`callFunctions()`)
- * queued on this thread's multiplexed connections: one system call per connection for
- * all those of a turn of the loop.
- */
-export declare function flushWrites(): void
 
 /** How to reach the Kubernetes API. */
 export interface KubeOptions {

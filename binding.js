@@ -838,6 +838,5 @@ module.exports = nativeBinding
 module.exports.HashRing = nativeBinding.HashRing
 module.exports.JsHashRing = nativeBinding.JsHashRing
 module.exports.SwarmNode = nativeBinding.SwarmNode
-module.exports.flushWrites = nativeBinding.flushWrites
 module.exports.setLogSink = nativeBinding.setLogSink
 module.exports.startNode = nativeBinding.startNode

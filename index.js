@@ -51,11 +51,6 @@ function nativeError (error) {
   return coded && !String(error.code).startsWith('ERR_SWARM_') ? errors.swarmError(coded[1], coded[2], { cause: error }) : error;
 }
 
-function flushWrites () {
-  swarm._flushing = false;
-  native().flushWrites();
-}
-
 const swarm = {
   isReady: false,
   options: {},
@@ -71,7 +66,6 @@ const swarm = {
   _closed: false,
   _nodesCache: { generation: -1, nodes: {} },
   _calls: new Pending(),
-  _flushing: false,
   _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [], readinessChanged: [] },
 
   init (opts) {
@@ -185,23 +179,6 @@ const swarm = {
         this._settle(id, numbers[i + 2], numbers[i + 3], body, code, numbers[i + 6] ? strings[s++] : null);
       }
     }
-  },
-
-  // The id of a call that `node.calls.send` or `execTask` returned: negative when its
-  // request waits for `flushWrites()` (made outside a callback that writes at its end).
-  _called (id) {
-    if (id > 0) return id;
-    this._flushSoon();
-    return -id;
-  },
-
-  // Requests and answers queued on multiplexed connections outside the callbacks that
-  // write at their end are written at the end of this turn of the event loop, all of
-  // the turn's at once (see SwarmNode.callFunctions).
-  _flushSoon () {
-    if (this._flushing) return;
-    this._flushing = true;
-    setImmediate(flushWrites);
   },
 
   // What native call `id` settles to: `decode(status, kind, body, code, message)`, or

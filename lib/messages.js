@@ -42,8 +42,7 @@ class Messages {
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const settle = typeof message === 'string' ? settledRaw : settled;
     if (!node.listening && (this._swarm.isMe(host) || isLoopback(host))) return this._sendHere(host, path, encoded, settle);
-    const call = this._swarm._called(node.calls.send(host, path, encoded[0], encoded[1]));
-    return this._swarm._wait(call, settle);
+    return this._swarm._wait(node.calls.send(host, path, encoded[0], encoded[1]), settle);
   }
 
   // A node named by a host name (`localhost`, a Service's pod DNS name) is sent to at
@@ -115,11 +114,9 @@ class Messages {
     this._reply(node, id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
   }
 
-  // An answer to a multiplexed request is written with this turn's other writes: by
-  // the reading callback that delivered the request when it is given there, else at
-  // the end of the turn.
+  // An answer to a multiplexed request is written with this turn's other writes.
   _reply (node, id, status, kind, body) {
-    if (node.calls.reply(id, status, kind, body)) this._swarm._flushSoon();
+    node.calls.reply(id, status, kind, body);
   }
 }
 

@@ -102,8 +102,7 @@ class Tasks {
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    const call = this._swarm._called(node.calls.execTask(name, key, json));
-    return this._swarm._wait(call, settled);
+    return this._swarm._wait(node.calls.execTask(name, key, json), settled);
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.
@@ -163,9 +162,9 @@ class Tasks {
     const keep = callId !== 0;
     const finish = (ok, value) => {
       if (keep) this._runValues.set(ok ? { id: runId, ok, value } : { id: runId, ok, error: value });
-      // The answer to a multiplexed task request is written with this turn's writes (see
-      // Messages._reply).
-      if (ok ? done(node, runId, value) : fail(node, runId, value)) this._swarm._flushSoon();
+      // The answer to a multiplexed task request is written with this turn's writes.
+      if (ok) done(node, runId, value);
+      else fail(node, runId, value);
     };
     let result;
     try {
@@ -188,7 +187,7 @@ function settled (status, kind, body, code, message) {
   throw errors.swarmError(code, message, status ? { statusCode: status } : {});
 }
 
-// Answer run `id`; true when the answer waits for `flushWrites()` (see `node.calls`).
+// Answer run `id`.
 function done (node, id, value) {
   let encoded;
   try {
@@ -196,12 +195,12 @@ function done (node, id, value) {
   } catch (error) {
     return fail(node, id, new Error(`Unable to encode the result: ${error.message}`));
   }
-  return node.calls.taskDone(id, 0, encoded[0], encoded[1]);
+  node.calls.taskDone(id, 0, encoded[0], encoded[1]);
 }
 
 function fail (node, id, error) {
   const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-  return node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+  node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
 }
 
 module.exports = { checkOptions, Tasks, DEFAULTS };

@@ -12,9 +12,9 @@ echo "== fuzz targets compile (run them with npm run fuzz)"
 cargo check --manifest-path fuzz/Cargo.toml
 echo "== engine tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run -p swarm-core --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
 else
-  cargo test -p swarm-core
+  cargo test --workspace
 fi
 echo "== addon"
 node scripts/install.js

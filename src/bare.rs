@@ -149,7 +149,7 @@ unsafe fn read_text<'a>(
 /// What a bare function returns.
 pub enum Returned {
     Number(f64),
-    Bool(bool),
+    Undefined,
 }
 
 /// What a bare function computes from its arguments.
@@ -248,10 +248,8 @@ unsafe extern "C" fn call(env: sys::napi_env, info: sys::napi_callback_info) -> 
             // SAFETY: inside the call, in the scope Node opened for it.
             unsafe { sys::napi_create_double(env, number, &mut result) };
         }
-        Ok(Returned::Bool(value)) => {
-            // SAFETY: as for a number.
-            unsafe { sys::napi_get_boolean(env, value, &mut result) };
-        }
+        // A null result is `undefined`.
+        Ok(Returned::Undefined) => {}
         Err(e) => {
             let message = CString::new(e.reason.replace('\0', " ")).unwrap_or_default();
             // SAFETY: as for a number; `message` is a C string that outlives the call.

@@ -230,8 +230,8 @@ impl JsHost {
         self.mailbox.counters()
     }
 
-    /// Answers message `id`; a multiplexed request's answer is written at this thread's
-    /// next `flushWrites()`.
+    /// Answers message `id`; a multiplexed request's answer is written with this turn's
+    /// other writes (`mux::flush`, at the end of the turn).
     pub fn reply(&self, id: u32, reply: Reply) -> bool {
         let responder = self.answers.lock().expect("not poisoned").remove(&id);
         match responder {

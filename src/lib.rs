@@ -5,31 +5,24 @@
 //! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
 //! - [`mailbox`]: the batched crossings into JavaScript, and [`batch`]: one crossing's
 //!   arguments;
-//! - [`reader`]: multiplexed replies read on the JavaScript thread's loop (Unix);
+//! - [`event_loop`]: the JavaScript thread's loop as the engine's event loop, run by
+//!   `node-loop` (Unix);
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
 //! - [`bare`]: bare napi functions: the ring look-ups and the per-message calls;
-//! - [`driver`]: HTTP connections served on the JavaScript thread's loop (Unix);
-//! - [`uv`]: the libuv handles the addon puts on that loop (Unix);
 //! - [`scope`]: handle scopes, and where the addon may make JavaScript values.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 mod bare;
 mod batch;
 mod config;
 #[cfg(unix)]
-mod driver;
+mod event_loop;
 mod host;
 mod log;
 mod mailbox;
 mod node;
-#[cfg(unix)]
-mod reader;
 mod ring;
 mod scope;
-#[cfg(unix)]
-mod uv;
 
 /// The addon's own allocations (hyper's, tokio's, the messages') go to mimalloc; Node's
 /// and V8's stay with the process's malloc. glibc's `malloc` merges its fast bins before

@@ -156,7 +156,7 @@ impl Mailbox {
             wake: OnceLock::new(),
             accepting: AtomicBool::new(true),
             #[cfg(unix)]
-            on_loop: on_loop::OnLoop::new(direct, _me.clone()),
+            on_loop: on_loop::OnLoop::new(env, direct, _me.clone()),
         });
         let (taken, me) = (mailbox.queue.clone(), Arc::downgrade(&mailbox));
         let wake = deliver
@@ -221,7 +221,10 @@ impl Mailbox {
     /// reads them.
     pub fn read_loop(self: &Arc<Self>) -> Option<Arc<dyn ReadLoop>> {
         #[cfg(unix)]
-        return Some(self.clone());
+        return self
+            .on_loop
+            .attached()
+            .then(|| self.clone() as Arc<dyn ReadLoop>);
         #[cfg(not(unix))]
         None
     }

@@ -225,24 +225,21 @@ impl SwarmNode {
         }
     }
 
-    /// The calls made for every message, as bare functions (see `bare.rs`):
+    /// The calls made for every message, as bare functions (see `bare.rs`). What they
+    /// queue for writing on multiplexed connections goes out in the same turn of the
+    /// loop, with the turn's other writes (one system call per connection):
     /// - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
-    ///   call, whose reply or failure comes back through the mailbox. Over a
-    ///   multiplexed connection, the request is written by `flushWrites()`, as answers
-    ///   are: the id is negated when the caller is to see to that call (see `reply`).
-    /// - `reply(id, status, kind, body)`: answers message `id`; an answer to a
-    ///   multiplexed request is written by `flushWrites()`, as requests are. True when
-    ///   the caller is to see to that call: false inside a callback that reads
-    ///   multiplexed connections, which writes the answers given before it returns.
+    ///   call, whose reply or failure comes back through the mailbox.
+    /// - `reply(id, status, kind, body)`: answers message `id`.
     /// - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
     ///   a JSON array. Returns the id of the call, whose outcome comes back through the
-    ///   mailbox, negated as `send`'s is. A local call joins its queue before this
-    ///   returns, so calls queue in the order JavaScript makes them.
+    ///   mailbox. A local call joins its queue before this returns, so calls queue in
+    ///   the order JavaScript makes them.
     /// - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
     ///   success with the payload, anything else a failure with that status and `body`
-    ///   as the message. Returns what `reply` does.
+    ///   as the message.
     #[napi(
-        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): boolean; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): boolean }"
+        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }"
     )]
     pub fn call_functions<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let mut calls = Object::new(env)?;
@@ -266,7 +263,8 @@ impl SwarmNode {
             let status = u16::try_from(args.u32(1)?).unwrap_or(500);
             let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
             host.reply(args.u32(0)?, Reply { status, payload });
-            Ok(Returned::Bool(!writes_at_end_of_callback()))
+            written_this_turn();
+            Ok(Returned::Undefined)
         })?;
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
         add_function(env, &mut calls, "execTask", move |args| {
@@ -290,7 +288,8 @@ impl SwarmNode {
                 ))
             };
             host.task_done(args.u32(0)?, outcome);
-            Ok(Returned::Bool(!writes_at_end_of_callback()))
+            written_this_turn();
+            Ok(Returned::Undefined)
         })?;
         Ok(calls)
     }
@@ -352,26 +351,20 @@ fn add_function(
     calls.set_named_property(name, bare_function(env, name, body)?)
 }
 
-/// True inside a callback of the loop that reads connections (Unix): what is queued for
-/// writing now goes out before it returns, with no `flushWrites()` needed.
-fn writes_at_end_of_callback() -> bool {
+/// Has what a per-message call queued for writing go out in this turn of the loop: at
+/// the end of the callback it runs in when that writes at its end (a reading callback,
+/// the check), else at the end of the turn (`node-loop`); where the loop is not ours
+/// (Windows, or a thread the loop could not be attached to), at once.
+fn written_this_turn() {
     #[cfg(unix)]
-    return crate::reader::writes_at_end_of_callback();
-    #[cfg(not(unix))]
-    false
-}
-
-/// The id of a call `send` or `execTask` made, negated when its request waits for a
-/// `flushWrites()` the caller is to see to: outside a callback that writes at its end.
-fn call_id(id: u32) -> Returned {
-    let id = f64::from(id);
-    Returned::Number(if writes_at_end_of_callback() { id } else { -id })
-}
-
-/// Writes the requests that `send` and the answers that `reply` (`callFunctions()`)
-/// queued on this thread's multiplexed connections: one system call per connection for
-/// all those of a turn of the loop.
-#[napi]
-pub fn flush_writes() {
+    if node_loop::end_turn_soon() {
+        return;
+    }
     swarm_core::messaging::mux::flush();
+}
+
+/// The id of a call `send` or `execTask` made, its request written in this turn.
+fn call_id(id: u32) -> Returned {
+    written_this_turn();
+    Returned::Number(f64::from(id))
 }

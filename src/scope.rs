@@ -14,25 +14,26 @@
 //! - inside a call from JavaScript or of a thread-safe function, [`Scope::entered`]
 //!   names the scope Node opened;
 //! - JavaScript is only ever called through `napi_make_callback` with the thread's async
-//!   context (`reader::async_context`), so what it schedules runs before the loop goes on.
+//!   context (`event_loop::async_context`), so what it schedules runs before the loop
+//!   goes on.
 //!
 //! Node-API calls that make no value need no scope: the loop (`napi_get_uv_event_loop`),
 //! cleanup hooks, references and thread-safe functions.
 //!
 //! What each entry of ours from outside JavaScript reaches (check it again when one
-//! changes, or a new one comes):
-//! - `driver::on_check` (`uv_check_t`): polls the loop's tasks, which reach only
-//!   `napi_get_uv_event_loop` and `napi_add_env_cleanup_hook` (`driver::io`,
-//!   `driver::spawn`); delivers through `Mailbox::deliver_held`, which opens a scope for
-//!   the connections it starts (`reader::start` may make the async context, an object)
-//!   and for the batch it calls JavaScript with;
-//! - `reader::on_readable` (`uv_poll_t`): `Mailbox::deliver_held`, as above;
-//! - `driver::on_ready` (`uv_poll_t`) and `driver::on_async` (`uv_async_t`): no
-//!   Node-API (they wake tasks);
-//! - the close callbacks and the cleanup hooks `driver::end` and `reader::end` drop what
-//!   the handles held: the last mailbox to go deletes a reference and releases a
-//!   thread-safe function, which make no value; `reader::end` destroys the async context
-//!   in a scope of its own;
+//! changes, or a new one comes). `node-loop`'s callbacks call no Node-API themselves;
+//! they reach ours through the mailbox, the loop's [`node_loop::Delivery`]:
+//! - the check (`uv_check_t`) polls the loop's tasks, which reach no Node-API, and
+//!   delivers through `Delivery for Mailbox`, which opens a scope for the connections it
+//!   starts (`event_loop::read` may make the async context, an object) and for the batch
+//!   it calls JavaScript with;
+//! - a reading poll callback (`uv_poll_t`) delivers in the same way;
+//! - the other poll callbacks and the `uv_async_t`'s wake tasks; the idle handle's does
+//!   nothing;
+//! - the close callbacks, and `node_loop::detach` from the cleanup hook
+//!   (`event_loop::end`), drop what the handles held: the last mailbox to go deletes a
+//!   reference and releases a thread-safe function, which make no value; the hook then
+//!   destroys the async context in a scope of its own;
 //! - the mailbox's thread-safe function: inside Node's scope ([`Scope::entered`]),
 //!   where it starts the adopted connections and makes the batch's arguments.
 

@@ -1,8 +1,8 @@
 //! The mailbox on the JavaScript thread's own loop (Unix, where the loop can watch a
-//! raw socket): multiplexed connections are read there ([`ReadLoop`], `reader.rs`) and
-//! HTTP ones served (`driver.rs`), and the messages and settled calls that what came in
-//! posted are delivered at once, in the same turn, without a wake-up
-//! ([`Mailbox::deliver_held`]).
+//! raw socket): multiplexed connections are read there ([`ReadLoop`]) and HTTP ones
+//! served, by `node-loop` (`event_loop.rs`), and the messages and settled calls that
+//! what came in posted are delivered at once, in the same turn, without a wake-up (the
+//! mailbox is their [`Delivery`]).
 
 use std::{
     io,
@@ -19,8 +19,10 @@ use swarm_core::messaging::{
     mux::{serve_here, Inflow, ReadLoop},
 };
 
+use node_loop::Delivery;
+
 use super::Mailbox;
-use crate::{batch::Batch, driver, reader, scope::Scope};
+use crate::{batch::Batch, event_loop, scope::Scope};
 
 /// What a mailbox keeps for its JavaScript thread's loop.
 pub(super) struct OnLoop {
@@ -28,17 +30,26 @@ pub(super) struct OnLoop {
     adopted: Mutex<Vec<Adopted>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
-    /// The mailbox, for the tasks it starts on the JavaScript thread.
+    /// The mailbox, for the tasks and readers it starts on the JavaScript thread.
     mailbox: Weak<Mailbox>,
+    /// The JavaScript thread is attached to its loop: connections may be read there.
+    attached: bool,
 }
 
 impl OnLoop {
-    pub(super) fn new(direct: Direct, mailbox: Weak<Mailbox>) -> OnLoop {
+    /// Attaches the JavaScript thread of `env` to its loop, if it is not yet.
+    pub(super) fn new(env: &Env, direct: Direct, mailbox: Weak<Mailbox>) -> OnLoop {
         OnLoop {
             adopted: Mutex::new(Vec::new()),
             direct,
             mailbox,
+            attached: event_loop::attach(env),
         }
+    }
+
+    /// Whether connections may be read and served on the JavaScript thread's loop.
+    pub(super) fn attached(&self) -> bool {
+        self.attached
     }
 }
 
@@ -53,7 +64,7 @@ impl ReadLoop for Mailbox {
 
     fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
         if self.on_its_thread() {
-            return driver::io(Env::from_raw(self.on_loop.direct.env), socket);
+            return event_loop::io(socket);
         }
         // Not this node's thread: the runtime watches it, and polls it (`spawn_here`).
         LoopIo::on_runtime(socket)
@@ -62,7 +73,8 @@ impl ReadLoop for Mailbox {
     fn spawn_here(&self, task: LoopTask) {
         match self.on_loop.mailbox.upgrade() {
             Some(me) if self.on_its_thread() => {
-                driver::spawn(Env::from_raw(self.on_loop.direct.env), task, me)
+                // Not attached any more (the environment ends): the task is dropped.
+                node_loop::spawn(task, me);
             }
             // Not this node's thread: the runtime polls it.
             _ => drop(napi::bindgen_prelude::spawn(task)),
@@ -72,9 +84,9 @@ impl ReadLoop for Mailbox {
 
 /// A connection the JavaScript thread takes on at its next delivery.
 enum Adopted {
-    /// A multiplexed connection to read (`reader.rs`).
+    /// A multiplexed connection to read (`event_loop::read`).
     Read(Box<dyn Inflow>),
-    /// An HTTP connection to serve (`driver.rs`).
+    /// An HTTP connection to serve, with tasks of the loop.
     Serve(Arc<std::net::TcpStream>, Serve),
 }
 
@@ -87,7 +99,7 @@ pub(super) struct Direct {
     thread: ThreadId,
 }
 
-// SAFETY: the pointers are only used on `thread` (see `Mailbox::deliver_held`, `Drop`).
+// SAFETY: the pointers are only used on `thread` (see `Delivery for Mailbox`, `Drop`).
 unsafe impl Send for Direct {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Direct {}
@@ -141,7 +153,7 @@ impl Direct {
         let status = unsafe {
             sys::napi_make_callback(
                 env,
-                reader::async_context(scope),
+                event_loop::async_context(scope),
                 global,
                 deliver,
                 argv.len(),
@@ -163,25 +175,22 @@ impl Direct {
     }
 }
 
-impl Mailbox {
-    /// Letters posted from now on wait for [`Mailbox::deliver_held`]: for a callback of
-    /// the JavaScript thread's loop. True when this holds them (no wake-up was on its way).
-    pub fn hold(&self) -> bool {
+/// The mailbox is what the readers and tasks of its thread's loop deliver through: in a
+/// callback of that loop, what they posted is delivered at once. Everything `deliver`
+/// does runs in a handle scope of its own, which libuv's callbacks do not have; the
+/// delivery function runs in a callback scope, so the promises it settles go on before
+/// the loop does.
+impl Delivery for Mailbox {
+    /// Letters posted from now on wait for `deliver`. True when this holds them (no
+    /// wake-up was on its way).
+    fn hold(&self) -> bool {
         !std::mem::replace(
             &mut self.queue.lock().expect("not poisoned").scheduled,
             true,
         )
     }
 
-    /// In a callback of the JavaScript thread's loop: delivers what was posted, at once,
-    /// and ends the hold `held` (see [`Mailbox::hold`]). Everything it does runs in a
-    /// handle scope of its own, which libuv's callbacks do not have; the delivery
-    /// function runs in a callback scope, so the promises it settles go on before the
-    /// loop does.
-    ///
-    /// # Safety
-    /// In a callback of the loop of the node's JavaScript thread, outside JavaScript.
-    pub unsafe fn deliver_held(self: &Arc<Self>, held: bool) {
+    fn deliver(&self, held: bool) {
         // A connection adopted during the hold found its wake-up taken: it starts here.
         let adopted = self.take_adopted();
         let taken = {
@@ -201,8 +210,10 @@ impl Mailbox {
         if let Some((_, true)) = taken {
             self.wake_again();
         }
-        // SAFETY: in a callback of the loop of the node's thread, outside JavaScript (the
-        // contract); the scope closes before this returns.
+        // SAFETY: `node-loop` delivers in callbacks of the loop of the thread it was
+        // handed this mailbox on, outside JavaScript (`Delivery`'s contract), and only the
+        // node's own thread hands it (`event_loop::read`, `spawn_here`); the scope closes
+        // before this returns.
         let Some(scope) = (unsafe { Scope::open(self.on_loop.direct.env) }) else {
             tracing::warn!(target: "node_swarm_kb::messages", "the JavaScript environment is ending: a delivery is dropped");
             return;
@@ -214,7 +225,9 @@ impl Mailbox {
             tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
         }
     }
+}
 
+impl Mailbox {
     /// Whether this is the node's JavaScript thread.
     fn on_its_thread(&self) -> bool {
         thread::current().id() == self.on_loop.direct.thread
@@ -234,7 +247,7 @@ impl Mailbox {
     }
 
     /// Starts the connections adopted since the last delivery, in `scope`.
-    pub(super) fn start_adopted(self: &Arc<Self>, scope: &Scope) {
+    pub(super) fn start_adopted(&self, scope: &Scope) {
         self.start(scope, self.take_adopted());
     }
 
@@ -244,11 +257,16 @@ impl Mailbox {
     }
 
     /// Starts reading or serving `adopted` on the JavaScript thread, in `scope`.
-    fn start(self: &Arc<Self>, scope: &Scope, adopted: Vec<Adopted>) {
+    fn start(&self, scope: &Scope, adopted: Vec<Adopted>) {
         for adopted in adopted {
             match adopted {
-                Adopted::Read(inflow) => reader::start(scope, inflow, self.clone()),
-                Adopted::Serve(socket, serve) => serve_here(&**self, socket, serve),
+                Adopted::Read(inflow) => {
+                    // Without the mailbox (the node is gone), dropping the inflow ends it.
+                    if let Some(me) = self.on_loop.mailbox.upgrade() {
+                        event_loop::read(scope, inflow, me);
+                    }
+                }
+                Adopted::Serve(socket, serve) => serve_here(self, socket, serve),
             }
         }
     }
