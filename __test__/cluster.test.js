@@ -79,6 +79,17 @@ test('an answer given after the delivery that brought its message still goes out
   assert.strictEqual(await held, b.ip);
 });
 
+test('requests and answers made in any phase of the event loop go out in that turn', async () => {
+  const [a, b] = cluster.nodes;
+  await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
+  // Nothing else wakes either loop: a request or answer left for a later turn would
+  // wait until the request's own deadline.
+  for (const phase of ['immediate', 'timer', 'tick']) {
+    const answer = await a.request('sendIn', { phase, to: b.ip, topic: 'later', data: { phase } }, 5000);
+    assert.deepStrictEqual(answer, { phase });
+  }
+});
+
 test('large messages travel whole, several at once, between pods of ours', async () => {
   const [a, b] = cluster.nodes;
   // Multiplexed from the second send on (the first reply offers it): frames of several
