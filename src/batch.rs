@@ -1,10 +1,13 @@
 //! What one wake-up of the JavaScript thread delivers: the letters of a [`Batch`] as the
 //! arguments of one call, made in a handle scope (see `scope.rs`).
 
-use napi::{bindgen_prelude::JsValuesTupleIntoVec, check_status, sys, Result};
-use swarm_core::messaging::codec;
+use std::net::IpAddr;
 
-use crate::{mailbox::Letter, scope::Scope};
+use bytes::Bytes;
+use napi::{bindgen_prelude::JsValuesTupleIntoVec, check_status, sys, Result};
+use swarm_core::messaging::{codec, Payload, Reply};
+
+use crate::scope::Scope;
 
 /// Numbers per letter in the delivered `Float64Array`: `[tag, id, a, b, c, d, e]`.
 const STRIDE: usize = 7;
@@ -148,4 +151,84 @@ fn float64_array(scope: &Scope, numbers: &[f64]) -> Result<sys::napi_value> {
         ))?;
     }
     Ok(array)
+}
+
+/// One thing for JavaScript to do.
+pub enum Letter {
+    /// Tag 1: answer message `id` through `reply`: `(path, kind, body, from)`.
+    Message {
+        id: u32,
+        path: String,
+        kind: u32,
+        body: Option<Bytes>,
+        from: IpAddr,
+    },
+    /// Tag 2: run task `name` as run `id` and answer through `taskDone`: JSON arguments
+    /// from another node, or those the facade keeps for local call `call_id` (else 0).
+    Run {
+        id: u32,
+        name: String,
+        args: Option<String>,
+        call_id: u32,
+    },
+    /// Tag 3: call `id` (a send or a remote task call) settled.
+    Settled { id: u32, outcome: Outcome },
+}
+
+/// The settled result of a send or a task execution, errors included, so the facade
+/// builds the exact error objects of 0.5.1.
+pub struct Outcome {
+    /// The HTTP status of the reply (0 when none came back).
+    pub status: u32,
+    /// 0 nothing, 1 text, 2 JSON.
+    pub kind: u32,
+    pub body: Option<Bytes>,
+    /// A stable error code when the call failed.
+    pub code: Option<String>,
+    /// The error message when the call failed.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    pub fn reply(reply: Reply) -> Outcome {
+        let status = u32::from(reply.status);
+        let (kind, body) = split_payload(reply.payload);
+        Outcome {
+            status,
+            kind,
+            body,
+            code: None,
+            message: None,
+        }
+    }
+
+    pub fn error(code: &str, status: u32, message: String) -> Outcome {
+        Outcome {
+            status,
+            kind: 0,
+            body: None,
+            code: Some(code.to_owned()),
+            message: Some(message),
+        }
+    }
+}
+
+/// The kind number of a payload on the boundary (0 none, 1 text, 2 JSON) and its body,
+/// as received: JavaScript strings are made from the bytes themselves (see
+/// `mailbox.rs`), with no copy or check on the way.
+pub fn split_payload(payload: Payload) -> (u32, Option<Bytes>) {
+    match payload {
+        Payload::Empty => (0, None),
+        Payload::Text(b) => (1, Some(b)),
+        Payload::Json(b) => (2, Some(b)),
+    }
+}
+
+/// Builds a payload from its kind number and body.
+pub fn join_payload(kind: u32, body: Option<String>) -> Payload {
+    match (kind, body) {
+        (1, Some(b)) => Payload::Text(Bytes::from(b)),
+        (2, Some(b)) => Payload::Json(Bytes::from(b)),
+        _ => Payload::Empty,
+    }
 }

@@ -10,13 +10,13 @@
 use std::{cell::Cell, ptr, sync::Arc, task::Context};
 
 use napi::{sys, Env};
-use node_loop::{Interest as LoopInterest, SocketReadiness};
+use node_loop::{Delivery, Interest as LoopInterest, SocketReadiness};
 use swarm_core::messaging::{
     loop_io::{Interest, LoopIo, Readiness},
     mux::{self, Inflow},
 };
 
-use crate::{mailbox::Mailbox, scope::Scope};
+use crate::scope::Scope;
 
 thread_local! {
     /// The async context of this thread's deliveries, once made.
@@ -80,7 +80,7 @@ impl Readiness for LoopReadiness {
 
 /// Reads `inflow` on the loop of `scope`'s thread, delivering through `mailbox`; when
 /// that cannot be, dropping it ends the reading (the connection fails).
-pub fn read(scope: &Scope, mut inflow: Box<dyn Inflow>, mailbox: Arc<Mailbox>) {
+pub fn read(scope: &Scope, mut inflow: Box<dyn Inflow>, mailbox: Arc<dyn Delivery>) {
     async_context(scope);
     let fd = inflow.fd();
     // SAFETY: on the JavaScript thread (a scope is open there), attached when its node

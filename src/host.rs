@@ -16,14 +16,18 @@ use napi::{
     Status,
 };
 use rustc_hash::FxHashMap;
+use serde_json::json;
 use swarm_core::{
     messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
-    topology::TopologyEvent,
+    topology::{Member, TopologyEvent},
 };
 use tokio::sync::oneshot;
 
-use crate::mailbox::{Letter, Mailbox, Outcome};
+use crate::{
+    batch::{split_payload, Letter, Outcome},
+    mailbox::Mailbox,
+};
 
 /// A JavaScript callback called with a tuple of arguments and no return value.
 pub type Callback<T> = ThreadsafeFunction<FnArgs<T>, (), FnArgs<T>, Status, false>;
@@ -271,26 +275,6 @@ impl JsHost {
     }
 }
 
-/// The kind number of a payload on the boundary (0 none, 1 text, 2 JSON) and its body,
-/// as received: JavaScript strings are made from the bytes themselves (see
-/// `mailbox.rs`), with no copy or check on the way.
-pub fn split_payload(payload: Payload) -> (u32, Option<Bytes>) {
-    match payload {
-        Payload::Empty => (0, None),
-        Payload::Text(b) => (1, Some(b)),
-        Payload::Json(b) => (2, Some(b)),
-    }
-}
-
-/// Builds a payload from its kind number and body.
-pub fn join_payload(kind: u32, body: Option<String>) -> Payload {
-    match (kind, body) {
-        (1, Some(b)) => Payload::Text(Bytes::from(b)),
-        (2, Some(b)) => Payload::Json(Bytes::from(b)),
-        _ => Payload::Empty,
-    }
-}
-
 /// The text of a body (invalid UTF-8 replaced); the bytes are moved, not copied, when
 /// nothing else shares them.
 fn utf8(bytes: Bytes) -> String {
@@ -364,7 +348,31 @@ impl Host for JsHost {
     }
 
     fn event(&self, event: TopologyEvent) {
-        let (kind, data) = crate::node::event_to_js(&event);
+        let (kind, data) = event_to_js(&event);
         self.call(|cb| &cb.on_event, (kind.to_owned(), data));
     }
+}
+
+/// The event name and its JSON data, as the facade's `onEvent` receives them.
+fn event_to_js(event: &TopologyEvent) -> (&'static str, String) {
+    let member = |m: &Member| {
+        json!({
+            "ip": &*m.ip, "name": m.pod.as_deref(), "nodeName": m.node_name.as_deref(), "zone": m.zone.as_deref(),
+            "ready": m.ready, "serving": m.serving, "terminating": m.terminating,
+        })
+    };
+    let (kind, data) = match event {
+        TopologyEvent::NodeAdded(m) => ("nodeAdded", member(m)),
+        TopologyEvent::NodeRemoved(m) => ("nodeRemoved", member(m)),
+        TopologyEvent::LocalLeft(m) => ("localLeft", member(m)),
+        TopologyEvent::ReadinessChanged(m) => ("readinessChanged", member(m)),
+        TopologyEvent::MasterChanged { previous, current } => (
+            "masterChanged",
+            json!({ "previous": previous, "current": current }),
+        ),
+        TopologyEvent::Error(e) => ("error", json!({ "message": e.to_string() })),
+        TopologyEvent::Recovered => ("recovered", json!({})),
+        TopologyEvent::Ready => ("ready", json!({})),
+    };
+    (kind, data.to_string())
 }

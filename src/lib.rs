@@ -1,17 +1,19 @@
 //! The napi boundary of `node-swarm-kb`: converts between JavaScript and the
-//! `swarm-core` engine, and forwards. No cluster logic lives here.
+//! `swarm-core` engine, and forwards. No cluster logic lives here. Each module uses only
+//! those listed before it:
 //!
-//! - [`node`]: the `SwarmNode` class the facade drives;
-//! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
-//! - [`mailbox`]: the batched crossings into JavaScript, and [`batch`]: one crossing's
-//!   arguments;
-//! - [`event_loop`]: the JavaScript thread's loop as the engine's event loop, run by
-//!   `node-loop` (Unix);
+//! - [`scope`]: handle scopes, and where the addon may make JavaScript values;
+//! - [`bare`]: bare napi functions: the ring look-ups and the per-message calls;
 //! - [`config`]: the options object, converted to the engine's settings;
 //! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
 //! - [`ring`]: the `HashRing` class;
-//! - [`bare`]: bare napi functions: the ring look-ups and the per-message calls;
-//! - [`scope`]: handle scopes, and where the addon may make JavaScript values.
+//! - [`batch`]: what JavaScript is handed: letters, outcomes and payloads, and one
+//!   crossing's arguments;
+//! - [`event_loop`]: the JavaScript thread's loop as the engine's event loop, run by
+//!   `node-loop` (Unix);
+//! - [`mailbox`]: the batched crossings into JavaScript;
+//! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
+//! - [`node`]: the `SwarmNode` class the facade drives.
 mod bare;
 mod batch;
 mod config;

@@ -12,87 +12,23 @@
 #[cfg(unix)]
 mod on_loop;
 
-use std::{
-    net::IpAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock,
-    },
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc, Mutex, OnceLock,
 };
 
-use bytes::Bytes;
 use napi::{
     bindgen_prelude::Function,
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Env, Result, Status,
 };
-use swarm_core::messaging::{mux::ReadLoop, Reply};
+use swarm_core::messaging::mux::ReadLoop;
 
-use crate::{batch::Batch, host::split_payload};
+use crate::batch::{Batch, Letter, Outcome};
 
 /// Letters per call into JavaScript at most: their strings are the call's arguments,
 /// and a call's arguments live on the stack.
 const LETTERS_PER_CALL: usize = 1024;
-
-/// One thing for JavaScript to do.
-pub enum Letter {
-    /// Tag 1: answer message `id` through `reply`: `(path, kind, body, from)`.
-    Message {
-        id: u32,
-        path: String,
-        kind: u32,
-        body: Option<Bytes>,
-        from: IpAddr,
-    },
-    /// Tag 2: run task `name` as run `id` and answer through `taskDone`: JSON arguments
-    /// from another node, or those the facade keeps for local call `call_id` (else 0).
-    Run {
-        id: u32,
-        name: String,
-        args: Option<String>,
-        call_id: u32,
-    },
-    /// Tag 3: call `id` (a send or a remote task call) settled.
-    Settled { id: u32, outcome: Outcome },
-}
-
-/// The settled result of a send or a task execution, errors included, so the facade
-/// builds the exact error objects of 0.5.1.
-pub struct Outcome {
-    /// The HTTP status of the reply (0 when none came back).
-    pub status: u32,
-    /// 0 nothing, 1 text, 2 JSON.
-    pub kind: u32,
-    pub body: Option<Bytes>,
-    /// A stable error code when the call failed.
-    pub code: Option<String>,
-    /// The error message when the call failed.
-    pub message: Option<String>,
-}
-
-impl Outcome {
-    pub fn reply(reply: Reply) -> Outcome {
-        let status = u32::from(reply.status);
-        let (kind, body) = split_payload(reply.payload);
-        Outcome {
-            status,
-            kind,
-            body,
-            code: None,
-            message: None,
-        }
-    }
-
-    pub fn error(code: &str, status: u32, message: String) -> Outcome {
-        Outcome {
-            status,
-            kind: 0,
-            body: None,
-            code: Some(code.to_owned()),
-            message: Some(message),
-        }
-    }
-}
 
 /// Letters waiting for the next wake-up, whether one is already on its way, and the
 /// wake-ups made and letters delivered so far (the benchmarks' "calls per wake-up").

@@ -5,22 +5,18 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use serde_json::json;
 use swarm_core::{
     messaging::Reply,
     swarm::{ExecError, Swarm, TaskArgs, TaskFailure, TaskValue},
-    topology::{Member, TopologyEvent},
+    topology::Member,
 };
 
 use crate::{
     bare::{bare_function, key_function, Args, Returned},
-    batch::Batch,
+    batch::{join_payload, Batch, Outcome},
     config::{NodeOptions, TaskOptionsJs},
-    host::{
-        error_code, join_payload, send_error_code, Callback, Callbacks, EventArgs, JsHost,
-        LocalArgs,
-    },
-    mailbox::{Mailbox, Outcome},
+    host::{error_code, send_error_code, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
+    mailbox::Mailbox,
 };
 
 /// What a node knows of one member of the cluster.
@@ -92,30 +88,6 @@ fn exec_outcome(result: std::result::Result<TaskValue, ExecError>) -> Outcome {
         }
         Err(e) => Outcome::error(error_code(&e), 0, e.to_string()),
     }
-}
-
-/// The event name and its JSON data, as the facade's `onEvent` receives them.
-pub fn event_to_js(event: &TopologyEvent) -> (&'static str, String) {
-    let member = |m: &Member| {
-        json!({
-            "ip": &*m.ip, "name": m.pod.as_deref(), "nodeName": m.node_name.as_deref(), "zone": m.zone.as_deref(),
-            "ready": m.ready, "serving": m.serving, "terminating": m.terminating,
-        })
-    };
-    let (kind, data) = match event {
-        TopologyEvent::NodeAdded(m) => ("nodeAdded", member(m)),
-        TopologyEvent::NodeRemoved(m) => ("nodeRemoved", member(m)),
-        TopologyEvent::LocalLeft(m) => ("localLeft", member(m)),
-        TopologyEvent::ReadinessChanged(m) => ("readinessChanged", member(m)),
-        TopologyEvent::MasterChanged { previous, current } => (
-            "masterChanged",
-            json!({ "previous": previous, "current": current }),
-        ),
-        TopologyEvent::Error(e) => ("error", json!({ "message": e.to_string() })),
-        TopologyEvent::Recovered => ("recovered", json!({})),
-        TopologyEvent::Ready => ("ready", json!({})),
-    };
-    (kind, data.to_string())
 }
 
 /// One running node of the swarm.

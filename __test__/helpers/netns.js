@@ -117,7 +117,11 @@ async function startCluster (count, { env = {} } = {}) {
     cluster.standin = await startStandin({ appName: 'web', host: HOST_IP });
     cluster.port = await freePort();
     for (let i = 0; i < count; i++) cluster.addNode();
-    await Promise.all(cluster.nodes.map(n => n.waitEvent(e => e.event === 'ready', 30000, 'ready')));
+    await Promise.all(cluster.nodes.map(n => n.waitEvent(e => e.event === 'ready', 30000, 'ready').catch(error => {
+      // Whether its requests reached the stand-in at all tells a network fault from ours.
+      const requests = cluster.standin.stats().requestsFrom[n.ip] || 0;
+      throw new Error(`${error.message} (${requests} requests from it reached the API stand-in)`);
+    })));
     for (const n of cluster.nodes) {
       await eventually(async () => (await n.request('nodes')).nodes.length === count, 10000, 'the cluster');
     }
