@@ -156,7 +156,7 @@ impl NodeOptions {
                 local_address: (!bind.is_unspecified()).then_some(bind),
                 auth,
                 multiplex: self.multiplex,
-                read_loop: None,
+                event_loop: None,
                 departure_timeout: millis(self.departure_timeout),
             },
         })

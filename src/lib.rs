@@ -2,18 +2,18 @@
 //! `swarm-core` engine, and forwards. No cluster logic lives here. Each module uses only
 //! those listed before it:
 //!
-//! - [`scope`]: handle scopes, and where the addon may make JavaScript values;
-//! - [`bare`]: bare napi functions: the ring look-ups and the per-message calls;
-//! - [`config`]: the options object, converted to the engine's settings;
-//! - [`log`]: the engine's log records, forwarded to the `debug` namespaces;
-//! - [`ring`]: the `HashRing` class;
-//! - [`batch`]: what JavaScript is handed: letters, outcomes and payloads, and one
+//! - `scope`: handle scopes, and where the addon may make JavaScript values;
+//! - `bare`: bare napi functions: the ring look-ups and the per-message calls;
+//! - `config`: the options object, converted to the engine's settings;
+//! - `log`: the engine's log records, forwarded to the `debug` namespaces;
+//! - `ring`: the `HashRing` class;
+//! - `batch`: what JavaScript is handed: letters, outcomes and payloads, and one
 //!   crossing's arguments;
-//! - [`event_loop`]: the JavaScript thread's loop as the engine's event loop, run by
+//! - `event_loop`: the JavaScript thread's loop as the engine's event loop, run by
 //!   `node-loop` (Unix);
-//! - [`mailbox`]: the batched crossings into JavaScript;
-//! - [`host`]: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
-//! - [`node`]: the `SwarmNode` class the facade drives.
+//! - `mailbox`: the batched crossings into JavaScript;
+//! - `host`: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
+//! - `node`: the `SwarmNode` class the facade drives.
 mod bare;
 mod batch;
 mod config;

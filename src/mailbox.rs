@@ -22,7 +22,7 @@ use napi::{
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Env, Result, Status,
 };
-use swarm_core::messaging::mux::ReadLoop;
+use swarm_core::messaging::loop_io::EventLoop;
 
 use crate::batch::{Batch, Letter, Outcome};
 
@@ -155,12 +155,12 @@ impl Mailbox {
     /// What reads multiplexed connections on the JavaScript thread's loop: the mailbox
     /// itself, where that loop can watch their sockets (Unix); elsewhere the runtime
     /// reads them.
-    pub fn read_loop(self: &Arc<Self>) -> Option<Arc<dyn ReadLoop>> {
+    pub fn event_loop(self: &Arc<Self>) -> Option<Arc<dyn EventLoop>> {
         #[cfg(unix)]
         return self
             .on_loop
             .attached()
-            .then(|| self.clone() as Arc<dyn ReadLoop>);
+            .then(|| self.clone() as Arc<dyn EventLoop>);
         #[cfg(not(unix))]
         None
     }

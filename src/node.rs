@@ -115,7 +115,7 @@ pub fn start_node<'env>(
     // This thread answers tasks and flushes writes at the end of its callbacks: the
     // task requests it reads are run and answered here.
     swarm_core::local::mark_loop_thread();
-    config.client.read_loop = mailbox.read_loop();
+    config.client.event_loop = mailbox.event_loop();
     let host = JsHost::new(Callbacks { on_event, on_local }, mailbox);
     env.spawn_future(async move {
         match Swarm::start(config, host.clone()).await {

@@ -1,5 +1,5 @@
 //! The mailbox on the JavaScript thread's own loop (Unix, where the loop can watch a
-//! raw socket): multiplexed connections are read there ([`ReadLoop`]) and HTTP ones
+//! raw socket): multiplexed connections are read there ([`EventLoop`]) and HTTP ones
 //! served, by `node-loop` (`event_loop.rs`), and the messages and settled calls that
 //! what came in posted are delivered at once, in the same turn, without a wake-up (the
 //! mailbox is their [`Delivery`]).
@@ -15,8 +15,8 @@ use napi::{
     check_status, sys, Env, Result,
 };
 use swarm_core::messaging::{
-    loop_io::{LoopIo, LoopTask, Serve},
-    mux::{serve_here, Inflow, ReadLoop},
+    loop_io::{serve_here, EventLoop, LoopIo, LoopTask, Serve},
+    mux::Inflow,
 };
 
 use node_loop::Delivery;
@@ -53,7 +53,7 @@ impl OnLoop {
     }
 }
 
-impl ReadLoop for Mailbox {
+impl EventLoop for Mailbox {
     fn adopt(&self, inflow: Box<dyn Inflow>) {
         self.take_on(Adopted::Read(inflow));
     }

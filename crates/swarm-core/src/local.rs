@@ -1,4 +1,5 @@
-//! Work that stays on a loop thread outside the runtime (Node's JavaScript thread).
+//! Work that stays on a loop thread outside the runtime (one that runs its own event
+//! loop, handed to the engine as an [`EventLoop`](crate::messaging::loop_io::EventLoop)).
 //!
 //! A thread that runs its own event loop, calls [`crate::messaging::mux::flush`] at the
 //! end of each of its callbacks, and is where the handlers' answers come from, says so

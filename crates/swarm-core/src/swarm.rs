@@ -116,7 +116,7 @@ impl Swarm {
         let (topology, mut events) =
             topology::start(discovery, config.local_ips.clone(), cancel.child_token());
         // Where the multiplexed connections are read, both ways.
-        let read_loop = config.client.read_loop.clone();
+        let event_loop = config.client.event_loop.clone();
         let inner = Arc::new(Inner {
             host,
             tasks: Tasks::new(),
@@ -147,7 +147,7 @@ impl Swarm {
                 Arc::new(Router(inner.clone())),
                 config.limits,
                 cancel.clone(),
-                read_loop,
+                event_loop,
             ))
         });
         let pump_host = inner.host.clone();
@@ -218,12 +218,12 @@ impl Swarm {
                             .send_here(unsent, departed, &inner.runtime, Box::new(done));
                     let Err((unsent, done)) = sent else { return };
                     let runtime = inner.runtime.clone();
-                    let read_loop = inner.client.loop_here();
+                    let event_loop = inner.client.loop_here();
                     let send = async move { done(inner.send_unsent(unsent).await) };
                     // From the loop's thread, over HTTP/1.1, it goes on there: its
                     // connection is that thread's too.
-                    match read_loop {
-                        Some(read_loop) => read_loop.spawn_here(in_runtime(runtime, send)),
+                    match event_loop {
+                        Some(event_loop) => event_loop.spawn_here(in_runtime(runtime, send)),
                         None => drop(runtime.spawn(send)),
                     }
                 }

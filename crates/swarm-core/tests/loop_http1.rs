@@ -15,7 +15,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use swarm_core::messaging::{mux, Client, ClientConfig, Payload, Reply, SendError};
+use swarm_core::messaging::{
+    loop_io::EventLoop, mux, Client, ClientConfig, Payload, Reply, SendError,
+};
 use tokio::{
     io::{AsyncWriteExt, BufReader},
     net::TcpListener,
@@ -31,11 +33,11 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// A loop whose connections the runtime reads and polls (`ReadLoop`'s defaults); the
+/// A loop whose connections the runtime reads and polls (`EventLoop`'s defaults); the
 /// test's thread is marked as the loop's.
 struct RuntimeLoop;
 
-impl mux::ReadLoop for RuntimeLoop {
+impl EventLoop for RuntimeLoop {
     fn adopt(&self, _: Box<dyn mux::Inflow>) {
         unreachable!("no multiplexed connection here")
     }
@@ -48,7 +50,7 @@ fn client(port: u16, request_timeout: Duration) -> Client {
         request_timeout,
         local_address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         multiplex: false,
-        read_loop: Some(Arc::new(RuntimeLoop)),
+        event_loop: Some(Arc::new(RuntimeLoop)),
         ..ClientConfig::default()
     })
 }

@@ -43,7 +43,7 @@ async fn requests_written_at_once_are_answered_by_id_as_they_finish(reading: Rea
     assert_eq!(lock(&server.app.handled).len(), 5);
     assert_eq!(
         server
-            .read_loop
+            .event_loop
             .as_ref()
             .map(|l| l.reads.load(Ordering::Relaxed) > 0),
         (reading == Reading::Elsewhere).then_some(true),
@@ -400,9 +400,9 @@ async fn the_client_signs_its_multiplexed_requests() {
         let reply = send(&signing, &body).await.expect("a reply");
         assert_eq!(reply, Reply::ok(json(&body)));
     }
-    let read_loop = server.read_loop.as_ref().expect("read on another loop");
+    let event_loop = server.event_loop.as_ref().expect("read on another loop");
     assert!(
-        read_loop.reads.load(Ordering::Relaxed) > 0,
+        event_loop.reads.load(Ordering::Relaxed) > 0,
         "after the first HTTP exchange, signed frames on the multiplexed connection"
     );
     let unsigned = send(&client(server.addr.port()), "{}")
@@ -455,7 +455,7 @@ async fn the_transport_is_offered_and_served_only_when_switched_on() {
 #[tokio::test]
 async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loop_either() {
     let mut server = Server::reading(Reading::Elsewhere, ServerLimits::default()).await;
-    let read_loop = server.read_loop.clone().expect("read elsewhere");
+    let event_loop = server.event_loop.clone().expect("read elsewhere");
     let (mut peer, sent) = pause_the_reading(&mut server).await;
     peer.write(&request(sent + 1, "/echo", &json("\"last\"")))
         .await;
@@ -467,7 +467,7 @@ async fn a_client_that_leaves_its_replies_unread_is_not_read_from_on_another_loo
     );
     assert_eq!(replies[sent as usize].1, Reply::ok(json("\"last\"")));
     assert_eq!(
-        lock(&read_loop.readers).len(),
+        lock(&event_loop.readers).len(),
         2,
         "read again once the client read"
     );
@@ -497,7 +497,7 @@ async fn a_frame_that_stalls_past_the_header_timeout_ends_the_connection(reading
 on_both_loops!(a_frame_that_stalls_past_the_header_timeout_ends_the_connection);
 
 #[tokio::test]
-async fn a_connection_whose_read_loop_lets_go_of_it_ends_at_once() {
+async fn a_connection_whose_event_loop_lets_go_of_it_ends_at_once() {
     let server = Server::reading(Reading::Gone, ServerLimits::default()).await;
     let mut peer = Peer::open(server.addr).await;
     assert!(

@@ -42,7 +42,7 @@ use super::{
     auth::{self, Auth},
     codec::{self, Payload},
     loop_http1,
-    loop_io::in_runtime,
+    loop_io::{in_runtime, EventLoop},
     mux::{self, Outcome},
     path, Reply,
 };
@@ -236,7 +236,7 @@ impl Client {
 
     /// The loop its connections are read on, when this thread is that loop's: work
     /// started here over HTTP/1.1 stays here.
-    pub(crate) fn loop_here(&self) -> Option<Arc<dyn mux::ReadLoop>> {
+    pub(crate) fn loop_here(&self) -> Option<Arc<dyn EventLoop>> {
         self.inner.loop_here().cloned()
     }
 
@@ -432,9 +432,9 @@ impl Inner {
         }
     }
 
-    fn loop_here(&self) -> Option<&Arc<dyn mux::ReadLoop>> {
+    fn loop_here(&self) -> Option<&Arc<dyn EventLoop>> {
         self.config
-            .read_loop
+            .event_loop
             .as_ref()
             .filter(|_| local::on_loop_thread())
     }
@@ -463,7 +463,7 @@ impl Inner {
                     async move { dial.await.map(TokioIo::into_inner) },
                     self.config.connect_timeout,
                     self.config.request_timeout,
-                    self.config.read_loop.clone(),
+                    self.config.event_loop.clone(),
                     pings,
                 );
                 routes.insert(peer, Route::Mux(conn.clone()));

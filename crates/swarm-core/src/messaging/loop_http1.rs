@@ -1,4 +1,4 @@
-//! HTTP/1.1 exchanges of a loop thread's own (the JavaScript thread's, in the addon): a
+//! HTTP/1.1 exchanges of a loop thread's own (see [`super::loop_io::EventLoop`]): a
 //! request is written by the thread that sends it, inside its call, and its reply read by
 //! the connection's task on the same loop, on keep-alive connections the client pools.
 //! hyper's client takes a task of its own and two channels per exchange besides its

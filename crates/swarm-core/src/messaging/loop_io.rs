@@ -1,7 +1,7 @@
-//! Connections served on the event loop of another thread ([`super::mux::ReadLoop`]):
+//! The event loop of another thread ([`EventLoop`]), and the connections served on it:
 //! a socket whose reads and writes are made by the thread that polls the connection,
 //! with readiness from that thread's loop ([`Readiness`]). hyper serves HTTP/1.1 over
-//! it as over a socket of the runtime, so the JavaScript thread parses a request, hands
+//! it as over a socket of the runtime, so the loop's thread parses a request, hands
 //! it to its handler and writes the answer in the same turns, and no thread of the
 //! runtime is woken for an exchange.
 
@@ -16,7 +16,9 @@ use std::{
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 
-use super::sys;
+use tracing::debug;
+
+use super::{mux::Inflow, sys};
 
 /// What a connection waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +31,7 @@ pub enum Interest {
 ///
 /// A socket is taken to be ready until an operation finds it busy ([`Readiness::clear`]),
 /// then not until the loop says it is: a task polled again meanwhile, for another
-/// reason (a request to write, an answer from JavaScript), makes no read that would
+/// reason (a request to write, an answer its handler gave), makes no read that would
 /// find nothing.
 pub trait Readiness: Send {
     /// Ready while the socket may be read (or written): until [`Readiness::clear`] of
@@ -48,6 +50,57 @@ pub type LoopTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Makes a connection's task over its socket.
 pub type Serve = Box<dyn FnOnce(LoopIo) -> LoopTask + Send>;
+
+/// The event loop of another thread, which reads multiplexed connections where what
+/// comes in is handled (the addon's JavaScript thread): a frame then wakes that thread alone,
+/// not a thread of the runtime first.
+pub trait EventLoop: Send + Sync {
+    /// Reads `inflow` on the loop's thread: [`Inflow::read`] each time its socket is
+    /// readable, until that returns true, then [`super::mux::flush`], which writes the
+    /// answers the reading gave at once (and any the thread gave meanwhile). Dropping it
+    /// ends the reading.
+    fn adopt(&self, inflow: Box<dyn Inflow>);
+
+    /// Serves a connection on the loop's thread, from any thread: `serve` makes its task
+    /// over `socket`, which is then polled, read and written there. This one runs it on
+    /// the runtime.
+    fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
+        serve_here(self, socket, serve);
+    }
+
+    /// Called on the loop's thread: `socket`, read and written where it is polled, with
+    /// the loop's readiness. This one has the runtime's reactor tell it.
+    fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
+        LoopIo::on_runtime(socket)
+    }
+
+    /// Called on the loop's thread: polls `task` there from now on. This one runs it on
+    /// the runtime.
+    fn spawn_here(&self, task: LoopTask) {
+        tokio::spawn(task);
+    }
+}
+
+/// Called on `event_loop`'s thread: serves the connection over `socket` there, with the
+/// loop's readiness ([`EventLoop::io_here`], [`EventLoop::spawn_here`]).
+pub fn serve_here<L: EventLoop + ?Sized>(
+    event_loop: &L,
+    socket: Arc<std::net::TcpStream>,
+    serve: Serve,
+) {
+    match event_loop.io_here(socket) {
+        Ok(io) => event_loop.spawn_here(serve(io)),
+        Err(e) => {
+            debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
+        }
+    }
+}
+
+impl std::fmt::Debug for dyn EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventLoop")
+    }
+}
 
 /// A non-blocking socket, read and written where it is polled.
 pub struct LoopIo {
@@ -72,7 +125,7 @@ impl LoopIo {
     /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
     #[cfg(not(unix))]
     pub fn on_runtime(_: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        Err(sys::no_read_loop())
+        Err(sys::no_event_loop())
     }
 
     /// Runs `op` once the socket is ready for `interest`, until `op` does not find it busy.

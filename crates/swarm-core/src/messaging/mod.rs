@@ -6,7 +6,7 @@
 //! - [`server`]: the hyper server, its limits and its graceful shutdown;
 //! - [`client`]: the pooled client with its timeouts;
 //! - [`mux`]: the multiplexed transport between pods of this version;
-//! - [`loop_io`]: connections served on the JavaScript thread's loop;
+//! - [`loop_io`]: the event loop of another thread, and connections served on it;
 //! - [`auth`]: the opt-in signatures of pod traffic;
 //! - [`sys`]: the socket calls that differ between platforms.
 

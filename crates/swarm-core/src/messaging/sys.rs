@@ -1,7 +1,7 @@
 //! The socket calls whose form differs between platforms. Pods run on Linux; macOS and
 //! Windows run the engine for development. tokio tells the readiness of a raw socket
 //! ([`tokio::io::unix::AsyncFd`]) on Unix alone, so on Windows no connection is read on
-//! another thread's loop: the addon gives the engine no [`super::mux::ReadLoop`] there,
+//! another thread's loop: the addon gives the engine no [`super::loop_io::EventLoop`] there,
 //! and a caller that does gets [`io::ErrorKind::Unsupported`] for each connection.
 
 use std::{io, mem::MaybeUninit, net::TcpStream};
@@ -30,7 +30,7 @@ pub fn recv(socket: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize
 
 /// What a connection read on another thread's loop gets where there is none.
 #[cfg(not(unix))]
-pub fn no_read_loop() -> io::Error {
+pub fn no_event_loop() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         "a connection is read on another thread's loop on Unix only",

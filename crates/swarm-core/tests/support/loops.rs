@@ -14,7 +14,7 @@ pub struct ThreadLoop {
     pub stopped: Arc<tokio::sync::Notify>,
 }
 
-impl mux::ReadLoop for ThreadLoop {
+impl EventLoop for ThreadLoop {
     fn adopt(&self, mut inflow: Box<dyn mux::Inflow>) {
         let (reads, stopped) = (self.reads.clone(), self.stopped.clone());
         lock(&self.readers).push(std::thread::spawn(move || loop {
@@ -53,9 +53,9 @@ impl ThreadLoop {
     }
 }
 
-pub fn reading_on(read_loop: &Arc<ThreadLoop>, port: u16) -> Client {
+pub fn reading_on(event_loop: &Arc<ThreadLoop>, port: u16) -> Client {
     Client::new(ClientConfig {
-        read_loop: Some(read_loop.clone()),
+        event_loop: Some(event_loop.clone()),
         ..config(port)
     })
 }
@@ -64,7 +64,7 @@ pub fn reading_on(read_loop: &Arc<ThreadLoop>, port: u16) -> Client {
 /// server's reading (on another loop) pauses; the requests taken from then on are
 /// answered as they come. The peer, and how many requests it sent.
 pub async fn pause_the_reading(server: &mut Server) -> (Peer, u32) {
-    let read_loop = server.read_loop.clone().expect("read elsewhere");
+    let event_loop = server.event_loop.clone().expect("read elsewhere");
     // A small receive buffer: the replies it does not read wait in the server's queue.
     let socket = TcpSocket::new_v4().expect("a socket");
     socket.set_recv_buffer_size(4096).expect("a small buffer");
@@ -82,7 +82,7 @@ pub async fn pause_the_reading(server: &mut Server) -> (Peer, u32) {
         peer.write(&request(sent, "/take", &Payload::Empty)).await;
         tokio::select! {
             responder = server.taken() => assert!(responder.reply(&Reply::ok(big.clone()))),
-            () = read_loop.stopped.notified() => break,
+            () = event_loop.stopped.notified() => break,
         }
     }
     // The rest are answered as they are read: the request that found the queue full,
@@ -100,7 +100,7 @@ pub async fn pause_the_reading(server: &mut Server) -> (Peer, u32) {
 /// ended would.
 pub struct GoneLoop;
 
-impl mux::ReadLoop for GoneLoop {
+impl EventLoop for GoneLoop {
     fn adopt(&self, inflow: Box<dyn mux::Inflow>) {
         drop(inflow);
     }

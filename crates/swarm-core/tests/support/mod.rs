@@ -27,6 +27,7 @@ pub use std::{
 pub use bytes::{BufMut, Bytes, BytesMut};
 pub use futures_util::StreamExt;
 pub use swarm_core::messaging::{
+    loop_io::EventLoop,
     mux::{self, Read},
     serve, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
     ServerLimits,
@@ -149,7 +150,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     /// The loop that reads the multiplexed connections, unless the runtime does.
-    pub read_loop: Option<Arc<ThreadLoop>>,
+    pub event_loop: Option<Arc<ThreadLoop>>,
     /// The paths of the `gate` requests whose handler started.
     pub started: mpsc::UnboundedReceiver<String>,
     /// The responders of the `take` requests.
@@ -179,11 +180,11 @@ impl Server {
             taken: responders,
         });
         let cancel = CancellationToken::new();
-        let read_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));
+        let event_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));
         let elsewhere = match reading {
             Reading::Runtime => None,
-            Reading::Elsewhere => read_loop.clone().map(|l| l as Arc<dyn mux::ReadLoop>),
-            Reading::Gone => Some(Arc::new(GoneLoop) as Arc<dyn mux::ReadLoop>),
+            Reading::Elsewhere => event_loop.clone().map(|l| l as Arc<dyn EventLoop>),
+            Reading::Gone => Some(Arc::new(GoneLoop) as Arc<dyn EventLoop>),
         };
         let task = tokio::spawn(serve(
             listener,
@@ -195,7 +196,7 @@ impl Server {
         Server {
             addr,
             app,
-            read_loop,
+            event_loop,
             started,
             taken,
             cancel,

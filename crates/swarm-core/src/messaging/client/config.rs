@@ -22,7 +22,7 @@ pub struct ClientConfig {
     /// Whether peers that offer the multiplexed transport are sent to over it.
     pub multiplex: bool,
     /// Where the replies of multiplexed connections are read; on the runtime when unset.
-    pub read_loop: Option<Arc<dyn mux::ReadLoop>>,
+    pub event_loop: Option<Arc<dyn EventLoop>>,
     /// How long a peer that left the cluster has to show it is alive (answer a ping)
     /// before the calls waiting on it fail; one that cannot be pinged has this long to
     /// answer them.
@@ -39,7 +39,7 @@ impl Default for ClientConfig {
             local_address: None,
             auth: None,
             multiplex: true,
-            read_loop: None,
+            event_loop: None,
             departure_timeout: Duration::from_secs(1),
         }
     }

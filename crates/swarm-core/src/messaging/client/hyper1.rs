@@ -124,17 +124,17 @@ impl Inner {
         let io = self.dial(peer).await.map_err(unreachable)?;
         let handshake_failed = |e: hyper::Error| unreachable(with_causes(&e));
         // Made on the loop's thread, the connection is read and written there too.
-        if let Some(read_loop) = self.loop_here() {
+        if let Some(event_loop) = self.loop_here() {
             let socket = io
                 .into_inner()
                 .into_std()
                 .map_err(|e| unreachable(e.to_string()))?;
-            let io = read_loop
+            let io = event_loop
                 .io_here(Arc::new(socket))
                 .map_err(|e| unreachable(e.to_string()))?;
             let (sender, connection) = http1::handshake(io).await.map_err(handshake_failed)?;
             let runtime = tokio::runtime::Handle::current();
-            read_loop.spawn_here(in_runtime(runtime, async move {
+            event_loop.spawn_here(in_runtime(runtime, async move {
                 let _ = connection.await;
             }));
             return Ok((sender, false));

@@ -19,8 +19,8 @@ impl Client {
         done: Sent,
     ) -> Result<(), (Unsent, Sent)> {
         let peer = unsent.peer;
-        let read_loop = match self.inner.loop_here() {
-            Some(read_loop) if self.inner.http_route(peer) => read_loop,
+        let event_loop = match self.inner.loop_here() {
+            Some(event_loop) if self.inner.http_route(peer) => event_loop,
             _ => return Err((unsent, done)),
         };
         let mut request = self.inner.http_request(&unsent);
@@ -40,11 +40,11 @@ impl Client {
             settle(Err(never_reached(peer)));
             return Ok(());
         }
-        let read_loop = read_loop.clone();
+        let event_loop = event_loop.clone();
         let dial = self.inner.dial(peer);
         let weak = Arc::downgrade(&self.inner);
         let timeout = self.inner.config.request_timeout;
-        read_loop
+        event_loop
             .clone()
             .spawn_here(in_runtime(runtime.clone(), async move {
                 let unreachable = |reason: String| SendError::Unreachable {
@@ -61,7 +61,7 @@ impl Client {
                     Ok(socket) => Arc::new(socket),
                     Err(reason) => return settle(Err(unreachable(reason))),
                 };
-                let io = match read_loop.io_here(socket.clone()) {
+                let io = match event_loop.io_here(socket.clone()) {
                     Ok(io) => io,
                     Err(e) => return settle(Err(unreachable(e.to_string()))),
                 };

@@ -41,7 +41,7 @@ impl Answer {
     }
 
     /// Queues `reply` as the answer, for the writer task or (`later`) for this thread's
-    /// next [`flush`]; false when it was given already.
+    /// next [`flush`](super::flush); false when it was given already.
     pub(crate) fn give(&self, reply: &Reply, later: bool) -> bool {
         if self.answered.swap(true, Ordering::AcqRel) {
             return false;
@@ -63,13 +63,13 @@ impl Answer {
 }
 
 /// Answers a multiplexed request from any thread, without waking the server's task:
-/// a dispatcher that takes it from the [`super::Inbound`] answers through it (see
-/// [`super::Answering::Taken`]). Unanswered within the handler timeout, the request is
+/// a dispatcher that takes it from the [`Inbound`](crate::messaging::Inbound) answers through it (see
+/// [`Answering::Taken`](crate::messaging::Answering::Taken)). Unanswered within the handler timeout, the request is
 /// answered `500 operation timed out`.
 pub struct Responder(pub(crate) Arc<Answer>);
 
 impl Responder {
-    /// Answers with `reply`, written at this thread's next [`flush`]; false when the
+    /// Answers with `reply`, written at this thread's next [`flush`](super::flush); false when the
     /// request was answered already (it timed out).
     pub fn reply_later(&self, reply: &Reply) -> bool {
         self.0.give(reply, true)
@@ -80,7 +80,7 @@ impl Responder {
         self.0.give(reply, false)
     }
 
-    /// Answers with `reply`: written at this thread's next [`flush`] on a loop thread
+    /// Answers with `reply`: written at this thread's next [`flush`](super::flush) on a loop thread
     /// (see [`crate::local`]), by the connection's writer task elsewhere.
     pub fn reply_here(&self, reply: &Reply) -> bool {
         self.0.give(reply, crate::local::on_loop_thread())

@@ -1,5 +1,5 @@
 //! A client's multiplexed connection to one peer: calls by id, their outcomes, and the
-//! reading of the replies, on the runtime or on a [`ReadLoop`].
+//! reading of the replies, on the runtime or on a [`EventLoop`].
 
 use std::{
     future::Future,
@@ -18,16 +18,16 @@ use tokio::{
     sync::oneshot,
 };
 
-use crate::messaging::sys;
+use crate::messaging::{loop_io::EventLoop, sys};
 
 mod liveness;
 
 use super::{
     encode_request,
+    inflow::{read_frames, share, EndReading, Flow, Framer, Inflow, Step},
     outbox::{eager_group, Outbox, Sink},
-    parse_reply, ping_frame, read_frame,
-    read_loop::{read_frames, share, EndReading, Flow, Framer, Inflow, ReadLoop, Step},
-    set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH, GO_AWAY, PING, PONG, PREFACE, REPLY,
+    parse_reply, ping_frame, read_frame, set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH,
+    GO_AWAY, PING, PONG, PREFACE, REPLY,
 };
 
 /// How a call on a client connection ended.
@@ -115,13 +115,13 @@ impl Conn {
     /// A connection over what `connect` yields, driven by tasks of its own; calls may
     /// be made at once and are written once the peer has accepted the preface.
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
-    /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `read_loop`,
+    /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `event_loop`,
     /// the replies are read on its thread. `pings`: the peer answers pings.
     pub fn open<F>(
         connect: F,
         handshake: Duration,
         timeout: Duration,
-        read_loop: Option<Arc<dyn ReadLoop>>,
+        event_loop: Option<Arc<dyn EventLoop>>,
         pings: bool,
     ) -> Arc<Conn>
     where
@@ -140,7 +140,7 @@ impl Conn {
             timeout,
             pings,
         });
-        tokio::spawn(conn.clone().drive(connect, handshake, read_loop));
+        tokio::spawn(conn.clone().drive(connect, handshake, event_loop));
         conn
     }
 
@@ -153,7 +153,7 @@ impl Conn {
         self.lock().open
     }
 
-    /// Puts a request on the connection (waiting while [`HIGH_WATER`] bytes wait to be
+    /// Puts a request on the connection (waiting while [`HIGH_WATER`](super::HIGH_WATER) bytes wait to be
     /// written), or `None` when it no longer takes calls.
     pub async fn call(
         self: &Arc<Self>,
@@ -178,7 +178,7 @@ impl Conn {
     }
 
     /// Puts a request (a frame of [`encode_request`]) on a connection the peer has
-    /// accepted, to be written when this thread calls [`flush`]; `done` gets its
+    /// accepted, to be written when this thread calls [`flush`](super::flush); `done` gets its
     /// outcome, on the connection's tasks, within the connection's timeout. Hands `done`
     /// back when the connection is not accepted yet or no longer takes calls.
     pub fn call_later(self: &Arc<Self>, frame: BytesMut, done: Done) -> Result<(), Done> {
@@ -276,7 +276,7 @@ impl Conn {
         self: Arc<Self>,
         connect: impl Future<Output = Result<TcpStream, String>>,
         handshake: Duration,
-        read_loop: Option<Arc<dyn ReadLoop>>,
+        event_loop: Option<Arc<dyn EventLoop>>,
     ) {
         let mut stream = match connect.await {
             Ok(stream) => stream,
@@ -306,7 +306,7 @@ impl Conn {
                 return self.settle_all(|| Outcome::NoAnswer);
             }
         }
-        let (read, sink, _end): (Reading, Sink, _) = match read_loop {
+        let (read, sink, _end): (Reading, Sink, _) = match event_loop {
             None => {
                 let (read, write) = stream.into_split();
                 let read = self
@@ -314,7 +314,7 @@ impl Conn {
                     .read_replies(BufReader::with_capacity(BATCH, read));
                 (Box::pin(read), write.into(), None)
             }
-            Some(read_loop) => match self.clone().hand_over(stream, &*read_loop) {
+            Some(event_loop) => match self.clone().hand_over(stream, &*event_loop) {
                 Ok(handed) => handed,
                 Err(e) => return self.settle_all(|| Outcome::Failed(e.to_string())),
             },
@@ -351,16 +351,16 @@ impl Conn {
         self.settle_all(|| Outcome::Failed(reason.clone()));
     }
 
-    /// Hands the reading of `stream` to `read_loop`; the reading future resolves when it
+    /// Hands the reading of `stream` to `event_loop`; the reading future resolves when it
     /// ends, and the guard ends the socket when dropped with the connection's task.
     fn hand_over(
         self: Arc<Self>,
         stream: TcpStream,
-        read_loop: &dyn ReadLoop,
+        event_loop: &dyn EventLoop,
     ) -> io::Result<(Reading, Sink, Option<EndReading>)> {
         let (socket, sink, end) = share(stream)?;
         let (tell, ended) = oneshot::channel();
-        read_loop.adopt(Box::new(Replies {
+        event_loop.adopt(Box::new(Replies {
             conn: self,
             socket,
             framer: Framer::new(usize::MAX),
@@ -468,7 +468,7 @@ impl Conn {
     }
 }
 
-/// The replies of a client's connection, read on a [`ReadLoop`].
+/// The replies of a client's connection, read on a [`EventLoop`].
 struct Replies {
     conn: Arc<Conn>,
     socket: Arc<std::net::TcpStream>,

@@ -26,9 +26,10 @@
 //! bodies are decoded and checked as HTTP ones are, so both transports answer alike.
 //!
 //! Here, the frames; `outbox.rs` writes them, `answer.rs` answers a request from any
-//! thread, `conn.rs` is the client's connection, and `read_loop.rs` reads connections on
-//! another thread's event loop (the JavaScript thread's, in the addon). The server's side
-//! is in `server/multiplexed.rs`.
+//! thread, `conn.rs` is the client's connection, and `inflow.rs` takes frames off a
+//! connection read on another thread's event loop
+//! ([`EventLoop`](super::loop_io::EventLoop)). The server's side is in
+//! `server/multiplexed.rs`.
 
 use std::{io, net::SocketAddr};
 
@@ -40,15 +41,15 @@ use super::{auth, Auth, Payload, Reply};
 
 mod answer;
 mod conn;
+mod inflow;
 mod outbox;
-mod read_loop;
 
 pub(crate) use answer::Answer;
 pub use answer::Responder;
 pub use conn::{Call, Conn, Done, Outcome};
+pub use inflow::Inflow;
+pub(crate) use inflow::{read_frames, share, Flow, Framer, Step};
 pub use outbox::{flush, Outbox, Sink, EAGER, HIGH_WATER};
-pub(crate) use read_loop::{read_frames, share, Flow, Framer, Step};
-pub use read_loop::{serve_here, Inflow, ReadLoop};
 
 /// The reply header by which a server of ours offers the transport; its value is the
 /// [`LEVEL`] of the transport it speaks.

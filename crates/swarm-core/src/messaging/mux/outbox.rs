@@ -26,7 +26,7 @@ const GATHER: usize = 64;
 /// Frames queued for later on one connection are written as soon as a group of them
 /// waits, not at the end of the turn: under load the peer starts on the first ones while
 /// this thread still makes the rest, instead of both sides taking turns at whole
-/// batches. A group is at least this many frames (see [`eager_group`]).
+/// batches. A group is at least this many frames (see `eager_group`).
 pub const EAGER: usize = 8;
 
 /// How many requests queued for later make a group to write at once, with `in_flight`
@@ -117,7 +117,7 @@ thread_local! {
 }
 
 /// Writes what [`Outbox::push_later`] queued on this thread: a thread that queues many
-/// frames (JavaScript, in one turn of its loop) writes them in one system call per
+/// frames (in one turn of its event loop) writes them in one system call per
 /// connection, and no other thread is woken for it.
 pub fn flush() {
     for outbox in LATER.with(|later| std::mem::take(&mut *later.borrow_mut())) {
@@ -300,7 +300,7 @@ impl Outbox {
 pub enum Sink {
     /// The sending half of a stream the runtime reads.
     Half(OwnedWriteHalf),
-    /// A socket another loop reads ([`ReadLoop`]): registered with the runtime for
+    /// A socket another loop reads ([`EventLoop`](crate::messaging::loop_io::EventLoop)): registered with the runtime for
     /// writability alone, so what comes in wakes no thread of the runtime.
     #[cfg(unix)]
     Shared(tokio::io::unix::AsyncFd<Arc<std::net::TcpStream>>),

@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 use super::{
     auth::{self, Auth},
     codec::Payload,
-    loop_io::in_runtime,
+    loop_io::{in_runtime, EventLoop},
     mux, path, Inbound, Reply,
 };
 
@@ -113,13 +113,13 @@ struct Context {
 }
 
 /// Serves `listener` until `cancel` fires, then drains in-flight requests. Multiplexed
-/// connections are read on `read_loop` when set, on the runtime otherwise.
+/// connections are read on `event_loop` when set, on the runtime otherwise.
 pub async fn serve(
     listener: TcpListener,
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
     cancel: CancellationToken,
-    read_loop: Option<Arc<dyn mux::ReadLoop>>,
+    event_loop: Option<Arc<dyn EventLoop>>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
@@ -165,7 +165,7 @@ pub async fn serve(
         let ends = Ends::of(&stream, peer);
         let (ctx, builder, watcher) = (ctx.clone(), builder.clone(), graceful.watcher());
         let (cancel, multiplexed, give_up) = (cancel.clone(), multiplexed.clone(), give_up.clone());
-        let read_loop = read_loop.clone();
+        let event_loop = event_loop.clone();
         tokio::spawn(async move {
             let _connection = connection;
             // A client that connects and stays silent holds a slot too: it gets the
@@ -180,7 +180,7 @@ pub async fn serve(
                 // Dropped, connection and all, if it is still draining when shutdown
                 // gives up.
                 tokio::select! {
-                    () = multiplexed.track_future(serve_mux(stream, ends, ctx, cancel, read_loop)) => {}
+                    () = multiplexed.track_future(serve_mux(stream, ends, ctx, cancel, event_loop)) => {}
                     () = give_up.cancelled() => {}
                 }
                 return;
@@ -193,12 +193,12 @@ pub async fn serve(
                 give_up,
                 _connection,
             };
-            match read_loop {
+            match event_loop {
                 None => conn.serve(TokioIo::new(stream)).await,
-                Some(read_loop) => match stream.into_std() {
+                Some(event_loop) => match stream.into_std() {
                     Ok(socket) => {
                         let runtime = tokio::runtime::Handle::current();
-                        read_loop.serve(
+                        event_loop.serve(
                             Arc::new(socket),
                             Box::new(move |io| in_runtime(runtime, conn.serve(io))),
                         )

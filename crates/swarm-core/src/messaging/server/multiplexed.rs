@@ -1,6 +1,6 @@
 //! The server's side of the multiplexed transport (see [`super::super::mux`]): one task
 //! per connection, reading and answering its requests, on the runtime or, with a
-//! [`mux::ReadLoop`], on that loop's thread (`read_loop.rs`).
+//! [`EventLoop`], on that loop's thread (`on_loop.rs`).
 
 use std::{collections::VecDeque, future::Future, io, pin::Pin, sync::Arc};
 
@@ -17,24 +17,25 @@ use tracing::debug;
 
 use super::{busy, decode_frame, timed_out, too_large, Answering, Context, Ends, MUX_IDLE};
 use crate::messaging::{
+    loop_io::EventLoop,
     mux::{self, Answer, Outbox, Read, Responder},
     Reply,
 };
 
-mod read_loop;
+mod on_loop;
 
 /// Serves one multiplexed connection (its first byte is waiting): requests are handled
 /// concurrently and their replies written as they come, in batches. At shutdown, or
 /// after [`MUX_IDLE`] without requests, it sends a go-away naming the last request it
 /// read, answers those in flight and ends its sending side; the client sends any later
-/// request again elsewhere. With a `read_loop`, the requests are read and started on
-/// its thread (see `read_loop.rs`).
+/// request again elsewhere. With a `event_loop`, the requests are read and started on
+/// its thread (see `multiplexed/on_loop.rs`).
 pub(super) async fn serve_mux(
     mut stream: TcpStream,
     ends: Ends,
     ctx: Arc<Context>,
     cancel: CancellationToken,
-    read_loop: Option<Arc<dyn mux::ReadLoop>>,
+    event_loop: Option<Arc<dyn EventLoop>>,
 ) {
     let mut preface = [0u8; mux::PREFACE.len()];
     let greeted =
@@ -55,11 +56,11 @@ pub(super) async fn serve_mux(
         outbox,
         given: Arc::new(Notify::new()),
     };
-    let written = match read_loop {
+    let written = match event_loop {
         None => conn.serve_here(stream, cancel).await,
-        Some(read_loop) => match mux::share(stream) {
+        Some(event_loop) => match mux::share(stream) {
             Ok((socket, sink, _end)) => {
-                conn.serve_elsewhere(socket, sink, &*read_loop, cancel)
+                conn.serve_elsewhere(socket, sink, &*event_loop, cancel)
                     .await
             }
             Err(e) => Err(e),

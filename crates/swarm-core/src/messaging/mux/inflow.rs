@@ -1,4 +1,5 @@
-//! Multiplexed connections read on the event loop of another thread ([`ReadLoop`]):
+//! Multiplexed connections read on the event loop of another thread
+//! ([`EventLoop`](crate::messaging::loop_io::EventLoop)):
 //! frames taken off the bytes as they come in, without waiting.
 
 use std::{
@@ -10,66 +11,11 @@ use std::{
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 
-use tracing::debug;
-
 use super::{outbox::Sink, Read, HEAD};
-use crate::messaging::{
-    loop_io::{LoopIo, LoopTask, Serve},
-    sys,
-};
+use crate::messaging::sys;
 
-/// The event loop of another thread, which reads multiplexed connections where what
-/// comes in is handled (the JavaScript thread's): a frame then wakes that thread alone,
-/// not a thread of the runtime first.
-pub trait ReadLoop: Send + Sync {
-    /// Reads `inflow` on the loop's thread: [`Inflow::read`] each time its socket is
-    /// readable, until that returns true, then [`super::flush`], which writes the
-    /// answers the reading gave at once (and any the thread gave meanwhile). Dropping it
-    /// ends the reading.
-    fn adopt(&self, inflow: Box<dyn Inflow>);
-
-    /// Serves a connection on the loop's thread, from any thread: `serve` makes its task
-    /// over `socket`, which is then polled, read and written there. This one runs it on
-    /// the runtime.
-    fn serve(&self, socket: Arc<std::net::TcpStream>, serve: Serve) {
-        serve_here(self, socket, serve);
-    }
-
-    /// Called on the loop's thread: `socket`, read and written where it is polled, with
-    /// the loop's readiness. This one has the runtime's reactor tell it.
-    fn io_here(&self, socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        LoopIo::on_runtime(socket)
-    }
-
-    /// Called on the loop's thread: polls `task` there from now on. This one runs it on
-    /// the runtime.
-    fn spawn_here(&self, task: LoopTask) {
-        tokio::spawn(task);
-    }
-}
-
-/// Called on `read_loop`'s thread: serves the connection over `socket` there, with the
-/// loop's readiness ([`ReadLoop::io_here`], [`ReadLoop::spawn_here`]).
-pub fn serve_here<L: ReadLoop + ?Sized>(
-    read_loop: &L,
-    socket: Arc<std::net::TcpStream>,
-    serve: Serve,
-) {
-    match read_loop.io_here(socket) {
-        Ok(io) => read_loop.spawn_here(serve(io)),
-        Err(e) => {
-            debug!(target: "node_swarm_kb::messages", "a connection could not be served: {e}")
-        }
-    }
-}
-
-impl std::fmt::Debug for dyn ReadLoop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReadLoop")
-    }
-}
-
-/// The reading side of a connection, handed to a [`ReadLoop`].
+/// The reading side of a connection, handed to an
+/// [`EventLoop`](crate::messaging::loop_io::EventLoop).
 pub trait Inflow: Send {
     /// The socket, to wait on.
     fn fd(&self) -> sys::RawSocket;
@@ -226,7 +172,7 @@ pub(crate) fn share(stream: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, 
 
 #[cfg(not(unix))]
 pub(crate) fn share(_: TcpStream) -> io::Result<(Arc<std::net::TcpStream>, Sink, EndReading)> {
-    Err(sys::no_read_loop())
+    Err(sys::no_event_loop())
 }
 
 /// Ends a socket another loop reads, both ways, when the connection's task ends or is

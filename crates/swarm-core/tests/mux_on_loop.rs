@@ -92,15 +92,15 @@ async fn a_send_made_later_the_peer_did_not_read_is_handed_back() {
 }
 
 /// On a loop thread (the JavaScript thread, in the addon), the client's HTTP/1.1
-/// connections are made there and polled by that loop ([`mux::ReadLoop::spawn_here`]).
+/// connections are made there and polled by that loop ([`loop_io::EventLoop::spawn_here`]).
 #[tokio::test]
 async fn http_sends_from_a_loop_thread_keep_their_connections_on_its_loop() {
     swarm_core::local::mark_loop_thread();
     let server = Server::start(ServerLimits::default()).await;
-    let read_loop = Arc::new(ThreadLoop::default());
+    let event_loop = Arc::new(ThreadLoop::default());
     let client = Client::new(ClientConfig {
         multiplex: false,
-        read_loop: Some(read_loop.clone()),
+        event_loop: Some(event_loop.clone()),
         ..config(server.addr.port())
     });
     exchanges_of_any_size(&client, &server).await;
@@ -109,8 +109,8 @@ async fn http_sends_from_a_loop_thread_keep_their_connections_on_its_loop() {
 #[tokio::test]
 async fn replies_read_on_another_loop_settle_sends_of_both_kinds() {
     let server = Server::start(ServerLimits::default()).await;
-    let read_loop = Arc::new(ThreadLoop::default());
-    let client = reading_on(&read_loop, server.addr.port());
+    let event_loop = Arc::new(ThreadLoop::default());
+    let client = reading_on(&event_loop, server.addr.port());
     send(&client, "\"over http\"").await.expect("a reply");
     let later = send_later_accepted(&client, "\"later\"").await;
     mux::flush();
@@ -129,18 +129,18 @@ async fn replies_read_on_another_loop_settle_sends_of_both_kinds() {
         assert_eq!(reply, Ok(Reply::ok(json(&body))));
     }
     assert!(
-        read_loop.reads.load(Ordering::Relaxed) > 0,
+        event_loop.reads.load(Ordering::Relaxed) > 0,
         "the replies were read by the loop"
     );
-    assert_eq!(lock(&read_loop.readers).len(), 1, "on one connection");
+    assert_eq!(lock(&event_loop.readers).len(), 1, "on one connection");
     assert_eq!(server.app.payloads().len(), 103);
 }
 
 #[tokio::test]
 async fn a_go_away_read_on_another_loop_sends_the_unread_request_again_and_ends_the_reading() {
     let fake = Fake::start(Some("1"), vec![Script::GoAwayAfterTwo]).await;
-    let read_loop = Arc::new(ThreadLoop::default());
-    let client = reading_on(&read_loop, fake.port);
+    let event_loop = Arc::new(ThreadLoop::default());
+    let client = reading_on(&event_loop, fake.port);
     send(&client, "\"over http\"").await.expect("a reply");
     let (a, b) = tokio::join!(send(&client, "\"a\""), send(&client, "\"b\""));
     assert_eq!(a, Ok(Reply::ok(json("\"a\""))));
@@ -153,7 +153,7 @@ async fn a_go_away_read_on_another_loop_sends_the_unread_request_again_and_ends_
     );
     client.forget("127.0.0.1");
     assert_eq!(
-        read_loop.ended().await,
+        event_loop.ended().await,
         2,
         "both connections' readings ended with them"
     );
@@ -163,15 +163,15 @@ async fn a_go_away_read_on_another_loop_sends_the_unread_request_again_and_ends_
 fn the_reading_ends_when_the_runtime_that_drove_the_connection_goes() {
     let outer = tokio::runtime::Runtime::new().expect("a runtime");
     let fake = outer.block_on(Fake::start(Some("1"), vec![Script::Mute]));
-    let read_loop = Arc::new(ThreadLoop::default());
+    let event_loop = Arc::new(ThreadLoop::default());
     let inner = tokio::runtime::Runtime::new().expect("a runtime");
     inner.block_on(async {
-        let client = reading_on(&read_loop, fake.port);
+        let client = reading_on(&event_loop, fake.port);
         send(&client, "\"over http\"").await.expect("a reply");
         // Never answered (the peer is mute): the connection stays open until it goes.
         let _unanswered = send_later_accepted(&client, "\"unanswered\"").await;
     });
-    assert_eq!(lock(&read_loop.readers).len(), 1);
+    assert_eq!(lock(&event_loop.readers).len(), 1);
     drop(inner);
-    assert_eq!(outer.block_on(read_loop.ended()), 1);
+    assert_eq!(outer.block_on(event_loop.ended()), 1);
 }

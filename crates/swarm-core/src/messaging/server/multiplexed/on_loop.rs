@@ -1,4 +1,4 @@
-//! A multiplexed connection read on a [`mux::ReadLoop`]: the loop's thread reads the
+//! A multiplexed connection read on a [`EventLoop`]: the loop's thread reads the
 //! requests and starts them; the connection's task polls the handlers' futures, times
 //! out what waits too long, and goes away.
 
@@ -13,18 +13,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::{give, start, Handler, Handling, MuxConn, Started, TakenRequests, MUX_IDLE};
 use crate::messaging::{
+    loop_io::EventLoop,
     mux::{self, Answer, Read},
     sys,
 };
 
 impl MuxConn {
-    /// Reads and starts the requests on `read_loop`'s thread, which hands this task the
+    /// Reads and starts the requests on `event_loop`'s thread, which hands this task the
     /// handlers' futures; the requests whose responder was taken are answered there.
     pub(super) async fn serve_elsewhere(
         &self,
         socket: Arc<std::net::TcpStream>,
         sink: mux::Sink,
-        read_loop: &dyn mux::ReadLoop,
+        event_loop: &dyn EventLoop,
         cancel: CancellationToken,
     ) -> io::Result<()> {
         let ctx = &self.ctx;
@@ -54,7 +55,7 @@ impl MuxConn {
             done: false,
         };
         let max = ctx.limits.max_body + ctx.limits.max_header_size;
-        read_loop.adopt(Box::new(requests(mux::Framer::new(max))));
+        event_loop.adopt(Box::new(requests(mux::Framer::new(max))));
         let writer = tokio::spawn({
             let outbox = self.outbox.clone();
             async move { outbox.run(sink).await }
@@ -102,7 +103,7 @@ impl MuxConn {
                     inbox.lock().paused = Some(framer);
                     break true;
                 }
-                read_loop.adopt(Box::new(requests(framer)));
+                event_loop.adopt(Box::new(requests(framer)));
                 continue;
             }
             tokio::select! {
@@ -125,7 +126,7 @@ impl MuxConn {
         // A reading paused for room goes on, stopped: it reads past what comes until the
         // client closes, which ends the wait below.
         if let Some(framer) = paused {
-            read_loop.adopt(Box::new(requests(framer)));
+            event_loop.adopt(Box::new(requests(framer)));
         }
         if going_away {
             self.outbox.push(mux::go_away_frame(last));
@@ -183,7 +184,7 @@ impl Inbox {
     }
 }
 
-/// The requests of a multiplexed connection, read on a [`mux::ReadLoop`].
+/// The requests of a multiplexed connection, read on a [`EventLoop`].
 struct Requests {
     inbox: Arc<Inbox>,
     socket: Arc<std::net::TcpStream>,
