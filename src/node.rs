@@ -112,9 +112,6 @@ pub fn start_node<'env>(
 ) -> Result<PromiseRaw<'env, SwarmNode>> {
     let mut config = options.into_config()?;
     let mailbox = Mailbox::new(env, deliver)?;
-    // This thread answers tasks and flushes writes at the end of its callbacks: the
-    // task requests it reads are run and answered here.
-    swarm_core::local::mark_loop_thread();
     config.client.event_loop = mailbox.event_loop();
     let host = JsHost::new(Callbacks { on_event, on_local }, mailbox);
     env.spawn_future(async move {

@@ -14,6 +14,7 @@ use napi::{
     bindgen_prelude::{Function, JsValue},
     check_status, sys, Env, Result,
 };
+use swarm_core::local::LoopThread;
 use swarm_core::messaging::{
     loop_io::{serve_here, EventLoop, LoopIo, LoopTask, Serve},
     mux::Inflow,
@@ -50,6 +51,14 @@ impl OnLoop {
     /// Whether connections may be read and served on the JavaScript thread's loop.
     pub(super) fn attached(&self) -> bool {
         self.attached
+    }
+}
+
+/// The node's JavaScript thread: the task requests it reads are run and answered there,
+/// and what it queues for writing goes out at the end of its loop's turn.
+impl LoopThread for Mailbox {
+    fn is_current(&self) -> bool {
+        self.on_its_thread()
     }
 }
 

@@ -1,16 +1,13 @@
-//! Work that stays on a loop thread outside the runtime (one that runs its own event
-//! loop, handed to the engine as an [`EventLoop`](crate::messaging::loop_io::EventLoop)).
-//!
-//! A thread that runs its own event loop, calls [`crate::messaging::mux::flush`] at the
-//! end of each of its callbacks, and is where the handlers' answers come from, says so
-//! with [`mark_loop_thread`]. Work started there is then done there: a task's execution
+//! Work that stays on a loop thread outside the runtime: a thread that runs its own
+//! event loop ([`LoopThread`]; the addon's JavaScript thread), calls
+//! [`crate::messaging::mux::flush`] at the end of each of its callbacks, and is where the
+//! handlers' answers come from. Work started there is done there: a task's execution
 //! and the answer to a multiplexed task request are polled on that thread for as long as
 //! that thread is what wakes them (a handler answering), with no thread of the runtime
 //! woken in between. Whatever wakes them from another thread (a timer, a shutdown) moves
 //! them to the runtime, where they finish.
 
 use std::{
-    cell::Cell,
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
@@ -20,18 +17,10 @@ use std::{
 
 use tokio::runtime::Handle;
 
-thread_local! {
-    static LOOP_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks this thread as a loop thread (see the module's documentation), for good.
-pub fn mark_loop_thread() {
-    LOOP_THREAD.with(|marked| marked.set(true));
-}
-
-/// True on a thread marked by [`mark_loop_thread`].
-pub fn on_loop_thread() -> bool {
-    LOOP_THREAD.with(Cell::get)
+/// A thread that runs its own event loop, handed to the engine by whoever runs it.
+pub trait LoopThread: Send + Sync {
+    /// True on that thread.
+    fn is_current(&self) -> bool;
 }
 
 type Work = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -36,6 +36,7 @@ use router::Router;
 pub use types::*;
 
 use crate::{
+    local::LoopThread,
     messaging::{
         self, client::Unsent, loop_io::in_runtime, Client, Payload, Reply, SendError, TaskRequest,
         TASK_TOPIC,
@@ -119,7 +120,7 @@ impl Swarm {
         let event_loop = config.client.event_loop.clone();
         let inner = Arc::new(Inner {
             host,
-            tasks: Tasks::new(),
+            tasks: Tasks::new().at_home(event_loop.clone().map(|l| l as Arc<dyn LoopThread>)),
             client: Client::new(config.client),
             topology,
             ring: RwLock::new(Arc::new(RingAt {

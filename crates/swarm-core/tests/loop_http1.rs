@@ -15,6 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use swarm_core::local::LoopThread;
 use swarm_core::messaging::{
     loop_io::EventLoop, mux, Client, ClientConfig, Payload, Reply, SendError,
 };
@@ -34,8 +35,14 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
 }
 
 /// A loop whose connections the runtime reads and polls (`EventLoop`'s defaults); the
-/// test's thread is marked as the loop's.
-struct RuntimeLoop;
+/// test's thread is the loop's.
+struct RuntimeLoop(std::thread::ThreadId);
+
+impl LoopThread for RuntimeLoop {
+    fn is_current(&self) -> bool {
+        self.0 == std::thread::current().id()
+    }
+}
 
 impl EventLoop for RuntimeLoop {
     fn adopt(&self, _: Box<dyn mux::Inflow>) {
@@ -44,13 +51,12 @@ impl EventLoop for RuntimeLoop {
 }
 
 fn client(port: u16, request_timeout: Duration) -> Client {
-    swarm_core::local::mark_loop_thread();
     Client::new(ClientConfig {
         port,
         request_timeout,
         local_address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         multiplex: false,
-        event_loop: Some(Arc::new(RuntimeLoop)),
+        event_loop: Some(Arc::new(RuntimeLoop(std::thread::current().id()))),
         ..ClientConfig::default()
     })
 }

@@ -95,9 +95,11 @@ async fn a_send_made_later_the_peer_did_not_read_is_handed_back() {
 /// connections are made there and polled by that loop ([`loop_io::EventLoop::spawn_here`]).
 #[tokio::test]
 async fn http_sends_from_a_loop_thread_keep_their_connections_on_its_loop() {
-    swarm_core::local::mark_loop_thread();
     let server = Server::start(ServerLimits::default()).await;
-    let event_loop = Arc::new(ThreadLoop::default());
+    let event_loop = Arc::new(ThreadLoop {
+        home: Some(std::thread::current().id()),
+        ..ThreadLoop::default()
+    });
     let client = Client::new(ClientConfig {
         multiplex: false,
         event_loop: Some(event_loop.clone()),

@@ -46,7 +46,7 @@ use super::{
     mux::{self, Outcome},
     path, Reply,
 };
-use crate::{errors::with_causes, local};
+use crate::errors::with_causes;
 
 mod config;
 mod hyper1;
@@ -436,7 +436,7 @@ impl Inner {
         self.config
             .event_loop
             .as_ref()
-            .filter(|_| local::on_loop_thread())
+            .filter(|event_loop| event_loop.is_current())
     }
 
     fn lock_routes(&self) -> std::sync::MutexGuard<'_, FxHashMap<SocketAddr, Route>> {

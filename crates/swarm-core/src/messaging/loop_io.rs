@@ -19,6 +19,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use tracing::debug;
 
 use super::{mux::Inflow, sys};
+use crate::local::LoopThread;
 
 /// What a connection waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub type Serve = Box<dyn FnOnce(LoopIo) -> LoopTask + Send>;
 /// The event loop of another thread, which reads multiplexed connections where what
 /// comes in is handled (the addon's JavaScript thread): a frame then wakes that thread alone,
 /// not a thread of the runtime first.
-pub trait EventLoop: Send + Sync {
+pub trait EventLoop: LoopThread {
     /// Reads `inflow` on the loop's thread: [`Inflow::read`] each time its socket is
     /// readable, until that returns true, then [`super::mux::flush`], which writes the
     /// answers the reading gave at once (and any the thread gave meanwhile). Dropping it

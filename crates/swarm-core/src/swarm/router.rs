@@ -44,15 +44,23 @@ impl Dispatch for Router {
             return self.0.host.message(message);
         }
         let inner = self.0.clone();
-        // Read on a loop thread, the request is answered there, as the handler answers.
-        if let Some(responder) = local::on_loop_thread()
-            .then(|| message.responder.take())
-            .flatten()
+        // Read on the loop's thread, the request is answered there, as the handler answers.
+        if let Some(responder) = inner
+            .client
+            .loop_here()
+            .and_then(|_| message.responder.take())
         {
             let runtime = inner.runtime.clone();
             local::start_here(
                 async move {
-                    responder.reply_here(&inner.answer_task(message).await);
+                    let answer = inner.answer_task(message).await;
+                    // Written at the end of the loop's turn, unless a timer or a shutdown
+                    // moved the work to the runtime.
+                    if inner.client.loop_here().is_some() {
+                        responder.reply_later(&answer);
+                    } else {
+                        responder.reply(&answer);
+                    }
                 },
                 runtime,
             );

@@ -15,13 +15,13 @@ use tracing::debug;
 use super::execution::{drive, lock, run_alone, Execution, Shared, Task};
 use super::queue::{Admission, Outcome, Queue};
 use super::{TaskError, TaskHandler, TaskOptions, TaskPanic, TaskStats, LOG_TARGET};
-use crate::local;
+use crate::local::{self, LoopThread};
 
 /// The task engine of one node: a cheap, cloneable handle (`Arc` inside), `Send + Sync`.
 ///
 /// `exec` spawns executions on the Tokio runtime it is called from or, when called
 /// outside one, on the runtime that was current when the engine was created; it panics
-/// if there is neither. Called on a loop thread ([`crate::local`]), it starts them there.
+/// if there is neither. Called on its home loop's thread ([`Tasks::at_home`]), it starts them there.
 pub struct Tasks<A, R, E> {
     shared: Arc<Shared<A, R, E>>,
 }
@@ -67,12 +67,22 @@ where
                 registry: RwLock::default(),
                 on_panic,
                 runtime: Handle::try_current().ok(),
+                home: None,
                 closed: AtomicBool::new(false),
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 shutdown: CancellationToken::new(),
             }),
         }
+    }
+
+    /// This engine, with the executions started on `home`'s thread run there (see
+    /// [`crate::local`]).
+    pub fn at_home(mut self, home: Option<Arc<dyn LoopThread>>) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("a new engine, not shared yet")
+            .home = home;
+        self
     }
 
     /// Registers a task; `false` when the name is taken (the first registration stays).
@@ -245,7 +255,12 @@ where
             let handle = self.shared.runtime.clone();
             handle.expect("Tasks::exec called outside a Tokio runtime")
         };
-        if local::on_loop_thread() {
+        if self
+            .shared
+            .home
+            .as_ref()
+            .is_some_and(|home| home.is_current())
+        {
             local::start_here(future, runtime());
             return;
         }

@@ -16,12 +16,15 @@ use tracing::{debug, warn};
 
 use super::queue::{deliver, Outcome, Queue, Waiter};
 use super::{TaskError, TaskHandler, TaskOptions, TaskPanic, LOG_TARGET};
+use crate::local::LoopThread;
 
 /// What the engine handle and its executions share.
 pub(super) struct Shared<A, R, E> {
     pub(super) registry: RwLock<Registry<A, R, E>>,
     pub(super) on_panic: fn(TaskPanic) -> E,
     pub(super) runtime: Option<Handle>,
+    /// Executions started on this loop's thread run there ([`crate::local`]).
+    pub(super) home: Option<Arc<dyn LoopThread>>,
     /// Set by `close`: `exec` answers `Closed`.
     pub(super) closed: AtomicBool,
     /// Spawned executions not yet finished (a serialized busy period counts once).

@@ -413,14 +413,11 @@ async fn serialized_under_contention_never_overlaps() {
 #[test]
 fn on_a_loop_thread_executions_run_there_as_its_handlers_answer() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (tasks, mut runs) = {
-        let _runtime = runtime.enter();
-        engine(TaskOptions::default())
-    };
     let handle = runtime.handle().clone();
     let on_loop = std::thread::spawn(move || {
-        crate::local::mark_loop_thread();
         let _runtime = handle.enter();
+        let (tasks, mut runs) = engine(TaskOptions::default());
+        let tasks = tasks.at_home(Some(Arc::new(ThisThread(std::thread::current().id()))));
         let first = tasks.exec("t", 1);
         let second = tasks.exec("t", 2);
         let (arg, reply) = runs.try_recv().expect("started here, before exec returned");
@@ -436,4 +433,13 @@ fn on_a_loop_thread_executions_run_there_as_its_handlers_answer() {
     let (first, second) = on_loop.join().expect("joined");
     assert_eq!(first, Some(Ok(10)));
     assert_eq!(second, Some(Ok(20)));
+}
+
+/// The thread that made it, as a loop's.
+struct ThisThread(std::thread::ThreadId);
+
+impl crate::local::LoopThread for ThisThread {
+    fn is_current(&self) -> bool {
+        self.0 == std::thread::current().id()
+    }
 }

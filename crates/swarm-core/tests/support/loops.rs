@@ -12,6 +12,14 @@ pub struct ThreadLoop {
     pub readers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Told each time a reading is over on this loop.
     pub stopped: Arc<tokio::sync::Notify>,
+    /// The thread that is this loop's, if any: the engine keeps work started there.
+    pub home: Option<std::thread::ThreadId>,
+}
+
+impl LoopThread for ThreadLoop {
+    fn is_current(&self) -> bool {
+        self.home == Some(std::thread::current().id())
+    }
 }
 
 impl EventLoop for ThreadLoop {
@@ -99,6 +107,12 @@ pub async fn pause_the_reading(server: &mut Server) -> (Peer, u32) {
 /// A loop that lets go of every connection at once, as one whose thread's environment
 /// ended would.
 pub struct GoneLoop;
+
+impl LoopThread for GoneLoop {
+    fn is_current(&self) -> bool {
+        false
+    }
+}
 
 impl EventLoop for GoneLoop {
     fn adopt(&self, inflow: Box<dyn mux::Inflow>) {

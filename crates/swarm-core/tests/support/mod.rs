@@ -26,6 +26,7 @@ pub use std::{
 
 pub use bytes::{BufMut, Bytes, BytesMut};
 pub use futures_util::StreamExt;
+pub use swarm_core::local::LoopThread;
 pub use swarm_core::messaging::{
     loop_io::EventLoop,
     mux::{self, Read},

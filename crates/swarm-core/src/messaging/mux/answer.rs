@@ -79,12 +79,6 @@ impl Responder {
     pub fn reply(&self, reply: &Reply) -> bool {
         self.0.give(reply, false)
     }
-
-    /// Answers with `reply`: written at this thread's next [`flush`](super::flush) on a loop thread
-    /// (see [`crate::local`]), by the connection's writer task elsewhere.
-    pub fn reply_here(&self, reply: &Reply) -> bool {
-        self.0.give(reply, crate::local::on_loop_thread())
-    }
 }
 
 impl std::fmt::Debug for Responder {
