@@ -37,10 +37,7 @@ pub use types::*;
 
 use crate::{
     local::LoopThread,
-    messaging::{
-        self, client::Unsent, loop_io::in_runtime, Client, Payload, Reply, SendError, TaskRequest,
-        TASK_TOPIC,
-    },
+    messaging::{self, Client, Payload, Reply, SendError, TaskRequest, TASK_TOPIC},
     ring::HashRing,
     tasks::{TaskError, TaskOptions, TaskStats, Tasks},
     topology::{
@@ -136,6 +133,11 @@ impl Swarm {
             background: Mutex::new(Vec::new()),
             runtime: Handle::current(),
         });
+        let weak = Arc::downgrade(&inner);
+        inner.client.watch_departures(Box::new(move |ip| {
+            weak.upgrade()
+                .map_or_else(CancellationToken::new, |inner| inner.departed(ip))
+        }));
         let swarm = Swarm {
             inner: inner.clone(),
         };
@@ -196,39 +198,17 @@ impl Swarm {
         self.inner.send(ip, path, payload).await
     }
 
-    /// Sends a message as [`Swarm::send`] does, from any thread; over the peer's open
-    /// multiplexed connection it takes no task: the request is written when this thread
-    /// calls [`messaging::mux::flush`]. `done` gets the result on the node's runtime.
+    /// Sends a message as [`Swarm::send`] does, from any thread, the way its peer is
+    /// reached now ([`messaging::Client::dispatch`]): over the peer's open multiplexed
+    /// connection it takes no task, and the request is written when this thread calls
+    /// [`messaging::mux::flush`]. `done` gets the result.
     pub fn send_later<F>(&self, ip: &str, path: &str, payload: Payload, done: F)
     where
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
-        let inner = self.inner.clone();
         self.inner
             .client
-            .send_later(ip, path, payload, move |sent| match sent {
-                Ok(result) => done(result),
-                Err(unsent) => {
-                    // Over HTTP/1.1 from the loop's thread: written now, on a connection
-                    // of that thread's own.
-                    let ip = unsent.ip();
-                    let departed = || inner.departed(ip);
-                    let sent =
-                        inner
-                            .client
-                            .send_here(unsent, departed, &inner.runtime, Box::new(done));
-                    let Err((unsent, done)) = sent else { return };
-                    let runtime = inner.runtime.clone();
-                    let event_loop = inner.client.loop_here();
-                    let send = async move { done(inner.send_unsent(unsent).await) };
-                    // From the loop's thread, over HTTP/1.1, it goes on there: its
-                    // connection is that thread's too.
-                    match event_loop {
-                        Some(event_loop) => event_loop.spawn_here(in_runtime(runtime, send)),
-                        None => drop(runtime.spawn(send)),
-                    }
-                }
-            });
+            .dispatch(ip, path, payload, Box::new(done));
     }
 
     /// Registers task `name` with its options; false when the name is taken.
@@ -270,10 +250,11 @@ impl Swarm {
         }
     }
 
-    /// Runs task `name` on the owner of `key` as [`Swarm::exec`] does, from any thread:
-    /// a call to an owner whose multiplexed connection is open takes no task, and is
-    /// written when this thread calls [`messaging::mux::flush`]. `done` gets the outcome,
-    /// on the node's runtime.
+    /// Runs task `name` on the owner of `key` as [`Swarm::exec`] does, from any thread.
+    /// The first attempt is a send to the owner ([`messaging::Client::dispatch`]: over
+    /// its open multiplexed connection it takes no task, and is written when this thread
+    /// calls [`messaging::mux::flush`]); a call that did not run is retried on the
+    /// runtime ([`Swarm::exec`]'s retries). `done` gets the outcome.
     pub fn exec_later<F>(&self, name: &str, key: &str, args: Bytes, done: F)
     where
         F: FnOnce(Result<TaskValue, ExecError>) + Send + 'static,
@@ -291,21 +272,21 @@ impl Swarm {
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let chosen = (ring.generation, ip.to_owned());
         let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
-        self.inner
-            .client
-            .send_later(ip, TASK_TOPIC, body, move |sent| {
-                let not_run = match sent.map(|sent| attempted(&name, &chosen.1, sent)) {
-                    Ok(Ok(outcome)) => return done(outcome),
-                    Ok(Err(error)) => Some(error),
-                    // Sent the usual way.
-                    Err(_) => None,
+        let first_sent = Box::new(move |sent| {
+            let not_run = match attempted(&name, &chosen.1, sent) {
+                Ok(outcome) => return done(outcome),
+                Err(not_run) => not_run,
+            };
+            let runtime = this.inner.runtime.clone();
+            runtime.spawn(async move {
+                let first = Attempt {
+                    started,
+                    not_run: Some(not_run),
                 };
-                let runtime = this.inner.runtime.clone();
-                runtime.spawn(async move {
-                    let first = Attempt { started, not_run };
-                    done(this.exec_remote(&name, &key, chosen, args, first).await)
-                });
+                done(this.exec_remote(&name, &key, chosen, args, first).await)
             });
+        });
+        self.inner.client.dispatch(ip, TASK_TOPIC, body, first_sent);
     }
 
     /// Runs task `name` on this node, whoever owns its key: for callers that already
@@ -365,14 +346,7 @@ impl Inner {
     /// Sends through the client; ends at once if the peer leaves meanwhile (not run, when
     /// no connection it accepted took the request).
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
-        self.send_unsent(self.client.unsent(ip, path, payload)?)
-            .await
-    }
-
-    /// Sends as [`Inner::send`] does a request made already.
-    async fn send_unsent(&self, unsent: Unsent) -> Result<Reply, SendError> {
-        let departed = self.departed(unsent.ip());
-        self.client.send_unsent(unsent, &departed).await
+        self.client.send(ip, path, payload).await
     }
 
     /// Cancelled when the peer at `ip` leaves the cluster.

@@ -61,27 +61,28 @@ fn client(port: u16, request_timeout: Duration) -> Client {
     })
 }
 
-/// Sends `body` to `echo` as the addon does from its JavaScript thread: written now, the
-/// outcome handed to a callback.
+/// Sends `body` to `echo` as the addon does from its JavaScript thread, on the loop's
+/// own HTTP/1.1 connections: written now, the outcome handed to a callback. The peer
+/// leaves the cluster when `gone` is cancelled (the client's first token is the one).
 async fn send_here(
     client: &Client,
     gone: &CancellationToken,
     body: &str,
 ) -> Result<Reply, SendError> {
+    let departed = gone.clone();
+    client.watch_departures(Box::new(move |_| departed.clone()));
     let (tell, outcome) = oneshot::channel();
     let payload = Payload::Json(Bytes::copy_from_slice(body.as_bytes()));
     let unsent = client
         .unsent("127.0.0.1", "echo", payload)
         .expect("an address");
-    let sent = client.send_here(
+    client.send_loop_http1(
+        Arc::new(RuntimeLoop(std::thread::current().id())),
         unsent,
-        || gone.clone(),
-        &tokio::runtime::Handle::current(),
         Box::new(move |outcome| {
             let _ = tell.send(outcome);
         }),
     );
-    assert!(sent.is_ok(), "sent on a connection of the loop's own");
     within("the outcome", outcome).await.expect("settled")
 }
 

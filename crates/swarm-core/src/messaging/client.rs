@@ -2,7 +2,7 @@
 //! over hyper's connection API, and one multiplexed connection ([`super::mux`]) to each
 //! peer that offered it; a connect timeout and a request timeout make every send settle.
 //! Sends made on the thread of the loop connections are read on go over HTTP/1.1
-//! connections of that thread's own instead of hyper's ([`Client::send_here`],
+//! connections of that thread's own instead of hyper's ([`Client::send_loop_http1`],
 //! `loop_http1.rs`), pooled and settled alike.
 //!
 //! The pool is a list of idle connections per peer: a send takes the most recently used
@@ -13,12 +13,21 @@
 //!
 //! A peer is reached over HTTP/1.1 until one of its replies offers the multiplexed
 //! transport, so 0.5.1 pods only ever see HTTP/1.1.
+//!
+//! Every send of the node goes through [`Client::dispatch`], which chooses its path in
+//! one place (`Inner::path`) when the send is made:
+//!
+//! | the peer | the send | path |
+//! |---|---|---|
+//! | its multiplexed connection is open | from any thread | a frame queued on it, written at the end of the turn on the loop's thread (at once elsewhere); no task ([`Client::send_multiplexed`]) |
+//! | reached over HTTP/1.1 | on the loop's thread | written now on a keep-alive connection of that thread's own, whose task reads the reply ([`Client::send_loop_http1`], `loop_http1.rs`) |
+//! | anything else: not known yet, its multiplexed connection being opened, HTTP/1.1 off the loop's thread; and a request a connection handed back unread | from any thread | a task of its own, on the loop's thread when sent from there, else on the runtime: it connects, opens the multiplexed connection when the peer offered it, and sends over it or over hyper's HTTP/1.1 client ([`Client::send_unsent`]) |
 
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -33,7 +42,7 @@ use hyper::{
 };
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
 use rustc_hash::FxHashMap;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, runtime::Handle};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
@@ -79,13 +88,28 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// Tells, for a peer's address, the token cancelled when it leaves the cluster.
+pub type Departures = Box<dyn Fn(IpAddr) -> CancellationToken + Send + Sync>;
+
 struct Inner {
     connector: HttpConnector,
-    idle: Pool<SendRequest<Full<Bytes>>>,
+    /// The idle connections of hyper's HTTP/1.1 client.
+    hyper_idle: Pool<SendRequest<Full<Bytes>>>,
     /// The idle HTTP/1.1 connections of the loop's thread (`loop_http1.rs`).
-    own: Pool<Arc<loop_http1::Conn>>,
+    loop_idle: Pool<Arc<loop_http1::Conn>>,
     routes: Mutex<FxHashMap<SocketAddr, Route>>,
     config: ClientConfig,
+    /// Where sends that take a task of their own run, off the loop's thread.
+    runtime: Option<Handle>,
+    /// Set once by the node ([`Client::watch_departures`]).
+    departures: OnceLock<Departures>,
+}
+
+/// How a send goes, chosen when it is made (see the module's table).
+enum Path {
+    Multiplexed(Arc<mux::Conn>),
+    LoopHttp1(Arc<dyn EventLoop>),
+    General,
 }
 
 /// How a peer is sent to, once known; an unknown peer gets HTTP/1.1.
@@ -103,7 +127,7 @@ enum Route {
 pub type Sent = Box<dyn FnOnce(Result<Reply, SendError>) + Send>;
 
 /// A request ready to go: made by [`Client::unsent`], handed back by
-/// [`Client::send_later`] when it did not send it, sent by [`Client::send_unsent`].
+/// [`Client::send_multiplexed`] when it did not send it, sent by [`Client::send_unsent`].
 pub struct Unsent {
     peer: SocketAddr,
     /// The request's path, as it goes on the wire.
@@ -119,7 +143,8 @@ impl Unsent {
 }
 
 impl Client {
-    /// Builds a client; connections are opened lazily and kept alive per peer.
+    /// Builds a client; connections are opened lazily and kept alive per peer. Sends that
+    /// take a task of their own run on the runtime it is built in.
     pub fn new(config: ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -135,24 +160,28 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 connector,
-                idle: Pool::default(),
-                own: Pool::default(),
+                hyper_idle: Pool::default(),
+                loop_idle: Pool::default(),
                 routes: Mutex::new(FxHashMap::default()),
                 config,
+                runtime: Handle::try_current().ok(),
+                departures: OnceLock::new(),
             }),
         }
     }
 
     /// Sends `payload` to `path` on the node at `ip` and returns its reply, whatever
-    /// the status.
+    /// the status; ends as [`Client::send_until_gone`] does when the peer leaves the
+    /// cluster ([`Client::watch_departures`]).
     pub async fn send(
         &self,
         ip: &str,
         topic_path: &str,
         payload: Payload,
     ) -> Result<Reply, SendError> {
-        self.send_until_gone(ip, topic_path, payload, &CancellationToken::new())
-            .await
+        let unsent = self.unsent(ip, topic_path, payload)?;
+        let gone = self.inner.departed(unsent.peer.ip());
+        self.inner.send_unsent(unsent, &gone).await
     }
 
     /// Sends as [`Client::send`] does, until `gone` is cancelled (the node left the
@@ -170,21 +199,14 @@ impl Client {
             .await
     }
 
-    /// Sends what [`Client::send_later`] handed back as [`Client::send_until_gone`] does.
+    /// Sends what [`Client::send_multiplexed`] handed back as [`Client::send_until_gone`]
+    /// does.
     pub async fn send_unsent(
         &self,
         unsent: Unsent,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
-        let (peer, timeout) = (unsent.peer, self.inner.config.request_timeout);
-        tokio::time::timeout(timeout, self.inner.deliver(unsent, gone))
-            .await
-            .unwrap_or_else(|_| {
-                Err(SendError::Timeout {
-                    ip: peer.ip().to_string(),
-                    ms: timeout.as_millis(),
-                })
-            })
+        self.inner.send_unsent(unsent, gone).await
     }
 
     /// The request that sends `payload` to `topic_path` on the node at `ip`.
@@ -204,14 +226,43 @@ impl Client {
         })
     }
 
+    /// The token cancelled when a peer leaves the cluster: `departures` tells it for
+    /// each, from now on (none leaves before).
+    pub fn watch_departures(&self, departures: Departures) {
+        let _ = self.inner.departures.set(departures);
+    }
+
+    /// Sends `payload` to `topic_path` on the node at `ip`, from any thread, the way
+    /// that peer is reached now (see the module's table); `done` gets the reply or the
+    /// failure, on whichever thread settles it. A request the peer never read is sent
+    /// again, on a new connection; the call ends when the peer leaves the cluster, as
+    /// [`Client::send_until_gone`] does.
+    pub fn dispatch(&self, ip: &str, topic_path: &str, payload: Payload, done: Sent) {
+        let unsent = match self.unsent(ip, topic_path, payload) {
+            Ok(unsent) => unsent,
+            Err(bad) => return done(Err(bad)),
+        };
+        match self.inner.path(unsent.peer) {
+            Path::Multiplexed(conn) => {
+                let inner = self.inner.clone();
+                self.call_multiplexed(conn, unsent, move |sent| match sent {
+                    Ok(result) => done(result),
+                    Err(unsent) => inner.send_general(unsent, done),
+                });
+            }
+            Path::LoopHttp1(event_loop) => self.send_loop_http1(event_loop, unsent, done),
+            Path::General => self.inner.send_general(unsent, done),
+        }
+    }
+
     /// Sends `payload` over the multiplexed connection to the node at `ip` without a
-    /// task of its own, from any thread, when that connection is open and accepted (one
-    /// is opened by [`Client::send`] only): the request is written when this thread
-    /// calls [`mux::flush`], and `done` gets the reply or the failure on the
-    /// connection's tasks. `done` gets the request back, perhaps at once, when it is to
-    /// go through [`Client::send_unsent`] instead: there is no such connection, or the
-    /// peer went away before reading it.
-    pub fn send_later<F>(&self, ip: &str, topic_path: &str, payload: Payload, done: F)
+    /// task of its own, when that connection is open (the multiplexed row of the
+    /// module's table): the request is written when this thread calls [`mux::flush`],
+    /// and `done` gets the reply or the failure on the connection's tasks. `done` gets
+    /// the request back, perhaps at once, when it is to go another way
+    /// ([`Client::send_unsent`]): there is no such connection, or the peer went away
+    /// before reading it.
+    pub fn send_multiplexed<F>(&self, ip: &str, topic_path: &str, payload: Payload, done: F)
     where
         F: FnOnce(Result<Result<Reply, SendError>, Unsent>) + Send + 'static,
     {
@@ -219,10 +270,19 @@ impl Client {
             Ok(unsent) => unsent,
             Err(bad) => return done(Ok(Err(bad))),
         };
+        match self.inner.path(unsent.peer) {
+            Path::Multiplexed(conn) => self.call_multiplexed(conn, unsent, done),
+            _ => done(Err(unsent)),
+        }
+    }
+
+    /// Sends `unsent` over `conn`, an open multiplexed connection to its peer, as
+    /// [`Client::send_multiplexed`] does.
+    fn call_multiplexed<F>(&self, conn: Arc<mux::Conn>, unsent: Unsent, done: F)
+    where
+        F: FnOnce(Result<Result<Reply, SendError>, Unsent>) + Send + 'static,
+    {
         let peer = unsent.peer;
-        let Some(conn) = self.inner.open_connection(peer) else {
-            return done(Err(unsent));
-        };
         let timeout = self.inner.config.request_timeout;
         let auth = self.inner.config.auth.as_deref();
         let frame = mux::encode_request(&unsent.encoded, &unsent.payload, auth.map(|a| (a, peer)));
@@ -432,6 +492,63 @@ impl Inner {
         }
     }
 
+    /// How a send to `peer` goes now (see the module's table).
+    fn path(&self, peer: SocketAddr) -> Path {
+        let routes = self.lock_routes();
+        let route = routes.get(&peer);
+        match route {
+            Some(Route::Mux(conn)) if conn.is_open() => Path::Multiplexed(conn.clone()),
+            route if !self.config.multiplex || over_http(route) => match self.loop_here() {
+                Some(event_loop) => Path::LoopHttp1(event_loop.clone()),
+                None => Path::General,
+            },
+            _ => Path::General,
+        }
+    }
+
+    /// The token cancelled when the peer at `ip` leaves the cluster.
+    fn departed(&self, ip: IpAddr) -> CancellationToken {
+        self.departures
+            .get()
+            .map_or_else(CancellationToken::new, |departed| departed(ip))
+    }
+
+    /// The runtime of sends that take a task of their own.
+    fn runtime(&self) -> Handle {
+        self.runtime.clone().unwrap_or_else(Handle::current)
+    }
+
+    /// Sends `unsent` with a task of its own: on the loop's thread when this is it (its
+    /// HTTP/1.1 connections are that thread's), else on the runtime.
+    fn send_general(self: &Arc<Self>, unsent: Unsent, done: Sent) {
+        let inner = self.clone();
+        let send = async move {
+            let gone = inner.departed(unsent.peer.ip());
+            done(inner.send_unsent(unsent, &gone).await);
+        };
+        match self.loop_here() {
+            Some(event_loop) => event_loop.spawn_here(in_runtime(self.runtime(), send)),
+            None => drop(self.runtime().spawn(send)),
+        }
+    }
+
+    /// Sends `unsent` within the request timeout; see [`Client::send_unsent`].
+    async fn send_unsent(
+        &self,
+        unsent: Unsent,
+        gone: &CancellationToken,
+    ) -> Result<Reply, SendError> {
+        let (peer, timeout) = (unsent.peer, self.config.request_timeout);
+        tokio::time::timeout(timeout, self.deliver(unsent, gone))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Timeout {
+                    ip: peer.ip().to_string(),
+                    ms: timeout.as_millis(),
+                })
+            })
+    }
+
     fn loop_here(&self) -> Option<&Arc<dyn EventLoop>> {
         self.config
             .event_loop
@@ -469,20 +586,6 @@ impl Inner {
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)
             }
-        }
-    }
-
-    /// True when `peer` is sent to over HTTP/1.1: no multiplexed connection to it is
-    /// open or to be opened (see [`Inner::multiplexed`]).
-    fn http_route(&self, peer: SocketAddr) -> bool {
-        !self.config.multiplex || over_http(self.lock_routes().get(&peer))
-    }
-
-    /// The open multiplexed connection to `peer`, if there is one.
-    fn open_connection(&self, peer: SocketAddr) -> Option<Arc<mux::Conn>> {
-        match self.lock_routes().get(&peer)? {
-            Route::Mux(conn) if conn.is_open() => Some(conn.clone()),
-            _ => None,
         }
     }
 

@@ -414,13 +414,13 @@ impl Proxy {
     }
 }
 
-/// What `Client::send_later` settles a send with: `None` when it hands it back for `send`.
+/// What `Client::send_multiplexed` settles a send with: `None` when it hands it back for `send`.
 pub type Later = oneshot::Receiver<Option<Result<Reply, SendError>>>;
 
-/// Sends `body` to `echo` by `Client::send_later` (written at the next `mux::flush`).
+/// Sends `body` to `echo` by `Client::send_multiplexed` (written at the next `mux::flush`).
 pub fn send_later(client: &Client, body: &str) -> Later {
     let (tx, rx) = oneshot::channel();
-    client.send_later("127.0.0.1", "echo", json(body), move |result| {
+    client.send_multiplexed("127.0.0.1", "echo", json(body), move |result| {
         let _ = tx.send(result.ok());
     });
     rx
@@ -432,7 +432,7 @@ pub async fn settled(later: Later) -> Option<Result<Reply, SendError>> {
         .expect("settled")
 }
 
-/// Sends `body` by `Client::send_later` once the client's multiplexed connection to the
+/// Sends `body` by `Client::send_multiplexed` once the client's multiplexed connection to the
 /// peer is accepted, opened by a `send` of `"opens it"` (the peer must have offered it).
 pub async fn send_later_accepted(client: &Client, body: &str) -> Later {
     let opener = client.clone();

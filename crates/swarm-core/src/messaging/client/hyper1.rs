@@ -96,7 +96,7 @@ impl Inner {
         // Ready again once hyper has seen the end of this exchange: that may take a turn
         // of its connection task, so the pool waits for readiness when it hands it out.
         if !sender.is_closed() {
-            self.idle.check_in(peer, sender, drop);
+            self.hyper_idle.check_in(peer, sender, drop);
         }
         Ok(Reply {
             status,
@@ -110,7 +110,7 @@ impl Inner {
         peer: SocketAddr,
     ) -> Result<(SendRequest<Full<Bytes>>, bool), SendError> {
         while let Some(mut sender) =
-            self.idle
+            self.hyper_idle
                 .check_out(peer, |sender, _| !sender.is_closed(), drop)
         {
             if sender.ready().await.is_ok() {

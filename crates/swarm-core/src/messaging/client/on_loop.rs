@@ -5,48 +5,36 @@
 use super::*;
 
 impl Client {
-    /// Sends `unsent` over HTTP/1.1 on a connection of this thread's own (`loop_http1.rs`),
-    /// when this is the thread of the loop connections are read on and the peer is sent
-    /// to over HTTP/1.1: the request is written now, and `done` gets the outcome on this
-    /// thread, as [`Client::send_until_gone`] would give it with the token `departed`
-    /// makes (asked only when a connection is to be made: each watches its own). Both
-    /// are handed back otherwise. Tasks and timers go to `runtime`.
-    pub fn send_here(
-        &self,
-        unsent: Unsent,
-        departed: impl FnOnce() -> CancellationToken,
-        runtime: &tokio::runtime::Handle,
-        done: Sent,
-    ) -> Result<(), (Unsent, Sent)> {
+    /// Sends `unsent` over HTTP/1.1 on a connection of the thread of `event_loop`, which
+    /// is this one (`loop_http1.rs`): the request is written now, and `done` gets the
+    /// outcome on this thread, as [`Client::send_until_gone`] would give it with the
+    /// peer's departure token (asked only when a connection is to be made: each watches
+    /// its own). Its tasks' timers are the client's runtime's.
+    pub fn send_loop_http1(&self, event_loop: Arc<dyn EventLoop>, unsent: Unsent, done: Sent) {
         let peer = unsent.peer;
-        let event_loop = match self.inner.loop_here() {
-            Some(event_loop) if self.inner.http_route(peer) => event_loop,
-            _ => return Err((unsent, done)),
-        };
         let mut request = self.inner.http_request(&unsent);
         let mut settle = self.settle(peer, done);
-        while let Some(conn) = self.inner.own.check_out(
+        while let Some(conn) = self.inner.loop_idle.check_out(
             peer,
             |conn, idle| conn.is_usable(idle >= FRESH),
             |conn| conn.close(),
         ) {
             match conn.call(request, settle) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(back) => (request, settle) = back,
             }
         }
-        let gone = departed();
+        let gone = self.inner.departed(peer.ip());
         if gone.is_cancelled() {
-            settle(Err(never_reached(peer)));
-            return Ok(());
+            return settle(Err(never_reached(peer)));
         }
-        let event_loop = event_loop.clone();
+        let runtime = self.inner.runtime();
         let dial = self.inner.dial(peer);
         let weak = Arc::downgrade(&self.inner);
         let timeout = self.inner.config.request_timeout;
         event_loop
             .clone()
-            .spawn_here(in_runtime(runtime.clone(), async move {
+            .spawn_here(in_runtime(runtime, async move {
                 let unreachable = |reason: String| SendError::Unreachable {
                     ip: peer.ip().to_string(),
                     reason,
@@ -68,7 +56,7 @@ impl Client {
                 let idle: loop_http1::Idle = Box::new(move |conn| {
                     if let Some(inner) = weak.upgrade() {
                         inner
-                            .own
+                            .loop_idle
                             .check_in(peer, conn.clone(), |stale| stale.close());
                     }
                 });
@@ -80,7 +68,6 @@ impl Client {
                 }
                 conn.run(io).await;
             }));
-        Ok(())
     }
 
     /// Hands an HTTP/1.1 exchange's reply to `done`, noting the peer's offer of the
