@@ -12,16 +12,9 @@
 //! connections: only requests the peer says it never read (go-away) are sent again.
 //!
 //! A peer is reached over HTTP/1.1 until one of its replies offers the multiplexed
-//! transport, so 0.5.1 pods only ever see HTTP/1.1.
+//! transport, so 0.5.1 pods only ever see HTTP/1.1. Every send of the node goes through
+//! [`Client::dispatch`], which chooses its path in one place (`dispatch.rs`).
 //!
-//! Every send of the node goes through [`Client::dispatch`], which chooses its path in
-//! one place (`Inner::path`) when the send is made:
-//!
-//! | the peer | the send | path |
-//! |---|---|---|
-//! | its multiplexed connection is open | from any thread | a frame queued on it, written at the end of the turn on the loop's thread (at once elsewhere); no task ([`Client::send_multiplexed`]) |
-//! | reached over HTTP/1.1 | on the loop's thread | written now on a keep-alive connection of that thread's own, whose task reads the reply ([`Client::send_loop_http1`], `loop_http1.rs`) |
-//! | anything else: not known yet, its multiplexed connection being opened, HTTP/1.1 off the loop's thread; and a request a connection handed back unread | from any thread | a task of its own, on the loop's thread when sent from there, else on the runtime: it connects, opens the multiplexed connection when the peer offered it, and sends over it or over hyper's HTTP/1.1 client ([`Client::send_unsent`]) |
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -58,6 +51,7 @@ use super::{
 use crate::errors::with_causes;
 
 mod config;
+mod dispatch;
 mod hyper1;
 mod on_loop;
 mod pool;
@@ -103,13 +97,6 @@ struct Inner {
     runtime: Option<Handle>,
     /// Set once by the node ([`Client::watch_departures`]).
     departures: OnceLock<Departures>,
-}
-
-/// How a send goes, chosen when it is made (see the module's table).
-enum Path {
-    Multiplexed(Arc<mux::Conn>),
-    LoopHttp1(Arc<dyn EventLoop>),
-    General,
 }
 
 /// How a peer is sent to, once known; an unknown peer gets HTTP/1.1.
@@ -230,68 +217,6 @@ impl Client {
     /// each, from now on (none leaves before).
     pub fn watch_departures(&self, departures: Departures) {
         let _ = self.inner.departures.set(departures);
-    }
-
-    /// Sends `payload` to `topic_path` on the node at `ip`, from any thread, the way
-    /// that peer is reached now (see the module's table); `done` gets the reply or the
-    /// failure, on whichever thread settles it. A request the peer never read is sent
-    /// again, on a new connection; the call ends when the peer leaves the cluster, as
-    /// [`Client::send_until_gone`] does.
-    pub fn dispatch(&self, ip: &str, topic_path: &str, payload: Payload, done: Sent) {
-        let unsent = match self.unsent(ip, topic_path, payload) {
-            Ok(unsent) => unsent,
-            Err(bad) => return done(Err(bad)),
-        };
-        match self.inner.path(unsent.peer) {
-            Path::Multiplexed(conn) => {
-                let inner = self.inner.clone();
-                self.call_multiplexed(conn, unsent, move |sent| match sent {
-                    Ok(result) => done(result),
-                    Err(unsent) => inner.send_general(unsent, done),
-                });
-            }
-            Path::LoopHttp1(event_loop) => self.send_loop_http1(event_loop, unsent, done),
-            Path::General => self.inner.send_general(unsent, done),
-        }
-    }
-
-    /// Sends `payload` over the multiplexed connection to the node at `ip` without a
-    /// task of its own, when that connection is open (the multiplexed row of the
-    /// module's table): the request is written when this thread calls [`mux::flush`],
-    /// and `done` gets the reply or the failure on the connection's tasks. `done` gets
-    /// the request back, perhaps at once, when it is to go another way
-    /// ([`Client::send_unsent`]): there is no such connection, or the peer went away
-    /// before reading it.
-    pub fn send_multiplexed<F>(&self, ip: &str, topic_path: &str, payload: Payload, done: F)
-    where
-        F: FnOnce(Result<Result<Reply, SendError>, Unsent>) + Send + 'static,
-    {
-        let unsent = match self.unsent(ip, topic_path, payload) {
-            Ok(unsent) => unsent,
-            Err(bad) => return done(Ok(Err(bad))),
-        };
-        match self.inner.path(unsent.peer) {
-            Path::Multiplexed(conn) => self.call_multiplexed(conn, unsent, done),
-            _ => done(Err(unsent)),
-        }
-    }
-
-    /// Sends `unsent` over `conn`, an open multiplexed connection to its peer, as
-    /// [`Client::send_multiplexed`] does.
-    fn call_multiplexed<F>(&self, conn: Arc<mux::Conn>, unsent: Unsent, done: F)
-    where
-        F: FnOnce(Result<Result<Reply, SendError>, Unsent>) + Send + 'static,
-    {
-        let peer = unsent.peer;
-        let timeout = self.inner.config.request_timeout;
-        let auth = self.inner.config.auth.as_deref();
-        let frame = mux::encode_request(&unsent.encoded, &unsent.payload, auth.map(|a| (a, peer)));
-        // The request itself is kept, not a copy, in case it is to be sent again.
-        let settle: mux::Done =
-            Box::new(move |outcome| done(settled(peer, outcome, timeout).ok_or(unsent)));
-        if let Err(settle) = conn.call_later(frame, settle) {
-            settle(Outcome::Resend);
-        }
     }
 
     /// The loop its connections are read on, when this thread is that loop's: work
@@ -492,20 +417,6 @@ impl Inner {
         }
     }
 
-    /// How a send to `peer` goes now (see the module's table).
-    fn path(&self, peer: SocketAddr) -> Path {
-        let routes = self.lock_routes();
-        let route = routes.get(&peer);
-        match route {
-            Some(Route::Mux(conn)) if conn.is_open() => Path::Multiplexed(conn.clone()),
-            route if !self.config.multiplex || over_http(route) => match self.loop_here() {
-                Some(event_loop) => Path::LoopHttp1(event_loop.clone()),
-                None => Path::General,
-            },
-            _ => Path::General,
-        }
-    }
-
     /// The token cancelled when the peer at `ip` leaves the cluster.
     fn departed(&self, ip: IpAddr) -> CancellationToken {
         self.departures
@@ -516,20 +427,6 @@ impl Inner {
     /// The runtime of sends that take a task of their own.
     fn runtime(&self) -> Handle {
         self.runtime.clone().unwrap_or_else(Handle::current)
-    }
-
-    /// Sends `unsent` with a task of its own: on the loop's thread when this is it (its
-    /// HTTP/1.1 connections are that thread's), else on the runtime.
-    fn send_general(self: &Arc<Self>, unsent: Unsent, done: Sent) {
-        let inner = self.clone();
-        let send = async move {
-            let gone = inner.departed(unsent.peer.ip());
-            done(inner.send_unsent(unsent, &gone).await);
-        };
-        match self.loop_here() {
-            Some(event_loop) => event_loop.spawn_here(in_runtime(self.runtime(), send)),
-            None => drop(self.runtime().spawn(send)),
-        }
     }
 
     /// Sends `unsent` within the request timeout; see [`Client::send_unsent`].
