@@ -5,7 +5,8 @@
 // Peers: a pure-Node keep-alive implementation of the same wire protocol, a raw hyper
 // client and server (no JavaScript), and hashring@3 for ring look-ups. Messaging of ours
 // runs twice: between pods of ours (the multiplexed transport, `ours`) and on the
-// 0.5.1-compatible HTTP/1.1 path (`ours-http1`, a cluster with multiplexing off).
+// 0.5.1-compatible HTTP/1.1 path (`ours-http1`, a cluster with multiplexing off). The
+// engine's client also sends from the runtime to the raw server (`engine`).
 // Everything runs on 127.0.0.x; the Kubernetes API is the project's stand-in.
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -60,8 +61,10 @@ function startRaw (binary, addr) {
   });
 }
 
-function rawBench (binary, addr, n, concurrency, seconds) {
-  const args = ['bench', addr, String(n), String(concurrency)].concat(seconds === undefined ? [] : [String(seconds)]);
+// `mode`: 'bench' for hyper's own client, 'engine' for the engine's client on the runtime
+// over HTTP/1.1 (how a node sends off the loop's thread: Windows, retried task calls).
+function rawBench (binary, addr, n, concurrency, seconds, mode = 'bench') {
+  const args = [mode, addr, String(n), String(concurrency)].concat(seconds === undefined ? [] : [String(seconds)]);
   return JSON.parse(execFileSync(binary, args, { encoding: 'utf8' }));
 }
 
@@ -99,7 +102,8 @@ async function main () {
       ours: () => crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c, seconds }, 120000)),
       'ours-http1': () => crossed(h1a, h1b, () => h1a.request('bench', { kind: 'send', to: h1b.ip, n, concurrency: c, seconds }, 120000)),
       node: () => base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c, seconds }, 120000),
-      raw: () => rawBench(raw, rawAddr, n, c, seconds)
+      raw: () => rawBench(raw, rawAddr, n, c, seconds),
+      engine: () => rawBench(raw, rawAddr, n, c, seconds, 'engine')
     });
     // One untimed run of each peer first: connections open, JavaScript compiled.
     for (const [n, c, seconds] of [[N.seq / 4, 1], [N.flight, 64, FLIGHT_SECONDS / 5]]) {
@@ -247,9 +251,9 @@ function show (value) {
 }
 
 function print (summary) {
-  console.log('\n| figure | ours | ours, HTTP/1.1 | pure Node | raw hyper | hashring@3 |');
-  console.log('|---|---|---|---|---|---|');
-  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row.node)} | ${show(row.raw)} | ${show(row.hashring)} |`);
+  console.log('\n| figure | ours | ours, HTTP/1.1 | pure Node | raw hyper | the engine off the loop, HTTP/1.1 | hashring@3 |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row.node)} | ${show(row.raw)} | ${show(row.engine)} | ${show(row.hashring)} |`);
   const ratio = (figure, field, peer, higherIsBetter, mine = 'ours') => {
     const row = summary.find(r => r.figure === figure);
     if (!row || !row[peer] || !row[mine]) return;
@@ -262,6 +266,8 @@ function print (summary) {
   ratio('send sequential', 'p50', 'node', false);
   ratio('send 64 in flight', 'opsPerSec', 'raw', true);
   ratio('send 64 in flight', 'opsPerSec', 'raw', true, 'ours-http1');
+  ratio('send sequential', 'p50', 'raw', false, 'engine');
+  ratio('send 64 in flight', 'opsPerSec', 'raw', true, 'engine');
   ratio('send 64 in flight', 'opsPerSec', 'node', true);
   ratio('send 64 in flight', 'opsPerSec', 'node', true, 'ours-http1');
   ratio('broadcast (3 nodes)', 'p50', 'node', false);
