@@ -172,12 +172,12 @@ pub enum Letter {
         call_id: u32,
     },
     /// Tag 3: call `id` (a send or a remote task call) settled.
-    Settled { id: u32, outcome: Outcome },
+    Settled { id: u32, outcome: Settlement },
 }
 
 /// The settled result of a send or a task execution, errors included, so the facade
 /// builds the exact error objects of 0.5.1.
-pub struct Outcome {
+pub struct Settlement {
     /// The HTTP status of the reply (0 when none came back).
     pub status: u32,
     /// 0 nothing, 1 text, 2 JSON.
@@ -189,11 +189,11 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
-impl Outcome {
-    pub fn reply(reply: Reply) -> Outcome {
+impl Settlement {
+    pub fn reply(reply: Reply) -> Settlement {
         let status = u32::from(reply.status);
         let (kind, body) = split_payload(reply.payload);
-        Outcome {
+        Settlement {
             status,
             kind,
             body,
@@ -202,8 +202,8 @@ impl Outcome {
         }
     }
 
-    pub fn error(code: &str, status: u32, message: String) -> Outcome {
-        Outcome {
+    pub fn error(code: &str, status: u32, message: String) -> Settlement {
+        Settlement {
             status,
             kind: 0,
             body: None,

@@ -25,7 +25,7 @@ use swarm_core::{
 use tokio::sync::oneshot;
 
 use crate::{
-    batch::{split_payload, Letter, Outcome},
+    batch::{split_payload, Letter, Settlement},
     mailbox::Mailbox,
 };
 
@@ -216,7 +216,7 @@ impl JsHost {
 
     /// A new call (a send or a remote task call): its id, under which its outcome will
     /// be delivered to JavaScript, and what delivers it, from any thread.
-    pub fn new_call(&self) -> (u32, impl FnOnce(Outcome) + Send + 'static) {
+    pub fn new_call(&self) -> (u32, impl FnOnce(Settlement) + Send + 'static) {
         // Never 0, which has no negative (see `node.rs`'s `call_id`).
         let id = match CALLS.fetch_add(1, Ordering::Relaxed) {
             0 => CALLS.fetch_add(1, Ordering::Relaxed),

@@ -24,7 +24,7 @@ use napi::{
 };
 use swarm_core::messaging::loop_io::EventLoop;
 
-use crate::batch::{Batch, Letter, Outcome};
+use crate::batch::{Batch, Letter, Settlement};
 
 /// Letters per call into JavaScript at most: their strings are the call's arguments,
 /// and a call's arguments live on the stack.
@@ -126,7 +126,7 @@ impl Mailbox {
     }
 
     /// Posts a settled call; delivered even while the node closes.
-    pub fn post_settled(&self, id: u32, outcome: Outcome) {
+    pub fn post_settled(&self, id: u32, outcome: Settlement) {
         self.post(Letter::Settled { id, outcome });
     }
 

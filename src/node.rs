@@ -13,7 +13,7 @@ use swarm_core::{
 
 use crate::{
     bare::{bare_function, key_function, Args, Returned},
-    batch::{join_payload, Batch, Outcome},
+    batch::{join_payload, Batch, Settlement},
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, send_error_code, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
     mailbox::Mailbox,
@@ -72,21 +72,21 @@ pub struct TaskStatsJs {
     pub waiters: u32,
 }
 
-fn exec_outcome(result: std::result::Result<TaskValue, ExecError>) -> Outcome {
+fn exec_settlement(result: std::result::Result<TaskValue, ExecError>) -> Settlement {
     match result {
-        Ok(value) => Outcome::reply(Reply {
+        Ok(value) => Settlement::reply(Reply {
             status: 200,
             payload: value.payload,
         }),
-        Err(ExecError::Failed(f)) => Outcome::error(
+        Err(ExecError::Failed(f)) => Settlement::error(
             error_code(&ExecError::Failed(f.clone())),
             u32::from(f.status),
             f.message,
         ),
         Err(e @ ExecError::Remote { status, .. }) => {
-            Outcome::error(error_code(&e), status.map_or(0, u32::from), e.to_string())
+            Settlement::error(error_code(&e), status.map_or(0, u32::from), e.to_string())
         }
-        Err(e) => Outcome::error(error_code(&e), 0, e.to_string()),
+        Err(e) => Settlement::error(error_code(&e), 0, e.to_string()),
     }
 }
 
@@ -219,8 +219,8 @@ impl SwarmNode {
                 let (id, settle) = host.new_call();
                 swarm.send_later(ip, path, payload, |result| {
                     settle(match result {
-                        Ok(reply) => Outcome::reply(reply),
-                        Err(e) => Outcome::error(send_error_code(&e), 0, e.to_string()),
+                        Ok(reply) => Settlement::reply(reply),
+                        Err(e) => Settlement::error(send_error_code(&e), 0, e.to_string()),
                     })
                 });
                 id
@@ -240,7 +240,7 @@ impl SwarmNode {
             let json = Bytes::from(args.string(2)?);
             let id = args.with_texts(0, 1, |name, key| {
                 let (id, settle) = host.new_call();
-                swarm.exec_later(name, key, json, |result| settle(exec_outcome(result)));
+                swarm.exec_later(name, key, json, |result| settle(exec_settlement(result)));
                 id
             })?;
             Ok(call_id(id))

@@ -32,7 +32,7 @@ pub fn start_here(work: impl Future<Output = ()> + Send + 'static, runtime: Hand
     let local = Arc::new(Local {
         home: thread::current().id(),
         runtime,
-        slot: Mutex::new(Slot {
+        slot: Mutex::new(WorkState {
             work: Some(Box::pin(work)),
             polling: false,
             woken: false,
@@ -45,10 +45,10 @@ pub fn start_here(work: impl Future<Output = ()> + Send + 'static, runtime: Hand
 struct Local {
     home: ThreadId,
     runtime: Handle,
-    slot: Mutex<Slot>,
+    slot: Mutex<WorkState>,
 }
 
-struct Slot {
+struct WorkState {
     /// The work, while it is here and not being polled.
     work: Option<Work>,
     /// Being polled on the home thread.
@@ -60,7 +60,7 @@ struct Slot {
 }
 
 impl Local {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
+    fn lock(&self) -> MutexGuard<'_, WorkState> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
