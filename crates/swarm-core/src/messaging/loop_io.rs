@@ -210,9 +210,19 @@ impl Write for LoopIo {
 #[cfg(unix)]
 struct OnRuntime {
     socket: tokio::io::unix::AsyncFd<Arc<std::net::TcpStream>>,
-    /// Found unreadable (unwritable) since the reactor's readiness was last cleared.
-    unreadable: bool,
-    unwritable: bool,
+    read: Side,
+    write: Side,
+}
+
+/// What is known of one direction of a socket, beyond the reactor's word.
+#[cfg(unix)]
+#[derive(Default)]
+struct Side {
+    /// Found busy since the reactor's readiness was last cleared.
+    busy: bool,
+    /// The reactor's readiness was cleared while the socket may still be ready: it is
+    /// taken to be ready until it is found busy again.
+    trusted: bool,
 }
 
 #[cfg(unix)]
@@ -225,8 +235,8 @@ impl OnRuntime {
         let socket = unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }?;
         Ok(OnRuntime {
             socket,
-            unreadable: false,
-            unwritable: false,
+            read: Side::default(),
+            write: Side::default(),
         })
     }
 }
@@ -234,29 +244,31 @@ impl OnRuntime {
 #[cfg(unix)]
 impl Readiness for OnRuntime {
     fn poll_ready(&mut self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
-        let OnRuntime {
-            socket,
-            unreadable,
-            unwritable,
-        } = self;
-        let (mut guard, busy) = match interest {
-            Interest::Readable => (ready!(socket.poll_read_ready(cx))?, unreadable),
-            Interest::Writable => (ready!(socket.poll_write_ready(cx))?, unwritable),
+        let (side, mut guard) = match interest {
+            Interest::Readable if self.read.trusted => return Poll::Ready(Ok(())),
+            Interest::Writable if self.write.trusted => return Poll::Ready(Ok(())),
+            Interest::Readable => (&mut self.read, ready!(self.socket.poll_read_ready(cx))?),
+            Interest::Writable => (&mut self.write, ready!(self.socket.poll_write_ready(cx))?),
         };
-        if std::mem::take(busy) {
-            // The reactor may have said so before the socket was found busy: wait for
-            // its next event, after one more try (an event that came between that and
-            // this clear is not seen again, but its data is by the try).
+        if std::mem::take(&mut side.busy) {
+            // The reactor may have said so before the socket was found busy: its word is
+            // cleared, and the socket is tried until it is found busy again. An event
+            // that came between that and this clear is not seen again, but its data is
+            // by the tries; one try alone may leave data that no new event will tell of
+            // (a reply larger than one read, all in).
             guard.clear_ready();
+            side.trusted = true;
         }
         Poll::Ready(Ok(()))
     }
 
     fn clear(&mut self, interest: Interest) {
-        match interest {
-            Interest::Readable => self.unreadable = true,
-            Interest::Writable => self.unwritable = true,
-        }
+        let side = match interest {
+            Interest::Readable => &mut self.read,
+            Interest::Writable => &mut self.write,
+        };
+        side.busy = true;
+        side.trusted = false;
     }
 }
 
@@ -388,5 +400,45 @@ mod tests {
         assert_eq!(read(&mut io), Poll::Ready(vec![7; 64]));
         assert_eq!(read(&mut io), Poll::Ready(vec![7; 36]));
         assert_eq!(said.lock().unwrap().cleared, 1 + 1 + 1);
+    }
+
+    /// What one read of `io` gives, waiting for the runtime's reactor, within 10 s.
+    async fn read_on_runtime(io: &mut LoopIo) -> Vec<u8> {
+        let read = std::future::poll_fn(|cx| {
+            let mut memory = [MaybeUninit::uninit(); 64];
+            let mut buf = ReadBuf::uninit(&mut memory);
+            ready!(Pin::new(&mut *io).poll_read(cx, buf.unfilled())).expect("a read");
+            Poll::Ready(buf.filled().to_vec())
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("the reactor says the socket holds data")
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn on_the_runtime_data_larger_than_one_read_is_read_whole_after_a_short_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut io = LoopIo::on_runtime(Arc::new(server)).expect("registered");
+        // A short exchange first: the read takes all there was, the next finds nothing.
+        client.write_all(b"hello").unwrap();
+        assert_eq!(read_on_runtime(&mut io).await, b"hello");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut memory = [MaybeUninit::uninit(); 64];
+        let mut buf = ReadBuf::uninit(&mut memory);
+        assert!(Pin::new(&mut io)
+            .poll_read(&mut cx, buf.unfilled())
+            .is_pending());
+        // Then more than one read's worth, all in before the reads: no event comes after
+        // the first read, and the rest is read all the same.
+        client.write_all(&[7; 1000]).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 1000 {
+            got.extend(read_on_runtime(&mut io).await);
+        }
+        assert_eq!(got, vec![7; 1000]);
     }
 }
