@@ -53,6 +53,29 @@ async function nodeWith (ip, messages) {
   return node;
 }
 
+test('a process that sent messages ends with its own exit code: process.exit() or an uncaught exception', async () => {
+  const ends = [['exit', { code: 5 }, 5], ['throw', {}, 1]];
+  for (const [i, [op, params, code]] of ends.entries()) {
+    const ip = `127.0.0.${61 + i}`;
+    standin.addPod({ name: `web-${ip}`, ip });
+    const node = new NodeProcess(ip, {
+      KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port)
+    }, { captureStderr: true });
+    try {
+      await node.waitEvent(e => e.event === 'ready', 20000, 'ready');
+      // Connections of its own to a peer, watched by its loop.
+      assert.strictEqual(await node.request('send', { to: IPS[1], topic: 'whoami', data: {} }), IPS[1]);
+      node.child.stdin.write(`${JSON.stringify({ id: 0, op, ...params })}\n`);
+      const exited = await node.exited;
+      assert.deepStrictEqual(exited, { code, signal: null }, node.stderr);
+      assert.doesNotMatch(node.stderr, /panicked|fatal runtime error/);
+    } finally {
+      await node.kill();
+      standin.removePod(ip);
+    }
+  }
+});
+
 test('a terminating pod leaves the ring and gets its heads-up before its endpoint is gone', async () => {
   const [a, b, c] = cluster.nodes;
   const keys = Array.from({ length: 200 }, (_, i) => `t-${i}`);

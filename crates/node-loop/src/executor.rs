@@ -7,6 +7,7 @@
 use std::{
     cell::{Cell, RefCell},
     future::Future,
+    mem::ManuallyDrop,
     panic::{self, AssertUnwindSafe},
     pin::Pin,
     ptr,
@@ -67,7 +68,12 @@ struct TaskWaker {
 }
 
 thread_local! {
-    static TASKS: RefCell<Tasks> = const { RefCell::new(Tasks { slots: Vec::new(), free: Vec::new() }) };
+    /// Never dropped with the thread's storage: a process that exits without detaching
+    /// (`process.exit()`) tears it down with the rest of the thread's, and a task's drop
+    /// may reach storage already gone. `detach` drops them.
+    static TASKS: RefCell<ManuallyDrop<Tasks>> = const {
+        RefCell::new(ManuallyDrop::new(Tasks { slots: Vec::new(), free: Vec::new() }))
+    };
     /// This thread's ready tasks, while it is attached.
     static READY: RefCell<Option<Arc<Ready>>> = const { RefCell::new(None) };
     /// The tasks being polled on this thread now, or whose check is still to come in
@@ -145,7 +151,7 @@ pub(crate) unsafe fn attach(event_loop: *mut RawLoop) -> bool {
 /// # Safety
 /// On the attached thread, outside the loop's callbacks of this crate.
 pub(crate) unsafe fn detach() {
-    drop(TASKS.take());
+    drop(ManuallyDrop::into_inner(TASKS.take()));
     if let Some(ready) = READY.take() {
         let wakeup = ready.inner.lock().expect("not poisoned").wakeup.take();
         if let Some(wakeup) = wakeup {

@@ -94,7 +94,9 @@ unsafe fn open(fd: c_int, watcher: Watcher) -> Option<Handle<uv::Poll>> {
 /// # Safety
 /// A handle that `open` made on this thread, not used after.
 unsafe fn close(handle: Handle<uv::Poll>) {
-    if OPEN.with_borrow_mut(|open| open.remove(&(handle.raw() as usize))) {
+    // Storage already torn down (the process exits): nothing is closed, libuv is done.
+    let open = OPEN.try_with(|open| open.borrow_mut().remove(&(handle.raw() as usize)));
+    if open.unwrap_or(false) {
         // SAFETY: open (it was in `OPEN`), on its loop's thread, closed once.
         unsafe { shut(handle) };
     }

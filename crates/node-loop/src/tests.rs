@@ -270,15 +270,7 @@ fn detaching_drops_the_tasks_and_closes_every_handle() {
     let fd = ours.as_raw_fd();
     let task = async move {
         let _guard = guard;
-        // SAFETY: on the attached thread; `ours` outlives it (both in this task).
-        let mut readiness = unsafe { SocketReadiness::new(ours.as_raw_fd()) }.expect("watched");
-        poll_fn(|cx| readiness.poll_ready(cx, Interest::Readable))
-            .await
-            .unwrap();
-        readiness.clear(Interest::Readable);
-        poll_fn(|cx| readiness.poll_ready(cx, Interest::Readable))
-            .await
-            .unwrap();
+        wait_until_readable(ours).await;
     };
     spawn(Box::pin(task), Arc::new(Recorder::default()));
     let guard = Dropped(reader_dropped.clone());
@@ -348,4 +340,33 @@ fn ending_the_turn_soon_keeps_the_loop_from_waiting_once() {
     event_loop.run_once(60_000);
     assert_eq!(event_loop.last_wait(), 0);
     finish(&mut event_loop);
+}
+
+#[test]
+fn a_thread_that_ends_without_detaching_drops_nothing_of_its_tasks() {
+    // As the main thread when the process exits (`process.exit()`): its storage is torn
+    // down with tasks that hold sockets, and no task's drop may reach storage gone.
+    let ended = std::thread::spawn(|| {
+        let mut event_loop = attached();
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let task = wait_until_readable(ours);
+        spawn(Box::pin(task), Arc::new(Recorder::default()));
+        event_loop.run_once(0);
+        // The loop's memory stays: libuv's outlives the thread's storage too.
+        std::mem::forget(event_loop);
+    });
+    assert!(ended.join().is_ok(), "the thread ended without a panic");
+}
+
+/// Waits, with a task's readiness, until `socket` is readable after being found busy.
+async fn wait_until_readable(socket: UnixStream) {
+    // SAFETY: on the attached thread; `socket` outlives the readiness (both here).
+    let mut readiness = unsafe { SocketReadiness::new(socket.as_raw_fd()) }.expect("watched");
+    poll_fn(|cx| readiness.poll_ready(cx, Interest::Readable))
+        .await
+        .unwrap();
+    readiness.clear(Interest::Readable);
+    poll_fn(|cx| readiness.poll_ready(cx, Interest::Readable))
+        .await
+        .unwrap();
 }
