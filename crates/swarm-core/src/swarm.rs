@@ -206,9 +206,7 @@ impl Swarm {
     where
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
-        self.inner
-            .client
-            .dispatch(ip, path, payload, Box::new(done));
+        self.inner.client.dispatch(ip, path, payload, done);
     }
 
     /// Registers task `name` with its options; false when the name is taken.
@@ -272,7 +270,7 @@ impl Swarm {
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let chosen = (ring.generation, ip.to_owned());
         let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
-        let first_sent = Box::new(move |sent| {
+        let first_sent = move |sent| {
             let not_run = match attempted(&name, &chosen.1, sent) {
                 Ok(outcome) => return done(outcome),
                 Err(not_run) => not_run,
@@ -285,7 +283,7 @@ impl Swarm {
                 };
                 done(this.exec_remote(&name, &key, chosen, args, first).await)
             });
-        });
+        };
         self.inner.client.dispatch(ip, TASK_TOPIC, body, first_sent);
     }
 

@@ -219,10 +219,10 @@ impl Client {
         let _ = self.inner.departures.set(departures);
     }
 
-    /// The loop its connections are read on, when this thread is that loop's: work
-    /// started here over HTTP/1.1 stays here.
-    pub(crate) fn loop_here(&self) -> Option<Arc<dyn EventLoop>> {
-        self.inner.loop_here().cloned()
+    /// Whether this is the thread of the loop its connections are read on: work started
+    /// here stays here.
+    pub(crate) fn on_loop_thread(&self) -> bool {
+        self.inner.loop_here().is_some()
     }
 
     /// The client's settings.

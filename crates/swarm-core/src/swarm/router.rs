@@ -47,8 +47,9 @@ impl Dispatch for Router {
         // Read on the loop's thread, the request is answered there, as the handler answers.
         if let Some(responder) = inner
             .client
-            .loop_here()
-            .and_then(|_| message.responder.take())
+            .on_loop_thread()
+            .then(|| message.responder.take())
+            .flatten()
         {
             let runtime = inner.runtime.clone();
             local::start_here(
@@ -56,7 +57,7 @@ impl Dispatch for Router {
                     let answer = inner.answer_task(message).await;
                     // Written at the end of the loop's turn, unless a timer or a shutdown
                     // moved the work to the runtime.
-                    if inner.client.loop_here().is_some() {
+                    if inner.client.on_loop_thread() {
                         responder.reply_later(&answer);
                     } else {
                         responder.reply(&answer);

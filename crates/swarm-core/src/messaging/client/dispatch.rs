@@ -22,7 +22,10 @@ impl Client {
     /// failure, on whichever thread settles it. A request the peer never read is sent
     /// again, on a new connection; the call ends when the peer leaves the cluster, as
     /// [`Client::send_until_gone`] does.
-    pub fn dispatch(&self, ip: &str, topic_path: &str, payload: Payload, done: Sent) {
+    pub fn dispatch<F>(&self, ip: &str, topic_path: &str, payload: Payload, done: F)
+    where
+        F: FnOnce(Result<Reply, SendError>) + Send + 'static,
+    {
         let unsent = match self.unsent(ip, topic_path, payload) {
             Ok(unsent) => unsent,
             Err(bad) => return done(Err(bad)),
@@ -32,11 +35,12 @@ impl Client {
                 let inner = self.inner.clone();
                 self.call_multiplexed(conn, unsent, move |sent| match sent {
                     Ok(result) => done(result),
-                    Err(unsent) => inner.send_general(unsent, done),
+                    Err(unsent) => inner.send_general(unsent, Box::new(done)),
                 });
             }
-            Path::LoopHttp1(event_loop) => self.send_loop_http1(event_loop, unsent, done),
-            Path::General => self.inner.send_general(unsent, done),
+            // Boxed only off the multiplexed path: there the one box is its settling.
+            Path::LoopHttp1(event_loop) => self.send_loop_http1(event_loop, unsent, Box::new(done)),
+            Path::General => self.inner.send_general(unsent, Box::new(done)),
         }
     }
 
