@@ -117,16 +117,9 @@ impl LoopIo {
     }
 
     /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
-    #[cfg(unix)]
     pub fn on_runtime(socket: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        let readiness = OnRuntime::new(socket.clone())?;
+        let readiness = OnRuntime::new(&socket)?;
         Ok(LoopIo::new(socket, Box::new(readiness)))
-    }
-
-    /// `socket`, whose readiness the runtime's reactor tells (from within the runtime).
-    #[cfg(not(unix))]
-    pub fn on_runtime(_: Arc<std::net::TcpStream>) -> io::Result<LoopIo> {
-        Err(sys::no_event_loop())
     }
 
     /// Runs `op` once the socket is ready for `interest`, until `op` does not find it busy.
@@ -207,15 +200,16 @@ impl Write for LoopIo {
 }
 
 /// Readiness from the runtime's reactor: what a loop that cannot watch sockets uses.
-#[cfg(unix)]
 struct OnRuntime {
-    socket: tokio::io::unix::AsyncFd<Arc<std::net::TcpStream>>,
+    /// A second handle of the socket, registered with the reactor: only asked and told
+    /// of readiness, never read or written. tokio's own socket type, since a raw
+    /// socket's readiness ([`tokio::io::unix::AsyncFd`]) is told on Unix alone.
+    registered: tokio::net::TcpStream,
     read: Side,
     write: Side,
 }
 
 /// What is known of one direction of a socket, beyond the reactor's word.
-#[cfg(unix)]
 #[derive(Default)]
 struct Side {
     /// Found busy since the reactor's readiness was last cleared.
@@ -225,38 +219,41 @@ struct Side {
     trusted: bool,
 }
 
-#[cfg(unix)]
 impl OnRuntime {
-    /// Registers `socket` with the runtime of this thread.
-    fn new(socket: Arc<std::net::TcpStream>) -> io::Result<OnRuntime> {
-        let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
-        // SAFETY: the descriptor stays open, the same socket, while the `Arc` held by
-        // the `AsyncFd` lives.
-        let socket = unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }?;
+    /// Registers a handle of `socket` with the runtime of this thread.
+    fn new(socket: &std::net::TcpStream) -> io::Result<OnRuntime> {
         Ok(OnRuntime {
-            socket,
+            registered: tokio::net::TcpStream::from_std(socket.try_clone()?)?,
             read: Side::default(),
             write: Side::default(),
         })
     }
 }
 
-#[cfg(unix)]
 impl Readiness for OnRuntime {
     fn poll_ready(&mut self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
-        let (side, mut guard) = match interest {
-            Interest::Readable if self.read.trusted => return Poll::Ready(Ok(())),
-            Interest::Writable if self.write.trusted => return Poll::Ready(Ok(())),
-            Interest::Readable => (&mut self.read, ready!(self.socket.poll_read_ready(cx))?),
-            Interest::Writable => (&mut self.write, ready!(self.socket.poll_write_ready(cx))?),
+        let (side, asked) = match interest {
+            Interest::Readable => (&mut self.read, tokio::io::Interest::READABLE),
+            Interest::Writable => (&mut self.write, tokio::io::Interest::WRITABLE),
         };
+        if side.trusted {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(match interest {
+            Interest::Readable => self.registered.poll_read_ready(cx),
+            Interest::Writable => self.registered.poll_write_ready(cx),
+        })?;
         if std::mem::take(&mut side.busy) {
             // The reactor may have said so before the socket was found busy: its word is
             // cleared, and the socket is tried until it is found busy again. An event
             // that came between that and this clear is not seen again, but its data is
             // by the tries; one try alone may leave data that no new event will tell of
-            // (a reply larger than one read, all in).
-            guard.clear_ready();
+            // (a reply larger than one read, all in). An operation that finds the socket
+            // busy is what clears the word, and where the reactor must be asked again
+            // after each event (Windows), asks it.
+            let _ = self
+                .registered
+                .try_io(asked, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
             side.trusted = true;
         }
         Poll::Ready(Ok(()))
@@ -415,7 +412,6 @@ mod tests {
             .expect("the reactor says the socket holds data")
     }
 
-    #[cfg(unix)]
     #[tokio::test]
     async fn on_the_runtime_data_larger_than_one_read_is_read_whole_after_a_short_read() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
