@@ -18,21 +18,12 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock,
-    },
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
-use hyper::{
-    body::Incoming,
-    client::conn::http1::{self, SendRequest},
-    header::{self, HeaderValue},
-    Method, Request, Uri,
-};
+use hyper::Uri;
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
 use rustc_hash::FxHashMap;
 use tokio::{net::TcpStream, runtime::Handle};
@@ -44,7 +35,7 @@ use super::{
     auth::{self, Auth},
     codec::{self, Payload},
     loop_http1,
-    loop_io::{in_runtime, EventLoop},
+    loop_io::{in_runtime, EventLoop, LoopIo},
     mux::{self, Outcome},
     path, Reply,
 };
@@ -52,7 +43,8 @@ use crate::errors::with_causes;
 
 mod config;
 mod dispatch;
-mod hyper1;
+mod http1;
+use http1::Home;
 mod on_loop;
 mod pool;
 
@@ -87,10 +79,10 @@ pub type Departures = Box<dyn Fn(IpAddr) -> CancellationToken + Send + Sync>;
 
 struct Inner {
     connector: HttpConnector,
-    /// The idle connections of hyper's HTTP/1.1 client.
-    hyper_idle: Pool<SendRequest<Full<Bytes>>>,
-    /// The idle HTTP/1.1 connections of the loop's thread (`loop_http1.rs`).
+    /// The idle HTTP/1.1 connections of the loop's thread (`http1.rs`).
     loop_idle: Pool<Arc<loop_http1::Conn>>,
+    /// The idle HTTP/1.1 connections the runtime polls.
+    runtime_idle: Pool<Arc<loop_http1::Conn>>,
     routes: Mutex<FxHashMap<SocketAddr, Route>>,
     config: ClientConfig,
     /// Where sends that take a task of their own run, off the loop's thread.
@@ -147,8 +139,8 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 connector,
-                hyper_idle: Pool::default(),
                 loop_idle: Pool::default(),
+                runtime_idle: Pool::default(),
                 routes: Mutex::new(FxHashMap::default()),
                 config,
                 runtime: Handle::try_current().ok(),
@@ -332,14 +324,11 @@ impl Drop for Inner {
 impl Inner {
     /// Sends over the peer's multiplexed connection if it has one, HTTP/1.1 otherwise.
     async fn deliver(
-        &self,
-        Unsent {
-            peer,
-            encoded,
-            payload,
-        }: Unsent,
+        self: &Arc<Self>,
+        unsent: Unsent,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {
+        let peer = unsent.peer;
         let mut resent = 0;
         loop {
             // A request the peer's connection never took (a new one still being made, or
@@ -350,24 +339,15 @@ impl Inner {
                 return Err(never_reached(peer));
             }
             let Some(conn) = self.multiplexed(peer) else {
-                let reached = AtomicBool::new(false);
-                // Boxed: the HTTP exchange is large, and kept out of the multiplexed
-                // path's future, which is moved on every spawn.
-                let exchange = Box::pin(self.over_http(peer, encoded, payload, &reached));
-                return tokio::select! {
-                    sent = exchange => sent,
-                    () = gone.cancelled() => Err(if reached.load(Ordering::Acquire) {
-                        SendError::Left { ip: peer.ip().to_string() }
-                    } else {
-                        never_reached(peer)
-                    }),
-                };
+                // The connection ends the call when `gone` is cancelled, saying whether
+                // it took the request.
+                return self.over_http(&unsent, gone).await;
             };
             // `None`: it closed meanwhile; a new one is opened.
             let Some(call) = conn
                 .call(
-                    &encoded,
-                    &payload,
+                    &unsent.encoded,
+                    &unsent.payload,
                     self.config.auth.as_deref().map(|a| (a, peer)),
                 )
                 .await
@@ -431,7 +411,7 @@ impl Inner {
 
     /// Sends `unsent` within the request timeout; see [`Client::send_unsent`].
     async fn send_unsent(
-        &self,
+        self: &Arc<Self>,
         unsent: Unsent,
         gone: &CancellationToken,
     ) -> Result<Reply, SendError> {

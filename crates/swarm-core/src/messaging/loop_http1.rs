@@ -1,6 +1,7 @@
-//! HTTP/1.1 exchanges of a loop thread's own (see [`super::loop_io::EventLoop`]): a
-//! request is written by the thread that sends it, inside its call, and its reply read by
-//! the connection's task on the same loop, on keep-alive connections the client pools.
+//! The client's HTTP/1.1 connections: a request is written by the thread that sends it,
+//! inside its call, and its reply read by the connection's task, polled by a loop
+//! thread's own loop (see [`super::loop_io::EventLoop`]) or by the runtime, on keep-alive
+//! connections the client pools.
 //! hyper's client takes a task of its own and two channels per exchange besides its
 //! connection's task; on the path of every message to a 0.5.1 pod that was a third of
 //! the sender's CPU. Connections are made by the client's connector, with its options.

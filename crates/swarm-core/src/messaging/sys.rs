@@ -1,8 +1,9 @@
 //! The socket calls whose form differs between platforms. Pods run on Linux; macOS and
-//! Windows run the engine for development. tokio tells the readiness of a raw socket
-//! ([`tokio::io::unix::AsyncFd`]) on Unix alone, so on Windows no connection is read on
-//! another thread's loop: the addon gives the engine no [`super::loop_io::EventLoop`] there,
-//! and a caller that does gets [`io::ErrorKind::Unsupported`] for each connection.
+//! Windows run the engine for development. The addon gives the engine no
+//! [`super::loop_io::EventLoop`] on Windows, so there the runtime reads and writes every
+//! connection. A multiplexed connection read by a loop while the runtime writes it needs
+//! the readiness of a raw socket ([`tokio::io::unix::AsyncFd`]), which tokio tells on
+//! Unix alone: elsewhere the engine gets [`io::ErrorKind::Unsupported`] for it.
 
 use std::{io, mem::MaybeUninit, net::TcpStream};
 

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | its multiplexed connection is open | from any thread | a frame queued on it, written at the end of the turn on the loop's thread (at once elsewhere); no task ([`Client::send_multiplexed`]) |
 //! | reached over HTTP/1.1 | on the loop's thread | written now on a keep-alive connection of that thread's own, whose task reads the reply ([`Client::send_loop_http1`], `loop_http1.rs`) |
-//! | anything else: not known yet, its multiplexed connection being opened, HTTP/1.1 off the loop's thread; and a request a connection handed back unread | from any thread | a task of its own, on the loop's thread when sent from there, else on the runtime: it connects, opens the multiplexed connection when the peer offered it, and sends over it or over hyper's HTTP/1.1 client ([`Client::send_unsent`]) |
+//! | anything else: not known yet, its multiplexed connection being opened, HTTP/1.1 off the loop's thread; and a request a connection handed back unread | from any thread | a task of its own, on the loop's thread when sent from there, else on the runtime: it connects, opens the multiplexed connection when the peer offered it, and sends over it or over HTTP/1.1 on a connection of that thread's or the runtime's ([`Client::send_unsent`]) |
 
 use super::*;
 
