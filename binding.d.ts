@@ -166,10 +166,14 @@ export interface NodeOptions {
   tasks: Array<TaskSpec>
 }
 
-/** The servers of a ring, for `ownerSlot`. */
+/**
+ * The servers of a ring, for `ownerSlot`, and its checksum (16 hex digits), equal on
+ * nodes with the same view.
+ */
 export interface RingServers {
   generation: number
   servers: Array<string>
+  checksum: string
 }
 
 /**

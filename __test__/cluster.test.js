@@ -4,6 +4,7 @@
 // convergence, messaging, task placement by the ring, master agreement, leaves.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
+const http = require('node:http');
 const { startStandin } = require('./kube-standin');
 const { startCluster, NodeProcess, eventually } = require('./helpers/cluster');
 
@@ -178,6 +179,36 @@ test('remote task timeouts and failures name the node', async () => {
   await assert.rejects(a.request('exec', { name: 'short', args: [key] }), /execution failed on remote node 127\.0\.0\.22: operation timed out/);
   await b.request('open');
   await assert.rejects(a.request('exec', { name: 'fails', args: [key] }), /Task fails execution failed on remote node 127\.0\.0\.22: boom/);
+});
+
+// A `_task` request as a pod of ours sends it, by hand: `routed` is the key and the ring
+// checksum it was routed by (none: as a 0.5.1 pod sends it).
+function postTask (to, key, routed) {
+  const headers = { 'content-type': 'application/json' };
+  if (routed) headers['x-swarm-kb-routed'] = `${routed}/${encodeURIComponent(key)}`;
+  const body = JSON.stringify({ task: 'where', args: [key] });
+  return new Promise((resolve, reject) => {
+    http.request({ host: to.ip, port: cluster.port, method: 'POST', path: '/_task', headers }, res => {
+      let text = '';
+      res.setEncoding('utf8').on('data', chunk => { text += chunk; }).on('end', () => resolve({ status: res.statusCode, text }));
+    }).on('error', reject).end(body);
+  });
+}
+
+test('a task request routed by a key the receiver does not own is refused as not run; unrouted ones run as 0.5.1 ran them', async () => {
+  const [a, b] = cluster.nodes;
+  const key = await keyOwnedBy(a, b);
+  const rings = await Promise.all(cluster.nodes.map(n => n.request('ring')));
+  assert.ok(rings.every(ring => ring.checksum === rings[0].checksum), 'one ring checksum on nodes with one view');
+  // By the caller's view (its checksum) or another (the receiver waits for its own view
+  // to change first), the receiver's view decides.
+  for (const ring of [rings[0].checksum, '0000000000000000']) {
+    const refused = await postTask(a, key, ring);
+    assert.strictEqual(refused.status, 421, refused.text);
+    assert.match(refused.text, new RegExp(`key ${key} moved: its owner is ${b.ip.replace(/\./g, '\\.')}`));
+    assert.deepStrictEqual(await postTask(b, key, ring), { status: 200, text: b.ip });
+  }
+  assert.deepStrictEqual(await postTask(a, key), { status: 200, text: a.ip });
 });
 
 test('a smaller IP joins: every node agrees on the new master', async () => {

@@ -54,11 +54,13 @@ pub struct Crossings {
     pub letters: f64,
 }
 
-/// The servers of a ring, for `ownerSlot`.
+/// The servers of a ring, for `ownerSlot`, and its checksum (16 hex digits), equal on
+/// nodes with the same view.
 #[napi(object)]
 pub struct RingServers {
     pub generation: f64,
     pub servers: Vec<String>,
+    pub checksum: String,
 }
 
 /// What a task is doing on this node.
@@ -191,6 +193,7 @@ impl SwarmNode {
         RingServers {
             generation: ring.generation as f64,
             servers: ring.ring.servers().to_vec(),
+            checksum: format!("{:016x}", ring.checksum),
         }
     }
 

@@ -31,14 +31,14 @@ mod remote;
 mod router;
 mod types;
 
-use remote::{attempted, Attempt};
+use remote::{attempted, Attempt, Chosen};
 use router::Router;
 pub use types::*;
 
 use crate::{
     local::LoopThread,
-    messaging::{self, Client, Payload, Reply, SendError, TaskRequest, TASK_TOPIC},
-    ring::HashRing,
+    messaging::{self, Client, Payload, Reply, SendError, TaskRequest},
+    ring::{self, HashRing},
     tasks::{TaskError, TaskOptions, TaskStats, Tasks},
     topology::{
         self, Discovery, KubeDiscovery, StandaloneDiscovery, TopologyError, TopologyHandle, View,
@@ -49,6 +49,18 @@ use crate::{
 pub struct RingAt {
     pub generation: u64,
     pub ring: HashRing,
+    /// [`ring::checksum`] of `ring`: equal on pods with the same view.
+    pub checksum: u64,
+}
+
+impl RingAt {
+    fn new(generation: u64, ring: HashRing) -> RingAt {
+        RingAt {
+            generation,
+            checksum: ring::checksum(&ring),
+            ring,
+        }
+    }
 }
 
 /// The status of a task refused by a closing node before it ran: the caller may take it
@@ -120,10 +132,10 @@ impl Swarm {
             tasks: Tasks::new().at_home(event_loop.clone().map(|l| l as Arc<dyn LoopThread>)),
             client: Client::new(config.client),
             topology,
-            ring: RwLock::new(Arc::new(RingAt {
-                generation: u64::MAX,
-                ring: HashRing::new(Vec::<String>::new()),
-            })),
+            ring: RwLock::new(Arc::new(RingAt::new(
+                u64::MAX,
+                HashRing::new(Vec::<String>::new()),
+            ))),
             local_ips: config.local_ips.into_iter().collect(),
             local_addr: listener.as_ref().map(|(_, addr)| *addr),
             peers: Mutex::new(FxHashMap::default()),
@@ -239,7 +251,7 @@ impl Swarm {
         let ring = self.ring();
         match ring.ring.get(key) {
             Some(ip) if !self.is_local(ip) => {
-                let chosen = (ring.generation, ip.to_owned());
+                let chosen = Chosen::on(&ring, ip);
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
                 let first = Attempt::none();
                 Box::pin(async move { this.exec_remote(&name, &key, chosen, args, first).await })
@@ -268,10 +280,11 @@ impl Swarm {
         };
         let started = tokio::time::Instant::now();
         let body = Payload::Json(TaskRequest::encode(name, &args));
-        let chosen = (ring.generation, ip.to_owned());
+        let chosen = Chosen::on(&ring, ip);
+        let request = self.inner.task_request(&chosen, key, body);
         let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
         let first_sent = move |sent| {
-            let not_run = match attempted(&name, &chosen.1, sent) {
+            let not_run = match attempted(&name, &chosen.ip, sent) {
                 Ok(outcome) => return done(outcome),
                 Err(not_run) => not_run,
             };
@@ -284,7 +297,10 @@ impl Swarm {
                 done(this.exec_remote(&name, &key, chosen, args, first).await)
             });
         };
-        self.inner.client.dispatch(ip, TASK_TOPIC, body, first_sent);
+        match request {
+            Ok(request) => self.inner.client.dispatch_request(request, first_sent),
+            Err(bad) => first_sent(Err(bad)),
+        }
     }
 
     /// Runs task `name` on this node, whoever owns its key: for callers that already
@@ -363,10 +379,10 @@ impl Inner {
         if cached.generation == view.generation {
             return cached;
         }
-        let fresh = Arc::new(RingAt {
-            generation: view.generation,
-            ring: HashRing::new(view.nodes.keys().map(|ip| ip.to_string())),
-        });
+        let fresh = Arc::new(RingAt::new(
+            view.generation,
+            HashRing::new(view.nodes.keys().map(|ip| ip.to_string())),
+        ));
         *self.ring.write().expect("not poisoned") = fresh.clone();
         fresh
     }

@@ -37,7 +37,9 @@ use super::{
     loop_http1,
     loop_io::{in_runtime, EventLoop, LoopIo},
     mux::{self, Outcome},
-    path, Reply,
+    path,
+    routed::{self, Routed},
+    Reply,
 };
 use crate::errors::with_causes;
 
@@ -112,9 +114,19 @@ pub struct Unsent {
     /// The request's path, as it goes on the wire.
     encoded: String,
     payload: Payload,
+    /// A task request's [`Routed`] text.
+    routed: Option<String>,
 }
 
 impl Unsent {
+    /// The request, saying which key and ring routed it (a task request).
+    pub fn routed_by(self, routed: &Routed) -> Unsent {
+        Unsent {
+            routed: Some(routed.encode()),
+            ..self
+        }
+    }
+
     /// The address of the node it is for.
     pub fn ip(&self) -> IpAddr {
         self.peer.ip()
@@ -158,7 +170,12 @@ impl Client {
         topic_path: &str,
         payload: Payload,
     ) -> Result<Reply, SendError> {
-        let unsent = self.unsent(ip, topic_path, payload)?;
+        self.send_request(self.unsent(ip, topic_path, payload)?)
+            .await
+    }
+
+    /// Sends `unsent` as [`Client::send`] does.
+    pub async fn send_request(&self, unsent: Unsent) -> Result<Reply, SendError> {
         let gone = self.inner.departed(unsent.peer.ip());
         self.inner.send_unsent(unsent, &gone).await
     }
@@ -202,6 +219,7 @@ impl Client {
             peer,
             encoded: path::encode(topic_path),
             payload,
+            routed: None,
         })
     }
 
@@ -347,6 +365,7 @@ impl Inner {
             let Some(call) = conn
                 .call(
                     &unsent.encoded,
+                    unsent.routed.as_deref(),
                     &unsent.payload,
                     self.config.auth.as_deref().map(|a| (a, peer)),
                 )

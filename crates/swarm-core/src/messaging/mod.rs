@@ -17,6 +17,7 @@ mod loop_http1;
 pub mod loop_io;
 pub mod mux;
 pub mod path;
+pub mod routed;
 pub mod server;
 pub mod sys;
 
@@ -27,6 +28,7 @@ use bytes::Bytes;
 pub use auth::Auth;
 pub use client::{Client, ClientConfig, Liveness, SendError};
 pub use codec::{CodecError, Payload, TaskRequest, TASK_TOPIC};
+pub use routed::Routed;
 pub use server::{serve, Answering, Dispatch, ServerLimits};
 
 /// A decoded request.
@@ -41,6 +43,8 @@ pub struct Inbound {
     /// For a multiplexed request, what answers it from any thread; a dispatcher that
     /// takes it answers through it and returns [`Answering::Taken`].
     pub responder: Option<mux::Responder>,
+    /// How a task request between pods of 1.x was routed, when it says so.
+    pub routed: Option<Routed>,
 }
 
 impl Inbound {

@@ -31,3 +31,38 @@
 mod hashring3;
 
 pub use hashring3::HashRing;
+
+/// A digest of `ring`'s placement, equal on pods that built it from the same servers in
+/// the same order (xxh3: fast, not meant to resist chosen inputs, which it need not).
+pub fn checksum(ring: &HashRing) -> u64 {
+    let mut digest = xxhash_rust::xxh3::Xxh3::new();
+    digest.update(b"hashring@3");
+    for server in ring.servers() {
+        digest.update(b"\n");
+        digest.update(server.as_bytes());
+    }
+    digest.digest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_checksum_is_equal_for_the_same_servers_and_differs_otherwise() {
+        let ring = |servers: &[&str]| checksum(&HashRing::new(servers.iter().copied()));
+        assert_eq!(
+            ring(&["10.0.0.1", "10.0.0.2"]),
+            ring(&["10.0.0.1", "10.0.0.2"])
+        );
+        for other in [
+            &["10.0.0.1"][..],
+            &["10.0.0.1", "10.0.0.3"],
+            &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+            &["10.0.0.110.0.0.2"],
+            &[],
+        ] {
+            assert_ne!(ring(&["10.0.0.1", "10.0.0.2"]), ring(other), "{other:?}");
+        }
+    }
+}

@@ -6,11 +6,50 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::{ExecError, Swarm, TaskArgs, TaskValue, NOT_RUN};
-use crate::messaging::{Payload, Reply, SendError, TaskRequest, TASK_TOPIC};
+use super::{ExecError, Inner, RingAt, Swarm, TaskArgs, TaskValue, NOT_RUN};
+use crate::messaging::{
+    client::Unsent, Payload, Reply, Routed, SendError, TaskRequest, TASK_TOPIC,
+};
+
+/// The owner a task call is sent to, and the ring that chose it.
+pub(super) struct Chosen {
+    pub(super) ip: String,
+    generation: u64,
+    checksum: u64,
+}
+
+impl Chosen {
+    pub(super) fn on(ring: &RingAt, ip: &str) -> Chosen {
+        Chosen {
+            ip: ip.to_owned(),
+            generation: ring.generation,
+            checksum: ring.checksum,
+        }
+    }
+}
+
+impl Inner {
+    /// The request that runs a task (`body`) on `chosen`, saying which key and ring
+    /// routed it there, for the receiver to check that it owns the key.
+    pub(super) fn task_request(
+        &self,
+        chosen: &Chosen,
+        key: &str,
+        body: Payload,
+    ) -> Result<Unsent, SendError> {
+        let routed = Routed {
+            key: key.to_owned(),
+            ring: chosen.checksum,
+        };
+        Ok(self
+            .client
+            .unsent(&chosen.ip, TASK_TOPIC, body)?
+            .routed_by(&routed))
+    }
+}
 
 impl Swarm {
-    /// Sends a task to its owner (chosen on the ring of topology `generation`). A call
+    /// Sends a task to its owner (`chosen` on the ring of a topology generation). A call
     /// that provably did not run there (no connection could be made, or a closing node
     /// refused it) is tried again, within the task's timeout, on the key's owner of the
     /// moment: after a backoff, or as soon as the topology changes. A call that may have
@@ -19,7 +58,7 @@ impl Swarm {
         &self,
         name: &str,
         key: &str,
-        (mut generation, mut ip): (u64, String),
+        mut chosen: Chosen,
         args: Bytes,
         first: Attempt,
     ) -> Result<TaskValue, ExecError> {
@@ -36,9 +75,13 @@ impl Swarm {
             let error = match not_run.take() {
                 Some(error) => error,
                 None => {
+                    let ip = &chosen.ip;
                     debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
-                    let sent = self.inner.send(&ip, TASK_TOPIC, body.clone()).await;
-                    match attempted(name, &ip, sent) {
+                    let sent = match self.inner.task_request(&chosen, key, body.clone()) {
+                        Ok(request) => self.inner.client.send_request(request).await,
+                        Err(bad) => Err(bad),
+                    };
+                    match attempted(name, ip, sent) {
                         Ok(outcome) => return outcome,
                         Err(error) => error,
                     }
@@ -49,21 +92,20 @@ impl Swarm {
             debug!(target: "node_swarm_kb::tasks", "Task {name} not run ({error}): retrying in {backoff:?} or on a topology change");
             let mut views = self.inner.topology.subscribe();
             let wait = tokio::time::Instant::now() + backoff;
-            let moved = views.wait_for(|v| v.generation > generation);
+            let moved = views.wait_for(|v| v.generation > chosen.generation);
             let _ = tokio::time::timeout_at(wait.min(deadline), moved).await;
             if tokio::time::Instant::now() >= deadline {
                 return Err(ExecError::Remote {
                     task: name.to_owned(),
-                    ip,
+                    ip: chosen.ip,
                     reason: format!("{error}; the task did not run"),
                     status: None,
                 });
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
             let ring = self.ring();
-            generation = ring.generation;
             match ring.ring.get(key) {
-                Some(next) if !self.is_local(next) => ip = next.to_owned(),
+                Some(next) if !self.is_local(next) => chosen = Chosen::on(&ring, next),
                 _ => return self.inner.exec_local(name, TaskArgs::Json(args)).await,
             }
         }

@@ -1,13 +1,21 @@
 //! Routes inbound messages: `_task` requests to the task engine, answered as 0.5.1 answers
-//! them, the rest to the host.
+//! them, the rest to the host. A task request that says which key routed it runs only on
+//! that key's owner (`docs/handoff.md`).
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use super::{ExecError, Inner, TaskArgs, NOT_RUN};
 use crate::{
     local,
-    messaging::{Answering, Dispatch, Inbound, Reply, TaskRequest, TASK_TOPIC},
+    messaging::{Answering, Dispatch, Inbound, Reply, Routed, TaskRequest, TASK_TOPIC},
 };
+
+/// How long a node whose view differs from its caller's waits for its own view to change
+/// before it refuses a key it does not own: pods see a change tens of milliseconds apart.
+const VIEW_WAIT: Duration = Duration::from_secs(1);
 
 impl Inner {
     pub(super) async fn answer_task(&self, message: Inbound) -> Reply {
@@ -15,6 +23,11 @@ impl Inner {
             Ok(request) => request,
             Err(e) => return Reply::error(400, &e.to_string()),
         };
+        if let Some(routed) = &message.routed {
+            if let Err(moved) = self.owner_check(&request.task, routed).await {
+                return Reply::error(NOT_RUN, &moved);
+            }
+        }
         match self
             .exec_local(&request.task, TaskArgs::Json(request.args))
             .await
@@ -28,6 +41,33 @@ impl Inner {
                 Reply::error(NOT_RUN, "swarm is closing: the task did not run")
             }
             Err(e) => Reply::error(500, &e.to_string()),
+        }
+    }
+
+    /// Whether this node owns `routed.key` by its own view, which is what lets it run a
+    /// call of `task`. A view other than the caller's (another ring checksum) may be
+    /// about to change: the change is waited for, up to [`VIEW_WAIT`] and never past the
+    /// task's timeout, before it refuses, saying why.
+    async fn owner_check(&self, task: &str, routed: &Routed) -> Result<(), String> {
+        let timeout = self.tasks.options(task).map_or(VIEW_WAIT, |o| o.timeout);
+        let deadline = tokio::time::Instant::now() + VIEW_WAIT.min(timeout);
+        let mut views = self.topology.subscribe();
+        loop {
+            let ring = self.ring();
+            let owner = ring.ring.get(&routed.key);
+            if owner.is_some_and(|ip| self.local_ips.contains(ip)) {
+                return Ok(());
+            }
+            let changed = views.wait_for(|view| view.generation > ring.generation);
+            if ring.checksum == routed.ring
+                || !matches!(tokio::time::timeout_at(deadline, changed).await, Ok(Ok(_)))
+            {
+                let key = &routed.key;
+                return Err(match owner {
+                    Some(owner) => format!("key {key} moved: its owner is {owner}"),
+                    None => format!("key {key} has no owner in this node's view"),
+                });
+            }
         }
     }
 }

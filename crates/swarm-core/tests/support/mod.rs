@@ -67,7 +67,8 @@ pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Answers by the first topic: `gate` waits for a permit of the test's gate (and says
 /// it started), `path` answers the decoded path as text, `nothing` answers nothing,
-/// `take` hands the request's responder to the test, anything else echoes.
+/// `routed` the path and what routed the request, `take` hands the request's responder
+/// to the test, anything else echoes.
 pub struct App {
     /// Every message handed over: its path, payload and sender.
     pub handled: Mutex<Vec<(String, Payload, IpAddr)>>,
@@ -112,6 +113,11 @@ impl App {
                 message.path.into(),
             )))),
             "nothing" => Box::pin(std::future::ready(Reply::ok(Payload::Empty))),
+            "routed" => {
+                let routed = message.routed.map_or("none".into(), |r| r.encode());
+                let said = format!("{} {routed}", message.path);
+                Box::pin(std::future::ready(Reply::ok(Payload::Text(said.into()))))
+            }
             _ => Box::pin(std::future::ready(Reply::ok(message.payload))),
         }
     }

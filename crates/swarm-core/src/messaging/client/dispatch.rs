@@ -26,10 +26,17 @@ impl Client {
     where
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
-        let unsent = match self.unsent(ip, topic_path, payload) {
-            Ok(unsent) => unsent,
-            Err(bad) => return done(Err(bad)),
-        };
+        match self.unsent(ip, topic_path, payload) {
+            Ok(unsent) => self.dispatch_request(unsent, done),
+            Err(bad) => done(Err(bad)),
+        }
+    }
+
+    /// Sends `unsent` as [`Client::dispatch`] does.
+    pub fn dispatch_request<F>(&self, unsent: Unsent, done: F)
+    where
+        F: FnOnce(Result<Reply, SendError>) + Send + 'static,
+    {
         match self.inner.path(unsent.peer) {
             Path::Multiplexed(conn) => {
                 let inner = self.inner.clone();
@@ -74,7 +81,12 @@ impl Client {
         let peer = unsent.peer;
         let timeout = self.inner.config.request_timeout;
         let auth = self.inner.config.auth.as_deref();
-        let frame = mux::encode_request(&unsent.encoded, &unsent.payload, auth.map(|a| (a, peer)));
+        let frame = mux::encode_request(
+            &unsent.encoded,
+            unsent.routed.as_deref(),
+            &unsent.payload,
+            auth.map(|a| (a, peer)),
+        );
         // The request itself is kept, not a copy, in case it is to be sent again.
         let settle: mux::Done =
             Box::new(move |outcome| done(settled(peer, outcome, timeout).ok_or(unsent)));

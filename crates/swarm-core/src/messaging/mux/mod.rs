@@ -11,7 +11,11 @@
 //!
 //! Frames, big-endian: `len: u32` (of what follows), `kind: u8`, `id: u32`, then
 //! - request (1): `type: u8`, `path_len: u16`, the path as in an HTTP request line,
-//!   `auth_len: u16`, the signature header values joined by spaces, the body;
+//!   `auth_len: u16`, the signature header values joined by spaces, the body. A task
+//!   request's path has the [`Routed`](super::Routed) text as its query, which the
+//!   server reads and every server of ours, of any level, leaves out of the topic path
+//!   (as an HTTP server leaves a query out of its path); it is not signed, as its
+//!   HTTP header is not;
 //! - reply (2): `status: u16`, `type: u8`, the body;
 //! - go-away (3): nothing. The server answers every request up to `id` and none after
 //!   it, so the client sends those again on a new connection (HTTP/2's GOAWAY): a server
@@ -110,14 +114,16 @@ pub fn request_frame(
     payload: &Payload,
     auth: Option<(&Auth, SocketAddr)>,
 ) -> Bytes {
-    let mut buf = encode_request(path, payload, auth);
+    let mut buf = encode_request(path, None, payload, auth);
     set_id(&mut buf, id);
     buf.freeze()
 }
 
-/// A request frame without its id: signing and copying the body need no lock.
+/// A request frame without its id: signing and copying the body need no lock. `routed`
+/// is the query of its path.
 pub fn encode_request(
     path: &str,
+    routed: Option<&str>,
     payload: &Payload,
     auth: Option<(&Auth, SocketAddr)>,
 ) -> BytesMut {
@@ -138,10 +144,16 @@ pub fn encode_request(
             values.join(" ")
         })
         .unwrap_or_default();
-    let mut buf = frame(REQUEST, 0, 5 + path.len() + signature.len() + body.len());
+    let query = routed.map_or(0, |routed| 1 + routed.len());
+    let path_len = path.len() + query;
+    let mut buf = frame(REQUEST, 0, 5 + path_len + signature.len() + body.len());
     buf.put_u8(type_code(payload));
-    buf.put_u16(path.len() as u16);
+    buf.put_u16(path_len as u16);
     buf.put_slice(path.as_bytes());
+    if let Some(routed) = routed {
+        buf.put_u8(b'?');
+        buf.put_slice(routed.as_bytes());
+    }
     buf.put_u16(signature.len() as u16);
     buf.put_slice(signature.as_bytes());
     buf.put_slice(body);

@@ -35,7 +35,9 @@ use super::{
     auth::{self, Auth},
     codec::Payload,
     loop_io::{in_runtime, EventLoop},
-    mux, path, Inbound, Reply,
+    mux, path,
+    routed::{self, Routed},
+    Inbound, Reply,
 };
 
 mod multiplexed;
@@ -319,9 +321,13 @@ fn decode_frame(rest: Bytes, ends: Ends, ctx: &Context) -> Result<Inbound, Reply
     if body.len() > ctx.limits.max_body {
         return Err(too_large(ctx.limits.max_body));
     }
-    // As of an HTTP request line, the path is what precedes a query.
-    let path = request.path().split('?').next().unwrap_or_default();
-    inbound(
+    // As of an HTTP request line, the path is what precedes a query; a task request's
+    // query says how it was routed.
+    let (path, query) = request
+        .path()
+        .split_once('?')
+        .unwrap_or((request.path(), ""));
+    let mut inbound = inbound(
         ctx,
         "POST",
         path,
@@ -329,7 +335,9 @@ fn decode_frame(rest: Bytes, ends: Ends, ctx: &Context) -> Result<Inbound, Reply
         &request.signature,
         body,
         ends,
-    )
+    )?;
+    inbound.routed = Routed::parse(query.as_bytes());
+    Ok(inbound)
 }
 
 async fn decode(req: Request<Incoming>, ends: Ends, ctx: &Context) -> Result<Inbound, Reply> {
@@ -369,7 +377,7 @@ async fn decode(req: Request<Incoming>, ends: Ends, ctx: &Context) -> Result<Inb
     } else {
         Bytes::new()
     };
-    inbound(
+    let mut inbound = inbound(
         ctx,
         parts.method.as_str(),
         parts.uri.path(),
@@ -377,7 +385,12 @@ async fn decode(req: Request<Incoming>, ends: Ends, ctx: &Context) -> Result<Inb
         &parts.headers,
         body,
         ends,
-    )
+    )?;
+    inbound.routed = parts
+        .headers
+        .get(routed::HEADER)
+        .and_then(|routed| Routed::parse(routed.as_bytes()));
+    Ok(inbound)
 }
 
 /// A request whose body is read: its signature checked, its path and body decoded.
@@ -415,6 +428,7 @@ fn inbound(
         payload,
         from,
         responder: None,
+        routed: None,
     })
 }
 
