@@ -59,6 +59,7 @@ async function startStandin(opts = {}) {
     // Current objects, as a list would return them.
     endpoints: () => store.objects.endpoints.get(store.appName),
     endpointSlices: () => store.list('endpointslices'),
+    leases: () => store.list('leases'),
 
     // Failure modes.
     forbid: (resource, on = true) => api.setForbidden(resource, on),

@@ -22,6 +22,13 @@ const RESOURCES = {
     group: 'discovery.k8s.io',
     plural: 'endpointslices',
   },
+  leases: {
+    kind: 'Lease',
+    listKind: 'LeaseList',
+    apiVersion: 'coordination.k8s.io/v1',
+    group: 'coordination.k8s.io',
+    plural: 'leases',
+  },
 };
 
 // The endpoints controller caps an Endpoints object at 1000 addresses.

@@ -13,6 +13,9 @@ const { RESOURCES } = require('./objects');
 const { parseLabelSelector, parseFieldSelector, SelectorError } = require('./selector');
 const { startWatch } = require('./watch');
 const S = require('./status');
+const { createLease, updateLease } = require('./leases');
+
+const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/;
 
 const ENDPOINTS_DEPRECATION = '299 - "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"';
 const VERSION_INFO = {
@@ -33,6 +36,7 @@ const VERSION_INFO = {
 const ROUTES = [
   { re: /^\/api\/v1\/namespaces\/([^/]+)\/endpoints(?:\/([^/]+))?$/, resource: 'endpoints' },
   { re: /^\/apis\/discovery\.k8s\.io\/v1\/namespaces\/([^/]+)\/endpointslices(?:\/([^/]+))?$/, resource: 'endpointslices' },
+  { re: LEASES, resource: 'leases' },
 ];
 const ALL_VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
 
@@ -172,7 +176,12 @@ class ApiServer extends EventEmitter {
     if (this.outage) return send(res, 503, S.serviceUnavailable());
     const auth = /^bearer\s+(.+)$/i.exec(req.headers.authorization || '');
     if (!auth || auth[1].trim() !== this.token) return send(res, 401, S.unauthorized());
-    if (req.method !== 'GET') return send(res, 405, S.methodNotAllowed());
+    if (req.method !== 'GET') {
+      const lease = LEASES.exec(path);
+      const write = lease && (lease[2] ? req.method === 'PUT' && 'update' : req.method === 'POST' && 'create');
+      if (!write) return send(res, 405, S.methodNotAllowed());
+      return this._writeLease(req, res, write, decodeURIComponent(lease[1]), lease[2] && decodeURIComponent(lease[2]));
+    }
 
     const discovery = this._discovery(path, req);
     if (discovery) return send(res, 200, discovery);
@@ -184,6 +193,30 @@ class ApiServer extends EventEmitter {
       }
     }
     return send(res, 404, S.notFound());
+  }
+
+  _writeLease(req, res, verb, namespace, name) {
+    this.counts.leases[verb] = (this.counts.leases[verb] || 0) + 1;
+    this.emit('stats');
+    // The pods' Role is namespaced: other namespaces are forbidden as its own can be.
+    if (this.forbidden.has('leases') || namespace !== this.store.namespace) {
+      return send(res, 403, S.forbidden(RESOURCES.leases, verb, this.user, namespace, name));
+    }
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      let body;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch (err) {
+        return send(res, 400, S.badRequest(`the body is not JSON: ${err.message}`));
+      }
+      const [code, answer] = verb === 'create'
+        ? createLease(this.store, namespace, body)
+        : updateLease(this.store, namespace, name, body);
+      return send(res, code, answer);
+    });
+    return undefined;
   }
 
   _discovery(path, req) {

@@ -1,8 +1,8 @@
 'use strict';
 
 // State of the stand-in: the pods of one Service, the Endpoints and EndpointSlice
-// objects derived from them, the global resourceVersion, and the event history
-// that watches replay from.
+// objects derived from them, the Leases clients write, the global resourceVersion, and
+// the event history that watches replay from.
 //
 // resourceVersion semantics, as in etcd + the apiserver watch cache:
 // - one counter for all resources; every object write takes the next value,
@@ -34,7 +34,7 @@ class Store extends EventEmitter {
     this.historyStart = this.rv;
     this.history = []; // { rv, resource, type, object, prev }
     this.pods = new Map(); // name -> raw pod (as given, merged with patches)
-    this.objects = { endpoints: new Map(), endpointslices: new Map() };
+    this.objects = { endpoints: new Map(), endpointslices: new Map(), leases: new Map() };
     this.families = { IPv4: [], IPv6: [] }; // slice records, in creation order
     this.sliceSeq = 0;
     const created = timestamp();
@@ -148,6 +148,11 @@ class Store extends EventEmitter {
     this.history.push(entry);
     while (this.history.length > this.historyLimit) this.historyStart = this.history.shift().rv;
     this.emit('event', entry); // watches send synchronously, so order is preserved
+  }
+
+  /** Writes `body` as the next version of its object, whatever it was (an API write). */
+  putObject(resource, body) {
+    this._write(resource, this.objects[resource].has(body.metadata.name) ? 'MODIFIED' : 'ADDED', body);
   }
 
   /** Writes `body` if it differs from the stored object (ignoring resourceVersion). */
