@@ -42,6 +42,11 @@ export declare class SwarmNode {
   generation(): number
   /** The master's IP. */
   master(): string | null
+  /**
+   * The master's epoch when a Lease elects it (the lease's transitions); `null`
+   * under 0.5.1's rule.
+   */
+  masterEpoch(): number | null
   /** The port the server listens on; `null` when it does not listen. */
   port(): number | null
   /**
@@ -109,6 +114,16 @@ export interface KubeOptions {
   ca?: string
   /** Skip TLS verification (logged as a warning). */
   insecure: boolean
+  /** The Lease that elects the master (`masterElection: 'lease'`). */
+  lease?: LeaseOptions
+}
+
+/** The Lease of the master's election, its times in ms. */
+export interface LeaseOptions {
+  name: string
+  duration: number
+  renewDeadline: number
+  retryPeriod: number
 }
 
 /** What a node knows of one member of the cluster. */

@@ -144,6 +144,16 @@ declare namespace swarm {
     waiters: number;
   }
 
+  /** The times of the master's Lease, in ms; `retryPeriod < renewDeadline < duration`. */
+  interface LeaseOptions {
+    /** How long a holder that stops renewing keeps the lease (15000). */
+    duration?: number;
+    /** How long the master stays master without a successful renewal (10000). */
+    renewDeadline?: number;
+    /** How often the lease is read, and renewed by its holder (2000). */
+    retryPeriod?: number;
+  }
+
   /** The options of `init()`: exactly these (a misspelled option is a compile error). */
   interface InitOptions {
     /**
@@ -160,6 +170,16 @@ declare namespace swarm {
     messages?: MessagesOptions;
     /** The defaults of every task registered (timeout 30000, serialized true, singleTrigger false, maxQueueLength 20). */
     tasks?: TaskOptions;
+    /**
+     * How the master is chosen: `'ip'` (default, as 0.5.1), the smallest IP of `nodes`;
+     * or `'lease'`, the holder of a `coordination.k8s.io/v1` Lease, which needs get,
+     * create and update on `leases` (without them: `'ip'`, with one warning).
+     */
+    masterElection?: 'ip' | 'lease';
+    /** The Lease of `masterElection: 'lease'`; default `<appName>-master`. */
+    leaseName?: string;
+    /** The Lease's times in ms: duration 15000, renewDeadline 10000, retryPeriod 2000. */
+    lease?: LeaseOptions;
     /** A listener of `ready`, added on every `init()` call (as `on('ready', ...)`). */
     onReady?: (...args: EventMap['ready']) => void;
     /** A listener of `error`. */
@@ -284,10 +304,19 @@ declare namespace swarm {
     /** The nodes of the cluster, keyed by IP (a getter; `{}` before `init()`). */
     readonly nodes: Nodes;
     isReady: boolean;
-    /** The master's IP (the smallest IP in string order), or null. */
+    /**
+     * The master's IP, or null: the smallest IP in string order, or the holder of the
+     * Lease with `masterElection: 'lease'` (null while nobody is known to hold it).
+     */
     readonly master: string | null;
     /** A getter, not a method: `swarm.amIMaster`, not `swarm.amIMaster()`. */
     readonly amIMaster: boolean;
+    /**
+     * With `masterElection: 'lease'`, how many times the lease changed hands: a master
+     * may stamp its writes with it, and a store refuse those of an older epoch. Null
+     * otherwise.
+     */
+    readonly masterEpoch: number | null;
     isMe(node: string | SwarmNode): boolean;
     /**
      * Sends `data` to one node and resolves its reply (typed `R`, asserted, not checked).

@@ -334,6 +334,10 @@ const getters = {
 
   amIMaster () {
     return this.isMe(this.master);
+  },
+
+  masterEpoch () {
+    return this._node ? this._node.masterEpoch() : null;
   }
 };
 for (const name of Object.keys(getters)) {

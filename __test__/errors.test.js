@@ -39,7 +39,10 @@ test('a bad option value is refused with ERR_SWARM_INVALID_ARG naming the option
     [{ tasks: { maxQueueLength: 'x' } }, /tasks\.maxQueueLength/],
     [{ ip: 42 }, /Invalid argument ip: expected an IP address/],
     [{ onReady: 'x' }, /onReady: expected a function/],
-    [{ kubernetes: { initTimeout: -1 } }, /kubernetes\.initTimeout/]
+    [{ kubernetes: { initTimeout: -1 } }, /kubernetes\.initTimeout/],
+    [{ masterElection: 'leader' }, /masterElection: expected 'ip' or 'lease'/],
+    [{ masterElection: 'lease', leaseName: 'Web_Master' }, /leaseName: expected a Kubernetes object name/],
+    [{ masterElection: 'lease', lease: { renewDeadline: 20000 } }, /lease: expected 0 < retryPeriod < renewDeadline < duration/]
   ]) {
     await assert.rejects(swarm.init(Object.assign({ standalone: true, ip: IP }, options)), coded('ERR_SWARM_INVALID_ARG', name));
   }

@@ -31,13 +31,14 @@ test('the Deployment, Service and NetworkPolicy select the same pods', () => {
     'the selector finds the Service\'s EndpointSlices (they carry its labels)');
 });
 
-test('RBAC grants only reads of endpointslices and endpoints, to the pods\' account', () => {
+test('RBAC grants only reads of endpointslices and endpoints, and what the master\'s Lease needs, to the pods\' account', () => {
   const role = one('Role');
-  for (const rule of role.rules) {
-    assert.deepStrictEqual([...rule.verbs].sort(), ['get', 'list', 'watch']);
-  }
-  const granted = role.rules.flatMap(r => r.resources.map(res => `${res}.${r.apiGroups[0]}`)).sort();
-  assert.deepStrictEqual(granted, ['endpoints.', 'endpointslices.discovery.k8s.io']);
+  const granted = Object.fromEntries(role.rules.flatMap(r => r.resources.map(res => [`${res}.${r.apiGroups[0]}`, [...r.verbs].sort()])));
+  assert.deepStrictEqual(granted, {
+    'endpoints.': ['get', 'list', 'watch'],
+    'endpointslices.discovery.k8s.io': ['get', 'list', 'watch'],
+    'leases.coordination.k8s.io': ['create', 'get', 'update']
+  });
   const binding = one('RoleBinding');
   assert.strictEqual(binding.roleRef.name, role.metadata.name);
   assert.strictEqual(binding.subjects[0].name, one('Deployment').spec.template.spec.serviceAccountName);

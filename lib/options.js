@@ -58,12 +58,17 @@ function localIps (options, env) {
   return ips;
 }
 
+// The app's name: option `kubernetes.appName` or `appName`, else from the pod's names.
+function appNameOf (options, env) {
+  return Object.assign({}, options.kubernetes).appName || options.appName ||
+    appNameFromHostname(env.HOSTNAME) || appNameFromBuild(env.OPENSHIFT_BUILD_NAME);
+}
+
 // The Kubernetes settings, or `{ standalone: reason }` when there are none.
 function kubernetes (options, env) {
   const k = Object.assign({}, options.kubernetes);
   const folder = k.folderPath || env.KUBERNETES_FOLDER_PATH || SERVICE_ACCOUNT;
-  const appName = k.appName || options.appName ||
-    appNameFromHostname(env.HOSTNAME) || appNameFromBuild(env.OPENSHIFT_BUILD_NAME);
+  const appName = appNameOf(options, env);
   const selector = k.selector || env.KUBERNETES_SELECTOR || (appName && `app=${appName}`);
   const namespace = k.namespace || env.KUBERNETES_NS || readFile(folder, 'namespace');
   const token = k.token || env.KUBERNETES_TOKEN;
@@ -83,6 +88,29 @@ function kubernetes (options, env) {
     ca: k.ca || env.KUBERNETES_CA || readFile(folder, 'ca.crt'),
     insecure: k.insecureSkipTlsVerify === true
   };
+}
+
+// The Lease that elects the master (`masterElection: 'lease'`), its times in ms; none for
+// 0.5.1's rule, the smallest IP (`'ip'`, the default), or for a standalone node (checked
+// all the same, so that a mistake shows on a laptop too).
+function masterLease (options, env, standalone) {
+  const election = options.masterElection === undefined ? 'ip' : options.masterElection;
+  if (election === 'ip') return undefined;
+  if (election !== 'lease') throw errors.invalidArgument('masterElection', "'ip' or 'lease'", options.masterElection);
+  const lease = Object.assign({}, options.lease);
+  const duration = number(lease.duration, 15000, 'lease.duration');
+  const renewDeadline = number(lease.renewDeadline, 10000, 'lease.renewDeadline');
+  const retryPeriod = number(lease.retryPeriod, 2000, 'lease.retryPeriod');
+  if (!(retryPeriod > 0 && retryPeriod < renewDeadline && renewDeadline < duration)) {
+    throw errors.invalidArgument('lease', '0 < retryPeriod < renewDeadline < duration (ms)', options.lease);
+  }
+  const appName = appNameOf(options, env);
+  const name = options.leaseName !== undefined ? options.leaseName : appName && `${appName}-master`;
+  if (name === undefined && standalone) return undefined;
+  if (typeof name !== 'string' || name.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) {
+    throw errors.invalidArgument('leaseName', 'a Kubernetes object name (lower case, digits, - and .)', name);
+  }
+  return { name, duration, renewDeadline, retryPeriod };
 }
 
 // A number option: `fallback` when absent; a value that is no non-negative number is
@@ -114,6 +142,7 @@ function resolve (options, env = process.env) {
   const messages = Object.assign({}, options.messages);
   const kube = options.standalone ? { standalone: 'options.standalone is set' } : kubernetes(options, env);
   const initTimeout = number(Object.assign({}, options.kubernetes).initTimeout, 0, 'kubernetes.initTimeout');
+  const lease = masterLease(options, env, Boolean(kube.standalone));
   checkOptions(options.tasks, 'tasks');
   return {
     standaloneReason: kube.standalone,
@@ -127,7 +156,7 @@ function resolve (options, env = process.env) {
         : number(env.SWARM_MESSAGING_PORT, DEFAULT_PORT, 'SWARM_MESSAGING_PORT', 65535),
       // A standalone node serves no one else: it listens only when told where.
       listen: !kube.standalone || [messages.port, messages.bind, env.SWARM_MESSAGING_PORT, env.SWARM_MESSAGING_BIND].some(v => v !== undefined && v !== ''),
-      kubernetes: kube.standalone ? undefined : kube,
+      kubernetes: kube.standalone ? undefined : Object.assign(kube, { lease }),
       maxBodySize: number(messages.maxBodySize, 10 * 1024 * 1024, 'messages.maxBodySize'),
       handlerTimeout: number(messages.maxProcessingTime, 5 * 60000, 'messages.maxProcessingTime'),
       connectTimeout: number(messages.connectTimeout, 3000, 'messages.connectTimeout'),

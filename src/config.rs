@@ -8,7 +8,7 @@ use swarm_core::{
     messaging::{Auth, ClientConfig, ServerLimits},
     swarm::{DiscoveryConfig, SwarmConfig},
     tasks::{SingleTrigger, TaskOptions},
-    topology::KubeSettings,
+    topology::{KubeSettings, LeaseSettings},
 };
 
 /// Settings of one node, as resolved by the facade.
@@ -76,6 +76,17 @@ pub struct KubeOptions {
     pub ca: Option<String>,
     /// Skip TLS verification (logged as a warning).
     pub insecure: bool,
+    /// The Lease that elects the master (`masterElection: 'lease'`).
+    pub lease: Option<LeaseOptions>,
+}
+
+/// The Lease of the master's election, its times in ms.
+#[napi(object)]
+pub struct LeaseOptions {
+    pub name: String,
+    pub duration: f64,
+    pub renew_deadline: f64,
+    pub retry_period: f64,
 }
 
 /// Options of one task, as resolved by the facade.
@@ -106,6 +117,16 @@ impl NodeOptions {
         let port = u16::try_from(self.port).map_err(|_| {
             napi::Error::from_reason(format!("Invalid messages.port {}", self.port))
         })?;
+        let master_lease = self
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.lease.as_ref())
+            .map(|lease| LeaseSettings {
+                name: lease.name.clone(),
+                duration: millis(lease.duration),
+                renew_deadline: millis(lease.renew_deadline),
+                retry_period: millis(lease.retry_period),
+            });
         let discovery = match self.kubernetes {
             None => DiscoveryConfig::Standalone,
             Some(k) => DiscoveryConfig::Kubernetes(KubeSettings {
@@ -134,6 +155,7 @@ impl NodeOptions {
             tasks,
             local_ips: self.local_ips,
             discovery,
+            master_lease,
             bind,
             port,
             listen: self.listen,

@@ -165,6 +165,13 @@ impl SwarmNode {
         self.swarm.view().master.clone()
     }
 
+    /// The master's epoch when a Lease elects it (the lease's transitions); `null`
+    /// under 0.5.1's rule.
+    #[napi]
+    pub fn master_epoch(&self) -> Option<f64> {
+        self.swarm.view().master_epoch.map(|epoch| epoch as f64)
+    }
+
     /// The port the server listens on; `null` when it does not listen.
     #[napi]
     pub fn port(&self) -> Option<u32> {

@@ -66,6 +66,11 @@ async function main (): Promise<void> {
   await close(0);
   console.log(same, fromNamed);
 
+  // A master elected through a Lease, and its epoch.
+  await swarm.init({ masterElection: 'lease', leaseName: 'web-master', lease: { duration: 15000, renewDeadline: 10000, retryPeriod: 2000 } });
+  const epoch: number | null = swarm.masterEpoch;
+  console.log(epoch);
+
   // Mistakes the typings catch.
   // @ts-expect-error amIMaster is a getter, not a method (0.5.1's README calls it)
   swarm.amIMaster();
@@ -79,6 +84,10 @@ async function main (): Promise<void> {
   swarm.on('nodeAdd', () => undefined);
   // @ts-expect-error initTimeout is in milliseconds
   swarm.init({ kubernetes: { initTimeout: '30s' } });
+  // @ts-expect-error the master's election is 'ip' or 'lease'
+  swarm.init({ masterElection: 'leader' });
+  // @ts-expect-error masterEpoch is a getter
+  swarm.masterEpoch = 3;
   // @ts-expect-error singleTrigger is boolean or 'N'
   swarm.tasks.register('bad', () => 1, { singleTrigger: 'yes' });
   // @ts-expect-error a send<number> result is a number

@@ -41,7 +41,8 @@ use crate::{
     ring::{self, HashRing},
     tasks::{TaskError, TaskOptions, TaskStats, Tasks},
     topology::{
-        self, Discovery, KubeDiscovery, StandaloneDiscovery, TopologyError, TopologyHandle, View,
+        self, Discovery, KubeDiscovery, LeaseElection, StandaloneDiscovery, TopologyError,
+        TopologyHandle, View,
     },
 };
 
@@ -114,12 +115,25 @@ impl Swarm {
             None
         };
         let cancel = CancellationToken::new();
+        let mut background = Vec::new();
         let discovery: Box<dyn Discovery> = match config.discovery {
             DiscoveryConfig::Standalone => {
                 Box::new(StandaloneDiscovery::new(config.local_ips.clone()))
             }
             DiscoveryConfig::Kubernetes(settings) => {
-                Box::new(KubeDiscovery::new(settings, &config.local_ips))
+                let endpoints = Box::new(KubeDiscovery::new(settings.clone(), &config.local_ips));
+                match config.master_lease {
+                    Some(lease) => {
+                        let (election, released) =
+                            LeaseElection::new(endpoints, settings, lease, &config.local_ips);
+                        // `close()` waits for the lease's release.
+                        background.push(tokio::spawn(async move {
+                            let _ = released.await;
+                        }));
+                        Box::new(election)
+                    }
+                    None => endpoints,
+                }
             }
             DiscoveryConfig::Custom(d) => d,
         };
@@ -142,7 +156,7 @@ impl Swarm {
             started: std::time::Instant::now(),
             last_request_ms: AtomicU64::new(0),
             cancel: cancel.clone(),
-            background: Mutex::new(Vec::new()),
+            background: Mutex::new(background),
             runtime: Handle::current(),
         });
         let weak = Arc::downgrade(&inner);

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::{
     messaging::{Answering, ClientConfig, Inbound, Payload, ServerLimits},
     tasks::TaskOptions,
-    topology::{Discovery, KubeSettings, TopologyEvent},
+    topology::{Discovery, KubeSettings, LeaseSettings, TopologyEvent},
 };
 
 /// A boxed future, as the [`Host`] returns them.
@@ -155,6 +155,9 @@ pub struct SwarmConfig {
     pub local_ips: Vec<String>,
     /// Where the members come from.
     pub discovery: DiscoveryConfig,
+    /// The Lease that elects the master, with Kubernetes discovery; the smallest IP
+    /// is master otherwise.
+    pub master_lease: Option<LeaseSettings>,
     /// The address the server binds (all interfaces by default).
     pub bind: IpAddr,
     /// The messaging port (0.5.1: 45892); 0 picks a free one.

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use super::{Member, TopologyError};
+use super::{MasterRule, Member, TopologyError};
 
 /// What a [`Discovery`] reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub enum DiscoveryUpdate {
     Error(TopologyError),
     /// The source answers again after an [`Error`](DiscoveryUpdate::Error).
     Recovered,
+    /// The master is chosen by this rule from now on (a Lease's election).
+    Master(MasterRule),
 }
 
 /// A source of endpoints.

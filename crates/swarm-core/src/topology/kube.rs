@@ -295,7 +295,7 @@ fn status(s: &kube::core::Status) -> String {
 }
 
 /// The text of a failed request to the API, with a hint where the cause is a setting.
-fn describe_request(error: &kube::Error) -> String {
+pub(super) fn describe_request(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(s) => status(s),
         other => {

@@ -10,7 +10,8 @@
 //! Compared with 0.5.1 (docs/compat.md §2): a node is an endpoint with `ready == true`;
 //! `NodeAdded`/`NodeRemoved` are never emitted for a local IP, a local IP that vanishes
 //! gives [`TopologyEvent::LocalLeft`] (the facade's `process.emit('SIGTERM')`); the
-//! master is the smallest node IP in string order, recomputed after every change.
+//! master is the smallest node IP in string order, recomputed after every change, unless
+//! a Lease elects it ([`LeaseElection`]).
 //! EndpointSlices are preferred, with a fallback to the core `endpoints` resource that
 //! 0.5.1's RBAC grants.
 
@@ -18,6 +19,8 @@ mod discovery;
 mod kube;
 mod kube_config;
 pub mod kube_objects;
+mod lease;
+mod master;
 mod member;
 mod standalone;
 mod token_file;
@@ -33,6 +36,8 @@ pub use self::discovery::{ChannelDiscovery, Discovery, DiscoveryUpdate};
 pub use self::kube::KubeDiscovery;
 pub use self::kube_config::{client, KubeSettings};
 pub use self::kube_objects::AddressFamily;
+pub use self::lease::{LeaseElection, LeaseSettings};
+pub use self::master::MasterRule;
 pub use self::member::Member;
 pub use self::standalone::StandaloneDiscovery;
 pub use self::view::{MemberSet, View};
@@ -53,7 +58,7 @@ pub enum TopologyEvent {
     /// A local IP that was a node is still listed and not terminating, and turned not
     /// ready (out of every ring meanwhile) or ready again (`ready` says which).
     ReadinessChanged(Member),
-    /// The master (smallest node IP in string order) changed.
+    /// The master ([`MasterRule`]) changed.
     MasterChanged {
         /// The master before this change.
         previous: Option<String>,
@@ -176,6 +181,11 @@ pub fn start(
                         }
                         batch.push(TopologyEvent::Ready);
                     }
+                    batch
+                }
+                DiscoveryUpdate::Master(rule) => {
+                    let batch = set.elect(rule);
+                    view_tx.send_replace(set.view());
                     batch
                 }
                 DiscoveryUpdate::Error(error) => vec![TopologyEvent::Error(error)],

@@ -8,15 +8,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{Member, TopologyEvent};
+use super::{MasterRule, Member, TopologyEvent};
 
 /// An immutable snapshot of the topology, cheap to clone behind an [`Arc`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
     /// The nodes (endpoints with `ready == true`), by IP in string order.
     pub nodes: BTreeMap<Arc<str>, Member>,
-    /// The smallest node IP in string order (`"10.0.0.10" < "10.0.0.9"`), if any node.
+    /// The master by the set's [`MasterRule`]: by default the smallest node IP in string
+    /// order (`"10.0.0.10" < "10.0.0.9"`), if any node.
     pub master: Option<String>,
+    /// The master's epoch when a Lease elects it (the lease's transitions).
+    pub master_epoch: Option<u64>,
     /// How many full sets of endpoints have been applied; `0` before the first one.
     pub generation: u64,
     /// The IPs that can still answer: nodes, and endpoints that are not ready but still
@@ -42,6 +45,7 @@ pub struct MemberSet {
     joined: BTreeMap<Arc<str>, Member>,
     /// A local IP was among the last endpoints, in any state.
     listed: bool,
+    rule: MasterRule,
 }
 
 impl MemberSet {
@@ -52,6 +56,7 @@ impl MemberSet {
             current: Arc::default(),
             joined: BTreeMap::new(),
             listed: false,
+            rule: MasterRule::default(),
         }
     }
 
@@ -77,8 +82,7 @@ impl MemberSet {
     /// `NodeAdded`, each in IP string order and never for a local IP; then, for the local
     /// IPs that have been nodes, `ReadinessChanged` when one is still listed, not
     /// terminating, and turned not ready or ready again, and `LocalLeft` when one is
-    /// terminating or no longer listed; then `MasterChanged` if the smallest node IP
-    /// changed. A node whose other fields change stays a node silently.
+    /// terminating or no longer listed; then `MasterChanged` if the master changed. A node whose other fields change stays a node silently.
     pub fn apply(&mut self, endpoints: Vec<Member>) -> Vec<TopologyEvent> {
         self.listed = endpoints.iter().any(|m| self.local_ips.contains(&*m.ip));
         // The local endpoints still listed and not terminating: still in the swarm.
@@ -99,7 +103,7 @@ impl MemberSet {
         ready.dedup_by(|later, first| later.ip == first.ip);
         let nodes: BTreeMap<Arc<str>, Member> =
             ready.into_iter().map(|m| (m.ip.clone(), m)).collect();
-        let master = nodes.keys().next().map(|ip| ip.to_string());
+        let master = self.rule.master(&nodes);
         let previous = &self.current;
 
         // Both maps iterate in IP order: one merge finds what left and what joined.
@@ -167,8 +171,35 @@ impl MemberSet {
         self.current = Arc::new(View {
             nodes,
             master,
+            master_epoch: self.rule.epoch(),
             generation: previous.generation + 1,
             reachable,
+        });
+        events
+    }
+
+    /// Chooses the master by `rule` from now on; returns `MasterChanged` if that changed
+    /// it. The nodes, and so the generation, stay as they are.
+    pub fn elect(&mut self, rule: MasterRule) -> Vec<TopologyEvent> {
+        self.rule = rule;
+        let previous = &self.current;
+        let master = self.rule.master(&previous.nodes);
+        let master_epoch = self.rule.epoch();
+        if master == previous.master && master_epoch == previous.master_epoch {
+            return Vec::new();
+        }
+        let events = if master == previous.master {
+            Vec::new()
+        } else {
+            vec![TopologyEvent::MasterChanged {
+                previous: previous.master.clone(),
+                current: master.clone(),
+            }]
+        };
+        self.current = Arc::new(View {
+            master,
+            master_epoch,
+            ..View::clone(previous)
         });
         events
     }
