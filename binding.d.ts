@@ -83,10 +83,12 @@ export declare class SwarmNode {
   /** What task `name` is doing on this node, or null when it is not registered. */
   taskStats(name: string): TaskStatsJs | null
   /**
-   * Runs task `name` here for a local call whose arguments the facade keeps under
-   * `callId`; admitted to its queue before this returns, answered through `onLocal`.
+   * Runs task `name` for `key` here, for a local call whose arguments the facade keeps
+   * under `callId`; admitted to its queue before this returns (unless the key is
+   * being handed over), answered through `onLocal`; `ERR_SWARM_MOVED` says to route
+   * it again.
    */
-  execLocal(name: string, callId: number): void
+  execLocal(name: string, key: string, callId: number): void
   /**
    * Stops the node and lets the process exit: no new work, in-flight requests
    * answered, queued tasks given `graceMs` to finish. Safe to call twice.

@@ -95,7 +95,7 @@ class Tasks {
     if (!node || !this._swarm.isReady) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_READY', 'Ring not ready'));
     const key = args[0] ? String(args[0]) : name;
     const owner = this.owner(key);
-    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, args);
+    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, key, args);
     let json;
     try {
       json = JSON.stringify(args.map(a => a === undefined ? null : a));
@@ -106,12 +106,12 @@ class Tasks {
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.
-  _execLocal (node, name, args) {
+  _execLocal (node, name, key, args) {
     this._nextCall = this._nextCall >= 0xfffffffe ? 1 : this._nextCall + 1;
     const callId = this._nextCall;
     return new Promise((resolve, reject) => {
-      this._localCalls.set({ id: callId, args, resolve, reject });
-      node.execLocal(name, callId);
+      this._localCalls.set({ id: callId, name, args, resolve, reject });
+      node.execLocal(name, key, callId);
     });
   }
 
@@ -120,6 +120,8 @@ class Tasks {
     if (callId === 0) return this._runValues.take(runId);
     const call = this._localCalls.take(callId);
     if (!call) return;
+    // The key was handed to another node, which this node's ring now names: routed again.
+    if (code === 'ERR_SWARM_MOVED') return this.exec(call.name, ...call.args).then(call.resolve, call.reject);
     const own = runId ? this._runValues.get(runId) : undefined;
     if (own) return own.ok ? call.resolve(own.value) : call.reject(own.error);
     try {

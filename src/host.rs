@@ -132,6 +132,7 @@ pub fn error_code(e: &ExecError) -> &'static str {
         ExecError::Failed(_) => "ERR_SWARM_TASK_FAILED",
         ExecError::Remote { .. } => "ERR_SWARM_REMOTE_TASK",
         ExecError::Closed => "ERR_SWARM_CLOSED",
+        ExecError::Moved(_) => "ERR_SWARM_MOVED",
     }
 }
 

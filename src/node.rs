@@ -300,11 +300,13 @@ impl SwarmNode {
         })
     }
 
-    /// Runs task `name` here for a local call whose arguments the facade keeps under
-    /// `callId`; admitted to its queue before this returns, answered through `onLocal`.
+    /// Runs task `name` for `key` here, for a local call whose arguments the facade keeps
+    /// under `callId`; admitted to its queue before this returns (unless the key is
+    /// being handed over), answered through `onLocal`; `ERR_SWARM_MOVED` says to route
+    /// it again.
     #[napi]
-    pub fn exec_local(&self, name: String, call_id: u32) {
-        let execution = self.swarm.exec_here(&name, TaskArgs::Local(call_id));
+    pub fn exec_local(&self, name: String, key: String, call_id: u32) {
+        let execution = self.swarm.exec_here(&name, &key, TaskArgs::Local(call_id));
         let host = self.host.clone();
         napi::bindgen_prelude::spawn(async move { host.settle_local(call_id, execution.await) });
     }

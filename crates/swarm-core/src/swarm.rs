@@ -27,42 +27,27 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod departures;
+mod handoff;
 mod remote;
+mod rings;
 mod router;
 mod types;
 
+use handoff::{Caller, Handoffs};
 use remote::{attempted, Attempt, Chosen};
+pub use rings::RingAt;
 use router::Router;
 pub use types::*;
 
 use crate::{
     local::LoopThread,
     messaging::{self, Client, Payload, Reply, SendError, TaskRequest},
-    ring::{self, HashRing},
-    tasks::{TaskError, TaskOptions, TaskStats, Tasks},
+    tasks::{TaskOptions, TaskStats, Tasks},
     topology::{
         self, Discovery, KubeDiscovery, LeaseElection, StandaloneDiscovery, TopologyError,
         TopologyHandle, View,
     },
 };
-
-/// The ring of one topology generation: what placed a key, and when.
-pub struct RingAt {
-    pub generation: u64,
-    pub ring: HashRing,
-    /// [`ring::checksum`] of `ring`: equal on pods with the same view.
-    pub checksum: u64,
-}
-
-impl RingAt {
-    fn new(generation: u64, ring: HashRing) -> RingAt {
-        RingAt {
-            generation,
-            checksum: ring::checksum(&ring),
-            ring,
-        }
-    }
-}
 
 /// The status of a task refused by a closing node before it ran: the caller may take it
 /// to the key's next owner (421 Misdirected Request: "not the server for this request").
@@ -83,6 +68,7 @@ struct Inner {
     client: Client,
     topology: TopologyHandle,
     ring: RwLock<Arc<RingAt>>,
+    handoffs: Mutex<Handoffs>,
     local_ips: HashSet<String>,
     local_addr: Option<SocketAddr>,
     /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
@@ -146,10 +132,8 @@ impl Swarm {
             tasks: Tasks::new().at_home(event_loop.clone().map(|l| l as Arc<dyn LoopThread>)),
             client: Client::new(config.client),
             topology,
-            ring: RwLock::new(Arc::new(RingAt::new(
-                u64::MAX,
-                HashRing::new(Vec::<String>::new()),
-            ))),
+            ring: RwLock::new(Arc::new(RingAt::empty())),
+            handoffs: Mutex::default(),
             local_ips: config.local_ips.into_iter().collect(),
             local_addr: listener.as_ref().map(|(_, addr)| *addr),
             peers: Mutex::new(FxHashMap::default()),
@@ -270,7 +254,9 @@ impl Swarm {
                 let first = Attempt::none();
                 Box::pin(async move { this.exec_remote(&name, &key, chosen, args, first).await })
             }
-            _ => Box::pin(self.inner.exec_local(name, TaskArgs::Json(args))),
+            _ => self
+                .inner
+                .exec_local(name, key, TaskArgs::Json(args), Caller::Here),
         }
     }
 
@@ -317,14 +303,17 @@ impl Swarm {
         }
     }
 
-    /// Runs task `name` on this node, whoever owns its key: for callers that already
-    /// routed the call here. Admitted to its queue now, like [`Swarm::exec`].
+    /// Runs task `name` for `key` on this node: for callers that already routed the call
+    /// here. Admitted to its queue now, like [`Swarm::exec`], unless the key was just
+    /// handed here or away (`handoff.rs`): [`ExecError::Moved`] then says to route it
+    /// again.
     pub fn exec_here(
         &self,
         name: &str,
+        key: &str,
         args: TaskArgs,
     ) -> impl Future<Output = Result<TaskValue, ExecError>> + Send + 'static {
-        self.inner.exec_local(name, args)
+        self.inner.exec_local(name, key, args, Caller::Here)
     }
 
     /// Stops the node: no new work, in-flight requests answered, queued tasks run
@@ -393,28 +382,8 @@ impl Inner {
         if cached.generation == view.generation {
             return cached;
         }
-        let fresh = Arc::new(RingAt::new(
-            view.generation,
-            HashRing::new(view.nodes.keys().map(|ip| ip.to_string())),
-        ));
+        let fresh = Arc::new(cached.next(&view, |ip| self.local_ips.contains(ip)));
         *self.ring.write().expect("not poisoned") = fresh.clone();
         fresh
-    }
-
-    fn exec_local(
-        &self,
-        name: &str,
-        args: TaskArgs,
-    ) -> impl Future<Output = Result<TaskValue, ExecError>> + Send + 'static {
-        let admitted = self.tasks.exec(name, args);
-        async move {
-            admitted.await.map_err(|e| match e {
-                TaskError::NoSuchTask(_) => ExecError::NoSuchTask,
-                TaskError::QueueFull(name) => ExecError::QueueFull(name),
-                TaskError::TimedOut => ExecError::TimedOut,
-                TaskError::Failed(f) => ExecError::Failed(f),
-                TaskError::Closed => ExecError::Closed,
-            })
-        }
     }
 }

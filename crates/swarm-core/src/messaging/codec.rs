@@ -161,6 +161,20 @@ impl TaskRequest {
         Ok(TaskRequest { task, args })
     }
 
+    /// The key 0.5.1 routes the call by: `String(args[0])` when `args[0]` is truthy, the
+    /// task name otherwise, with JavaScript's `String` of the decoded value (a string
+    /// as it is, a number as JSON writes it, an array's elements joined by commas, an
+    /// object `[object Object]`).
+    pub fn routing_key(&self) -> String {
+        let first = serde_json::from_slice::<Vec<serde_json::Value>>(&self.args)
+            .ok()
+            .and_then(|args| args.into_iter().next());
+        match first {
+            Some(first) if truthy(&first) => js_string(&first),
+            _ => self.task.clone(),
+        }
+    }
+
     /// Encodes a `_task` body from a name and a JSON array of arguments.
     pub fn encode(task: &str, args: &[u8]) -> Bytes {
         let name = serde_json::to_string(task).expect("a string always serializes");
@@ -171,6 +185,38 @@ impl TaskRequest {
         out.extend_from_slice(args);
         out.push(b'}');
         Bytes::from(out)
+    }
+}
+
+/// Whether JavaScript takes a decoded JSON value as true.
+fn truthy(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// JavaScript's `String` of a decoded JSON value.
+fn js_string(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Null => String::new(),
+                item => js_string(item),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Object(_) => "[object Object]".into(),
     }
 }
 
@@ -189,6 +235,32 @@ pub enum CodecError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_routing_key_is_the_one_0_5_1_computes() {
+        let key = |args: &str| {
+            let request = super::TaskRequest {
+                task: "t".into(),
+                args: bytes::Bytes::copy_from_slice(args.as_bytes()),
+            };
+            request.routing_key()
+        };
+        for (args, expected) in [
+            (r#"["customer-1", 2]"#, "customer-1"),
+            ("[42]", "42"),
+            ("[1.5]", "1.5"),
+            ("[true]", "true"),
+            (r#"[[1, null, "a"]]"#, "1,,a"),
+            (r#"[{"id": 1}]"#, "[object Object]"),
+            ("[]", "t"),
+            ("[null]", "t"),
+            ("[false]", "t"),
+            ("[0]", "t"),
+            (r#"[""]"#, "t"),
+        ] {
+            assert_eq!(key(args), expected, "{args}");
+        }
+    }
+
     use super::*;
 
     fn json() -> HeaderValue {

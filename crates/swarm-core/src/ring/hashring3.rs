@@ -67,16 +67,26 @@ impl HashRing {
 
     /// The server owning `key`, or `None` when the ring is empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.index(key).map(|i| self.servers[i].as_str())
+        self.owner_at(KeyPoint::of(key))
+    }
+
+    /// The server owning the key at `point`: a key hashed once, looked up on several
+    /// rings.
+    pub fn owner_at(&self, point: KeyPoint) -> Option<&str> {
+        self.index_at(point).map(|i| self.servers[i].as_str())
     }
 
     /// The position in [`HashRing::servers`] of the server owning `key`: lets a caller
     /// that keeps its own copy of the servers avoid a string per look-up.
     pub fn index(&self, key: &str) -> Option<usize> {
+        self.index_at(KeyPoint::of(key))
+    }
+
+    fn index_at(&self, KeyPoint(point): KeyPoint) -> Option<usize> {
         if self.owners.is_empty() {
             return None;
         }
-        let position = self.points.find(key_point(key));
+        let position = self.points.find(point);
         Some(self.owners[position] as usize)
     }
 
@@ -109,9 +119,17 @@ fn vnodes_for(n: usize) -> usize {
 }
 
 /// A key's point: the first little-endian word of the MD5 of its UTF-8 bytes.
-fn key_point(key: &str) -> u32 {
-    let digest = Md5::digest(key.as_bytes());
-    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+/// Where a key falls on a ring: the first little-endian word of the MD5 of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPoint(u32);
+
+impl KeyPoint {
+    pub fn of(key: &str) -> KeyPoint {
+        let digest = Md5::digest(key.as_bytes());
+        KeyPoint(u32::from_le_bytes([
+            digest[0], digest[1], digest[2], digest[3],
+        ]))
+    }
 }
 
 /// Bits of a point's value that index [`Points::starts`].
@@ -240,7 +258,7 @@ mod tests {
             &ring.points.values[ring.points.values.len() - GOLDEN_CONTINUUM_TAIL.len()..],
             GOLDEN_CONTINUUM_TAIL
         );
-        assert_eq!(key_point(""), GOLDEN_EMPTY_KEY_POINT);
+        assert_eq!(KeyPoint::of(""), KeyPoint(GOLDEN_EMPTY_KEY_POINT));
     }
 
     #[test]

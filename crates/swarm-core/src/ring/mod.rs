@@ -30,7 +30,7 @@
 //! the placement; for every other key the two agree.
 mod hashring3;
 
-pub use hashring3::HashRing;
+pub use hashring3::{HashRing, KeyPoint};
 
 /// A digest of `ring`'s placement, equal on pods that built it from the same servers in
 /// the same order (xxh3: fast, not meant to resist chosen inputs, which it need not).

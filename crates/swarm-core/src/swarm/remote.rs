@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::{ExecError, Inner, RingAt, Swarm, TaskArgs, TaskValue, NOT_RUN};
+use super::{handoff::Caller, ExecError, Inner, RingAt, Swarm, TaskArgs, TaskValue, NOT_RUN};
 use crate::messaging::{
     client::Unsent, Payload, Reply, Routed, SendError, TaskRequest, TASK_TOPIC,
 };
@@ -106,7 +106,14 @@ impl Swarm {
             let ring = self.ring();
             match ring.ring.get(key) {
                 Some(next) if !self.is_local(next) => chosen = Chosen::on(&ring, next),
-                _ => return self.inner.exec_local(name, TaskArgs::Json(args)).await,
+                _ => {
+                    let here = TaskArgs::Json(args.clone());
+                    match self.inner.exec_local(name, key, here, Caller::Here).await {
+                        // Handed away meanwhile: routed again, as a call that did not run.
+                        Err(ExecError::Moved(moved)) => not_run = Some(moved),
+                        outcome => return outcome,
+                    }
+                }
             }
         }
     }
@@ -146,6 +153,11 @@ pub(super) fn attempted(
         Ok(reply) if reply.status == NOT_RUN => Err(text(&reply)),
         Ok(reply) => Ok(Err(remote(text(&reply), Some(reply.status)))),
         Err(e @ SendError::Unreachable { .. }) => Err(e.to_string()),
-        Err(e) => Ok(Err(remote(e.to_string(), None))),
+        // It says so itself.
+        Err(e @ (SendError::Left { .. } | SendError::BadAddress(_))) => {
+            Ok(Err(remote(e.to_string(), None)))
+        }
+        // The request was written, and no answer came back.
+        Err(e) => Ok(Err(remote(format!("{e}; the task may have run"), None))),
     }
 }

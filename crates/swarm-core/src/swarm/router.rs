@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use super::{ExecError, Inner, TaskArgs, NOT_RUN};
+use super::{
+    handoff::{Caller, RELEASE_TOPIC},
+    ExecError, Inner, TaskArgs, NOT_RUN,
+};
 use crate::{
     local,
     messaging::{Answering, Dispatch, Inbound, Reply, Routed, TaskRequest, TASK_TOPIC},
@@ -18,18 +21,24 @@ use crate::{
 const VIEW_WAIT: Duration = Duration::from_secs(1);
 
 impl Inner {
-    pub(super) async fn answer_task(&self, message: Inbound) -> Reply {
+    pub(super) async fn answer_task(self: &Arc<Self>, message: Inbound) -> Reply {
         let request = match TaskRequest::parse(&message.payload) {
             Ok(request) => request,
             Err(e) => return Reply::error(400, &e.to_string()),
         };
-        if let Some(routed) = &message.routed {
-            if let Err(moved) = self.owner_check(&request.task, routed).await {
-                return Reply::error(NOT_RUN, &moved);
+        // A 0.5.1 caller names no key: it is the one 0.5.1 routed by.
+        let key = match &message.routed {
+            Some(routed) => {
+                if let Err(moved) = self.owner_check(&request.task, routed).await {
+                    return Reply::error(NOT_RUN, &moved);
+                }
+                routed.key.clone()
             }
-        }
+            None => request.routing_key(),
+        };
+        let args = TaskArgs::Json(request.args);
         match self
-            .exec_local(&request.task, TaskArgs::Json(request.args))
+            .exec_local(&request.task, &key, args, Caller::Peer)
             .await
         {
             Ok(value) => Reply::ok(value.payload),
@@ -40,6 +49,7 @@ impl Inner {
             Err(ExecError::Closed) => {
                 Reply::error(NOT_RUN, "swarm is closing: the task did not run")
             }
+            Err(ExecError::Moved(moved)) => Reply::error(NOT_RUN, &moved),
             Err(e) => Reply::error(500, &e.to_string()),
         }
     }
@@ -80,6 +90,10 @@ impl Dispatch for Router {
         self.0
             .last_request_ms
             .store(self.0.elapsed_ms(), Ordering::Relaxed);
+        if message.path == RELEASE_TOPIC {
+            let inner = self.0.clone();
+            return Answering::Later(Box::pin(async move { inner.answer_release(message).await }));
+        }
         if message.path != TASK_TOPIC {
             return self.0.host.message(message);
         }

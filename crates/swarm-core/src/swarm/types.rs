@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::{
     messaging::{Answering, ClientConfig, Inbound, Payload, ServerLimits},
-    tasks::TaskOptions,
+    tasks::{TaskError, TaskOptions},
     topology::{Discovery, KubeSettings, LeaseSettings, TopologyEvent},
 };
 
@@ -123,6 +123,21 @@ pub enum ExecError {
     },
     #[error("swarm is closed")]
     Closed,
+    /// The key was handed to another node: not run here, to be routed again.
+    #[error("{0}")]
+    Moved(String),
+}
+
+impl From<TaskError<TaskFailure>> for ExecError {
+    fn from(error: TaskError<TaskFailure>) -> Self {
+        match error {
+            TaskError::NoSuchTask(_) => ExecError::NoSuchTask,
+            TaskError::QueueFull(name) => ExecError::QueueFull(name),
+            TaskError::TimedOut => ExecError::TimedOut,
+            TaskError::Failed(failure) => ExecError::Failed(failure),
+            TaskError::Closed => ExecError::Closed,
+        }
+    }
 }
 
 impl ExecError {

@@ -111,6 +111,7 @@ where
             handler,
             options,
             queue: Mutex::new(Queue::new()),
+            settled: Notify::new(),
             concurrent: AtomicUsize::new(0),
         };
         registry.insert(name.to_owned(), Arc::new(task));
@@ -144,17 +145,18 @@ where
         self.shared.closed.load(SeqCst)
     }
 
-    /// Runs the task `name` with `args` as its options say, and resolves with the outcome
-    /// of the execution this call created or joined.
+    /// Runs the task `name` for the routing `key` with `args` as its options say, and
+    /// resolves with the outcome of the execution this call created or joined.
     ///
     /// The call is admitted (and its execution started or queued) now, not when the
     /// future is first polled; dropping the future gives up waiting, nothing else.
     pub fn exec(
         &self,
         name: &str,
+        key: &str,
         args: A,
     ) -> impl Future<Output = Outcome<R, E>> + Send + 'static {
-        let admitted = self.admit(name, args);
+        let admitted = self.admit(name, key, args);
         let name = name.to_owned();
         async move {
             let (rx, deadline) = admitted?;
@@ -169,6 +171,25 @@ where
             };
             // A waiter dropped without an answer: the execution was abandoned at shutdown.
             received.unwrap_or(Err(TaskError::Closed))
+        }
+    }
+
+    /// Resolves once no execution of serialized task `name` created by a call for `key`
+    /// runs or waits (at once for a task that is not serialized, or not registered).
+    pub fn until_idle(&self, name: &str, key: &str) -> impl Future<Output = ()> + Send + 'static {
+        let task = self.task(name).filter(|task| task.options.serialized);
+        let key = key.to_owned();
+        async move {
+            let Some(task) = task else { return };
+            loop {
+                let settled = task.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                if !lock(&task.queue).holds(&key) {
+                    return;
+                }
+                settled.await;
+            }
         }
     }
 
@@ -201,7 +222,7 @@ where
         registry.get(name).cloned()
     }
 
-    fn admit(&self, name: &str, args: A) -> Admitted<R, E> {
+    fn admit(&self, name: &str, key: &str, args: A) -> Admitted<R, E> {
         let called = Instant::now();
         if self.is_closed() {
             return Err(TaskError::Closed);
@@ -216,8 +237,13 @@ where
             return Ok((rx, deadline));
         }
         let options = &task.options;
-        let admission =
-            lock(&task.queue).admit(options.single_trigger, options.max_queue_length, args, tx);
+        let admission = lock(&task.queue).admit(
+            options.single_trigger,
+            options.max_queue_length,
+            key,
+            args,
+            tx,
+        );
         match admission {
             Admission::Start(args) => self.start(task, |execution| drive(execution, args)),
             Admission::JoinedRunning => {

@@ -43,6 +43,9 @@ pub(super) struct Task<A, R, E> {
     pub(super) handler: TaskHandler<A, R, E>,
     pub(super) options: TaskOptions,
     pub(super) queue: Mutex<Queue<A, R, E>>,
+    /// Woken when a serialized execution ends, for whoever waits for a key's executions
+    /// to end ([`super::Tasks::until_idle`]).
+    pub(super) settled: Notify,
     /// Executions in flight of a non-serialized task.
     pub(super) concurrent: AtomicUsize,
 }
@@ -137,6 +140,7 @@ impl<A, R, E> Drop for Execution<A, R, E> {
             let abandoned = lock(&self.task.queue).abandon();
             debug!(target: LOG_TARGET, "Execution of task {} abandoned", self.task.name);
             drop(abandoned);
+            self.task.settled.notify_waiters();
         }
         if self.shared.active.fetch_sub(1, SeqCst) == 1 && self.shared.closed.load(SeqCst) {
             self.shared.idle.notify_waiters();
@@ -160,6 +164,7 @@ pub(super) async fn drive<A, R: Clone, E: Clone>(mut execution: Execution<A, R, 
         let (waiters, next) = lock(&execution.task.queue).settle();
         // Once idle, the queue may at once belong to a new execution: hands off.
         execution.finished = next.is_none();
+        execution.task.settled.notify_waiters();
         deliver(waiters, outcome);
         match next {
             Some(next) => args = next,

@@ -24,9 +24,10 @@ pub(super) type Waiter<R, E> = oneshot::Sender<Outcome<R, E>>;
 /// Waiting callers of one execution.
 pub(super) type Waiters<R, E> = Vec<Waiter<R, E>>;
 
-/// An execution waiting for its turn: the arguments of the call that created it and every
-/// caller that joined it.
+/// An execution waiting for its turn: the key and arguments of the call that created it
+/// and every caller that joined it.
 pub(super) struct Entry<A, R, E> {
+    key: Box<str>,
     args: A,
     waiters: Waiters<R, E>,
 }
@@ -51,6 +52,8 @@ pub(super) enum Admission<A> {
 pub(super) struct Queue<A, R, E> {
     /// The callers of the running execution; `None` when idle.
     running: Option<Waiters<R, E>>,
+    /// The key of the call that created the running execution.
+    running_key: Box<str>,
     entries: VecDeque<Entry<A, R, E>>,
 }
 
@@ -58,21 +61,24 @@ impl<A, R, E> Queue<A, R, E> {
     pub(super) fn new() -> Self {
         Self {
             running: None,
+            running_key: Box::default(),
             entries: VecDeque::new(),
         }
     }
 
-    /// Admits a call with its arguments and its waiter, following `trigger`.
+    /// Admits a call for `key` with its arguments and its waiter, following `trigger`.
     pub(super) fn admit(
         &mut self,
         trigger: SingleTrigger,
         max_queue_length: usize,
+        key: &str,
         args: A,
         waiter: Waiter<R, E>,
     ) -> Admission<A> {
         let Some(running) = self.running.as_mut() else {
             debug_assert!(self.entries.is_empty(), "entries queued while idle");
             self.running = Some(vec![waiter]);
+            self.running_key = key.into();
             return Admission::Start(args);
         };
         match trigger {
@@ -92,6 +98,7 @@ impl<A, R, E> Queue<A, R, E> {
             return Admission::Full;
         }
         self.entries.push_back(Entry {
+            key: key.into(),
             args,
             waiters: vec![waiter],
         });
@@ -104,9 +111,16 @@ impl<A, R, E> Queue<A, R, E> {
         let done = self.running.take().unwrap_or_default();
         let next = self.entries.pop_front().map(|entry| {
             self.running = Some(entry.waiters);
+            self.running_key = entry.key;
             entry.args
         });
         (done, next)
+    }
+
+    /// Whether an execution created by a call for `key` runs or waits.
+    pub(super) fn holds(&self, key: &str) -> bool {
+        (self.running.is_some() && *self.running_key == *key)
+            || self.entries.iter().any(|entry| *entry.key == *key)
     }
 
     /// Empties the state when its execution is abandoned (shutdown); returns everything,
@@ -156,7 +170,7 @@ mod tests {
 
     fn admit(q: &mut Q, trigger: SingleTrigger, max: usize, args: u32) -> (Admission<u32>, Rx) {
         let (tx, rx) = oneshot::channel();
-        (q.admit(trigger, max, args, tx), rx)
+        (q.admit(trigger, max, &format!("k{args}"), args, tx), rx)
     }
 
     #[test]
@@ -232,6 +246,25 @@ mod tests {
         assert_eq!(q.stats().waiters, 1);
         let (waiters, _) = q.settle();
         assert!(waiters.len() < 40, "{} waiters kept", waiters.len());
+    }
+
+    #[test]
+    fn it_holds_a_key_while_an_execution_of_its_calls_runs_or_waits() {
+        let mut q = Q::new();
+        assert!(!q.holds("k1"));
+        let _run = admit(&mut q, SingleTrigger::Off, 5, 1);
+        let _queued = admit(&mut q, SingleTrigger::Off, 5, 2);
+        assert!(q.holds("k1") && q.holds("k2") && !q.holds("k3"));
+        // A call that joins another's execution creates none of its own.
+        let mut joined = Q::new();
+        let _run = admit(&mut joined, SingleTrigger::Join, 5, 1);
+        let _join = admit(&mut joined, SingleTrigger::Join, 5, 2);
+        assert!(joined.holds("k1") && !joined.holds("k2"));
+
+        q.settle();
+        assert!(!q.holds("k1") && q.holds("k2"));
+        q.settle();
+        assert!(!q.holds("k2"));
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn serialized(single_trigger: SingleTrigger, max_queue_length: usize) -> TaskOpt
 }
 
 fn call(tasks: &Engine, arg: u32) -> JoinHandle<Result<u32, TaskError<String>>> {
-    tokio::spawn(tasks.exec("t", arg))
+    tokio::spawn(tasks.exec("t", "k", arg))
 }
 
 /// Lets every ready task run (the paused clock only advances when all are idle).
@@ -81,6 +81,37 @@ async fn serialized_runs_one_at_a_time_in_fifo_order() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn until_idle_waits_for_the_executions_of_one_key_only() {
+    let (tasks, mut runs) = engine(TaskOptions::default());
+    let keyed = |key: &str, arg| tokio::spawn(tasks.exec("t", key, arg));
+    let callers = [keyed("a", 1), keyed("b", 2), keyed("a", 3)];
+    idle().await;
+    assert!(
+        tasks.until_idle("t", "c").now_or_never().is_some(),
+        "nothing of c"
+    );
+    let b_idle = tokio::spawn(tasks.until_idle("t", "b"));
+    let a_idle = tokio::spawn(tasks.until_idle("t", "a"));
+    for i in 1..=3 {
+        let (arg, reply) = next_run(&mut runs).await;
+        assert_eq!(arg, i);
+        idle().await;
+        assert_eq!(
+            b_idle.is_finished(),
+            i > 2,
+            "b waits until its run ended ({i})"
+        );
+        assert!(!a_idle.is_finished(), "a still runs or waits ({i})");
+        reply.send(Ok(arg)).unwrap();
+    }
+    b_idle.await.unwrap();
+    a_idle.await.unwrap();
+    for caller in callers {
+        assert!(result(caller).await.is_ok());
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn non_serialized_runs_concurrently() {
     let options = TaskOptions {
         serialized: false,
@@ -107,7 +138,10 @@ async fn queue_full_exactly_at_max_queue_length() {
     let (tasks, mut runs) = engine(serialized(SingleTrigger::Off, 2));
     let running = call(&tasks, 1);
     let queued: Vec<_> = (2..=3).map(|i| call(&tasks, i)).collect();
-    let refused = tasks.exec("t", 4).now_or_never().expect("refused at once");
+    let refused = tasks
+        .exec("t", "k", 4)
+        .now_or_never()
+        .expect("refused at once");
     assert_eq!(refused, Err(TaskError::QueueFull("t".into())));
     assert_eq!(
         refused.unwrap_err().to_string(),
@@ -282,14 +316,14 @@ async fn a_panic_mapper_serves_error_types_without_from() {
     let tasks = Tasks::<(), (), Failure>::with_panic_mapper(|p| Failure(p.message));
     let handler: TaskHandler<(), (), Failure> = Arc::new(|()| Box::pin(async { panic!("{}", 7) }));
     tasks.register("p", handler, TaskOptions::default());
-    let outcome = tasks.exec("p", ()).await;
+    let outcome = tasks.exec("p", "k", ()).await;
     assert_eq!(outcome, Err(TaskError::Failed(Failure("7".into()))));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_dropping_its_future_does_not_stall_the_queue() {
     let (tasks, mut runs) = engine(TaskOptions::default());
-    drop(tasks.exec("t", 1)); // never polled
+    drop(tasks.exec("t", "k", 1)); // never polled
     let aborted = call(&tasks, 2);
     let kept = call(&tasks, 3);
     let (arg, reply) = next_run(&mut runs).await;
@@ -326,7 +360,7 @@ async fn registry() {
     assert!(tasks.is_registered("t") && !tasks.is_registered("u"));
     assert_eq!(tasks.options("u"), None);
     assert_eq!(tasks.stats("u"), None);
-    let missing = tasks.exec("u", 1).await.unwrap_err();
+    let missing = tasks.exec("u", "k", 1).await.unwrap_err();
     assert_eq!(missing, TaskError::NoSuchTask("u".into()));
     assert_eq!(missing.to_string(), "No such task");
     let options = TaskOptions::default();
@@ -346,7 +380,7 @@ async fn close_drains_running_and_queued_executions() {
     });
     idle().await;
     assert!(tasks.is_closed());
-    assert_eq!(tasks.exec("t", 3).await, Err(TaskError::Closed));
+    assert_eq!(tasks.exec("t", "k", 3).await, Err(TaskError::Closed));
     reply.send(Ok(1)).unwrap();
     let (arg, reply) = next_run(&mut runs).await;
     assert_eq!(arg, 2, "queued executions still run");
@@ -400,7 +434,7 @@ async fn serialized_under_contention_never_overlaps() {
     let callers: Vec<_> = (0..2000)
         .map(|i| {
             let tasks = tasks.clone();
-            tokio::spawn(async move { tasks.exec("t", i).await })
+            tokio::spawn(async move { tasks.exec("t", "k", i).await })
         })
         .collect();
     for (i, caller) in (0..).zip(callers) {
@@ -418,8 +452,8 @@ fn on_a_loop_thread_executions_run_there_as_its_handlers_answer() {
         let _runtime = handle.enter();
         let (tasks, mut runs) = engine(TaskOptions::default());
         let tasks = tasks.at_home(Some(Arc::new(ThisThread(std::thread::current().id()))));
-        let first = tasks.exec("t", 1);
-        let second = tasks.exec("t", 2);
+        let first = tasks.exec("t", "k", 1);
+        let second = tasks.exec("t", "k", 2);
         let (arg, reply) = runs.try_recv().expect("started here, before exec returned");
         assert_eq!(arg, 1);
         assert!(runs.try_recv().is_err(), "one at a time");

@@ -1,0 +1,318 @@
+//! The hand-off of task keys between pods of 1.x (`docs/handoff.md`). When a key moves
+//! from P to R, R holds the calls of a serialized task for it until P has let go of it:
+//! R asks P to release the task key on its first call after the change, and starts the
+//! held calls, in the order they came, once P answers, P is gone, or the task's timeout
+//! has passed. P, asked, refuses new calls for the task key (remote ones with 421, so
+//! their callers take them to R; its own wait for its view to catch up) and answers once
+//! it neither runs nor queues an execution for it.
+//!
+//! Tasks that are not serialized are not handed off: they run concurrently by design.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Deserialize;
+use tokio::{sync::oneshot, time::Instant};
+use tracing::debug;
+
+use super::{ExecError, Inner, RingAt, TaskArgs, TaskOptions, TaskValue};
+use crate::{
+    messaging::{Inbound, Payload, Reply},
+    ring::KeyPoint,
+};
+
+/// The topic of a request to release a task key.
+pub(super) const RELEASE_TOPIC: &str = "_release";
+
+/// How long a pod that released a task key waits, for a call of its own, for its view
+/// to show the key's new owner.
+const VIEW_WAIT: Duration = Duration::from_secs(1);
+
+type TaskKey = (String, String);
+
+/// A call held until its task key is released: admits it (or drops it, when its caller
+/// stopped waiting).
+type Held = Box<dyn FnOnce() + Send>;
+
+type Execution = BoxFuture<'static, Result<TaskValue, ExecError>>;
+
+fn ready(outcome: Result<TaskValue, ExecError>) -> Execution {
+    Box::pin(std::future::ready(outcome))
+}
+
+/// What a pod keeps of hand-offs.
+#[derive(Default)]
+pub(super) struct Handoffs {
+    /// The ring epoch `released` is for.
+    epoch: u64,
+    /// Task keys released to this pod since its ring last changed: keys by task, so
+    /// that the check of every call allocates nothing.
+    released: FxHashMap<String, FxHashSet<String>>,
+    /// Task keys whose release this pod asked for, with the calls held meanwhile.
+    asked: FxHashMap<TaskKey, Vec<Held>>,
+    /// Task keys this pod released to another: the asker's ring checksum, and until when
+    /// the mark holds at most.
+    given: FxHashMap<TaskKey, (u64, Instant)>,
+}
+
+/// Where a call for a task key stands.
+enum Gate {
+    Open(TaskArgs),
+    /// Released to another pod, whose view this pod's has not caught up with.
+    Given(TaskArgs),
+    /// Held until its release: what its execution will come through.
+    Held(oneshot::Receiver<Execution>),
+    Full,
+}
+
+/// Who made a call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// This pod's application: a call given away waits for the view to show the new
+    /// owner, then goes there.
+    Here,
+    /// Another pod: a call given away is refused at once (421), and its caller routes
+    /// it again.
+    Peer,
+}
+
+#[derive(Deserialize)]
+struct ReleaseRequest {
+    task: String,
+    key: String,
+    ring: String,
+}
+
+impl Inner {
+    /// Runs task `name` for `key` on this pod, once no other pod may run it for that key
+    /// (see the module's doc): admitted now when nothing stands in the way, as
+    /// [`super::Tasks::exec`] admits.
+    pub(super) fn exec_local(
+        self: &Arc<Self>,
+        name: &str,
+        key: &str,
+        args: TaskArgs,
+        caller: Caller,
+    ) -> Execution {
+        let options = match self.tasks.options(name) {
+            Some(options) if options.serialized => options,
+            _ => return self.admit(name, key, args),
+        };
+        let moved = || {
+            ExecError::Moved(format!(
+                "task {name} for key {key} was handed to another node"
+            ))
+        };
+        match self.gate(name, key, args, &options) {
+            Gate::Open(args) => self.admit(name, key, args),
+            Gate::Full => ready(Err(ExecError::QueueFull(name.to_owned()))),
+            Gate::Held(execution) => Box::pin(async move {
+                let held = async { execution.await.map_err(|_| ExecError::Closed)?.await };
+                tokio::time::timeout(options.timeout, held)
+                    .await
+                    .unwrap_or(Err(ExecError::TimedOut))
+            }),
+            Gate::Given(_) if caller == Caller::Peer => ready(Err(moved())),
+            Gate::Given(args) => {
+                let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
+                let moved = moved();
+                Box::pin(async move {
+                    this.until_caught_up().await;
+                    let owns = this
+                        .ring()
+                        .ring
+                        .get(&key)
+                        .is_some_and(|ip| this.local_ips.contains(ip));
+                    if !owns {
+                        debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key}: released here, to be routed again");
+                        return Err(moved);
+                    }
+                    this.exec_local(&name, &key, args, Caller::Here).await
+                })
+            }
+        }
+    }
+
+    /// Where a call for `(name, key)` stands.
+    fn gate(
+        self: &Arc<Self>,
+        name: &str,
+        key: &str,
+        args: TaskArgs,
+        options: &TaskOptions,
+    ) -> Gate {
+        let ring = self.ring();
+        let point = KeyPoint::of(key);
+        let owns = ring
+            .ring
+            .owner_at(point)
+            .is_some_and(|ip| self.local_ips.contains(ip));
+        let mut handoffs = self.handoffs.lock().expect("not poisoned");
+        if !handoffs.given.is_empty() && handoffs.is_given(name, key, owns, ring.checksum) {
+            return Gate::Given(args);
+        }
+        if !owns {
+            return Gate::Open(args);
+        }
+        if handoffs.epoch != ring.epoch {
+            handoffs.epoch = ring.epoch;
+            handoffs.released.clear();
+        }
+        if handoffs.is_released(name, key) {
+            return Gate::Open(args);
+        }
+        let task_key = (name.to_owned(), key.to_owned());
+        if let Some(waiting) = handoffs.asked.get(&task_key) {
+            if waiting.len() >= options.max_queue_length {
+                return Gate::Full;
+            }
+        } else {
+            let owners =
+                ring.earlier_owners(point, options.timeout, |ip| !self.local_ips.contains(ip));
+            if owners.is_empty() {
+                handoffs.release(task_key);
+                return Gate::Open(args);
+            }
+            let asking = self
+                .clone()
+                .ask(owners, task_key.clone(), ring, options.timeout);
+            drop(self.runtime.spawn(asking));
+        }
+        let (tell, execution) = oneshot::channel();
+        let (this, admitted) = (self.clone(), task_key.clone());
+        let held: Held = Box::new(move || {
+            if !tell.is_closed() {
+                let _ = tell.send(this.admit(&admitted.0, &admitted.1, args));
+            }
+        });
+        handoffs.asked.entry(task_key).or_default().push(held);
+        Gate::Held(execution)
+    }
+
+    /// Admits a call to its task's queue now.
+    fn admit(&self, name: &str, key: &str, args: TaskArgs) -> Execution {
+        let admitted = self.tasks.exec(name, key, args);
+        Box::pin(admitted.map(|outcome| outcome.map_err(ExecError::from)))
+    }
+
+    /// Asks `owners`, who owned the key on the rings before, to release the task key,
+    /// then starts the calls held for it: once each has answered, is gone, or let the
+    /// task's timeout pass.
+    async fn ask(
+        self: Arc<Self>,
+        owners: Vec<String>,
+        (name, key): TaskKey,
+        ring: Arc<RingAt>,
+        timeout: Duration,
+    ) {
+        let body = serde_json::json!({
+            "task": name,
+            "key": key,
+            "ring": format!("{:016x}", ring.checksum),
+        })
+        .to_string();
+        let this = &self;
+        let asked = owners.iter().map(|owner| {
+            let payload = Payload::Json(body.clone().into());
+            let (name, key) = (&name, &key);
+            async move {
+                debug!(target: "node_swarm_kb::tasks", "Asking {owner} to release task {name} for key {key}");
+                let asked = this.send(owner, RELEASE_TOPIC, payload);
+                let answer = match tokio::time::timeout(timeout, asked).await {
+                    Ok(Ok(reply)) => format!("answered {}", reply.status),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no answer within {timeout:?}"),
+                };
+                debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key} released by {owner} ({answer})");
+            }
+        });
+        futures_util::future::join_all(asked).await;
+        let task_key = (name, key);
+        // Admitted outside the lock (an admission may run the task at once), in the order
+        // they came; calls that come meanwhile join the list, so none overtakes them.
+        loop {
+            let held = {
+                let mut handoffs = self.handoffs.lock().expect("not poisoned");
+                let held = handoffs
+                    .asked
+                    .get_mut(&task_key)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                if held.is_empty() {
+                    handoffs.asked.remove(&task_key);
+                    if handoffs.epoch == ring.epoch {
+                        handoffs.release(task_key);
+                    }
+                    return;
+                }
+                held
+            };
+            for admit in held {
+                admit();
+            }
+        }
+    }
+
+    /// Waits for this pod's view to change, at most [`VIEW_WAIT`].
+    fn until_caught_up(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut views = self.topology.subscribe();
+        let generation = views.borrow().generation;
+        async move {
+            let changed = views.wait_for(|view| view.generation > generation);
+            let _ = tokio::time::timeout(VIEW_WAIT, changed).await;
+        }
+    }
+
+    /// Answers another pod's request to release a task key: refuses new calls for it
+    /// from now on, and answers once none runs or waits here (or after the task's
+    /// timeout, when the asker goes on anyway).
+    pub(super) async fn answer_release(&self, message: Inbound) -> Reply {
+        let body = message.payload.body();
+        let Ok(request) = serde_json::from_slice::<ReleaseRequest>(body) else {
+            return Reply::error(400, "a release names a task, a key and a ring");
+        };
+        let Some(options) = self.tasks.options(&request.task) else {
+            return Reply::ok(Payload::Text("released".into()));
+        };
+        let ring = u64::from_str_radix(&request.ring, 16).unwrap_or_default();
+        let until = Instant::now() + options.timeout;
+        let task_key = (request.task, request.key);
+        self.handoffs
+            .lock()
+            .expect("not poisoned")
+            .given
+            .insert(task_key.clone(), (ring, until));
+        let idle = self.tasks.until_idle(&task_key.0, &task_key.1);
+        let _ = tokio::time::timeout_at(until, idle).await;
+        debug!(target: "node_swarm_kb::tasks", "Released task {} for key {} to {}", task_key.0, task_key.1, message.from);
+        Reply::ok(Payload::Text("released".into()))
+    }
+}
+
+impl Handoffs {
+    fn is_released(&self, name: &str, key: &str) -> bool {
+        self.released
+            .get(name)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    fn release(&mut self, (name, key): TaskKey) {
+        self.released.entry(name).or_default().insert(key);
+    }
+
+    /// Whether `(name, key)` was released to another pod and still is: while this pod's
+    /// view still names it the owner, has not caught up with the asker's, and the
+    /// task's timeout since has not passed.
+    fn is_given(&mut self, name: &str, key: &str, owns: bool, checksum: u64) -> bool {
+        let task_key = (name.to_owned(), key.to_owned());
+        let Some(&(asker, until)) = self.given.get(&task_key) else {
+            return false;
+        };
+        if owns && asker != checksum && Instant::now() < until {
+            return true;
+        }
+        self.given.remove(&task_key);
+        false
+    }
+}
