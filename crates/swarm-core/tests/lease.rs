@@ -225,6 +225,36 @@ async fn without_the_permission_the_master_is_the_smallest_ip() {
         let view = master_is(running, Some("10.0.0.1")).await;
         assert_eq!(view.master_epoch, None);
     }
+    // Three refusals in a row each, before the fallback; none after it.
     let stats = kube.control("GET", "/stats", json!(null)).await;
-    assert_eq!(stats["get"]["leases"], 2, "one try each: {stats}");
+    assert_eq!(stats["get"]["leases"], 6, "three tries each: {stats}");
+}
+
+#[tokio::test]
+async fn a_refusal_after_the_lease_was_used_is_an_outage_not_a_fallback() {
+    let kube = StandIn::start();
+    two_pods(&kube).await;
+    // The larger IP holds it: a pod falling back alone would name the smaller one.
+    let (b, _) = candidate(&kube, "10.0.0.2");
+    master_is(&b, Some("10.0.0.2")).await;
+    let (a, _) = candidate(&kube, "10.0.0.1");
+    master_is(&a, Some("10.0.0.2")).await;
+
+    kube.post("/forbid", json!({ "resource": "leases", "on": true }))
+        .await;
+    let refused = kube.control("GET", "/stats", json!(null)).await["get"]["leases"]
+        .as_u64()
+        .expect("a count");
+    master_is(&b, None).await;
+    // Well past the rounds after which a pod that never used the lease falls back.
+    eventually("more refused rounds", || async {
+        let stats = kube.control("GET", "/stats", json!(null)).await;
+        (stats["get"]["leases"].as_u64()? >= refused + 12).then_some(())
+    })
+    .await;
+    assert_ne!(
+        a.handle.view().master.as_deref(),
+        Some("10.0.0.1"),
+        "no second master"
+    );
 }

@@ -38,6 +38,11 @@ use super::{
     kube::describe_request, Discovery, DiscoveryUpdate, KubeSettings, MasterRule, KUBERNETES_TARGET,
 };
 
+/// Rounds refused in a row before a pod that never used the lease falls back to the
+/// smallest IP: a passing refusal (an authorization webhook restarting) is not taken for
+/// a missing permission.
+const FORBIDDEN_ROUNDS: u32 = 3;
+
 /// The lease and its timing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseSettings {
@@ -181,6 +186,8 @@ struct Candidate {
     renewed: Option<Instant>,
     /// What was last told to the topology.
     told: Option<MasterRule>,
+    /// Rounds refused in a row (403).
+    forbidden: u32,
 }
 
 impl Candidate {
@@ -198,23 +205,51 @@ impl Candidate {
             observed: None,
             renewed: None,
             told: None,
+            forbidden: 0,
         })
     }
 
     /// One round: reads the lease, takes or renews it when `identity` may, and returns
     /// the master rule when it changed.
     async fn round(&mut self, identity: Option<&Identity>) -> Option<MasterRule> {
-        let rule = match self.try_acquire_or_renew(identity).await {
-            Ok(rule) => rule,
+        // A holder's round ends by its renew deadline, whatever its requests wait for.
+        // (Past it, this pod is no longer master: the round takes as long as it takes.)
+        let deadline = self
+            .renewed
+            .map(|renewed| renewed + self.lease.renew_deadline)
+            .filter(|deadline| *deadline > Instant::now());
+        let attempt = self.try_acquire_or_renew(identity);
+        let attempted = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempt)
+                .await
+                .unwrap_or(Err(kube::Error::Service(
+                    "the renew deadline passed".into(),
+                ))),
+            None => attempt.await,
+        };
+        let rule = match attempted {
+            Ok(rule) => {
+                self.forbidden = 0;
+                rule
+            }
             Err(kube::Error::Api(status)) if status.code == 403 => {
-                warn!(
-                    target: KUBERNETES_TARGET,
-                    "cannot use the Lease {} for the master ({}): grant get, create and update on \
-                     leases.coordination.k8s.io; the master is the smallest IP instead",
-                    self.lease.name,
-                    status.message
-                );
-                MasterRule::SmallestIp
+                self.forbidden += 1;
+                // Never used: the permission is missing, on every pod alike (they share a
+                // Role). Once used, a refusal is an outage like any other: falling back
+                // alone would make a second master.
+                let never_used = self.observed.is_none() && self.renewed.is_none();
+                if never_used && self.forbidden >= FORBIDDEN_ROUNDS {
+                    warn!(
+                        target: KUBERNETES_TARGET,
+                        "cannot use the Lease {} for the master ({}): grant get, create and update on \
+                         leases.coordination.k8s.io; the master is the smallest IP instead",
+                        self.lease.name,
+                        status.message
+                    );
+                    return Some(MasterRule::SmallestIp);
+                }
+                debug!(target: KUBERNETES_TARGET, "Lease {}: refused ({})", self.lease.name, status.message);
+                self.last_told()
             }
             Err(error) => {
                 debug!(target: KUBERNETES_TARGET, "Lease {}: {}", self.lease.name, describe_request(&error));
@@ -275,7 +310,9 @@ impl Candidate {
             return self.written(created, now);
         };
         if self.observed.as_ref().map(|(lease, _)| lease) != Some(&current) {
-            self.observed = Some((current.clone(), now));
+            // Seen now, after the read: a record read slowly may have been written late
+            // in it, and must not look older than it is.
+            self.observed = Some((current.clone(), Instant::now()));
         }
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
@@ -355,11 +392,8 @@ impl Candidate {
     /// Gives the lease up if this process holds it: an empty holder, so that the next
     /// candidate takes it at its next round.
     async fn release(self) {
-        if self.renewed.is_none() {
-            return;
-        }
-        // Read again: a round cut short by the cancellation may have written a record
-        // whose answer never came back.
+        // Read again, whether or not this pod knows it holds the lease: a round cut short
+        // by the cancellation may have written a record whose answer never came back.
         let current = match self.api.get_opt(&self.lease.name).await {
             Ok(Some(current)) => current,
             Ok(None) => return,
@@ -406,6 +440,8 @@ fn holder_of(lease: Option<&Lease>) -> MasterRule {
     }
 }
 
+/// Whole seconds, rounded up: candidates then wait at least the duration asked for.
 fn seconds(duration: Duration) -> i32 {
-    i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    i32::try_from(seconds.max(1)).unwrap_or(i32::MAX)
 }
