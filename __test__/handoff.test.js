@@ -12,6 +12,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const { startStandin } = require('./kube-standin');
 const { startCluster, NodeProcess, eventually } = require('./helpers/cluster');
+const { executions, checkExecutions } = require('./helpers/executions');
 
 const IPS = ['127.0.0.91', '127.0.0.92', '127.0.0.93'];
 const KEYS = Array.from({ length: 12 }, (_, i) => `customer-${i}`);
@@ -77,52 +78,7 @@ test('no task key runs on two pods at once, in order, once, none lost, through a
 
   const outcomes = {};
   for (const node of [a, c, d, e]) outcomes[node.ip] = await node.request('orderedStop', {}, 60000);
-  const runs = started.flatMap(node => node.events.filter(event => event.event === 'ran'))
-    .map(run => ({ ...run, start: BigInt(run.start), end: BigInt(run.end) }));
+  const runs = executions(started);
   assert.ok(runs.length > 500, `${runs.length} executions`);
-
-  // No two executions of a task for one key at the same time, on any pods.
-  const byKey = new Map();
-  for (const run of runs) {
-    const id = `${run.task}/${run.key}`;
-    if (!byKey.has(id)) byKey.set(id, []);
-    byKey.get(id).push(run);
-  }
-  const overlaps = [];
-  for (const [id, list] of byKey) {
-    list.sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
-    for (let i = 1; i < list.length; i++) {
-      if (list[i].start < list[i - 1].end) {
-        const run = r => `${r.pod} ran ${r.caller} #${r.seq} at ${(Number(r.start - runs[0].start) / 1e6).toFixed(1)}-${(Number(r.end - runs[0].start) / 1e6).toFixed(1)} ms`;
-        overlaps.push(`${id}: ${run(list[i - 1])}, ${run(list[i])}`);
-      }
-    }
-  }
-  assert.deepStrictEqual(overlaps.slice(0, 5), [], `${overlaps.length} overlaps`);
-
-  // Each caller's calls for one key ran in the order it made them, and none twice.
-  const seen = new Set();
-  const last = new Map();
-  for (const run of runs.filter(r => r.task === 'ordered').sort((x, y) => (x.start < y.start ? -1 : 1))) {
-    const call = `${run.caller}/${run.key}/${run.seq}`;
-    assert.ok(!seen.has(call), `${call} ran twice`);
-    seen.add(call);
-    const stream = `${run.caller}/${run.key}`;
-    assert.ok((last.get(stream) || 0) < run.seq, `${stream}: #${run.seq} ran after #${last.get(stream)}`);
-    last.set(stream, run.seq);
-  }
-
-  // Each call of a caller still alive ran once, or failed saying whether it may have run.
-  for (const [caller, list] of Object.entries(outcomes)) {
-    for (const outcome of list.filter(o => o.task === 'ordered')) {
-      const ran = seen.has(`${caller}/${outcome.key}/${outcome.seq}`);
-      if (outcome.ok) {
-        assert.ok(ran, `${caller} ${outcome.key} #${outcome.seq} succeeded without running`);
-      } else {
-        assert.match(outcome.message, /did not run|may have|closed|Swarm closed|left the cluster/,
-          `${caller} ${outcome.key} #${outcome.seq}: ${outcome.message}`);
-        if (/did not run|Swarm closed/.test(outcome.message)) assert.ok(!ran, `${caller} #${outcome.seq} said it did not run, and ran`);
-      }
-    }
-  }
+  checkExecutions(runs, outcomes);
 });

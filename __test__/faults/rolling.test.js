@@ -2,7 +2,9 @@
 
 // Fault suite, with pods in network namespaces made by the test (`npm run test:faults`):
 // replacement loses nothing. Every pod of a cluster is replaced, one at a time, while
-// another node keeps 32 calls to tasks.exec in flight; not one call may fail:
+// another node keeps 32 calls to tasks.exec in flight; not one call may fail. With
+// every pod also making key-routed serialized calls (fixtures/ordered.js), no task key
+// runs on two pods at once and each caller's calls for a key run in order:
 // - the Kubernetes way with EndpointSlices: a new pod, on a host of its own, becomes
 //   ready; the old one is marked terminating, gets SIGTERM and calls close(), then its
 //   endpoint goes;
@@ -13,20 +15,26 @@
 const { test } = require('node:test');
 const assert = require('node:assert');
 const { eventually } = require('../helpers/cluster');
+const { executions, checkExecutions } = require('../helpers/executions');
 const netns = require('../helpers/netns');
 
 const skip = netns.skipReason();
 
-// Replaces every pod but the loader, with `retire(old)` taking each old one out.
-async function rollingRestart (env, retire) {
+const KEYS = Array.from({ length: 12 }, (_, i) => `customer-${i}`);
+
+// Replaces every pod but the loader, with `retire(old)` taking each old one out. With
+// `ordered`, every pod also runs the keyed workload, and the executions are checked.
+async function rollingRestart (env, retire, { ordered = false } = {}) {
   const cluster = await netns.startCluster(4, { env });
   try {
     const { standin } = cluster;
     const [loader, ...pods] = cluster.nodes;
     await loader.request('loadStart', { concurrency: 32 });
+    if (ordered) await Promise.all(cluster.nodes.map(n => n.request('orderedStart', { keys: KEYS })));
     for (const old of pods) {
       const fresh = cluster.addNode();
       await fresh.waitEvent(e => e.event === 'ready', 20000, 'the new pod ready');
+      if (ordered) await fresh.request('orderedStart', { keys: KEYS });
       await loader.waitEvent(e => e.event === 'nodeAdded' && e.ip === fresh.ip, 10000, 'the loader seeing it');
       const before = (await loader.request('loadStats')).ok;
       await eventually(async () => (await loader.request('loadStats')).ok > before + 200, 20000, 'load flowing');
@@ -34,6 +42,14 @@ async function rollingRestart (env, retire) {
     }
     const result = await loader.request('loadStop', {}, 60000);
     assert.ok(result.ok > 1000, `calls made: ${result.ok}`);
+    if (ordered) {
+      const alive = [loader, ...cluster.nodes.slice(pods.length + 1)];
+      const outcomes = {};
+      for (const node of alive) outcomes[node.ip] = await node.request('orderedStop', {}, 60000);
+      const runs = executions(cluster.nodes);
+      assert.ok(runs.length > 200, `${runs.length} keyed executions`);
+      checkExecutions(runs, outcomes);
+    }
     return { pods: pods.length, ...result };
   } finally {
     await cluster.stop();
@@ -46,7 +62,7 @@ test('a rolling restart of every pod under continuous load fails no call', { ski
     await old.waitEvent(e => e.event === 'closed', 30000, 'the old pod closed');
     standin.removePod(old.ip);
     await old.kill('SIGKILL');
-  });
+  }, { ordered: true });
   console.log(`rolling restart of ${result.pods} pods: ${result.ok} calls ok, ${result.failed} failed`);
   assert.deepStrictEqual({ failed: result.failed, errors: result.errors }, { failed: 0, errors: [] });
 });

@@ -69,6 +69,8 @@ struct Inner {
     topology: TopologyHandle,
     ring: RwLock<Arc<RingAt>>,
     handoffs: Mutex<Handoffs>,
+    /// Woken when the calls held for a task key have all been admitted or refused.
+    drained: tokio::sync::Notify,
     local_ips: HashSet<String>,
     local_addr: Option<SocketAddr>,
     /// Per peer, cancelled when the peer stops being reachable: what its calls wait on.
@@ -134,6 +136,7 @@ impl Swarm {
             topology,
             ring: RwLock::new(Arc::new(RingAt::empty())),
             handoffs: Mutex::default(),
+            drained: tokio::sync::Notify::new(),
             local_ips: config.local_ips.into_iter().collect(),
             local_addr: listener.as_ref().map(|(_, addr)| *addr),
             peers: Mutex::new(FxHashMap::default()),
@@ -382,8 +385,14 @@ impl Inner {
         if cached.generation == view.generation {
             return cached;
         }
-        let fresh = Arc::new(cached.next(&view, |ip| self.local_ips.contains(ip)));
-        *self.ring.write().expect("not poisoned") = fresh.clone();
+        // Built under the lock, so that every view's ring follows the one before it
+        // (the rings it keeps are what the hand-off asks) and none replaces a newer one.
+        let mut ring = self.ring.write().expect("not poisoned");
+        if ring.generation != u64::MAX && ring.generation >= view.generation {
+            return ring.clone();
+        }
+        let fresh = Arc::new(ring.next(&view, |ip| self.local_ips.contains(ip)));
+        *ring = fresh.clone();
         fresh
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::{sync::oneshot, time::Instant};
 use tracing::debug;
 
-use super::{ExecError, Inner, RingAt, TaskArgs, TaskOptions, TaskValue};
+use super::{ExecError, Inner, RingAt, SendError, TaskArgs, TaskOptions, TaskValue};
 use crate::{
     messaging::{Inbound, Payload, Reply},
     ring::KeyPoint,
@@ -31,9 +31,10 @@ const VIEW_WAIT: Duration = Duration::from_secs(1);
 
 type TaskKey = (String, String);
 
-/// A call held until its task key is released: admits it (or drops it, when its caller
-/// stopped waiting).
-type Held = Box<dyn FnOnce() + Send>;
+/// A call held until its task key is released: admits it (`true`) or refuses it as not
+/// run, the key having been handed on meanwhile (`false`); dropped when its caller
+/// stopped waiting.
+type Held = Box<dyn FnOnce(bool) + Send>;
 
 type Execution = BoxFuture<'static, Result<TaskValue, ExecError>>;
 
@@ -52,8 +53,8 @@ pub(super) struct Handoffs {
     /// Task keys whose release this pod asked for, with the calls held meanwhile.
     asked: FxHashMap<TaskKey, Vec<Held>>,
     /// Task keys this pod released to another: the asker's ring checksum, and until when
-    /// the mark holds at most.
-    given: FxHashMap<TaskKey, (u64, Instant)>,
+    /// the mark holds at most (`None`: while the release is being answered).
+    given: FxHashMap<TaskKey, (u64, Option<Instant>)>,
 }
 
 /// Where a call for a task key stands.
@@ -117,8 +118,12 @@ impl Inner {
             Gate::Given(args) => {
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
                 let moved = moved();
+                let deadline = Instant::now().checked_add(options.timeout);
                 Box::pin(async move {
                     this.until_caught_up().await;
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        return Err(ExecError::TimedOut);
+                    }
                     let owns = this
                         .ring()
                         .ring
@@ -171,7 +176,6 @@ impl Inner {
             let owners =
                 ring.earlier_owners(point, options.timeout, |ip| !self.local_ips.contains(ip));
             if owners.is_empty() {
-                handoffs.release(task_key);
                 return Gate::Open(args);
             }
             let asking = self
@@ -181,10 +185,19 @@ impl Inner {
         }
         let (tell, execution) = oneshot::channel();
         let (this, admitted) = (self.clone(), task_key.clone());
-        let held: Held = Box::new(move || {
-            if !tell.is_closed() {
-                let _ = tell.send(this.admit(&admitted.0, &admitted.1, args));
+        let held: Held = Box::new(move |admit| {
+            if tell.is_closed() {
+                return;
             }
+            let execution = if admit {
+                this.admit(&admitted.0, &admitted.1, args)
+            } else {
+                ready(Err(ExecError::Moved(format!(
+                    "task {} for key {} was handed to another node",
+                    admitted.0, admitted.1
+                ))))
+            };
+            let _ = tell.send(execution);
         });
         handoffs.asked.entry(task_key).or_default().push(held);
         Gate::Held(execution)
@@ -212,27 +225,22 @@ impl Inner {
             "ring": format!("{:016x}", ring.checksum),
         })
         .to_string();
+        let deadline = Instant::now().checked_add(timeout);
         let this = &self;
         let asked = owners.iter().map(|owner| {
-            let payload = Payload::Json(body.clone().into());
-            let (name, key) = (&name, &key);
-            async move {
-                debug!(target: "node_swarm_kb::tasks", "Asking {owner} to release task {name} for key {key}");
-                let asked = this.send(owner, RELEASE_TOPIC, payload);
-                let answer = match tokio::time::timeout(timeout, asked).await {
-                    Ok(Ok(reply)) => format!("answered {}", reply.status),
-                    Ok(Err(error)) => error.to_string(),
-                    Err(_) => format!("no answer within {timeout:?}"),
-                };
-                debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key} released by {owner} ({answer})");
-            }
+            let (name, key, body) = (&name, &key, &body);
+            async move { this.until_released(owner, name, key, body, deadline).await }
         });
-        futures_util::future::join_all(asked).await;
+        let released = futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .all(|released| released);
         let task_key = (name, key);
         // Admitted outside the lock (an admission may run the task at once), in the order
         // they came; calls that come meanwhile join the list, so none overtakes them.
+        // Each is checked again: the key may have been handed on meanwhile.
         loop {
-            let held = {
+            let (held, admit) = {
                 let mut handoffs = self.handoffs.lock().expect("not poisoned");
                 let held = handoffs
                     .asked
@@ -241,16 +249,72 @@ impl Inner {
                     .unwrap_or_default();
                 if held.is_empty() {
                     handoffs.asked.remove(&task_key);
-                    if handoffs.epoch == ring.epoch {
+                    if released && handoffs.epoch == ring.epoch {
                         handoffs.release(task_key);
                     }
+                    self.drained.notify_waiters();
                     return;
                 }
-                held
+                let current = self.ring();
+                let owns = current
+                    .ring
+                    .get(&task_key.1)
+                    .is_some_and(|ip| self.local_ips.contains(ip));
+                let given = handoffs.given.contains_key(&task_key);
+                (held, released && owns && !given)
             };
-            for admit in held {
-                admit();
+            if !admit {
+                debug!(target: "node_swarm_kb::tasks", "Task {} for key {}: {} held calls not run here", task_key.0, task_key.1, held.len());
             }
+            for held in held {
+                held(admit);
+            }
+        }
+    }
+
+    /// Asks `owner` to release `(name, key)` until it says so, is gone, or `deadline`
+    /// passes (false then: calls held meanwhile time out, not run).
+    async fn until_released(
+        &self,
+        owner: &str,
+        name: &str,
+        key: &str,
+        body: &str,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            debug!(target: "node_swarm_kb::tasks", "Asking {owner} to release task {name} for key {key}");
+            let asked = self.send(owner, RELEASE_TOPIC, Payload::Json(body.to_owned().into()));
+            let answer = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, asked).await.ok(),
+                None => Some(asked.await),
+            };
+            let released = match &answer {
+                // Released; or a pod that does not know `_release` (0.5.1), which is
+                // never asked anything else.
+                Some(Ok(reply)) => matches!(reply.status, 200 | 204),
+                // Nothing listens there, or it left the cluster and did not answer a
+                // probe: it runs nothing.
+                Some(Err(SendError::Unreachable { .. } | SendError::Left { .. })) => true,
+                _ => false,
+            };
+            let said = match &answer {
+                Some(Ok(reply)) => format!("answered {}", reply.status),
+                Some(Err(error)) => error.to_string(),
+                None => "no answer within the task's timeout".to_owned(),
+            };
+            debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key} from {owner}: {said}");
+            if released {
+                return true;
+            }
+            if answer.is_none()
+                || deadline.is_some_and(|deadline| Instant::now() + backoff >= deadline)
+            {
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -265,8 +329,8 @@ impl Inner {
     }
 
     /// Answers another pod's request to release a task key: refuses new calls for it
-    /// from now on, and answers once none runs or waits here (or after the task's
-    /// timeout, when the asker goes on anyway).
+    /// from now on, and answers once none runs or waits here, held ones included (they
+    /// are refused as not run once this pod's own hand-off of the key ends).
     pub(super) async fn answer_release(&self, message: Inbound) -> Reply {
         let body = message.payload.body();
         let Ok(request) = serde_json::from_slice::<ReleaseRequest>(body) else {
@@ -276,15 +340,37 @@ impl Inner {
             return Reply::ok(Payload::Text("released".into()));
         };
         let ring = u64::from_str_radix(&request.ring, 16).unwrap_or_default();
-        let until = Instant::now() + options.timeout;
         let task_key = (request.task, request.key);
         self.handoffs
             .lock()
             .expect("not poisoned")
+            .give(task_key.clone(), ring);
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let holding = self
+                .handoffs
+                .lock()
+                .expect("not poisoned")
+                .asked
+                .contains_key(&task_key);
+            if !holding {
+                break;
+            }
+            drained.await;
+        }
+        self.tasks.until_idle(&task_key.0, &task_key.1).await;
+        let until = Instant::now().checked_add(options.timeout);
+        if let Some(mark) = self
+            .handoffs
+            .lock()
+            .expect("not poisoned")
             .given
-            .insert(task_key.clone(), (ring, until));
-        let idle = self.tasks.until_idle(&task_key.0, &task_key.1);
-        let _ = tokio::time::timeout_at(until, idle).await;
+            .get_mut(&task_key)
+        {
+            mark.1 = until.or(mark.1);
+        }
         debug!(target: "node_swarm_kb::tasks", "Released task {} for key {} to {}", task_key.0, task_key.1, message.from);
         Reply::ok(Payload::Text("released".into()))
     }
@@ -301,6 +387,15 @@ impl Handoffs {
         self.released.entry(name).or_default().insert(key);
     }
 
+    /// Marks `task_key` released to a pod whose ring has `checksum`, until its release
+    /// has been answered; marks that have run out go.
+    fn give(&mut self, task_key: TaskKey, checksum: u64) {
+        let now = Instant::now();
+        self.given
+            .retain(|_, (_, until)| until.is_none_or(|until| now < until));
+        self.given.insert(task_key, (checksum, None));
+    }
+
     /// Whether `(name, key)` was released to another pod and still is: while this pod's
     /// view still names it the owner, has not caught up with the asker's, and the
     /// task's timeout since has not passed.
@@ -309,7 +404,7 @@ impl Handoffs {
         let Some(&(asker, until)) = self.given.get(&task_key) else {
             return false;
         };
-        if owns && asker != checksum && Instant::now() < until {
+        if owns && asker != checksum && until.is_none_or(|until| Instant::now() < until) {
             return true;
         }
         self.given.remove(&task_key);
