@@ -4,6 +4,7 @@
 // requests and a watch-stream reader with bounded waits. No keep-alive agent.
 
 const http = require('node:http');
+const { startStandin } = require('./index');
 
 /** GET (or another method) `path`; resolves { status, headers, body } with body parsed as JSON. */
 function apiRequest(base, path, { token, method = 'GET', timeoutMs = 5000 } = {}) {
@@ -110,4 +111,18 @@ function openWatch(base, path, { token, timeoutMs = 5000 } = {}) {
   });
 }
 
-module.exports = { apiRequest, openWatch };
+/**
+ * Runs `fn(kube, get, watch)` against a stand-in started with `opts`, closed after it:
+ * `get` and `watch` are `apiRequest` and `openWatch` with its URL and token.
+ */
+async function withStandin(opts, fn) {
+  const kube = await startStandin(opts);
+  try {
+    return await fn(kube, (p, o = {}) => apiRequest(kube.url, p, { token: kube.token, ...o }),
+      (p, o = {}) => openWatch(kube.url, p, { token: kube.token, ...o }));
+  } finally {
+    await kube.close();
+  }
+}
+
+module.exports = { apiRequest, openWatch, withStandin };

@@ -38,6 +38,14 @@ type Held = Box<dyn FnOnce(bool) + Send>;
 
 type Execution = BoxFuture<'static, Result<TaskValue, ExecError>>;
 
+/// The refusal of a call for a task key handed to another pod: not run, to be routed
+/// again.
+fn moved(name: &str, key: &str) -> ExecError {
+    ExecError::Moved(format!(
+        "task {name} for key {key} was handed to another node"
+    ))
+}
+
 fn ready(outcome: Result<TaskValue, ExecError>) -> Execution {
     Box::pin(std::future::ready(outcome))
 }
@@ -100,11 +108,6 @@ impl Inner {
             Some(options) if options.serialized => options,
             _ => return self.admit(name, key, args),
         };
-        let moved = || {
-            ExecError::Moved(format!(
-                "task {name} for key {key} was handed to another node"
-            ))
-        };
         match self.gate(name, key, args, &options) {
             Gate::Open(args) => self.admit(name, key, args),
             Gate::Full => ready(Err(ExecError::QueueFull(name.to_owned()))),
@@ -114,24 +117,18 @@ impl Inner {
                     .await
                     .unwrap_or(Err(ExecError::TimedOut))
             }),
-            Gate::Given(_) if caller == Caller::Peer => ready(Err(moved())),
+            Gate::Given(_) if caller == Caller::Peer => ready(Err(moved(name, key))),
             Gate::Given(args) => {
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
-                let moved = moved();
                 let deadline = Instant::now().checked_add(options.timeout);
                 Box::pin(async move {
                     this.until_caught_up().await;
                     if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         return Err(ExecError::TimedOut);
                     }
-                    let owns = this
-                        .ring()
-                        .ring
-                        .get(&key)
-                        .is_some_and(|ip| this.local_ips.contains(ip));
-                    if !owns {
+                    if !this.owns(&this.ring(), KeyPoint::of(&key)) {
                         debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key}: released here, to be routed again");
-                        return Err(moved);
+                        return Err(moved(&name, &key));
                     }
                     this.exec_local(&name, &key, args, Caller::Here).await
                 })
@@ -149,10 +146,7 @@ impl Inner {
     ) -> Gate {
         let ring = self.ring();
         let point = KeyPoint::of(key);
-        let owns = ring
-            .ring
-            .owner_at(point)
-            .is_some_and(|ip| self.local_ips.contains(ip));
+        let owns = self.owns(&ring, point);
         let mut handoffs = self.handoffs.lock().expect("not poisoned");
         if !handoffs.given.is_empty() && handoffs.is_given(name, key, owns, ring.checksum) {
             return Gate::Given(args);
@@ -192,15 +186,19 @@ impl Inner {
             let execution = if admit {
                 this.admit(&admitted.0, &admitted.1, args)
             } else {
-                ready(Err(ExecError::Moved(format!(
-                    "task {} for key {} was handed to another node",
-                    admitted.0, admitted.1
-                ))))
+                ready(Err(moved(&admitted.0, &admitted.1)))
             };
             let _ = tell.send(execution);
         });
         handoffs.asked.entry(task_key).or_default().push(held);
         Gate::Held(execution)
+    }
+
+    /// Whether `ring` names this pod the owner of the key at `point`.
+    pub(super) fn owns(&self, ring: &RingAt, point: KeyPoint) -> bool {
+        ring.ring
+            .owner_at(point)
+            .is_some_and(|ip| self.local_ips.contains(ip))
     }
 
     /// Admits a call to its task's queue now.
@@ -255,11 +253,7 @@ impl Inner {
                     self.drained.notify_waiters();
                     return;
                 }
-                let current = self.ring();
-                let owns = current
-                    .ring
-                    .get(&task_key.1)
-                    .is_some_and(|ip| self.local_ips.contains(ip));
+                let owns = self.owns(&self.ring(), KeyPoint::of(&task_key.1));
                 let given = handoffs.given.contains_key(&task_key);
                 (held, released && owns && !given)
             };
