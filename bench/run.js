@@ -28,6 +28,8 @@ const N = { seq: 2000 * SCALE, flight: 1e6 * SCALE, broadcast: 1000 * SCALE };
 // share of its start.
 const FLIGHT_SECONDS = 1 * SCALE;
 const WIDE = 20;
+const ONE_KEY_SERIALIZED = 'tasks.exec 64 in flight, one key, serialized';
+const ONE_KEY_CONCURRENT = 'tasks.exec 64 in flight, one key, not serialized';
 
 // Every timed messaging run starts after the same rest. On the VMs measured, a run that
 // follows idle time goes much faster than one that follows load (sequential sends took
@@ -118,6 +120,10 @@ async function main () {
       record('broadcast (3 nodes)', 'node', await rested(() => base[0].request('bench', { kind: 'broadcast', to: base.map(x => x.ip), n: N.broadcast, concurrency: 1 }, 120000)));
       record('tasks.exec sequential', 'ours', await rested(() => a.request('bench', { kind: 'exec', keys: owned, n: N.seq, concurrency: 1 }, 120000)));
       record('tasks.exec 64 in flight', 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
+      // One key: a serialized task runs its calls one after the other, the other side by side.
+      for (const [figure, task] of [[ONE_KEY_SERIALIZED, 'whereInOrder'], [ONE_KEY_CONCURRENT, 'where']]) {
+        record(figure, 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', task, keys: owned.slice(0, 1), n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
+      }
       const ringKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${round}-${i}`);
       // Made flat before either ring sees them: V8 builds these keys as cons strings and
       // flattens one on its first read, a cost that fell on whichever ring went first.
@@ -277,6 +283,9 @@ function print (summary) {
   const exec = summary.find(r => r.figure === 'tasks.exec 64 in flight');
   const send = summary.find(r => r.figure === 'send 64 in flight');
   if (exec && send) console.log(`tasks.exec / send, 64 in flight ops/s = ${(exec.ours.opsPerSec / send.ours.opsPerSec).toFixed(2)} (target >= 0.8)`);
+  const serialized = summary.find(r => r.figure === ONE_KEY_SERIALIZED);
+  const concurrent = summary.find(r => r.figure === ONE_KEY_CONCURRENT);
+  if (serialized && concurrent) console.log(`tasks.exec on one key, 64 in flight ops/s: serialized / not serialized = ${(serialized.ours.opsPerSec / concurrent.ours.opsPerSec).toFixed(2)} (target >= 0.8)`);
 }
 
 function machine () {
