@@ -103,7 +103,6 @@ const swarm = {
     // request that arrives before startNode() resolves waits for it.
     let started = null;
     let starting = null;
-    const withNode = fn => started ? fn(started) : starting.then(fn);
     // `ready` comes through the event stream, after the first topology's own events.
     let topologyReady;
     const readyEvent = new Promise(resolve => { topologyReady = resolve; });
@@ -124,7 +123,12 @@ const swarm = {
       // `node.calls`: the calls made for every message, as plain functions (cheaper to
       // call than the node's methods).
       starting = Promise.resolve(native().startNode(settings,
-        (numbers, ...strings) => withNode(node => this._deliver(node, numbers, strings)),
+        (numbers, ...strings) => {
+          if (started) return this._deliver(started, numbers, strings);
+          // `numbers` is a view of a buffer that the next delivery writes over.
+          const kept = Float64Array.from(numbers);
+          starting.then(node => this._deliver(node, kept, strings));
+        },
         (kind, data) => kind === 'ready' ? topologyReady() : this._onEvent(kind, JSON.parse(data)),
         (callId, runId, status, kind, body, code, message) => this.tasks._settleLocal(callId, runId, status, kind, body, code, message)))
         .then(node => Object.assign(node, { calls: node.callFunctions(), listening: node.port() !== null }));

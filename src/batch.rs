@@ -1,7 +1,7 @@
 //! What one wake-up of the JavaScript thread delivers: the letters of a [`Batch`] as the
 //! arguments of one call, made in a handle scope (see `scope.rs`).
 
-use std::net::IpAddr;
+use std::{cell::Cell, net::IpAddr};
 
 use bytes::Bytes;
 use napi::{bindgen_prelude::JsValuesTupleIntoVec, check_status, sys, Result};
@@ -120,37 +120,85 @@ fn push_some(
     Ok(())
 }
 
-/// A `Float64Array` holding `numbers`.
+/// The `ArrayBuffer` this thread's batches' numbers are written to, kept between calls:
+/// a new one for each call cost an allocation, its registration and a sweep of V8's
+/// young generation, per call (a serialized task's runs are one call each). The
+/// environment frees the reference when it ends.
+struct Numbers {
+    env: sys::napi_env,
+    buffer: sys::napi_ref,
+    data: *mut f64,
+    capacity: usize,
+}
+
+thread_local! {
+    static NUMBERS: Cell<Option<Numbers>> = const { Cell::new(None) };
+}
+
+/// Numbers room for this many letters at least, when a buffer is made.
+const LETTERS_AT_LEAST: usize = 64;
+
+/// A `Float64Array` holding `numbers`: a view of this thread's buffer, valid until the
+/// next call's numbers are written there. Calls into JavaScript never nest (each starts
+/// in a callback of the loop), and the facade reads the numbers before it returns.
 fn float64_array(scope: &Scope, numbers: &[f64]) -> Result<sys::napi_value> {
     let env = scope.env();
-    let (mut data, mut buffer, mut array) = (
+    let kept = match NUMBERS.take() {
+        Some(kept) if kept.env == env && kept.capacity >= numbers.len() => kept,
+        previous => {
+            if let Some(previous) = previous.filter(|previous| previous.env == env) {
+                // SAFETY: a reference of this environment, not used again.
+                unsafe { sys::napi_delete_reference(env, previous.buffer) };
+            }
+            numbers_buffer(scope, numbers.len())?
+        }
+    };
+    let (mut buffer, mut array) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: in `scope`, of the environment the buffer was made in; `data` holds
+    // `capacity` numbers at least, and nothing else writes there (this thread's alone).
+    let made = unsafe {
+        std::ptr::copy_nonoverlapping(numbers.as_ptr(), kept.data, numbers.len());
+        check_status!(sys::napi_get_reference_value(env, kept.buffer, &mut buffer)).and_then(|()| {
+            check_status!(sys::napi_create_typedarray(
+                env,
+                sys::TypedarrayType::float64_array,
+                numbers.len(),
+                buffer,
+                0,
+                &mut array
+            ))
+        })
+    };
+    NUMBERS.set(Some(kept));
+    made.map(|()| array)
+}
+
+/// A new buffer for this thread's numbers, with room for `len` of them at least.
+fn numbers_buffer(scope: &Scope, len: usize) -> Result<Numbers> {
+    let env = scope.env();
+    let capacity = len.max(LETTERS_AT_LEAST * STRIDE).next_power_of_two();
+    let (mut data, mut buffer, mut reference) = (
         std::ptr::null_mut(),
         std::ptr::null_mut(),
         std::ptr::null_mut(),
     );
-    let bytes = std::mem::size_of_val(numbers);
-    // SAFETY: in `scope`; the new buffer holds exactly `numbers`' bytes, and f64 has no
-    // alignment need beyond the buffer's allocation.
+    // SAFETY: in `scope`. The buffer's memory is aligned for any number (V8 allocates
+    // it as malloc does), and the strong reference keeps it, and so `data`, alive.
     unsafe {
         check_status!(sys::napi_create_arraybuffer(
             env,
-            bytes,
+            capacity * std::mem::size_of::<f64>(),
             &mut data,
             &mut buffer
         ))?;
-        if !numbers.is_empty() {
-            std::ptr::copy_nonoverlapping(numbers.as_ptr(), data.cast::<f64>(), numbers.len());
-        }
-        check_status!(sys::napi_create_typedarray(
-            env,
-            sys::TypedarrayType::float64_array,
-            numbers.len(),
-            buffer,
-            0,
-            &mut array
-        ))?;
+        check_status!(sys::napi_create_reference(env, buffer, 1, &mut reference))?;
     }
-    Ok(array)
+    Ok(Numbers {
+        env,
+        buffer: reference,
+        data: data.cast(),
+        capacity,
+    })
 }
 
 /// One thing for JavaScript to do.

@@ -41,26 +41,32 @@ struct Queue {
 }
 
 impl Queue {
-    /// The letters posted first, as many as one call takes, counted as one wake-up's;
-    /// this ends the wake-up or hold it was taken for when `ending`. True when letters
-    /// are left for another wake-up, which the caller makes ([`Mailbox::wake_again`]).
-    fn take(&mut self, ending: bool) -> (Batch, bool) {
+    /// The letters posted first, as many as one call takes; `None` when there are none.
+    /// The first batch of a wake-up or hold counts it (`first`), its further rounds do not.
+    fn take(&mut self, first: bool) -> Option<Batch> {
+        if self.letters.is_empty() {
+            return None;
+        }
         let taken = if self.letters.len() > LETTERS_PER_CALL {
             let rest = self.letters.split_off(LETTERS_PER_CALL);
             std::mem::replace(&mut self.letters, rest)
         } else {
-            // Room for as many as this wake-up took: the next ones are posted without
-            // the vector growing step by step.
+            // Room for as many as this call took: the next ones are posted without the
+            // vector growing step by step.
             let room = Vec::with_capacity(self.letters.len());
             std::mem::replace(&mut self.letters, room)
         };
-        self.wakes += 1;
+        self.wakes += u64::from(first);
         self.delivered += taken.len() as u64;
-        let left = ending && !self.letters.is_empty();
-        if ending {
-            self.scheduled = left;
-        }
-        (Batch(taken), left)
+        Some(Batch(taken))
+    }
+
+    /// Ends the wake-up or hold that letters were taken for. True when letters are left:
+    /// then it goes on, for another wake-up, which the caller makes
+    /// ([`Mailbox::wake_again`]).
+    fn end_hold(&mut self) -> bool {
+        self.scheduled = !self.letters.is_empty();
+        self.scheduled
     }
 }
 
@@ -95,6 +101,9 @@ impl Mailbox {
             on_loop: on_loop::OnLoop::new(env, direct, _me.clone()),
         });
         let (taken, me) = (mailbox.queue.clone(), Arc::downgrade(&mailbox));
+        // Node calls a thread-safe function again in the same callback of the loop when
+        // it was called meanwhile, a bounded number of times: letters posted during a
+        // wake-up's call (a serialized task's next run) are delivered by the next one.
         let wake = deliver
             .build_threadsafe_function::<()>()
             .callee_handled::<false>()
@@ -107,8 +116,10 @@ impl Mailbox {
                     let scope = unsafe { crate::scope::Scope::entered(ctx.env.raw()) };
                     mailbox.start_adopted(&scope);
                 }
-                let (batch, left) = taken.lock().expect("not poisoned").take(true);
-                if left {
+                let mut queue = taken.lock().expect("not poisoned");
+                let batch = queue.take(true).unwrap_or(Batch(Vec::new()));
+                if queue.end_hold() {
+                    drop(queue);
                     match me.upgrade() {
                         Some(mailbox) => mailbox.wake_again(),
                         None => taken.lock().expect("not poisoned").scheduled = false,
@@ -139,7 +150,7 @@ impl Mailbox {
         !wake || self.wake()
     }
 
-    /// Makes the wake-up that [`Queue::take`] left letters for.
+    /// Makes the wake-up that [`Queue::end_hold`] left letters for.
     fn wake_again(&self) {
         if !self.wake() {
             self.queue.lock().expect("not poisoned").scheduled = false;

@@ -35,7 +35,8 @@
 //!   reference and releases a thread-safe function, which make no value; the hook then
 //!   destroys the async context in a scope of its own;
 //! - the mailbox's thread-safe function: inside Node's scope ([`Scope::entered`]),
-//!   where it starts the adopted connections and makes the batch's arguments.
+//!   where it starts what was adopted (connections, work for the thread) and makes the
+//!   batch's arguments.
 
 use std::ptr;
 

@@ -14,20 +14,26 @@ use napi::{
     bindgen_prelude::{Function, JsValue},
     check_status, sys, Env, Result,
 };
-use swarm_core::local::LoopThread;
+use swarm_core::local::{self, LoopThread, Work};
 use swarm_core::messaging::{
     loop_io::{serve_here, EventLoop, LoopIo, LoopTask, Serve},
     mux::Inflow,
 };
+use tokio::runtime::Handle;
 
 use node_loop::Delivery;
 
 use super::Mailbox;
 use crate::{batch::Batch, event_loop, scope::Scope};
 
+/// Calls into JavaScript per delivery at most ([`Mailbox::deliver_rounds`]): a
+/// serialized task's queue drains in one delivery, up to this length.
+const ROUNDS: usize = 128;
+
 /// What a mailbox keeps for its JavaScript thread's loop.
 pub(super) struct OnLoop {
-    /// Connections the JavaScript thread is to read, from its next delivery.
+    /// Connections the JavaScript thread is to read or serve, and work it is to start,
+    /// from its next delivery.
     adopted: Mutex<Vec<Adopted>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
@@ -60,6 +66,14 @@ impl LoopThread for Mailbox {
     fn is_current(&self) -> bool {
         self.on_its_thread()
     }
+
+    fn start_there(&self, work: Work, runtime: Handle) {
+        if self.on_its_thread() {
+            local::start_here(work, runtime);
+        } else {
+            self.take_on(Adopted::Start(work, runtime));
+        }
+    }
 }
 
 impl EventLoop for Mailbox {
@@ -91,12 +105,14 @@ impl EventLoop for Mailbox {
     }
 }
 
-/// A connection the JavaScript thread takes on at its next delivery.
+/// What the JavaScript thread takes on at its next delivery.
 enum Adopted {
     /// A multiplexed connection to read (`event_loop::read`).
     Read(Box<dyn Inflow>),
     /// An HTTP connection to serve, with tasks of the loop.
     Serve(Arc<std::net::TcpStream>, Serve),
+    /// Work that the engine started elsewhere for this thread ([`LoopThread::start_there`]).
+    Start(Work, Handle),
 }
 
 /// A weak reference to the function batches go to, with its environment: used on the
@@ -202,22 +218,11 @@ impl Delivery for Mailbox {
     fn deliver(&self, held: bool) {
         // A connection adopted during the hold found its wake-up taken: it starts here.
         let adopted = self.take_adopted();
-        let taken = {
-            let mut queue = self.queue.lock().expect("not poisoned");
-            if queue.letters.is_empty() {
-                if held {
-                    queue.scheduled = false;
-                }
-                None
-            } else {
-                Some(queue.take(held))
+        if adopted.is_empty() && self.queue.lock().expect("not poisoned").letters.is_empty() {
+            if held {
+                self.queue.lock().expect("not poisoned").end_hold();
             }
-        };
-        if adopted.is_empty() && taken.is_none() {
             return;
-        }
-        if let Some((_, true)) = taken {
-            self.wake_again();
         }
         // SAFETY: `node-loop` delivers in callbacks of the loop of the thread it was
         // handed this mailbox on, outside JavaScript (`Delivery`'s contract), and only the
@@ -228,21 +233,42 @@ impl Delivery for Mailbox {
             return;
         };
         self.start(&scope, adopted);
-        let Some((batch, _)) = taken else { return };
-        // SAFETY: as for the scope, which is of the delivery function's environment.
-        if let Err(e) = unsafe { self.on_loop.direct.call(&scope, batch) } {
-            tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
-        }
+        self.deliver_rounds(&scope, held);
     }
 }
 
 impl Mailbox {
+    /// Calls JavaScript with what was posted, in rounds, then ends the hold when
+    /// `ending`. What a round's JavaScript posts goes in the next round of the same
+    /// callback rather than after a wake-up, a turn of the loop later: a serialized
+    /// task's next run, posted as the handler of the run before returned a plain value,
+    /// follows it at once, and so does what a promise settled in a round's microtasks
+    /// posted. After [`ROUNDS`] rounds what is left waits for a wake-up, so that
+    /// JavaScript that keeps posting does not keep the loop from its I/O and timers.
+    ///
+    /// In a callback of the loop of `scope`'s thread, outside JavaScript; `scope` is of
+    /// the delivery function's environment.
+    fn deliver_rounds(&self, scope: &Scope, ending: bool) {
+        for round in 0..ROUNDS {
+            let Some(batch) = self.queue.lock().expect("not poisoned").take(round == 0) else {
+                break;
+            };
+            // SAFETY: as this function requires of its caller, `deliver`.
+            if let Err(e) = unsafe { self.on_loop.direct.call(scope, batch) } {
+                tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
+            }
+        }
+        if ending && self.queue.lock().expect("not poisoned").end_hold() {
+            self.wake_again();
+        }
+    }
+
     /// Whether this is the node's JavaScript thread.
     fn on_its_thread(&self) -> bool {
         thread::current().id() == self.on_loop.direct.thread
     }
 
-    /// Hands a connection to the JavaScript thread, with a wake-up unless one is due.
+    /// Hands something to the JavaScript thread, with a wake-up unless one is due.
     fn take_on(&self, adopted: Adopted) {
         self.on_loop
             .adopted
@@ -276,6 +302,7 @@ impl Mailbox {
                     }
                 }
                 Adopted::Serve(socket, serve) => serve_here(self, socket, serve),
+                Adopted::Start(work, runtime) => local::start_here(work, runtime),
             }
         }
     }

@@ -21,9 +21,16 @@ use tokio::runtime::Handle;
 pub trait LoopThread: Send + Sync {
     /// True on that thread.
     fn is_current(&self) -> bool;
+
+    /// From another thread: has that thread [`start_here`] `work`, as soon as it can.
+    /// This one spawns it on `runtime`.
+    fn start_there(&self, work: Work, runtime: Handle) {
+        drop(runtime.spawn(work));
+    }
 }
 
-type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Work for a loop thread.
+pub type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Polls `work` now, on this thread (inside `runtime`'s context, so it may start timers),
 /// and again whenever this thread wakes it; woken from any other thread, it moves to

@@ -21,7 +21,9 @@ use crate::local::{self, LoopThread};
 ///
 /// `exec` spawns executions on the Tokio runtime it is called from or, when called
 /// outside one, on the runtime that was current when the engine was created; it panics
-/// if there is neither. Called on its home loop's thread ([`Tasks::at_home`]), it starts them there.
+/// if there is neither. With a home loop ([`Tasks::at_home`]) it starts them on that
+/// loop's thread instead: at once when called there, else through
+/// [`LoopThread::start_there`].
 pub struct Tasks<A, R, E> {
     shared: Arc<Shared<A, R, E>>,
 }
@@ -277,22 +279,17 @@ where
             return;
         }
         let future = execute(execution);
-        let runtime = || {
-            let handle = self.shared.runtime.clone();
-            handle.expect("Tasks::exec called outside a Tokio runtime")
-        };
-        if self
-            .shared
-            .home
-            .as_ref()
-            .is_some_and(|home| home.is_current())
-        {
-            local::start_here(future, runtime());
-            return;
-        }
-        match Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(future)),
-            Err(_) => drop(runtime().spawn(future)),
+        let runtime = Handle::try_current()
+            .ok()
+            .or_else(|| self.shared.runtime.clone())
+            .expect("Tasks::exec called outside a Tokio runtime");
+        match &self.shared.home {
+            Some(home) if home.is_current() => local::start_here(future, runtime),
+            // Its handler answers on the home thread, which then drives it on at once,
+            // in the same turn (a serialized task's next run follows there): started on
+            // the runtime, each run would wake a thread of the runtime, then the home.
+            Some(home) => home.start_there(Box::pin(future), runtime),
+            None => drop(runtime.spawn(future)),
         }
     }
 }

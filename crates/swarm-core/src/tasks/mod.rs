@@ -36,6 +36,8 @@
 
 mod engine;
 mod execution;
+#[cfg(test)]
+mod home_tests;
 mod queue;
 #[cfg(test)]
 mod tests;

@@ -12,11 +12,11 @@ use tokio::task::JoinHandle;
 
 use super::*;
 
-type Reply = oneshot::Sender<Result<u32, String>>;
-type Engine = Tasks<u32, u32, String>;
+pub(super) type Reply = oneshot::Sender<Result<u32, String>>;
+pub(super) type Engine = Tasks<u32, u32, String>;
 
 /// An engine with task `t` whose executions are settled by the test.
-fn engine(options: TaskOptions) -> (Engine, mpsc::UnboundedReceiver<(u32, Reply)>) {
+pub(super) fn engine(options: TaskOptions) -> (Engine, mpsc::UnboundedReceiver<(u32, Reply)>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let tasks = Engine::new();
     let handler: TaskHandler<u32, u32, String> = Arc::new(move |arg| {
@@ -442,38 +442,4 @@ async fn serialized_under_contention_never_overlaps() {
     }
     assert_eq!(runs.load(SeqCst), 2000);
     assert_eq!(tasks.stats("t").unwrap(), TaskStats::default());
-}
-
-#[test]
-fn on_a_loop_thread_executions_run_there_as_its_handlers_answer() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let handle = runtime.handle().clone();
-    let on_loop = std::thread::spawn(move || {
-        let _runtime = handle.enter();
-        let (tasks, mut runs) = engine(TaskOptions::default());
-        let tasks = tasks.at_home(Some(Arc::new(ThisThread(std::thread::current().id()))));
-        let first = tasks.exec("t", "k", 1);
-        let second = tasks.exec("t", "k", 2);
-        let (arg, reply) = runs.try_recv().expect("started here, before exec returned");
-        assert_eq!(arg, 1);
-        assert!(runs.try_recv().is_err(), "one at a time");
-        reply.send(Ok(10)).expect("sent");
-        // The answer woke the execution on this thread: the next one started at once.
-        let (arg, reply) = runs.try_recv().expect("the next one started within send()");
-        assert_eq!(arg, 2);
-        reply.send(Ok(20)).expect("sent");
-        (first.now_or_never(), second.now_or_never())
-    });
-    let (first, second) = on_loop.join().expect("joined");
-    assert_eq!(first, Some(Ok(10)));
-    assert_eq!(second, Some(Ok(20)));
-}
-
-/// The thread that made it, as a loop's.
-struct ThisThread(std::thread::ThreadId);
-
-impl crate::local::LoopThread for ThisThread {
-    fn is_current(&self) -> bool {
-        self.0 == std::thread::current().id()
-    }
 }
