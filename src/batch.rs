@@ -122,8 +122,8 @@ fn push_some(
 
 /// The `ArrayBuffer` this thread's batches' numbers are written to, kept between calls:
 /// a new one for each call cost an allocation, its registration and a sweep of V8's
-/// young generation, per call (a serialized task's runs are one call each). The
-/// environment frees the reference when it ends.
+/// young generation, per call (a serialized task's runs are one call each). Its
+/// environment is alive while it is kept: the environment's cleanup hook lets it go.
 struct Numbers {
     env: sys::napi_env,
     buffer: sys::napi_ref,
@@ -138,19 +138,84 @@ thread_local! {
 /// Numbers room for this many letters at least, when a buffer is made.
 const LETTERS_AT_LEAST: usize = 64;
 
+impl Numbers {
+    /// A new buffer, with room for `len` numbers at least, kept until its environment's
+    /// cleanup hook or [`Numbers::release`].
+    fn new(scope: &Scope, len: usize) -> Result<Numbers> {
+        let env = scope.env();
+        let capacity = len.max(LETTERS_AT_LEAST * STRIDE).next_power_of_two();
+        let (mut data, mut buffer, mut reference) = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        // SAFETY: in `scope`. The buffer's memory is aligned for any number (V8
+        // allocates it as malloc does), and the strong reference keeps it, and so
+        // `data`, alive; the hook's argument is that reference, unique while it lives.
+        unsafe {
+            check_status!(sys::napi_create_arraybuffer(
+                env,
+                capacity * std::mem::size_of::<f64>(),
+                &mut data,
+                &mut buffer
+            ))?;
+            check_status!(sys::napi_create_reference(env, buffer, 1, &mut reference))?;
+            if let Err(e) = check_status!(sys::napi_add_env_cleanup_hook(
+                env,
+                Some(forget_numbers),
+                reference.cast()
+            )) {
+                sys::napi_delete_reference(env, reference);
+                return Err(e);
+            }
+        }
+        Ok(Numbers {
+            env,
+            buffer: reference,
+            data: data.cast(),
+            capacity,
+        })
+    }
+
+    /// Lets the buffer go before its environment ends.
+    fn release(self) {
+        // SAFETY: on this thread, the environment's, which is alive (its cleanup hook
+        // takes the buffer it kept); the reference is not used again.
+        unsafe {
+            sys::napi_remove_env_cleanup_hook(self.env, Some(forget_numbers), self.buffer.cast());
+            sys::napi_delete_reference(self.env, self.buffer);
+        }
+    }
+}
+
+/// An environment ends: the buffer it kept for this thread goes with it.
+///
+/// # Safety
+/// Called by Node alone, as the cleanup hook [`Numbers::new`] added, on the thread of
+/// the environment, with the buffer's reference.
+unsafe extern "C" fn forget_numbers(reference: *mut std::ffi::c_void) {
+    match NUMBERS.take() {
+        Some(kept) if kept.buffer.cast() == reference => {
+            // SAFETY: a reference of the ending environment, not used again.
+            unsafe { sys::napi_delete_reference(kept.env, kept.buffer) };
+        }
+        other => NUMBERS.set(other),
+    }
+}
+
 /// A `Float64Array` holding `numbers`: a view of this thread's buffer, valid until the
 /// next call's numbers are written there. Calls into JavaScript never nest (each starts
-/// in a callback of the loop), and the facade reads the numbers before it returns.
+/// in a callback of the loop, and JavaScript does not run the loop itself), and the
+/// facade reads the numbers before it returns (or copies them).
 fn float64_array(scope: &Scope, numbers: &[f64]) -> Result<sys::napi_value> {
     let env = scope.env();
     let kept = match NUMBERS.take() {
         Some(kept) if kept.env == env && kept.capacity >= numbers.len() => kept,
         previous => {
-            if let Some(previous) = previous.filter(|previous| previous.env == env) {
-                // SAFETY: a reference of this environment, not used again.
-                unsafe { sys::napi_delete_reference(env, previous.buffer) };
+            if let Some(previous) = previous {
+                previous.release();
             }
-            numbers_buffer(scope, numbers.len())?
+            Numbers::new(scope, numbers.len())?
         }
     };
     let (mut buffer, mut array) = (std::ptr::null_mut(), std::ptr::null_mut());
@@ -171,34 +236,6 @@ fn float64_array(scope: &Scope, numbers: &[f64]) -> Result<sys::napi_value> {
     };
     NUMBERS.set(Some(kept));
     made.map(|()| array)
-}
-
-/// A new buffer for this thread's numbers, with room for `len` of them at least.
-fn numbers_buffer(scope: &Scope, len: usize) -> Result<Numbers> {
-    let env = scope.env();
-    let capacity = len.max(LETTERS_AT_LEAST * STRIDE).next_power_of_two();
-    let (mut data, mut buffer, mut reference) = (
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-    );
-    // SAFETY: in `scope`. The buffer's memory is aligned for any number (V8 allocates
-    // it as malloc does), and the strong reference keeps it, and so `data`, alive.
-    unsafe {
-        check_status!(sys::napi_create_arraybuffer(
-            env,
-            capacity * std::mem::size_of::<f64>(),
-            &mut data,
-            &mut buffer
-        ))?;
-        check_status!(sys::napi_create_reference(env, buffer, 1, &mut reference))?;
-    }
-    Ok(Numbers {
-        env,
-        buffer: reference,
-        data: data.cast(),
-        capacity,
-    })
 }
 
 /// One thing for JavaScript to do.

@@ -30,11 +30,18 @@ use crate::batch::{Batch, Letter, Settlement};
 /// and a call's arguments live on the stack.
 const LETTERS_PER_CALL: usize = 1024;
 
+/// Room for letters the queue keeps at least, once it delivered some.
+const ROOM_AT_LEAST: usize = 16;
+
 /// Letters waiting for the next wake-up, whether one is already on its way, and the
 /// wake-ups made and letters delivered so far (the benchmarks' "calls per wake-up").
 #[derive(Default)]
 struct Queue {
     letters: Vec<Letter>,
+    /// What the JavaScript thread takes on at its next delivery, besides letters: under
+    /// the same lock, so a hold never ends with any of it left unseen.
+    #[cfg(unix)]
+    adopted: Vec<on_loop::Adopted>,
     scheduled: bool,
     wakes: u64,
     delivered: u64,
@@ -52,8 +59,9 @@ impl Queue {
             std::mem::replace(&mut self.letters, rest)
         } else {
             // Room for as many as this call took: the next ones are posted without the
-            // vector growing step by step.
-            let room = Vec::with_capacity(self.letters.len());
+            // vector growing step by step (nor shrinking to one letter's room in a
+            // serialized queue's rounds).
+            let room = Vec::with_capacity(self.letters.len().max(ROOM_AT_LEAST));
             std::mem::replace(&mut self.letters, room)
         };
         self.wakes += u64::from(first);
@@ -61,11 +69,15 @@ impl Queue {
         Some(Batch(taken))
     }
 
-    /// Ends the wake-up or hold that letters were taken for. True when letters are left:
-    /// then it goes on, for another wake-up, which the caller makes
-    /// ([`Mailbox::wake_again`]).
+    /// Ends the wake-up or hold that letters were taken for. True when letters (or
+    /// adopted work) are left: then it goes on, for another wake-up, which the caller
+    /// makes ([`Mailbox::wake_again`]).
     fn end_hold(&mut self) -> bool {
-        self.scheduled = !self.letters.is_empty();
+        #[cfg(unix)]
+        let adopted = !self.adopted.is_empty();
+        #[cfg(not(unix))]
+        let adopted = false;
+        self.scheduled = adopted || !self.letters.is_empty();
         self.scheduled
     }
 }
@@ -147,13 +159,30 @@ impl Mailbox {
             queue.letters.push(letter);
             !std::mem::replace(&mut queue.scheduled, true)
         };
-        !wake || self.wake()
+        if wake && !self.wake() {
+            self.not_woken();
+            return false;
+        }
+        true
     }
 
     /// Makes the wake-up that [`Queue::end_hold`] left letters for.
     fn wake_again(&self) {
         if !self.wake() {
-            self.queue.lock().expect("not poisoned").scheduled = false;
+            self.not_woken();
+        }
+    }
+
+    /// A wake-up could not be made (the environment ends): the next post tries again,
+    /// and work waiting for the JavaScript thread goes elsewhere.
+    fn not_woken(&self) {
+        let mut queue = self.queue.lock().expect("not poisoned");
+        queue.scheduled = false;
+        #[cfg(unix)]
+        {
+            let adopted = std::mem::take(&mut queue.adopted);
+            drop(queue);
+            on_loop::not_taken(adopted);
         }
     }
 

@@ -5,8 +5,9 @@
 //! mailbox is their [`Delivery`]).
 
 use std::{
+    cell::Cell,
     io,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
     thread::{self, ThreadId},
 };
 
@@ -26,15 +27,17 @@ use node_loop::Delivery;
 use super::Mailbox;
 use crate::{batch::Batch, event_loop, scope::Scope};
 
-/// Calls into JavaScript per delivery at most ([`Mailbox::deliver_rounds`]): a
-/// serialized task's queue drains in one delivery, up to this length.
+/// Calls into JavaScript per callback of the loop at most ([`Mailbox::deliver_rounds`]):
+/// a serialized task's queue drains in one callback, up to this length.
 const ROUNDS: usize = 128;
+
+thread_local! {
+    /// The rounds delivered in the loop's callback of that number (`node_loop::turn_number`).
+    static SPENT: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
+}
 
 /// What a mailbox keeps for its JavaScript thread's loop.
 pub(super) struct OnLoop {
-    /// Connections the JavaScript thread is to read or serve, and work it is to start,
-    /// from its next delivery.
-    adopted: Mutex<Vec<Adopted>>,
     /// The delivery function, for deliveries on the JavaScript thread itself.
     direct: Direct,
     /// The mailbox, for the tasks and readers it starts on the JavaScript thread.
@@ -47,7 +50,6 @@ impl OnLoop {
     /// Attaches the JavaScript thread of `env` to its loop, if it is not yet.
     pub(super) fn new(env: &Env, direct: Direct, mailbox: Weak<Mailbox>) -> OnLoop {
         OnLoop {
-            adopted: Mutex::new(Vec::new()),
             direct,
             mailbox,
             attached: event_loop::attach(env),
@@ -68,11 +70,7 @@ impl LoopThread for Mailbox {
     }
 
     fn start_there(&self, work: Work, runtime: Handle) {
-        if self.on_its_thread() {
-            local::start_here(work, runtime);
-        } else {
-            self.take_on(Adopted::Start(work, runtime));
-        }
+        self.take_on(Adopted::Start(work, runtime));
     }
 }
 
@@ -106,7 +104,7 @@ impl EventLoop for Mailbox {
 }
 
 /// What the JavaScript thread takes on at its next delivery.
-enum Adopted {
+pub(super) enum Adopted {
     /// A multiplexed connection to read (`event_loop::read`).
     Read(Box<dyn Inflow>),
     /// An HTTP connection to serve, with tasks of the loop.
@@ -216,14 +214,17 @@ impl Delivery for Mailbox {
     }
 
     fn deliver(&self, held: bool) {
-        // A connection adopted during the hold found its wake-up taken: it starts here.
-        let adopted = self.take_adopted();
-        if adopted.is_empty() && self.queue.lock().expect("not poisoned").letters.is_empty() {
-            if held {
-                self.queue.lock().expect("not poisoned").end_hold();
+        let adopted = {
+            let mut queue = self.queue.lock().expect("not poisoned");
+            if queue.adopted.is_empty() && queue.letters.is_empty() {
+                if held {
+                    queue.scheduled = false;
+                }
+                return;
             }
-            return;
-        }
+            // Adopted during the hold, it found its wake-up taken: it starts here.
+            std::mem::take(&mut queue.adopted)
+        };
         // SAFETY: `node-loop` delivers in callbacks of the loop of the thread it was
         // handed this mailbox on, outside JavaScript (`Delivery`'s contract), and only the
         // node's own thread hands it (`event_loop::read`, `spawn_here`); the scope closes
@@ -233,7 +234,9 @@ impl Delivery for Mailbox {
             return;
         };
         self.start(&scope, adopted);
-        self.deliver_rounds(&scope, held);
+        drop(scope);
+        // SAFETY: as for the scope above.
+        unsafe { self.deliver_rounds(held) };
     }
 }
 
@@ -243,21 +246,43 @@ impl Mailbox {
     /// callback rather than after a wake-up, a turn of the loop later: a serialized
     /// task's next run, posted as the handler of the run before returned a plain value,
     /// follows it at once, and so does what a promise settled in a round's microtasks
-    /// posted. After [`ROUNDS`] rounds what is left waits for a wake-up, so that
-    /// JavaScript that keeps posting does not keep the loop from its I/O and timers.
+    /// posted. After [`ROUNDS`] rounds in a callback of the loop (one round, at least,
+    /// for each delivery) what is left waits for a wake-up, so that JavaScript that keeps
+    /// posting does not keep the loop from its I/O and timers. Each round has a handle
+    /// scope of its own: a round's values are not kept through the next ones.
     ///
-    /// In a callback of the loop of `scope`'s thread, outside JavaScript; `scope` is of
-    /// the delivery function's environment.
-    fn deliver_rounds(&self, scope: &Scope, ending: bool) {
-        for round in 0..ROUNDS {
-            let Some(batch) = self.queue.lock().expect("not poisoned").take(round == 0) else {
+    /// # Safety
+    /// In a callback of the loop of the node's thread, outside JavaScript.
+    unsafe fn deliver_rounds(&self, ending: bool) {
+        let turn = node_loop::turn_number();
+        let spent = match SPENT.get() {
+            (at, spent) if at == turn => spent,
+            _ => 0,
+        };
+        let mut rounds = 0;
+        while rounds < ROUNDS.saturating_sub(spent).max(1) {
+            let (adopted, batch) = {
+                let mut queue = self.queue.lock().expect("not poisoned");
+                (std::mem::take(&mut queue.adopted), queue.take(rounds == 0))
+            };
+            if adopted.is_empty() && batch.is_none() {
+                break;
+            }
+            rounds += 1;
+            // SAFETY: in a callback of the loop, outside JavaScript (the contract); the
+            // scope closes at the end of the round.
+            let Some(scope) = (unsafe { Scope::open(self.on_loop.direct.env) }) else {
                 break;
             };
-            // SAFETY: as this function requires of its caller, `deliver`.
-            if let Err(e) = unsafe { self.on_loop.direct.call(scope, batch) } {
+            self.start(&scope, adopted);
+            let Some(batch) = batch else { continue };
+            // SAFETY: as for the scope, which is of the delivery function's environment.
+            if let Err(e) = unsafe { self.on_loop.direct.call(&scope, batch) } {
                 tracing::warn!(target: "node_swarm_kb::messages", "delivering on the JavaScript thread failed: {e}");
+                break;
             }
         }
+        SPENT.set((turn, spent + rounds));
         if ending && self.queue.lock().expect("not poisoned").end_hold() {
             self.wake_again();
         }
@@ -270,28 +295,23 @@ impl Mailbox {
 
     /// Hands something to the JavaScript thread, with a wake-up unless one is due.
     fn take_on(&self, adopted: Adopted) {
-        self.on_loop
-            .adopted
-            .lock()
-            .expect("not poisoned")
-            .push(adopted);
-        let wake = self.hold();
+        let wake = {
+            let mut queue = self.queue.lock().expect("not poisoned");
+            queue.adopted.push(adopted);
+            !std::mem::replace(&mut queue.scheduled, true)
+        };
         if wake {
-            self.wake();
+            self.wake_again();
         }
     }
 
-    /// Starts the connections adopted since the last delivery, in `scope`.
+    /// Starts what was adopted since the last delivery, in `scope`.
     pub(super) fn start_adopted(&self, scope: &Scope) {
-        self.start(scope, self.take_adopted());
+        let adopted = std::mem::take(&mut self.queue.lock().expect("not poisoned").adopted);
+        self.start(scope, adopted);
     }
 
-    /// The connections adopted since the last delivery.
-    fn take_adopted(&self) -> Vec<Adopted> {
-        std::mem::take(&mut *self.on_loop.adopted.lock().expect("not poisoned"))
-    }
-
-    /// Starts reading or serving `adopted` on the JavaScript thread, in `scope`.
+    /// Starts reading, serving or running `adopted` on the JavaScript thread, in `scope`.
     fn start(&self, scope: &Scope, adopted: Vec<Adopted>) {
         for adopted in adopted {
             match adopted {
@@ -304,6 +324,17 @@ impl Mailbox {
                 Adopted::Serve(socket, serve) => serve_here(self, socket, serve),
                 Adopted::Start(work, runtime) => local::start_here(work, runtime),
             }
+        }
+    }
+}
+
+/// What the JavaScript thread will not take on (it cannot be woken: its environment
+/// ends): connections end, and work goes to the runtime, where its callers get their
+/// answer (the node is closing) rather than none.
+pub(super) fn not_taken(adopted: Vec<Adopted>) {
+    for adopted in adopted {
+        if let Adopted::Start(work, runtime) = adopted {
+            drop(runtime.spawn(work));
         }
     }
 }

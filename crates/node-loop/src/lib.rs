@@ -63,6 +63,8 @@ thread_local! {
     static IN_TURN: Cell<bool> = const { Cell::new(false) };
     /// The idle handle is started.
     static IDLING: Cell<bool> = const { Cell::new(false) };
+    /// Callbacks that end their turn run so far ([`turn_number`]).
+    static TURNS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Attaches this thread to `event_loop`, where `end_of_turn` is called at the end of
@@ -150,6 +152,12 @@ pub fn in_turn() -> bool {
     IN_TURN.get()
 }
 
+/// The number of the callback that ends its turn running now (or of the last one): a
+/// new number for each, so that what deliveries do in one callback can be bounded.
+pub fn turn_number() -> u64 {
+    TURNS.get()
+}
+
 /// Has the turn end before the loop waits for I/O again, so that what was queued for
 /// writing goes out now rather than once something else wakes the loop: inside a
 /// callback that ends its turn, that callback's end does; elsewhere the loop's check,
@@ -172,6 +180,7 @@ pub fn end_turn_soon() -> bool {
 
 /// Runs `deliver` as a callback that ends its turn.
 fn turn(deliver: impl FnOnce()) {
+    TURNS.set(TURNS.get().wrapping_add(1));
     let outer = IN_TURN.replace(true);
     deliver();
     if let Some(attached) = ATTACHED.get() {
