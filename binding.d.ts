@@ -80,6 +80,11 @@ export declare class SwarmNode {
   crossings(): Crossings
   /** Registers a task; false when the name is taken. */
   registerTask(name: string, options: TaskOptionsJs): boolean
+  /**
+   * This node's state and counters, as JSON (`swarm.stats()` adds what the facade
+   * knows).
+   */
+  statsJson(): string
   /** What task `name` is doing on this node, or null when it is not registered. */
   taskStats(name: string): TaskStatsJs | null
   /**

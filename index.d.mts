@@ -8,6 +8,7 @@ export default swarm;
 
 export declare const init: typeof swarm.init;
 export declare const close: typeof swarm.close;
+export declare const stats: typeof swarm.stats;
 export declare const send: typeof swarm.send;
 export declare const broadcast: typeof swarm.broadcast;
 export declare const isMe: typeof swarm.isMe;
@@ -32,6 +33,8 @@ export type {
   TaskHandler,
   TaskDefinition,
   TaskStats,
+  TaskReport,
+  SwarmStats,
   InitOptions,
   Topic,
   Reply,

@@ -144,6 +144,63 @@ declare namespace swarm {
     waiters: number;
   }
 
+  /** A task's state on this node, and what became of its calls since `init()`. */
+  interface TaskReport extends TaskStats {
+    /** Executions that ended here, whatever their outcome. */
+    executed: number;
+    /** Executions whose handler threw or rejected. */
+    failed: number;
+    /** Calls whose caller stopped waiting at the task's timeout. */
+    timedOut: number;
+    /** Calls sent again to the key's owner after one that did not run. */
+    retried: number;
+    /** Calls this node did not run because the key belongs to another node now. */
+    moved: number;
+  }
+
+  /**
+   * `swarm.stats()`: this pod's view and its counters, cumulative since `init()`.
+   * Requests are counted whatever their topic: messages, task calls between pods, and
+   * the hand-off's own.
+   */
+  interface SwarmStats {
+    /** This process's IPs. */
+    ips: string[];
+    master: string | null;
+    amIMaster: boolean;
+    masterEpoch: number | null;
+    /** Since this node started (the last `init()`). */
+    uptimeMs: number;
+    /** The version of node-swarm-kb. */
+    version: string;
+    topology: {
+      /** Counts the views this node applied. */
+      generation: number;
+      /** `checksum`: equal on pods that route keys the same way. `epoch`: counts its changes. */
+      ring: { checksum: string; epoch: number };
+      /** The nodes of this pod's view, and how many of them serve or are terminating. */
+      nodes: { total: number; serving: number; terminating: number };
+      /** Topology events so far, by event name. */
+      changes: { nodeAdded: number; nodeRemoved: number; localLeft: number; readinessChanged: number; masterChanged: number };
+      /** Errors of the Kubernetes API (an outage counts once). */
+      kubernetes: { errors: number };
+    };
+    messages: {
+      /** Requests this pod sent that settled, by outcome. */
+      sent: { ok: number; refused: number; timeout: number; unreachable: number; failed: number; left: number };
+      /** Requests received and handed to a handler (or to the task engine). */
+      received: number;
+      /** Sent and not settled; received and not answered. */
+      inFlight: { out: number; in: number };
+      /** Bytes of the requests' bodies, each way. */
+      bytes: { sent: number; received: number };
+      /** Requests refused before any handler ran, by HTTP status (only those seen). */
+      refused: { [status: string]: number };
+    };
+    /** By name, the tasks registered on this pod. */
+    tasks: { [name: string]: TaskReport };
+  }
+
   /** The times of the master's Lease, in ms; `retryPeriod < renewDeadline < duration`. */
   interface LeaseOptions {
     /** How long a holder that stops renewing keeps the lease (15000). */
@@ -342,6 +399,8 @@ declare namespace swarm {
      * first failure rejects the whole; the other nodes still get the message.
      */
     broadcast<R = unknown, D = unknown>(topic: Topic, data?: D): Bluebird<Array<Reply<R, D> | undefined>>;
+    /** This pod's view and counters now; null before `init()` and after `close()`. */
+    stats(): SwarmStats | null;
     /** Stops the node and lets the process exit; safe to call twice. */
     close(graceMs?: number): Bluebird<void>;
     messages: Messages;

@@ -10,6 +10,7 @@ const { Messages } = require('./lib/messages');
 const { Tasks } = require('./lib/tasks');
 const { Pending } = require('./lib/pending');
 
+const VERSION = require('./package.json').version;
 const TRACE = 'node-swarm-kb:trace';
 const NAMESPACES = ['node-swarm-kb', 'node-swarm-kb:kubernetes', 'node-swarm-kb:messages', 'node-swarm-kb:tasks', TRACE];
 const debug = createDebug('node-swarm-kb');
@@ -65,6 +66,8 @@ const swarm = {
   // True from close() to the next init(): calls then fail as ERR_SWARM_CLOSED.
   _closed: false,
   _nodesCache: { generation: -1, nodes: {} },
+  // When the node of the last init() started, for stats().
+  _startedAt: 0,
   _calls: new Pending(),
   _handlers: { ready: [], error: [], nodeAdded: [], nodeRemoved: [], masterChanged: [], readinessChanged: [] },
 
@@ -135,6 +138,7 @@ const swarm = {
       return starting;
     }).then(node => {
       started = node;
+      this._startedAt = Date.now();
       this._node = node;
       this.tasks._registerAll(node);
       return Promise.race([node.ready().then(() => readyEvent), ended]);
@@ -292,6 +296,22 @@ const swarm = {
   broadcast (topic, message) {
     if (!this._node && this._closed) return Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Unable to broadcast: swarm closed'));
     return Promise.all(Object.keys(this.nodes).map(ip => this._sendTo(ip, topic, message)));
+  },
+
+  // A snapshot of this pod's view and of its counters since init() (docs/observability.md);
+  // null before init() and after close().
+  stats () {
+    const node = this._node;
+    if (!node) return null;
+    const master = this.master;
+    return Object.assign({
+      ips: this._localIps.slice(),
+      master,
+      amIMaster: this.isMe(master),
+      masterEpoch: node.masterEpoch(),
+      uptimeMs: Date.now() - this._startedAt,
+      version: VERSION
+    }, JSON.parse(node.statsJson()));
   },
 
   // Stops the node: no new work, in-flight requests answered, queued tasks given

@@ -2,30 +2,18 @@
 
 // Clusters of 3+ real node processes on 127.0.0.x against the Kubernetes API stand-in:
 // convergence, messaging, task placement by the ring, master agreement, leaves.
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert');
 const http = require('node:http');
-const { startStandin } = require('./kube-standin');
-const { startCluster, NodeProcess, eventually } = require('./helpers/cluster');
+const { useCluster, NodeProcess, eventually } = require('./helpers/cluster');
 
 const IPS = ['127.0.0.21', '127.0.0.22', '127.0.0.23'];
-let standin;
-let cluster;
-
-before(async () => {
-  standin = await startStandin({ appName: 'web' });
-  cluster = await startCluster(standin, IPS);
-});
-
-after(async () => {
-  if (cluster) await cluster.stop();
-  if (standin) await standin.close();
-});
+const used = useCluster(IPS);
 
 const sameSet = (a, b) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
 
 test('every node converges on the same topology and master', async () => {
-  for (const node of cluster.nodes) {
+  for (const node of used.cluster.nodes) {
     const view = await eventually(async () => {
       const v = await node.request('nodes');
       return sameSet(v.nodes, IPS) && v;
@@ -36,7 +24,7 @@ test('every node converges on the same topology and master', async () => {
 });
 
 test('send and broadcast between processes', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   const reply = await a.request('send', { to: b.ip, topic: 'echo', data: { hello: 1 } });
   assert.deepStrictEqual(reply, { message: { hello: 1 }, topics: ['echo'], from: a.ip, me: b.ip });
   const all = await a.request('broadcast', { topic: 'whoami', data: {} });
@@ -44,7 +32,7 @@ test('send and broadcast between processes', async () => {
 });
 
 test('texts of every script, replies and failures arrive intact, many in one delivery', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
   const texts = ['plain', 'é', '日本語のテキスト', '😀 astral', 'mixed ü 😀 end', `${'x'.repeat(5000)}ü`, '\u0000 nul'];
   const keys = Array.from({ length: 200 }, (_, i) => `k${i}`);
@@ -72,7 +60,7 @@ test('texts of every script, replies and failures arrive intact, many in one del
 });
 
 test('an answer given after the delivery that brought its message still goes out', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
   const held = a.request('send', { to: b.ip, topic: 'hold', data: {} });
   await eventually(async () => await b.request('gates') > 0, 10000, 'the message held on b');
@@ -81,7 +69,7 @@ test('an answer given after the delivery that brought its message still goes out
 });
 
 test('requests and answers made in any phase of the event loop go out in that turn', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
   // Nothing else wakes either loop: a request or answer left for a later turn would
   // wait until the request's own deadline.
@@ -92,7 +80,7 @@ test('requests and answers made in any phase of the event loop go out in that tu
 });
 
 test('large messages travel whole, several at once, between pods of ours', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   // Multiplexed from the second send on (the first reply offers it): frames of several
   // MiB arrive in many reads, on the JavaScript thread of each end.
   await a.request('send', { to: b.ip, topic: 'whoami', data: {} });
@@ -102,7 +90,7 @@ test('large messages travel whole, several at once, between pods of ours', async
 });
 
 test("a node's memory does not grow with the messages it answers", async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   // After a first load as large as the one measured (connections, compiled code, the
   // allocators' arenas at their high-water mark: a smaller one left a step of ~10 MiB to
   // the measured run now and then), a receiver keeps about what it had: each message
@@ -118,10 +106,10 @@ test("a node's memory does not grow with the messages it answers", async () => {
 
 test('1,000 keys run on the owner every node names', async () => {
   const keys = Array.from({ length: 1000 }, (_, i) => `customer-${i}`);
-  const owners = await Promise.all(cluster.nodes.map(n => n.request('owners', { keys })));
+  const owners = await Promise.all(used.cluster.nodes.map(n => n.request('owners', { keys })));
   for (const other of owners.slice(1)) assert.deepStrictEqual(other, owners[0]);
   assert.ok(new Set(owners[0]).size === 3, 'keys spread over all nodes');
-  for (const node of cluster.nodes) {
+  for (const node of used.cluster.nodes) {
     const ran = await node.request('execMany', { name: 'where', keys }, 60000);
     assert.deepStrictEqual(ran, owners[0], `tasks sent from ${node.ip} ran on their owners`);
   }
@@ -135,7 +123,7 @@ async function keyOwnedBy (a, b) {
 }
 
 test('singleTrigger, N and maxQueueLength hold for calls from another node', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   const key = await keyOwnedBy(a, b);
   const exec = name => a.request('exec', { name, args: [key] });
   const stats = (name, predicate, what) =>
@@ -173,7 +161,7 @@ test('singleTrigger, N and maxQueueLength hold for calls from another node', asy
 });
 
 test('remote task timeouts and failures name the node', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   const key = (await a.request('owners', { keys: Array.from({ length: 50 }, (_, i) => `k${i}`) }))
     .map((owner, i) => owner === b.ip ? `k${i}` : null).find(Boolean);
   await assert.rejects(a.request('exec', { name: 'short', args: [key] }), /execution failed on remote node 127\.0\.0\.22: operation timed out/);
@@ -188,7 +176,7 @@ function postTask (to, key, routed) {
   if (routed) headers['x-swarm-kb-routed'] = `${routed}/${encodeURIComponent(key)}`;
   const body = JSON.stringify({ task: 'where', args: [key] });
   return new Promise((resolve, reject) => {
-    http.request({ host: to.ip, port: cluster.port, method: 'POST', path: '/_task', headers }, res => {
+    http.request({ host: to.ip, port: used.cluster.port, method: 'POST', path: '/_task', headers }, res => {
       let text = '';
       res.setEncoding('utf8').on('data', chunk => { text += chunk; }).on('end', () => resolve({ status: res.statusCode, text }));
     }).on('error', reject).end(body);
@@ -196,9 +184,9 @@ function postTask (to, key, routed) {
 }
 
 test('a task request routed by a key the receiver does not own is refused as not run; unrouted ones run as 0.5.1 ran them', async () => {
-  const [a, b] = cluster.nodes;
+  const [a, b] = used.cluster.nodes;
   const key = await keyOwnedBy(a, b);
-  const rings = await Promise.all(cluster.nodes.map(n => n.request('ring')));
+  const rings = await Promise.all(used.cluster.nodes.map(n => n.request('ring')));
   assert.ok(rings.every(ring => ring.checksum === rings[0].checksum), 'one ring checksum on nodes with one view');
   // By the caller's view (its checksum) or another (the receiver waits for its own view
   // to change first), the receiver's view decides.
@@ -213,25 +201,25 @@ test('a task request routed by a key the receiver does not own is refused as not
 
 test('a smaller IP joins: every node agrees on the new master', async () => {
   const newcomer = new NodeProcess('127.0.0.20', {
-    KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port)
+    KUBE_URL: used.standin.url, KUBE_TOKEN: used.standin.token, KUBE_NS: used.standin.namespace, SWARM_PORT: String(used.cluster.port)
   });
-  cluster.nodes.push(newcomer);
-  standin.addPod({ name: 'web-new', ip: '127.0.0.20' });
+  used.cluster.nodes.push(newcomer);
+  used.standin.addPod({ name: 'web-new', ip: '127.0.0.20' });
   await newcomer.waitEvent(e => e.event === 'ready', 20000, 'ready');
-  for (const node of cluster.nodes) {
+  for (const node of used.cluster.nodes) {
     await eventually(async () => (await node.request('nodes')).master === '127.0.0.20', 10000, `new master on ${node.ip}`);
   }
 });
 
 test('a readiness blip: no heads-up, out of the rings while not ready, its keys back when ready', async () => {
-  const a = cluster.nodes.find(n => n.ip === '127.0.0.21');
-  const b = cluster.nodes.find(n => n.ip === '127.0.0.22');
+  const a = used.cluster.nodes.find(n => n.ip === '127.0.0.21');
+  const b = used.cluster.nodes.find(n => n.ip === '127.0.0.22');
   const key = await keyOwnedBy(a, b);
-  standin.updatePod(b.ip, { ready: false });
+  used.standin.updatePod(b.ip, { ready: false });
   await b.waitEvent(e => e.event === 'readinessChanged' && e.ip === b.ip && !e.ready, 10000, 'not ready');
   await a.waitEvent(e => e.event === 'nodeRemoved' && e.ip === b.ip, 10000, 'out of the ring');
   assert.notStrictEqual(await a.request('exec', { name: 'where', args: [key] }), b.ip, 'no new task goes to it');
-  standin.updatePod(b.ip, { ready: true });
+  used.standin.updatePod(b.ip, { ready: true });
   await b.waitEvent(e => e.event === 'readinessChanged' && e.ip === b.ip && e.ready, 10000, 'ready again');
   // (Its first nodeAdded is long past: the ring itself is asked.)
   await eventually(async () => (await a.request('owners', { keys: [key] }))[0] === b.ip, 10000, 'back in the ring');
@@ -240,15 +228,15 @@ test('a readiness blip: no heads-up, out of the rings while not ready, its keys 
 });
 
 test('a removed node gets its SIGTERM heads-up; a killed one disappears everywhere', async () => {
-  const leaving = cluster.nodes.find(n => n.ip === '127.0.0.20');
-  standin.removePod('127.0.0.20');
+  const leaving = used.cluster.nodes.find(n => n.ip === '127.0.0.20');
+  used.standin.removePod('127.0.0.20');
   await leaving.waitEvent(e => e.event === 'sigterm', 10000, 'the SIGTERM heads-up');
-  for (const node of cluster.nodes.filter(n => n !== leaving)) {
+  for (const node of used.cluster.nodes.filter(n => n !== leaving)) {
     await node.waitEvent(e => e.event === 'nodeRemoved' && e.ip === '127.0.0.20', 10000, 'nodeRemoved');
     await eventually(async () => (await node.request('nodes')).master === '127.0.0.21', 10000, 'master back');
   }
-  const victim = cluster.nodes.find(n => n.ip === '127.0.0.23');
-  const first = cluster.nodes.find(n => n.ip === '127.0.0.21');
+  const victim = used.cluster.nodes.find(n => n.ip === '127.0.0.23');
+  const first = used.cluster.nodes.find(n => n.ip === '127.0.0.21');
   const key = await keyOwnedBy(first, victim);
   await victim.kill('SIGKILL');
   // A send that goes out before `first` has read the end of its connection to the dead
@@ -261,12 +249,12 @@ test('a removed node gets its SIGTERM heads-up; a killed one disappears everywhe
   const rerouted = first.request('exec', { name: 'where', args: [key] });
   // (a send issued after it has been refused too, so the task has met the closed port)
   await assert.rejects(first.request('send', { to: victim.ip, topic: 'whoami', data: {} }), /Unable to reach 127\.0\.0\.23/);
-  standin.removePod('127.0.0.23');
+  used.standin.removePod('127.0.0.23');
   // ...and runs on the key's new owner once the dead node is gone.
   const ranOn = await rerouted;
   assert.ok(['127.0.0.21', '127.0.0.22'].includes(ranOn), `ran on ${ranOn}`);
   assert.strictEqual(ranOn, (await first.request('owners', { keys: [key] }))[0]);
-  for (const node of cluster.nodes.filter(n => n.ip === '127.0.0.21' || n.ip === '127.0.0.22')) {
+  for (const node of used.cluster.nodes.filter(n => n.ip === '127.0.0.21' || n.ip === '127.0.0.22')) {
     await node.waitEvent(e => e.event === 'nodeRemoved' && e.ip === '127.0.0.23', 10000, 'nodeRemoved of the killed node');
   }
 });

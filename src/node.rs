@@ -290,6 +290,13 @@ impl SwarmNode {
         Ok(self.swarm.register_task(&name, options.into_options()?))
     }
 
+    /// This node's state and counters, as JSON (`swarm.stats()` adds what the facade
+    /// knows).
+    #[napi]
+    pub fn stats_json(&self) -> String {
+        serde_json::to_string(&self.swarm.stats()).expect("plain data serializes")
+    }
+
     /// What task `name` is doing on this node, or null when it is not registered.
     #[napi]
     pub fn task_stats(&self, name: String) -> Option<TaskStatsJs> {

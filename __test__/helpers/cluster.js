@@ -141,4 +141,21 @@ async function eventually (fn, ms = 10000, what = 'a condition') {
   }
 }
 
-module.exports = { startCluster, NodeProcess, freePort, eventually };
+// The API stand-in and a cluster on `ips` for the tests of one file: started before
+// them, stopped after; `standin` and `cluster` are set once started.
+function useCluster (ips, options) {
+  const { before, after } = require('node:test');
+  const { startStandin } = require('../kube-standin');
+  const used = { standin: null, cluster: null };
+  before(async () => {
+    used.standin = await startStandin({ appName: 'web' });
+    used.cluster = await startCluster(used.standin, ips, options);
+  });
+  after(async () => {
+    if (used.cluster) await used.cluster.stop();
+    if (used.standin) await used.standin.close();
+  });
+  return used;
+}
+
+module.exports = { startCluster, useCluster, NodeProcess, freePort, eventually };

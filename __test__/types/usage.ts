@@ -71,6 +71,17 @@ async function main (): Promise<void> {
   const epoch: number | null = swarm.masterEpoch;
   console.log(epoch);
 
+  // What this pod counts: null before init().
+  const stats = swarm.stats();
+  if (stats) {
+    const sentOk: number = stats.messages.sent.ok;
+    const checksum: string = stats.topology.ring.checksum;
+    const sum: swarm.TaskReport | undefined = stats.tasks.sum;
+    console.log(sentOk, checksum, sum && sum.timedOut, stats.messages.refused['421']);
+  }
+  // @ts-expect-error stats() may be null
+  console.log(swarm.stats().uptimeMs);
+
   // Mistakes the typings catch.
   // @ts-expect-error amIMaster is a getter, not a method (0.5.1's README calls it)
   swarm.amIMaster();

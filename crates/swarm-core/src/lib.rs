@@ -7,11 +7,13 @@
 //! - [`messaging`]: the HTTP wire protocol of 0.5.1: server, pooled client, codec.
 //! - [`tasks`]: per-task queues with serialization, de-duplicated triggers, queue limits
 //!   and timeouts.
+//! - [`stats`]: what a node counts.
 //! - [`swarm`]: wires the parts into one running node.
 mod errors;
 pub mod local;
 pub mod messaging;
 pub mod ring;
+pub mod stats;
 pub mod swarm;
 pub mod tasks;
 pub mod topology;

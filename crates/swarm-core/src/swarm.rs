@@ -15,26 +15,28 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
     },
     time::Duration,
 };
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
+use tokio::{net::TcpListener, runtime::Handle, sync::Semaphore, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod departures;
 mod handoff;
 mod remote;
+mod report;
 mod rings;
 mod router;
 mod types;
 
 use handoff::{Caller, Handoffs};
 use remote::{attempted, Attempt, Chosen};
+pub use report::{KubernetesStats, NodeCounts, RingStats, Stats, TaskReport, TopologyStats};
 pub use rings::RingAt;
 use router::Router;
 pub use types::*;
@@ -42,6 +44,7 @@ pub use types::*;
 use crate::{
     local::LoopThread,
     messaging::{self, Client, Payload, Reply, SendError, TaskRequest},
+    stats::Counters,
     tasks::{TaskOptions, TaskStats, Tasks},
     topology::{
         self, Discovery, KubeDiscovery, LeaseElection, StandaloneDiscovery, TopologyError,
@@ -82,6 +85,9 @@ struct Inner {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// The runtime the node runs on, for work started from other threads.
     runtime: Handle,
+    counters: Arc<Counters>,
+    /// The server's slots for requests in flight, and how many there are.
+    serving: OnceLock<(Arc<Semaphore>, usize)>,
 }
 
 impl Swarm {
@@ -145,6 +151,8 @@ impl Swarm {
             cancel: cancel.clone(),
             background: Mutex::new(background),
             runtime: Handle::current(),
+            counters: Arc::default(),
+            serving: OnceLock::new(),
         });
         let weak = Arc::downgrade(&inner);
         inner.client.watch_departures(Box::new(move |ip| {
@@ -166,9 +174,10 @@ impl Swarm {
                 event_loop,
             ))
         });
-        let pump_host = inner.host.clone();
+        let (pump_host, counters) = (inner.host.clone(), inner.counters.clone());
         let pump = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                counters.topology_event(&event);
                 pump_host.event(event);
             }
         });
@@ -219,7 +228,13 @@ impl Swarm {
     where
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
-        self.inner.client.dispatch(ip, path, payload, done);
+        let flight = self.inner.counters.sending(payload.body().len());
+        self.inner
+            .client
+            .dispatch(ip, path, payload, move |result| {
+                flight.settle(&result);
+                done(result);
+            });
     }
 
     /// Registers task `name` with its options; false when the name is taken.
@@ -284,9 +299,11 @@ impl Swarm {
         let started = tokio::time::Instant::now();
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let chosen = Chosen::on(&ring, ip);
+        let flight = self.inner.counters.sending(body.body().len());
         let request = self.inner.task_request(&chosen, key, body);
         let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
         let first_sent = move |sent| {
+            flight.settle(&sent);
             let not_run = match attempted(&name, &chosen.ip, sent) {
                 Ok(outcome) => return done(outcome),
                 Err(not_run) => not_run,
@@ -366,7 +383,10 @@ impl Inner {
     /// Sends through the client; ends at once if the peer leaves meanwhile (not run, when
     /// no connection it accepted took the request).
     async fn send(&self, ip: &str, path: &str, payload: Payload) -> Result<Reply, SendError> {
-        self.client.send(ip, path, payload).await
+        let flight = self.counters.sending(payload.body().len());
+        let sent = self.client.send(ip, path, payload).await;
+        flight.settle(&sent);
+        sent
     }
 
     /// Cancelled when the peer at `ip` leaves the cluster.

@@ -10,6 +10,7 @@ use super::{handoff::Caller, ExecError, Inner, RingAt, Swarm, TaskArgs, TaskValu
 use crate::messaging::{
     client::Unsent, Payload, Reply, Routed, SendError, TaskRequest, TASK_TOPIC,
 };
+use crate::tasks::TaskNote;
 
 /// The owner a task call is sent to, and the ring that chose it.
 pub(super) struct Chosen {
@@ -77,10 +78,12 @@ impl Swarm {
                 None => {
                     let ip = &chosen.ip;
                     debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
+                    let flight = self.inner.counters.sending(body.body().len());
                     let sent = match self.inner.task_request(&chosen, key, body.clone()) {
                         Ok(request) => self.inner.client.send_request(request).await,
                         Err(bad) => Err(bad),
                     };
+                    flight.settle(&sent);
                     match attempted(name, ip, sent) {
                         Ok(outcome) => return outcome,
                         Err(error) => error,
@@ -90,6 +93,7 @@ impl Swarm {
             // Not run: ask the ring again when the topology moves past the one that chose
             // this owner, or after a backoff (a pod that is listed before it listens).
             debug!(target: "node_swarm_kb::tasks", "Task {name} not run ({error}): retrying in {backoff:?} or on a topology change");
+            self.inner.tasks.note(name, TaskNote::Retried);
             let mut views = self.inner.topology.subscribe();
             let wait = tokio::time::Instant::now() + backoff;
             let moved = views.wait_for(|v| v.generation > chosen.generation);

@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::Semaphore;
+
 use super::{
     handoff::{Caller, RELEASE_TOPIC},
     ExecError, Inner, TaskArgs, NOT_RUN,
@@ -14,6 +16,7 @@ use super::{
 use crate::{
     local,
     messaging::{Answering, Dispatch, Inbound, Reply, Routed, TaskRequest, TASK_TOPIC},
+    tasks::TaskNote,
 };
 
 /// How long a node whose view differs from its caller's waits for its own view to change
@@ -30,7 +33,7 @@ impl Inner {
         let key = match &message.routed {
             Some(routed) => {
                 if let Err(moved) = self.owner_check(&request.task, routed).await {
-                    return Reply::error(NOT_RUN, &moved);
+                    return self.moved(&request.task, &moved);
                 }
                 routed.key.clone()
             }
@@ -47,11 +50,19 @@ impl Inner {
             }
             Err(ExecError::Failed(f)) => Reply::error(f.status, &f.message),
             Err(ExecError::Closed) => {
+                self.counters.refused(NOT_RUN);
                 Reply::error(NOT_RUN, "swarm is closing: the task did not run")
             }
-            Err(ExecError::Moved(moved)) => Reply::error(NOT_RUN, &moved),
+            Err(ExecError::Moved(moved)) => self.moved(&request.task, &moved),
             Err(e) => Reply::error(500, &e.to_string()),
         }
+    }
+
+    /// The refusal of a call of `task` whose key is not this node's: it did not run.
+    fn moved(&self, task: &str, why: &str) -> Reply {
+        self.tasks.note(task, TaskNote::Moved);
+        self.counters.refused(NOT_RUN);
+        Reply::error(NOT_RUN, why)
     }
 
     /// Whether this node owns `routed.key` by its own view, which is what lets it run a
@@ -90,6 +101,7 @@ impl Dispatch for Router {
         self.0
             .last_request_ms
             .store(self.0.elapsed_ms(), Ordering::Relaxed);
+        self.0.counters.received(message.payload.body().len());
         if message.path == RELEASE_TOPIC {
             let inner = self.0.clone();
             return Answering::Later(Box::pin(async move { inner.answer_release(message).await }));
@@ -122,5 +134,13 @@ impl Dispatch for Router {
             return Answering::Taken;
         }
         Answering::Later(Box::pin(async move { inner.answer_task(message).await }))
+    }
+
+    fn refused(&self, status: u16) {
+        self.0.counters.refused(status);
+    }
+
+    fn serving(&self, in_flight: Arc<Semaphore>, max: usize) {
+        let _ = self.0.serving.set((in_flight, max));
     }
 }

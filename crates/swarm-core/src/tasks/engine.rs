@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -12,9 +12,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::execution::{drive, lock, run_alone, Execution, Shared, Task};
+use super::execution::{drive, lock, run_alone, Counts, Execution, Shared, Task};
 use super::queue::{Admission, Outcome, Queue};
-use super::{TaskError, TaskHandler, TaskOptions, TaskPanic, TaskStats, LOG_TARGET};
+use super::{
+    TaskCounts, TaskError, TaskHandler, TaskNote, TaskOptions, TaskPanic, TaskStats, LOG_TARGET,
+};
 use crate::local::{self, LoopThread};
 
 /// The task engine of one node: a cheap, cloneable handle (`Arc` inside), `Send + Sync`.
@@ -28,9 +30,16 @@ pub struct Tasks<A, R, E> {
     shared: Arc<Shared<A, R, E>>,
 }
 
-/// A call's admission: where its outcome will come from, and its deadline (`None`: a
-/// timeout too large to represent, so none).
-type Admitted<R, E> = Result<(oneshot::Receiver<Outcome<R, E>>, Option<Instant>), TaskError<E>>;
+/// A call's admission: where its outcome will come from, its deadline (`None`: a
+/// timeout too large to represent, so none), and its task.
+type Admitted<A, R, E> = Result<
+    (
+        oneshot::Receiver<Outcome<R, E>>,
+        Option<Instant>,
+        Arc<Task<A, R, E>>,
+    ),
+    TaskError<E>,
+>;
 
 impl<A, R, E> Tasks<A, R, E>
 where
@@ -115,6 +124,7 @@ where
             queue: Mutex::new(Queue::new()),
             settled: Notify::new(),
             concurrent: AtomicUsize::new(0),
+            counts: Counts::default(),
         };
         registry.insert(name.to_owned(), Arc::new(task));
         true
@@ -142,6 +152,32 @@ where
         })
     }
 
+    /// What happened to task `name`'s calls so far; `None` when not registered.
+    pub fn counts(&self, name: &str) -> Option<TaskCounts> {
+        self.task(name).map(|task| task.counts.read())
+    }
+
+    /// The names of the registered tasks.
+    pub fn names(&self) -> Vec<String> {
+        let registry = self
+            .shared
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        registry.keys().cloned().collect()
+    }
+
+    /// Counts what became of a call of task `name` outside the engine.
+    pub fn note(&self, name: &str, note: TaskNote) {
+        if let Some(task) = self.task(name) {
+            let counter = match note {
+                TaskNote::Retried => &task.counts.retried,
+                TaskNote::Moved => &task.counts.moved,
+            };
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
     /// `true` once `close` has been called.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(SeqCst)
@@ -159,14 +195,14 @@ where
         args: A,
     ) -> impl Future<Output = Outcome<R, E>> + Send + 'static {
         let admitted = self.admit(name, key, args);
-        let name = name.to_owned();
         async move {
-            let (rx, deadline) = admitted?;
+            let (rx, deadline, task) = admitted?;
             let received = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, rx).await.map_err(|_| {
                     // The execution goes on, and its end is logged: this says why its
                     // caller has no outcome.
-                    debug!(target: LOG_TARGET, "Task {name} timed out for its caller");
+                    debug!(target: LOG_TARGET, "Task {} timed out for its caller", task.name);
+                    task.counts.timed_out.fetch_add(1, Relaxed);
                     TaskError::TimedOut
                 })?,
                 None => rx.await,
@@ -224,7 +260,7 @@ where
         registry.get(name).cloned()
     }
 
-    fn admit(&self, name: &str, key: &str, args: A) -> Admitted<R, E> {
+    fn admit(&self, name: &str, key: &str, args: A) -> Admitted<A, R, E> {
         let called = Instant::now();
         if self.is_closed() {
             return Err(TaskError::Closed);
@@ -235,8 +271,8 @@ where
         let deadline = called.checked_add(task.options.timeout);
         let (tx, rx) = oneshot::channel();
         if !task.options.serialized {
-            self.start(task, |execution| run_alone(execution, args, tx));
-            return Ok((rx, deadline));
+            self.start(task.clone(), |execution| run_alone(execution, args, tx));
+            return Ok((rx, deadline, task));
         }
         let options = &task.options;
         let admission = lock(&task.queue).admit(
@@ -247,7 +283,9 @@ where
             tx,
         );
         match admission {
-            Admission::Start(args) => self.start(task, |execution| drive(execution, args)),
+            Admission::Start(args) => {
+                self.start(task.clone(), |execution| drive(execution, args));
+            }
             Admission::JoinedRunning => {
                 debug!(target: LOG_TARGET, "Task {name} joins the running execution");
             }
@@ -262,7 +300,7 @@ where
                 return Err(TaskError::QueueFull(name.to_owned()));
             }
         }
-        Ok((rx, deadline))
+        Ok((rx, deadline, task))
     }
 
     /// Spawns an execution, unless `close` came in between: then the execution is dropped

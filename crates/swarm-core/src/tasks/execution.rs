@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use futures_util::FutureExt;
@@ -48,6 +48,30 @@ pub(super) struct Task<A, R, E> {
     pub(super) settled: Notify,
     /// Executions in flight of a non-serialized task.
     pub(super) concurrent: AtomicUsize,
+    pub(super) counts: Counts,
+}
+
+/// [`super::TaskCounts`], as they are counted.
+#[derive(Default)]
+pub(super) struct Counts {
+    executed: AtomicU64,
+    failed: AtomicU64,
+    pub(super) timed_out: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) moved: AtomicU64,
+}
+
+impl Counts {
+    pub(super) fn read(&self) -> super::TaskCounts {
+        let read = |counter: &AtomicU64| counter.load(Relaxed);
+        super::TaskCounts {
+            executed: read(&self.executed),
+            failed: read(&self.failed),
+            timed_out: read(&self.timed_out),
+            retried: read(&self.retried),
+            moved: read(&self.moved),
+        }
+    }
 }
 
 /// No code panics while holding one of our locks, but a poisoned lock must not take the
@@ -81,6 +105,10 @@ impl<A, R: Clone, E: Clone> Task<A, R, E> {
             Err(payload) => Err(payload),
         };
         let ms = started.elapsed().as_millis();
+        self.counts.executed.fetch_add(1, Relaxed);
+        if !matches!(result, Ok(Ok(_))) {
+            self.counts.failed.fetch_add(1, Relaxed);
+        }
         match result {
             Ok(Ok(value)) => {
                 debug!(target: LOG_TARGET, "Task {} succeeded in {ms} ms", self.name);

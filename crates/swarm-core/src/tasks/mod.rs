@@ -173,3 +173,26 @@ pub struct TaskStats {
     /// are not counted). When not serialized, one per running execution.
     pub waiters: usize,
 }
+
+/// What happened to one task's calls on this node since it started (cumulative).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Executions that ended, whatever their outcome.
+    pub executed: u64,
+    /// Executions whose handler failed (or panicked).
+    pub failed: u64,
+    /// Calls whose caller stopped waiting at the task's timeout.
+    pub timed_out: u64,
+    /// Calls sent again to the key's owner after one that did not run (see
+    /// [`crate::swarm`]).
+    pub retried: u64,
+    /// Calls this node did not run since the key belongs to another node now.
+    pub moved: u64,
+}
+
+/// What [`Tasks::note`] counts, besides what the engine sees itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskNote {
+    Retried,
+    Moved,
+}

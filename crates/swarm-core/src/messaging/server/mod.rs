@@ -10,12 +10,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::{
     body::Incoming,
     header::{self, HeaderMap, HeaderValue},
     service::service_fn,
-    Method, Request, Response, StatusCode,
+    Method, Request, Response,
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -40,8 +40,10 @@ use super::{
     Inbound, Reply,
 };
 
+mod body;
 mod multiplexed;
 
+use body::{read_body, respond};
 use multiplexed::serve_mux;
 
 /// A multiplexed connection without requests for this long is closed (with a go-away,
@@ -52,6 +54,13 @@ const MUX_IDLE: Duration = Duration::from_secs(60);
 pub trait Dispatch: Send + Sync + 'static {
     /// Answers one message.
     fn dispatch(&self, message: Inbound) -> Answering;
+
+    /// A request was refused with `status` before it was dispatched (malformed, too
+    /// large, unsigned, or no slot among those in flight).
+    fn refused(&self, _status: u16) {}
+
+    /// The server's slots for requests in flight, `max` of them: told once it serves.
+    fn serving(&self, _in_flight: Arc<Semaphore>, _max: usize) {}
 }
 
 /// How a dispatcher answers a message.
@@ -125,6 +134,7 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    dispatch.serving(in_flight.clone(), limits.max_in_flight.max(1));
     let ctx = Arc::new(Context {
         dispatch,
         limits,
@@ -291,7 +301,7 @@ async fn handle(
 /// decoded and handed to the dispatcher, which has the handler timeout to answer.
 async fn answer(ctx: &Context, decoded: impl Future<Output = Result<Inbound, Reply>>) -> Reply {
     let Ok(_slot) = ctx.in_flight.clone().try_acquire_owned() else {
-        return busy();
+        return ctx.refuse(busy());
     };
     match decoded.await {
         Ok(message) => match ctx.dispatch.dispatch(message) {
@@ -301,7 +311,15 @@ async fn answer(ctx: &Context, decoded: impl Future<Output = Result<Inbound, Rep
             // An HTTP request has no responder to take.
             Answering::Taken => Reply::error(500, "the request's answer went astray"),
         },
-        Err(reply) => reply,
+        Err(reply) => ctx.refuse(reply),
+    }
+}
+
+impl Context {
+    /// Answers with `reply` a request refused before it was dispatched, counted.
+    fn refuse(&self, reply: Reply) -> Reply {
+        self.dispatch.refused(reply.status);
+        reply
     }
 }
 
@@ -432,32 +450,6 @@ fn inbound(
     })
 }
 
-/// The whole body, at most `max` bytes, in one buffer sized from its declared length:
-/// each piece is copied in and let go as it arrives, so the body is held once (hyper's
-/// `collect` keeps every piece until it copies them all into one buffer), and the
-/// buffer is the body's own, which the host can take over without copying.
-async fn read_body(incoming: Incoming, declared: Option<u64>, max: usize) -> Result<Bytes, Reply> {
-    let mut limited = Limited::new(incoming, max);
-    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize).min(max));
-    while let Some(frame) = limited.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    body.extend_from_slice(&data);
-                }
-            }
-            Err(e) if e.is::<LengthLimitError>() => return Err(too_large(max)),
-            Err(e) => {
-                return Err(Reply::error(
-                    400,
-                    &format!("Unable to read request body: {e}"),
-                ))
-            }
-        }
-    }
-    Ok(Bytes::from(body))
-}
-
 fn head_too_large(max: usize) -> Reply {
     Reply::error(
         431,
@@ -467,29 +459,4 @@ fn head_too_large(max: usize) -> Reply {
 
 fn too_large(max: usize) -> Reply {
     Reply::error(413, &format!("Request body larger than {max} bytes"))
-}
-
-/// The HTTP response of `reply`; with `offer_mux`, it offers the multiplexed transport.
-fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut builder = Response::builder().status(status);
-    // Static values: each copied would cost an allocation, on every message (the length
-    // hyper writes as it encodes).
-    if offer_mux {
-        builder = builder.header(mux::ADVERTISE, mux::LEVEL);
-    }
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        builder = builder.header(header::ALLOW, HeaderValue::from_static("POST, PUT, GET"));
-    }
-    let body = if status == StatusCode::NO_CONTENT {
-        Bytes::new()
-    } else {
-        if let Some(ct) = reply.payload.content_type() {
-            builder = builder.header(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        }
-        reply.payload.into_body()
-    };
-    builder
-        .body(Full::new(body))
-        .expect("status and headers are valid")
 }

@@ -276,14 +276,14 @@ fn start(
     answer: impl FnOnce(OwnedSemaphorePermit) -> Arc<Answer>,
 ) -> Started {
     let Some(rest) = rest else {
-        return Started::Now(too_large(ctx.limits.max_body));
+        return Started::Now(ctx.refuse(too_large(ctx.limits.max_body)));
     };
     let Ok(slot) = ctx.in_flight.clone().try_acquire_owned() else {
-        return Started::Now(busy());
+        return Started::Now(ctx.refuse(busy()));
     };
     let mut message = match decode_frame(rest, ends, ctx) {
         Ok(message) => message,
-        Err(reply) => return Started::Now(reply),
+        Err(reply) => return Started::Now(ctx.refuse(reply)),
     };
     let answer = answer(slot);
     message.responder = Some(Responder(answer.clone()));

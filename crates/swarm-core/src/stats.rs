@@ -1,0 +1,275 @@
+//! What a node counts, for [`crate::swarm::Swarm::stats`]: counters cumulative since the
+//! node started, written where things happen as relaxed atomics (no lock and no
+//! allocation on a message's path), and read at any time. Nothing is counted per peer,
+//! key or topic, whose number has no bound; task names are registered, so bounded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::messaging::{Reply, SendError};
+use crate::topology::{TopologyError, TopologyEvent};
+
+/// How a request this node sent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// A reply with a success status.
+    Ok,
+    /// A reply with an error status: the peer refused it, or its handler failed.
+    Refused,
+    /// No reply within the request timeout; it may have been delivered.
+    TimedOut,
+    /// No connection could take it: it was never delivered.
+    Unreachable,
+    /// The exchange broke after it started; it may have been delivered.
+    Failed,
+    /// The peer left the cluster before answering.
+    Left,
+}
+
+impl Sent {
+    const ALL: [Sent; 6] = [
+        Sent::Ok,
+        Sent::Refused,
+        Sent::TimedOut,
+        Sent::Unreachable,
+        Sent::Failed,
+        Sent::Left,
+    ];
+
+    /// The outcome's name in [`MessageStats::sent`] and in metrics' labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sent::Ok => "ok",
+            Sent::Refused => "refused",
+            Sent::TimedOut => "timeout",
+            Sent::Unreachable => "unreachable",
+            Sent::Failed => "failed",
+            Sent::Left => "left",
+        }
+    }
+
+    /// The outcome of a send's result.
+    pub fn of(result: &Result<Reply, SendError>) -> Sent {
+        match result {
+            Ok(reply) if reply.is_success() => Sent::Ok,
+            Ok(_) => Sent::Refused,
+            Err(SendError::Timeout { .. }) => Sent::TimedOut,
+            Err(SendError::Unreachable { .. } | SendError::BadAddress(_)) => Sent::Unreachable,
+            Err(SendError::Failed { .. }) => Sent::Failed,
+            Err(SendError::Left { .. }) => Sent::Left,
+        }
+    }
+}
+
+/// The statuses a node refuses requests with before any handler runs, in the order of
+/// [`MessageStats::refused`]; others are counted as `other`.
+const REFUSALS: [u16; 7] = [400, 401, 405, 413, 421, 431, 503];
+
+/// The counters of one node.
+#[derive(Default)]
+pub struct Counters {
+    sent: AtomicU64,
+    settled: [AtomicU64; Sent::ALL.len()],
+    bytes_sent: AtomicU64,
+    received: AtomicU64,
+    bytes_received: AtomicU64,
+    refused: [AtomicU64; REFUSALS.len() + 1],
+    topology_changes: [AtomicU64; Change::ALL.len()],
+    kubernetes_errors: AtomicU64,
+}
+
+/// A request on its way: settle it with its outcome.
+#[must_use = "a request in flight is settled with its outcome"]
+pub struct InFlight(Arc<Counters>);
+
+impl InFlight {
+    pub fn settle(self, result: &Result<Reply, SendError>) {
+        self.0.settled[Sent::of(result) as usize].fetch_add(1, Relaxed);
+    }
+}
+
+impl Counters {
+    /// A request of `bytes` bytes of body is sent.
+    pub fn sending(self: &Arc<Self>, bytes: usize) -> InFlight {
+        self.sent.fetch_add(1, Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A request of `bytes` bytes of body came in, for a handler (or the task engine).
+    pub fn received(&self, bytes: usize) {
+        self.received.fetch_add(1, Relaxed);
+        self.bytes_received.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// A request was refused with `status` before any handler ran.
+    pub fn refused(&self, status: u16) {
+        let slot = REFUSALS
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REFUSALS.len());
+        self.refused[slot].fetch_add(1, Relaxed);
+    }
+
+    /// A topology event was emitted.
+    pub fn topology_event(&self, event: &TopologyEvent) {
+        if let Some(change) = Change::of(event) {
+            self.topology_changes[change as usize].fetch_add(1, Relaxed);
+        }
+        if matches!(event, TopologyEvent::Error(TopologyError::Api { .. })) {
+            self.kubernetes_errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The message counters, read now; `in_flight_in` from the server.
+    pub fn messages(&self, in_flight_in: usize) -> MessageStats {
+        let read = |counter: &AtomicU64| counter.load(Relaxed);
+        let sent = read(&self.sent);
+        let settled: BTreeMap<&'static str, u64> = Sent::ALL
+            .iter()
+            .map(|&outcome| (outcome.name(), read(&self.settled[outcome as usize])))
+            .collect();
+        let done: u64 = settled.values().sum();
+        let refused = REFUSALS
+            .iter()
+            .map(|status| status.to_string())
+            .chain(["other".to_owned()])
+            .zip(self.refused.iter().map(read))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        MessageStats {
+            sent: settled,
+            in_flight: InFlightStats {
+                out: sent.saturating_sub(done),
+                r#in: in_flight_in as u64,
+            },
+            received: read(&self.received),
+            bytes: Bytes {
+                sent: read(&self.bytes_sent),
+                received: read(&self.bytes_received),
+            },
+            refused,
+        }
+    }
+
+    /// The topology's changes by kind, and the Kubernetes API's errors.
+    pub fn changes(&self) -> (BTreeMap<&'static str, u64>, u64) {
+        let changes = Change::ALL
+            .iter()
+            .map(|&change| {
+                let count = self.topology_changes[change as usize].load(Relaxed);
+                (change.name(), count)
+            })
+            .collect();
+        (changes, self.kubernetes_errors.load(Relaxed))
+    }
+}
+
+/// A kind of topology change.
+#[derive(Clone, Copy)]
+enum Change {
+    Added,
+    Removed,
+    Left,
+    Readiness,
+    Master,
+}
+
+impl Change {
+    const ALL: [Change; 5] = [
+        Change::Added,
+        Change::Removed,
+        Change::Left,
+        Change::Readiness,
+        Change::Master,
+    ];
+
+    fn of(event: &TopologyEvent) -> Option<Change> {
+        Some(match event {
+            TopologyEvent::NodeAdded(_) => Change::Added,
+            TopologyEvent::NodeRemoved(_) => Change::Removed,
+            TopologyEvent::LocalLeft(_) => Change::Left,
+            TopologyEvent::ReadinessChanged(_) => Change::Readiness,
+            TopologyEvent::MasterChanged { .. } => Change::Master,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Change::Added => "nodeAdded",
+            Change::Removed => "nodeRemoved",
+            Change::Left => "localLeft",
+            Change::Readiness => "readinessChanged",
+            Change::Master => "masterChanged",
+        }
+    }
+}
+
+/// Requests between this node and its peers, whatever their topic: messages, task
+/// calls and the hand-off's.
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageStats {
+    /// Requests this node sent that settled, by outcome ([`Sent::name`]).
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Requests received (their handlers called, or their tasks admitted).
+    pub received: u64,
+    #[serde(rename = "inFlight")]
+    pub in_flight: InFlightStats,
+    /// Bytes of the requests' bodies, each way.
+    pub bytes: Bytes,
+    /// Requests refused before any handler ran, by status (those seen only).
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// Requests under way: sent and not settled, received and not answered.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct InFlightStats {
+    pub out: u64,
+    pub r#in: u64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Bytes {
+    pub sent: u64,
+    pub received: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messaging::Payload;
+
+    #[test]
+    fn requests_in_flight_are_those_not_settled_and_outcomes_are_counted_apart() {
+        let counters = Arc::new(Counters::default());
+        let first = counters.sending(10);
+        let second = counters.sending(5);
+        let _third = counters.sending(1);
+        first.settle(&Ok(Reply::ok(Payload::Empty)));
+        second.settle(&Err(SendError::Timeout {
+            ip: "10.0.0.1".into(),
+            ms: 1,
+        }));
+        let stats = counters.messages(2);
+        assert_eq!((stats.in_flight.out, stats.in_flight.r#in), (1, 2));
+        assert_eq!((stats.sent["ok"], stats.sent["timeout"]), (1, 1));
+        assert_eq!(stats.sent.values().sum::<u64>(), 2);
+        assert_eq!(stats.bytes.sent, 16);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_status_and_the_unexpected_as_other() {
+        let counters = Counters::default();
+        for status in [421, 421, 503, 418] {
+            counters.refused(status);
+        }
+        let refused = counters.messages(0).refused;
+        let expected = [("421", 2), ("503", 1), ("other", 1)];
+        let expected = expected.map(|(status, n)| (status.to_owned(), n));
+        assert_eq!(refused, BTreeMap::from(expected));
+    }
+}
