@@ -182,8 +182,11 @@ declare namespace swarm {
       nodes: { total: number; serving: number; terminating: number };
       /** Topology events so far, by event name. */
       changes: { nodeAdded: number; nodeRemoved: number; localLeft: number; readinessChanged: number; masterChanged: number };
-      /** Errors of the Kubernetes API (an outage counts once). */
-      kubernetes: { errors: number };
+      /**
+       * The Kubernetes resource watched (null standalone); `failing` from an error of
+       * the API until it answers again; its errors so far (an outage counts once).
+       */
+      kubernetes: { resource: string | null; state: 'ok' | 'failing'; errors: number };
     };
     messages: {
       /** Requests this pod sent that settled, by outcome. */

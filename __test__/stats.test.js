@@ -4,7 +4,7 @@
 // pods of real processes.
 const { test } = require('node:test');
 const assert = require('node:assert');
-const { useCluster } = require('./helpers/cluster');
+const { useCluster, eventually } = require('./helpers/cluster');
 
 const IPS = ['127.0.0.87', '127.0.0.88'];
 const used = useCluster(IPS);
@@ -52,7 +52,6 @@ test('stats() tells who this pod is and what it sees: the same ring on every pod
     assert.ok(one.uptimeMs >= 0);
     assert.deepStrictEqual(one.topology.nodes, { total: 2, serving: 2, terminating: 0 });
     assert.match(one.topology.ring.checksum, /^[0-9a-f]{16}$/);
-    assert.strictEqual(one.topology.kubernetes.errors, 0);
   }
   assert.strictEqual(stats[0].topology.ring.checksum, stats[1].topology.ring.checksum);
 });
@@ -69,4 +68,19 @@ test('a pod whose view differs has another ring checksum, and counts the change'
   assert.notStrictEqual(later.topology.ring.checksum, earlier.topology.ring.checksum);
   assert.strictEqual(later.topology.changes.nodeAdded, earlier.topology.changes.nodeAdded + 1);
   assert.strictEqual(later.topology.nodes.total, 3);
+});
+
+test('stats() names the resource watched, and says when the Kubernetes API fails and recovers', async () => {
+  const [a] = used.cluster.nodes;
+  const healthy = (await a.request('swarmStats')).topology.kubernetes;
+  assert.deepStrictEqual(healthy, { resource: 'endpointslices.discovery.k8s.io', state: 'ok', errors: 0 });
+  used.standin.setOutage(true);
+  try {
+    await a.waitEvent(e => e.event === 'error', 20000, 'the API error');
+    const failing = (await a.request('swarmStats')).topology.kubernetes;
+    assert.deepStrictEqual(failing, { resource: 'endpointslices.discovery.k8s.io', state: 'failing', errors: 1 });
+  } finally {
+    used.standin.setOutage(false);
+  }
+  await eventually(async () => (await a.request('swarmStats')).topology.kubernetes.state === 'ok', 20000, 'the recovery');
 });

@@ -4,13 +4,13 @@
 //! key or topic, whose number has no bound; task names are registered, so bounded.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::messaging::{Reply, SendError};
-use crate::topology::{TopologyError, TopologyEvent};
+use crate::topology::TopologyEvent;
 
 /// How a request this node sent ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct Counters {
     refused: [AtomicU64; REFUSALS.len() + 1],
     topology_changes: [AtomicU64; Change::ALL.len()],
     kubernetes_errors: AtomicU64,
+    /// The source failed and has not recovered yet.
+    failing: AtomicBool,
 }
 
 /// A request on its way: settle it with its outcome.
@@ -119,8 +121,13 @@ impl Counters {
         if let Some(change) = Change::of(event) {
             self.topology_changes[change as usize].fetch_add(1, Relaxed);
         }
-        if matches!(event, TopologyEvent::Error(TopologyError::Api { .. })) {
-            self.kubernetes_errors.fetch_add(1, Relaxed);
+        match event {
+            TopologyEvent::Error(_) => {
+                self.kubernetes_errors.fetch_add(1, Relaxed);
+                self.failing.store(true, Relaxed);
+            }
+            TopologyEvent::Recovered => self.failing.store(false, Relaxed),
+            _ => {}
         }
     }
 
@@ -155,16 +162,23 @@ impl Counters {
         }
     }
 
-    /// The topology's changes by kind, and the Kubernetes API's errors.
-    pub fn changes(&self) -> (BTreeMap<&'static str, u64>, u64) {
-        let changes = Change::ALL
+    /// The topology's changes by kind.
+    pub fn changes(&self) -> BTreeMap<&'static str, u64> {
+        Change::ALL
             .iter()
             .map(|&change| {
                 let count = self.topology_changes[change as usize].load(Relaxed);
                 (change.name(), count)
             })
-            .collect();
-        (changes, self.kubernetes_errors.load(Relaxed))
+            .collect()
+    }
+
+    /// The source's errors so far (an outage counts once), and whether it fails now.
+    pub fn source_errors(&self) -> (u64, bool) {
+        (
+            self.kubernetes_errors.load(Relaxed),
+            self.failing.load(Relaxed),
+        )
     }
 }
 

@@ -47,7 +47,11 @@ pub struct NodeCounts {
 
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct KubernetesStats {
-    /// Errors of the Kubernetes API, each outage counted once.
+    /// The resource watched, once chosen (`None` standalone).
+    pub resource: Option<&'static str>,
+    /// `failing` from an error of the source until it answers again, else `ok`.
+    pub state: &'static str,
+    /// Errors of the source (the Kubernetes API, or its settings), each outage once.
     pub errors: u64,
 }
 
@@ -89,7 +93,7 @@ impl Swarm {
         let in_flight_in = inner.serving.get().map_or(0, |(slots, max)| {
             max.saturating_sub(slots.available_permits())
         });
-        let (changes, errors) = inner.counters.changes();
+        let (errors, failing) = inner.counters.source_errors();
         let tasks = inner.tasks.names().into_iter().filter_map(|name| {
             let stats = inner.tasks.stats(&name)?;
             let counts = inner.tasks.counts(&name)?;
@@ -107,8 +111,12 @@ impl Swarm {
                     serving: view.nodes.values().filter(|m| m.serving).count(),
                     terminating: view.nodes.values().filter(|m| m.terminating).count(),
                 },
-                changes,
-                kubernetes: KubernetesStats { errors },
+                changes: inner.counters.changes(),
+                kubernetes: KubernetesStats {
+                    resource: inner.topology.source(),
+                    state: if failing { "failing" } else { "ok" },
+                    errors,
+                },
             },
             messages: inner.counters.messages(in_flight_in),
             tasks: tasks.collect(),

@@ -23,6 +23,8 @@ pub enum DiscoveryUpdate {
     Recovered,
     /// The master is chosen by this rule from now on (a Lease's election).
     Master(MasterRule),
+    /// The source watches this resource of the Kubernetes API.
+    Watching(&'static str),
 }
 
 /// A source of endpoints.
@@ -87,6 +89,11 @@ impl Outage {
     /// A failure: the update to send if this starts an outage.
     pub(crate) fn failed(&mut self, error: TopologyError) -> Option<DiscoveryUpdate> {
         (!std::mem::replace(&mut self.down, true)).then_some(DiscoveryUpdate::Error(error))
+    }
+
+    /// Whether an outage is on.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down
     }
 
     /// A success: the update to send if this ends an outage.

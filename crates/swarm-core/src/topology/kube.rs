@@ -114,6 +114,10 @@ impl KubeDiscovery {
         let Some(source) = self.choose_source(&client, out, &mut outage).await else {
             return;
         };
+        let _ = out.send(DiscoveryUpdate::Watching(match source {
+            Source::Slices => SLICES,
+            Source::Endpoints => ENDPOINTS,
+        }));
         let namespace = &self.settings.namespace;
         match source {
             Source::Slices => {
@@ -218,9 +222,29 @@ impl KubeDiscovery {
         K: Clone + DeserializeOwned + Debug + Send + 'static,
     {
         let config = watcher::Config::default().labels(&self.settings.selector);
-        let mut events = pin!(watcher::watcher(api, config).backoff(Retry));
+        let probe = ListParams::default()
+            .labels(&self.settings.selector)
+            .limit(1);
+        let mut events = pin!(watcher::watcher(api.clone(), config).backoff(Retry));
         let mut store = Store::default();
-        while let Some(item) = events.next().await {
+        loop {
+            let item = tokio::select! {
+                item = events.next() => item,
+                // A watch that starts again brings no event until something changes: the
+                // API is asked whether it is back.
+                () = tokio::time::sleep(Retry::delay()), if outage.is_down() => {
+                    if api.list(&probe).await.is_ok() {
+                        if let Some(recovered) = outage.succeeded() {
+                            info!(target: KUBERNETES_TARGET, "{resource}: the API answers again");
+                            if out.send(recovered).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             match item {
                 Ok(event) => {
                     // `Init` comes before the list request: it proves nothing.

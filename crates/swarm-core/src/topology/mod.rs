@@ -26,7 +26,7 @@ mod standalone;
 mod token_file;
 mod view;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -106,12 +106,19 @@ pub enum TopologyError {
 #[derive(Clone, Debug)]
 pub struct TopologyHandle {
     view: watch::Receiver<Arc<View>>,
+    /// The Kubernetes resource watched, once known.
+    source: Arc<OnceLock<&'static str>>,
 }
 
 impl TopologyHandle {
     /// The latest view. Published before the events of the same change are sent.
     pub fn view(&self) -> Arc<View> {
         Arc::clone(&self.view.borrow())
+    }
+
+    /// The resource of the Kubernetes API the source watches, once it chose one.
+    pub fn source(&self) -> Option<&'static str> {
+        self.source.get().copied()
     }
 
     /// A receiver of every new view, for whoever reacts to changes of the view itself.
@@ -149,6 +156,8 @@ pub fn start(
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let mut set = MemberSet::new(local_ips);
     let (view_tx, view_rx) = watch::channel(set.view());
+    let source = Arc::new(OnceLock::new());
+    let watching = source.clone();
 
     tokio::spawn(discovery.run(updates_tx, cancel.child_token()));
     tokio::spawn(async move {
@@ -190,6 +199,10 @@ pub fn start(
                 }
                 DiscoveryUpdate::Error(error) => vec![TopologyEvent::Error(error)],
                 DiscoveryUpdate::Recovered => vec![TopologyEvent::Recovered],
+                DiscoveryUpdate::Watching(resource) => {
+                    let _ = watching.set(resource);
+                    Vec::new()
+                }
             };
             for event in batch {
                 // Nobody listening is fine: the view is still kept up to date.
@@ -197,7 +210,11 @@ pub fn start(
             }
         }
     });
-    (TopologyHandle { view: view_rx }, events_rx)
+    let handle = TopologyHandle {
+        view: view_rx,
+        source,
+    };
+    (handle, events_rx)
 }
 
 #[cfg(test)]
