@@ -18,6 +18,7 @@ export declare const off: typeof swarm.off;
 export declare const emit: typeof swarm.emit;
 export declare const messages: typeof swarm.messages;
 export declare const tasks: typeof swarm.tasks;
+export declare const metrics: typeof swarm.metrics;
 export declare const options: typeof swarm.options;
 /** The ring class, `swarm.HashRing`; the addon loads at the first `new`, not at import. */
 export declare const HashRing: typeof swarm.HashRing;
@@ -34,6 +35,7 @@ export type {
   TaskDefinition,
   TaskStats,
   TaskReport,
+  Durations,
   SwarmStats,
   InitOptions,
   Topic,
@@ -41,6 +43,9 @@ export type {
   MessageHandler,
   Messages,
   Tasks,
+  Metrics,
+  MetricsOptions,
+  PromRegistry,
   SwarmError,
   EventMap,
   HashRingConstructor,

@@ -144,6 +144,14 @@ declare namespace swarm {
     waiters: number;
   }
 
+  /** Durations by bucket: `counts[i]` took at most `le[i]` seconds; `count` and `sum` in all. */
+  interface Durations {
+    le: number[];
+    counts: number[];
+    count: number;
+    sum: number;
+  }
+
   /** A task's state on this node, and what became of its calls since `init()`. */
   interface TaskReport extends TaskStats {
     /** Executions that ended here, whatever their outcome. */
@@ -156,6 +164,8 @@ declare namespace swarm {
     retried: number;
     /** Calls this node did not run because the key belongs to another node now. */
     moved: number;
+    /** How long its executions here took. */
+    durations: Durations;
   }
 
   /**
@@ -199,6 +209,8 @@ declare namespace swarm {
       bytes: { sent: number; received: number };
       /** Requests refused before any handler ran, by HTTP status (only those seen). */
       refused: { [status: string]: number };
+      /** How long the requests that settled took, from sent to outcome. */
+      durations: Durations;
     };
     /** By name, the tasks registered on this pod. */
     tasks: { [name: string]: TaskReport };
@@ -288,6 +300,33 @@ declare namespace swarm {
      * `StatusCodeError` (`statusCode`, code `ERR_SWARM_STATUS`).
      */
     send<R = unknown, D = unknown>(host: string, topic: Topic, data?: D): Bluebird<Reply<R, D>>;
+  }
+
+  /**
+   * What `metrics.register` needs of a registry: prom-client's `Registry` has it. The
+   * metrics handed to it are collectors of prom-client's shape (`name`, `help`, `type`,
+   * `get()`), not instances of its classes: `never` lets any such registry in.
+   */
+  interface PromRegistry {
+    registerMetric(metric: never): void;
+  }
+
+  interface MetricsOptions {
+    /** Before every metric's name (`'swarm_'`). */
+    prefix?: string;
+    /** Labels added to every sample, e.g. `{ service: 'orders' }`. */
+    labels?: { [name: string]: string };
+  }
+
+  /**
+   * `swarm.stats()` as Prometheus metrics, read from the native counters at each scrape
+   * (docs/observability.md lists them). No label per peer, key or topic.
+   */
+  interface Metrics {
+    /** Adds the metrics to the app's prom-client registry (once per registry); returns it. */
+    register<R extends PromRegistry>(registry: R, options?: MetricsOptions): R;
+    /** The metrics in Prometheus' text format, for an app that serves `/metrics` itself. */
+    text(options?: MetricsOptions): string;
   }
 
   interface Tasks {
@@ -408,6 +447,7 @@ declare namespace swarm {
     close(graceMs?: number): Bluebird<void>;
     messages: Messages;
     tasks: Tasks;
+    metrics: Metrics;
     /** The options of `init()`, merged. */
     options: InitOptions;
     readonly HashRing: HashRingConstructor;

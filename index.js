@@ -8,6 +8,7 @@ const errors = require('./lib/errors');
 const { hostPlatform } = require('./lib/platform');
 const { Messages } = require('./lib/messages');
 const { Tasks } = require('./lib/tasks');
+const { Metrics } = require('./lib/metrics');
 const { Pending } = require('./lib/pending');
 
 const VERSION = require('./package.json').version;
@@ -370,6 +371,7 @@ for (const name of Object.keys(getters)) {
 
 swarm.messages = new Messages(swarm, loggers['node-swarm-kb:messages']);
 swarm.tasks = new Tasks(swarm, loggers['node-swarm-kb:tasks']);
+swarm.metrics = new Metrics(swarm);
 let HashRing = null;
 Object.defineProperty(swarm, 'HashRing', {
   enumerable: false,

@@ -5,7 +5,7 @@
 import swarm from './index.js';
 
 export default swarm;
-export const { init, close, stats, send, broadcast, isMe, on, once, off, emit, messages, tasks, options } = swarm;
+export const { init, close, stats, send, broadcast, isMe, on, once, off, emit, messages, tasks, metrics, options } = swarm;
 
 // A class whose instances are the native ring's, loaded when first constructed: importing
 // never loads the addon, as `require()` does not.

@@ -37,9 +37,45 @@ test('stats() counts the requests each way, their outcomes and the tasks run, ex
   assert.deepStrictEqual(receiver.messages.refused, {}, 'a handler that fails refuses nothing');
   assert.strictEqual(receiver.messages.bytes.received, sender.messages.bytes.sent);
   assert.ok(sender.messages.bytes.sent > 0);
-  assert.deepStrictEqual(receiver.tasks.where, { running: 0, queued: 0, waiters: 0, executed: 5, failed: 0, timedOut: 0, retried: 0, moved: 0 });
-  assert.deepStrictEqual(receiver.tasks.failsAtOnce, { running: 0, queued: 0, waiters: 0, executed: 4, failed: 4, timedOut: 0, retried: 0, moved: 0 });
+  const counts = task => Object.assign({}, task, { durations: task.durations.count });
+  assert.deepStrictEqual(counts(receiver.tasks.where), { running: 0, queued: 0, waiters: 0, executed: 5, failed: 0, timedOut: 0, retried: 0, moved: 0, durations: 5 });
+  assert.deepStrictEqual(counts(receiver.tasks.failsAtOnce), { running: 0, queued: 0, waiters: 0, executed: 4, failed: 4, timedOut: 0, retried: 0, moved: 0, durations: 4 });
   assert.strictEqual(sender.tasks.where.executed, 0, 'ran on its owner');
+  assert.strictEqual(sender.messages.durations.count, 24, 'each request that settled has its duration');
+});
+
+// The samples of an exposition text, keyed `name{labels sorted}`.
+function samples (text) {
+  const found = new Map();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const [, name, labels = '', value] = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    const sorted = labels ? labels.split(/,(?=[a-zA-Z_]+=)/).sort().join(',') : '';
+    found.set(`${name}{${sorted}}`, Number(value));
+  }
+  return found;
+}
+
+test('the metrics, scraped by a prom-client registry of the app and as text(), say what stats() says', async () => {
+  const [a, b] = used.cluster.nodes;
+  const labels = { service: 'web' };
+  const [sender, receiver] = await Promise.all([a.request('scrape', { labels }), b.request('scrape', { labels })]);
+  for (const { scraped, text } of [sender, receiver]) assert.deepStrictEqual(samples(scraped), samples(text));
+  const sent = samples(sender.scraped);
+  assert.strictEqual(sent.get('swarm_messages_sent_total{outcome="ok",service="web"}'), 18);
+  assert.strictEqual(sent.get('swarm_messages_sent_total{outcome="refused",service="web"}'), 6);
+  assert.strictEqual(sent.get('swarm_message_duration_seconds_count{service="web"}'), 24);
+  assert.strictEqual(sent.get('swarm_message_duration_seconds_bucket{le="+Inf",service="web"}'), 24);
+  assert.strictEqual(sent.get('swarm_is_master{service="web"}'), 1);
+  const got = samples(receiver.scraped);
+  assert.strictEqual(got.get('swarm_messages_received_total{outcome="handled",service="web"}'), 24);
+  assert.strictEqual(got.get('swarm_task_executions_total{outcome="ok",service="web",task="where"}'), 5);
+  assert.strictEqual(got.get('swarm_task_executions_total{outcome="failed",service="web",task="failsAtOnce"}'), 4);
+  assert.strictEqual(got.get('swarm_task_duration_seconds_count{service="web",task="where"}'), 5);
+  const buckets = [...got].filter(([key]) => key.startsWith('swarm_task_duration_seconds_bucket{') && key.includes('task="where"')).map(([, n]) => n);
+  assert.deepStrictEqual(buckets, [...buckets].sort((x, y) => x - y), 'cumulative buckets');
+  assert.strictEqual(buckets[buckets.length - 1], 5);
+  assert.ok(![...got.keys()].some(key => /127\.0\.0|stats-/.test(key)), 'no label per peer or key');
 });
 
 test('stats() tells who this pod is and what it sees: the same ring on every pod of one view', async () => {

@@ -3,7 +3,7 @@
 // condition resolves to index.mjs and its typings, index.d.mts. Each @ts-expect-error
 // line fails the build if it type-checks.
 import swarm, {
-  init, close, stats, send, broadcast, isMe, on, once, off, emit, messages, tasks, options, HashRing,
+  init, close, stats, send, broadcast, isMe, on, once, off, emit, messages, tasks, metrics, options, HashRing,
   type Nodes, type SwarmNode, type InitOptions, type SwarmError, type HashRing as Ring
 } from 'node-swarm-kb';
 // @ts-expect-error the getters are no named exports (they would never change): read swarm.nodes
@@ -33,7 +33,7 @@ const replies: Array<number | undefined> = await broadcast<number>('count', {});
 const quirk: Array<string | undefined> = await send('127.0.0.1', 'order');
 const ring: Ring = new HashRing(['10.0.0.1']);
 console.log(nodes, doubled, reply, raw, replies, quirk, ring.get('k'), options.standalone, viaRequire);
-console.log(swarm.nodes, swarm.master, swarm.amIMaster, swarm.isReady, snapshot, stats()?.messages.received);
+console.log(swarm.nodes, swarm.master, swarm.amIMaster, swarm.isReady, snapshot, stats()?.messages.received, metrics.text());
 await close();
 
 // @ts-expect-error amIMaster is a getter of the default export, not a method

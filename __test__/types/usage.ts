@@ -79,6 +79,8 @@ async function main (): Promise<void> {
     const sum: swarm.TaskReport | undefined = stats.tasks.sum;
     console.log(sentOk, checksum, sum && sum.timedOut, stats.messages.refused['421']);
   }
+  const registry = swarm.metrics.register(new (await import('prom-client')).Registry(), { labels: { service: 'orders' } });
+  console.log(await registry.metrics(), swarm.metrics.text({ prefix: 'orders_swarm_' }));
   // @ts-expect-error stats() may be null
   console.log(swarm.stats().uptimeMs);
 

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -68,10 +69,61 @@ impl Sent {
 /// [`MessageStats::refused`]; others are counted as `other`.
 const REFUSALS: [u16; 7] = [400, 401, 405, 413, 421, 431, 503];
 
+/// The upper bounds of [`Histogram`]'s buckets, in seconds: Prometheus' defaults, with
+/// the sub-millisecond ones a message between pods takes.
+pub const BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Durations counted by bucket, as a Prometheus histogram keeps them.
+#[derive(Default)]
+pub struct Histogram {
+    /// By bucket of [`BOUNDS`], then past the last bound.
+    buckets: [AtomicU64; BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = BOUNDS.partition_point(|&bound| bound < seconds);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// The counts at or under each bound (cumulative), their number and their sum.
+    pub fn read(&self) -> Durations {
+        let mut below = 0;
+        let mut cumulative = Vec::with_capacity(BOUNDS.len());
+        for bucket in &self.buckets[..BOUNDS.len()] {
+            below += bucket.load(Relaxed);
+            cumulative.push(below);
+        }
+        Durations {
+            le: BOUNDS.to_vec(),
+            counts: cumulative,
+            count: below + self.buckets[BOUNDS.len()].load(Relaxed),
+            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// A histogram's figures: `counts[i]` took at most `le[i]` seconds; `count` in all,
+/// `sum` seconds in all.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Durations {
+    pub le: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
 /// The counters of one node.
 #[derive(Default)]
 pub struct Counters {
     sent: AtomicU64,
+    durations: Histogram,
     settled: [AtomicU64; Sent::ALL.len()],
     bytes_sent: AtomicU64,
     received: AtomicU64,
@@ -85,11 +137,12 @@ pub struct Counters {
 
 /// A request on its way: settle it with its outcome.
 #[must_use = "a request in flight is settled with its outcome"]
-pub struct InFlight(Arc<Counters>);
+pub struct InFlight(Arc<Counters>, Instant);
 
 impl InFlight {
     pub fn settle(self, result: &Result<Reply, SendError>) {
         self.0.settled[Sent::of(result) as usize].fetch_add(1, Relaxed);
+        self.0.durations.record(self.1.elapsed());
     }
 }
 
@@ -98,7 +151,7 @@ impl Counters {
     pub fn sending(self: &Arc<Self>, bytes: usize) -> InFlight {
         self.sent.fetch_add(1, Relaxed);
         self.bytes_sent.fetch_add(bytes as u64, Relaxed);
-        InFlight(self.clone())
+        InFlight(self.clone(), Instant::now())
     }
 
     /// A request of `bytes` bytes of body came in, for a handler (or the task engine).
@@ -159,6 +212,7 @@ impl Counters {
                 received: read(&self.bytes_received),
             },
             refused,
+            durations: self.durations.read(),
         }
     }
 
@@ -237,6 +291,8 @@ pub struct MessageStats {
     pub bytes: Bytes,
     /// Requests refused before any handler ran, by status (those seen only).
     pub refused: BTreeMap<String, u64>,
+    /// How long the requests that settled took, from sent to settled.
+    pub durations: Durations,
 }
 
 /// Requests under way: sent and not settled, received and not answered.

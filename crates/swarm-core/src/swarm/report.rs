@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Swarm;
-use crate::stats::MessageStats;
+use crate::stats::{Durations, MessageStats};
 use crate::tasks::{TaskCounts, TaskStats};
 
 /// What [`Swarm::stats`] returns.
@@ -56,7 +56,7 @@ pub struct KubernetesStats {
 }
 
 /// One task's state and counts ([`TaskStats`], [`TaskCounts`]).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskReport {
     pub running: usize,
@@ -67,6 +67,7 @@ pub struct TaskReport {
     pub timed_out: u64,
     pub retried: u64,
     pub moved: u64,
+    pub durations: Durations,
 }
 
 impl TaskReport {
@@ -80,6 +81,7 @@ impl TaskReport {
             timed_out: counts.timed_out,
             retried: counts.retried,
             moved: counts.moved,
+            durations: counts.durations,
         }
     }
 }

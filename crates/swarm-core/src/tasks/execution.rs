@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use super::queue::{deliver, Outcome, Queue, Waiter};
 use super::{TaskError, TaskHandler, TaskOptions, TaskPanic, LOG_TARGET};
 use crate::local::LoopThread;
+use crate::stats::Histogram;
 
 /// What the engine handle and its executions share.
 pub(super) struct Shared<A, R, E> {
@@ -59,6 +60,7 @@ pub(super) struct Counts {
     pub(super) timed_out: AtomicU64,
     pub(super) retried: AtomicU64,
     pub(super) moved: AtomicU64,
+    durations: Histogram,
 }
 
 impl Counts {
@@ -70,6 +72,7 @@ impl Counts {
             timed_out: read(&self.timed_out),
             retried: read(&self.retried),
             moved: read(&self.moved),
+            durations: self.durations.read(),
         }
     }
 }
@@ -104,7 +107,9 @@ impl<A, R: Clone, E: Clone> Task<A, R, E> {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
             Err(payload) => Err(payload),
         };
-        let ms = started.elapsed().as_millis();
+        let took = started.elapsed();
+        let ms = took.as_millis();
+        self.counts.durations.record(took);
         self.counts.executed.fetch_add(1, Relaxed);
         if !matches!(result, Ok(Ok(_))) {
             self.counts.failed.fetch_add(1, Relaxed);

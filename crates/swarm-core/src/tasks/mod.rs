@@ -175,7 +175,7 @@ pub struct TaskStats {
 }
 
 /// What happened to one task's calls on this node since it started (cumulative).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TaskCounts {
     /// Executions that ended, whatever their outcome.
     pub executed: u64,
@@ -188,6 +188,8 @@ pub struct TaskCounts {
     pub retried: u64,
     /// Calls this node did not run since the key belongs to another node now.
     pub moved: u64,
+    /// How long the executions that ended took.
+    pub durations: crate::stats::Durations,
 }
 
 /// What [`Tasks::note`] counts, besides what the engine sees itself.
