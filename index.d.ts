@@ -158,7 +158,7 @@ declare namespace swarm {
     executed: number;
     /** Executions whose handler threw or rejected. */
     failed: number;
-    /** Calls whose caller stopped waiting at the task's timeout. */
+    /** Calls admitted or held here whose caller (here or on another pod) stopped waiting at the timeout. */
     timedOut: number;
     /** Calls sent again to the key's owner after one that did not run. */
     retried: number;
@@ -188,8 +188,8 @@ declare namespace swarm {
       generation: number;
       /** `checksum`: equal on pods that route keys the same way. `epoch`: counts its changes. */
       ring: { checksum: string; epoch: number };
-      /** The nodes of this pod's view, and how many of them serve or are terminating. */
-      nodes: { total: number; serving: number; terminating: number };
+      /** The endpoints of this pod's view that can answer: ready (the nodes), or draining (serving while not ready, as a terminating pod). */
+      nodes: { ready: number; draining: number };
       /** Topology events so far, by event name. */
       changes: { nodeAdded: number; nodeRemoved: number; localLeft: number; readinessChanged: number; masterChanged: number };
       /**
@@ -199,15 +199,15 @@ declare namespace swarm {
       kubernetes: { resource: string | null; state: 'ok' | 'failing'; errors: number };
     };
     messages: {
-      /** Requests this pod sent that settled, by outcome. */
-      sent: { ok: number; refused: number; timeout: number; unreachable: number; failed: number; left: number };
-      /** Requests received and handed to a handler (or to the task engine). */
+      /** Requests this pod sent that settled, by outcome (`abandoned`: its caller stopped waiting first). */
+      sent: { ok: number; refused: number; timeout: number; unreachable: number; failed: number; left: number; abandoned: number };
+      /** Requests received and dispatched: to a handler, the task engine or the hand-off. */
       received: number;
       /** Sent and not settled; received and not answered. */
       inFlight: { out: number; in: number };
       /** Bytes of the requests' bodies, each way. */
       bytes: { sent: number; received: number };
-      /** Requests refused before any handler ran, by HTTP status (only those seen). */
+      /** Requests refused before they were dispatched, by HTTP status (`other` for the rest). */
       refused: { [status: string]: number };
       /** How long the requests that settled took, from sent to outcome. */
       durations: Durations;

@@ -4,6 +4,7 @@
 // pods of real processes.
 const { test } = require('node:test');
 const assert = require('node:assert');
+const http = require('node:http');
 const { useCluster, eventually } = require('./helpers/cluster');
 
 const IPS = ['127.0.0.87', '127.0.0.88'];
@@ -30,11 +31,11 @@ test('stats() counts the requests each way, their outcomes and the tasks run, ex
   assert.strictEqual(outcomes.filter(o => !('value' in o)).length, 2 + 4, 'the refused messages and the failing tasks failed');
   const [sender, receiver] = await Promise.all([a.request('swarmStats'), b.request('swarmStats')]);
 
-  assert.deepStrictEqual(sender.messages.sent, { ok: 18, refused: 6, timeout: 0, unreachable: 0, failed: 0, left: 0 });
+  assert.deepStrictEqual(sender.messages.sent, { ok: 18, refused: 6, timeout: 0, unreachable: 0, failed: 0, left: 0, abandoned: 0 });
   assert.deepStrictEqual(sender.messages.inFlight, { out: 0, in: 0 });
   assert.strictEqual(sender.messages.received, 0);
   assert.strictEqual(receiver.messages.received, calls.length);
-  assert.deepStrictEqual(receiver.messages.refused, {}, 'a handler that fails refuses nothing');
+  assert.ok(Object.values(receiver.messages.refused).every(n => n === 0), 'a handler that fails refuses nothing');
   assert.strictEqual(receiver.messages.bytes.received, sender.messages.bytes.sent);
   assert.ok(sender.messages.bytes.sent > 0);
   const counts = task => Object.assign({}, task, { durations: task.durations.count });
@@ -86,13 +87,13 @@ test('stats() tells who this pod is and what it sees: the same ring on every pod
     assert.strictEqual(one.amIMaster, i === 0);
     assert.strictEqual(one.version, require('../package.json').version);
     assert.ok(one.uptimeMs >= 0);
-    assert.deepStrictEqual(one.topology.nodes, { total: 2, serving: 2, terminating: 0 });
+    assert.deepStrictEqual(one.topology.nodes, { ready: 2, draining: 0 });
     assert.match(one.topology.ring.checksum, /^[0-9a-f]{16}$/);
   }
   assert.strictEqual(stats[0].topology.ring.checksum, stats[1].topology.ring.checksum);
 });
 
-test('a pod whose view differs has another ring checksum, and counts the change', async () => {
+test('the ring checksum follows the view, and the change is counted', async () => {
   const [a] = used.cluster.nodes;
   const earlier = await a.request('swarmStats');
   // A pod listed, and not running: every pod's view (and ring) gains it.
@@ -103,7 +104,7 @@ test('a pod whose view differs has another ring checksum, and counts the change'
   await a.waitEvent(e => e.event === 'nodeRemoved' && e.ip === '127.0.0.89', 10000, 'nodeRemoved');
   assert.notStrictEqual(later.topology.ring.checksum, earlier.topology.ring.checksum);
   assert.strictEqual(later.topology.changes.nodeAdded, earlier.topology.changes.nodeAdded + 1);
-  assert.strictEqual(later.topology.nodes.total, 3);
+  assert.strictEqual(later.topology.nodes.ready, 3);
 });
 
 test('stats() names the resource watched, and says when the Kubernetes API fails and recovers', async () => {
@@ -119,4 +120,32 @@ test('stats() names the resource watched, and says when the Kubernetes API fails
     used.standin.setOutage(false);
   }
   await eventually(async () => (await a.request('swarmStats')).topology.kubernetes.state === 'ok', 20000, 'the recovery');
+  assert.strictEqual((await a.request('swarmStats')).topology.kubernetes.errors, 1, 'one outage, one error');
+});
+
+test('a request the server refuses before dispatching it is counted by status, and not as received', async () => {
+  const [, b] = used.cluster.nodes;
+  const before = (await b.request('swarmStats')).messages;
+  const status = await new Promise((resolve, reject) => {
+    const req = http.request({ host: b.ip, port: used.cluster.port, method: 'DELETE', path: '/echo' }, res => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.strictEqual(status, 405);
+  const after = (await b.request('swarmStats')).messages;
+  assert.strictEqual(after.refused['405'], before.refused['405'] + 1);
+  assert.strictEqual(after.received, before.received);
+});
+
+test('metrics refuse what is not a registry, a bad prefix and labels of their own, saying which', () => {
+  const { metrics } = require('..');
+  const code = { code: 'ERR_SWARM_INVALID_ARG' };
+  assert.throws(() => metrics.register({}), code);
+  assert.throws(() => metrics.register({ registerMetric () {} }, { prefix: '1bad' }), code);
+  assert.throws(() => metrics.text({ labels: { task: 'mine' } }), e => e.code === code.code && /labels\.task/.test(e.message));
+  assert.strictEqual(metrics.text().includes('# TYPE swarm_messages_sent_total counter'), true, 'before init(): the metrics, no samples');
+  assert.doesNotMatch(metrics.text(), /^swarm_/m);
 });

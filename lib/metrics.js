@@ -10,10 +10,9 @@ const errors = require('./errors');
 // [suffix, type, help, values(snapshot)]: each value `{ labels, value }`, or for a
 // histogram `{ labels, durations }`.
 const METRICS = [
-  ['nodes', 'gauge', 'Nodes of this pod\'s view, by state (ready: all of them).', s => [
-    { labels: { state: 'ready' }, value: s.topology.nodes.total },
-    { labels: { state: 'serving' }, value: s.topology.nodes.serving },
-    { labels: { state: 'terminating' }, value: s.topology.nodes.terminating }
+  ['nodes', 'gauge', 'Endpoints of this pod\'s view that can answer: ready (the nodes), or draining.', s => [
+    { labels: { state: 'ready' }, value: s.topology.nodes.ready },
+    { labels: { state: 'draining' }, value: s.topology.nodes.draining }
   ]],
   ['is_master', 'gauge', '1 when this pod is the master.', s => [{ value: s.amIMaster ? 1 : 0 }]],
   ['master_changes_total', 'counter', 'Changes of the master seen by this pod.', s => [{ value: s.topology.changes.masterChanged }]],
@@ -25,7 +24,7 @@ const METRICS = [
   ['kubernetes_errors_total', 'counter', 'Errors of the Kubernetes API (an outage counts once).', s => [{ value: s.topology.kubernetes.errors }]],
   ['messages_sent_total', 'counter', 'Requests this pod sent that settled, by outcome.', s => Object.entries(s.messages.sent)
     .map(([outcome, value]) => ({ labels: { outcome }, value }))],
-  ['messages_received_total', 'counter', 'Requests this pod received, handled or refused before any handler ran.', s => [
+  ['messages_received_total', 'counter', 'Requests this pod received: dispatched, or refused before.', s => [
     { labels: { outcome: 'handled' }, value: s.messages.received },
     { labels: { outcome: 'refused' }, value: Object.values(s.messages.refused).reduce((sum, n) => sum + n, 0) }
   ]],
@@ -38,7 +37,7 @@ const METRICS = [
     { labels: { direction: 'sent' }, value: s.messages.bytes.sent },
     { labels: { direction: 'received' }, value: s.messages.bytes.received }
   ]],
-  ['requests_refused_total', 'counter', 'Requests refused before any handler ran, by HTTP status.', s => Object.entries(s.messages.refused)
+  ['requests_refused_total', 'counter', 'Requests refused before they were dispatched, by HTTP status.', s => Object.entries(s.messages.refused)
     .map(([status, value]) => ({ labels: { status }, value }))],
   ['task_executions_total', 'counter', 'Executions of each task that ended on this pod, by outcome.', s => tasks(s).flatMap(([task, t]) => [
     { labels: { task, outcome: 'ok' }, value: t.executed - t.failed },
@@ -48,7 +47,7 @@ const METRICS = [
     .map(([task, t]) => ({ labels: { task }, durations: t.durations }))],
   ['task_queued', 'gauge', 'Calls of each task queued on this pod, behind the running execution.', s => tasks(s)
     .map(([task, t]) => ({ labels: { task }, value: t.queued }))],
-  ['task_timeouts_total', 'counter', 'Calls of each task whose caller on this pod stopped waiting at the timeout.', s => tasks(s)
+  ['task_timeouts_total', 'counter', 'Calls of each task admitted or held here whose caller stopped waiting at the timeout.', s => tasks(s)
     .map(([task, t]) => ({ labels: { task }, value: t.timedOut }))],
   ['task_retries_total', 'counter', 'Calls of each task sent again by this pod, by reason.', s => tasks(s)
     .map(([task, t]) => ({ labels: { task, reason: 'not_run' }, value: t.retried }))],
@@ -71,10 +70,21 @@ class Metrics {
       throw errors.invalidArgument('metrics.register(registry)', 'a prom-client Registry (with registerMetric)', registry);
     }
     checkLabels(prefix, labels);
+    const metrics = this;
     for (const [suffix, type, help, values] of METRICS) {
-      const name = prefix + suffix;
-      const get = () => ({ name, help, type, aggregator: 'sum', values: this._samples(name, type, values, labels) });
-      registry.registerMetric({ name, help, type, aggregator: 'sum', get: () => Promise.resolve(get()), reset () {} });
+      const aggregator = type === 'gauge' ? 'max' : 'sum';
+      registry.registerMetric({
+        name: prefix + suffix,
+        help,
+        type,
+        aggregator,
+        // By the name it is registered under now: an OpenMetrics registry takes
+        // `_total` off a counter's name, and writes it back on each sample.
+        get () {
+          return Promise.resolve({ name: this.name, help, type, aggregator, values: metrics._samples(this.name, type, values, labels) });
+        },
+        reset () {}
+      });
     }
     return registry;
   }
@@ -115,12 +125,16 @@ function buckets (name, labels, { le, counts, count, sum }) {
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+// The labels of the metrics themselves: one of the app's would be overwritten.
+const OURS = ['state', 'kind', 'checksum', 'outcome', 'direction', 'status', 'task', 'reason', 'le'];
 
 function checkLabels (prefix, labels) {
   if (typeof prefix !== 'string' || !NAME.test(`${prefix}x`)) throw errors.invalidArgument('metrics prefix', 'a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', prefix);
   if (labels === null || typeof labels !== 'object') throw errors.invalidArgument('metrics labels', 'an object of label values', labels);
   for (const name of Object.keys(labels)) {
-    if (!LABEL.test(name) || name.startsWith('__')) throw errors.invalidArgument(`metrics labels.${name}`, 'a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)', name);
+    if (!LABEL.test(name) || name.startsWith('__') || OURS.includes(name)) {
+      throw errors.invalidArgument(`metrics labels.${name}`, `a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __, none of ${OURS.join(', ')})`, name);
+    }
   }
 }
 

@@ -28,16 +28,19 @@ pub enum Sent {
     Failed,
     /// The peer left the cluster before answering.
     Left,
+    /// Its caller stopped waiting before any outcome (a timeout of its own).
+    Abandoned,
 }
 
 impl Sent {
-    const ALL: [Sent; 6] = [
+    const ALL: [Sent; 7] = [
         Sent::Ok,
         Sent::Refused,
         Sent::TimedOut,
         Sent::Unreachable,
         Sent::Failed,
         Sent::Left,
+        Sent::Abandoned,
     ];
 
     /// The outcome's name in [`MessageStats::sent`] and in metrics' labels.
@@ -49,6 +52,7 @@ impl Sent {
             Sent::Unreachable => "unreachable",
             Sent::Failed => "failed",
             Sent::Left => "left",
+            Sent::Abandoned => "abandoned",
         }
     }
 
@@ -65,9 +69,9 @@ impl Sent {
     }
 }
 
-/// The statuses a node refuses requests with before any handler runs, in the order of
-/// [`MessageStats::refused`]; others are counted as `other`.
-const REFUSALS: [u16; 7] = [400, 401, 405, 413, 421, 431, 503];
+/// The statuses the server refuses requests with before dispatching them, in the order
+/// of [`MessageStats::refused`]; others are counted as `other`.
+const REFUSALS: [u16; 6] = [400, 401, 405, 413, 431, 503];
 
 /// The upper bounds of [`Histogram`]'s buckets, in seconds: Prometheus' defaults, with
 /// the sub-millisecond ones a message between pods takes.
@@ -135,14 +139,26 @@ pub struct Counters {
     failing: AtomicBool,
 }
 
-/// A request on its way: settle it with its outcome.
+/// A request on its way: settle it with its outcome. Dropped unsettled (its caller
+/// stopped waiting), it counts as [`Sent::Abandoned`].
 #[must_use = "a request in flight is settled with its outcome"]
-pub struct InFlight(Arc<Counters>, Instant);
+pub struct InFlight {
+    counters: Arc<Counters>,
+    started: Instant,
+    outcome: Sent,
+}
 
 impl InFlight {
-    pub fn settle(self, result: &Result<Reply, SendError>) {
-        self.0.settled[Sent::of(result) as usize].fetch_add(1, Relaxed);
-        self.0.durations.record(self.1.elapsed());
+    pub fn settle(mut self, result: &Result<Reply, SendError>) {
+        self.outcome = Sent::of(result);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let counters = &self.counters;
+        counters.settled[self.outcome as usize].fetch_add(1, Relaxed);
+        counters.durations.record(self.started.elapsed());
     }
 }
 
@@ -151,7 +167,11 @@ impl Counters {
     pub fn sending(self: &Arc<Self>, bytes: usize) -> InFlight {
         self.sent.fetch_add(1, Relaxed);
         self.bytes_sent.fetch_add(bytes as u64, Relaxed);
-        InFlight(self.clone(), Instant::now())
+        InFlight {
+            counters: self.clone(),
+            started: Instant::now(),
+            outcome: Sent::Abandoned,
+        }
     }
 
     /// A request of `bytes` bytes of body came in, for a handler (or the task engine).
@@ -160,7 +180,7 @@ impl Counters {
         self.bytes_received.fetch_add(bytes as u64, Relaxed);
     }
 
-    /// A request was refused with `status` before any handler ran.
+    /// A request was refused with `status` before it was dispatched.
     pub fn refused(&self, status: u16) {
         let slot = REFUSALS
             .iter()
@@ -198,7 +218,6 @@ impl Counters {
             .map(|status| status.to_string())
             .chain(["other".to_owned()])
             .zip(self.refused.iter().map(read))
-            .filter(|(_, count)| *count > 0)
             .collect();
         MessageStats {
             sent: settled,
@@ -289,7 +308,7 @@ pub struct MessageStats {
     pub in_flight: InFlightStats,
     /// Bytes of the requests' bodies, each way.
     pub bytes: Bytes,
-    /// Requests refused before any handler ran, by status (those seen only).
+    /// Requests the server refused before dispatching them, by status.
     pub refused: BTreeMap<String, u64>,
     /// How long the requests that settled took, from sent to settled.
     pub durations: Durations,
@@ -318,7 +337,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let first = counters.sending(10);
         let second = counters.sending(5);
-        let _third = counters.sending(1);
+        let third = counters.sending(1);
         first.settle(&Ok(Reply::ok(Payload::Empty)));
         second.settle(&Err(SendError::Timeout {
             ip: "10.0.0.1".into(),
@@ -329,6 +348,10 @@ mod tests {
         assert_eq!((stats.sent["ok"], stats.sent["timeout"]), (1, 1));
         assert_eq!(stats.sent.values().sum::<u64>(), 2);
         assert_eq!(stats.bytes.sent, 16);
+        assert_eq!(stats.durations.count, 2);
+        drop(third);
+        let stats = counters.messages(0);
+        assert_eq!((stats.in_flight.out, stats.sent["abandoned"]), (0, 1));
     }
 
     #[test]
@@ -338,8 +361,8 @@ mod tests {
             counters.refused(status);
         }
         let refused = counters.messages(0).refused;
-        let expected = [("421", 2), ("503", 1), ("other", 1)];
-        let expected = expected.map(|(status, n)| (status.to_owned(), n));
-        assert_eq!(refused, BTreeMap::from(expected));
+        assert_eq!(refused["503"], 1);
+        assert_eq!(refused["other"], 3);
+        assert_eq!(refused.values().sum::<u64>(), 4, "{refused:?}");
     }
 }

@@ -20,6 +20,7 @@ use super::{ExecError, Inner, RingAt, SendError, TaskArgs, TaskOptions, TaskValu
 use crate::{
     messaging::{Inbound, Payload, Reply},
     ring::KeyPoint,
+    tasks::TaskNote,
 };
 
 /// The topic of a request to release a task key.
@@ -94,6 +95,12 @@ struct ReleaseRequest {
 }
 
 impl Inner {
+    /// A call of task `name` whose caller's time ran out while it was held here.
+    fn timed_out(&self, name: &str) -> Result<TaskValue, ExecError> {
+        self.tasks.note(name, TaskNote::TimedOut);
+        Err(ExecError::TimedOut)
+    }
+
     /// Runs task `name` for `key` on this pod, once no other pod may run it for that key
     /// (see the module's doc): admitted now when nothing stands in the way, as
     /// [`super::Tasks::exec`] admits.
@@ -111,12 +118,15 @@ impl Inner {
         match self.gate(name, key, args, &options) {
             Gate::Open(args) => self.admit(name, key, args),
             Gate::Full => ready(Err(ExecError::QueueFull(name.to_owned()))),
-            Gate::Held(execution) => Box::pin(async move {
-                let held = async { execution.await.map_err(|_| ExecError::Closed)?.await };
-                tokio::time::timeout(options.timeout, held)
-                    .await
-                    .unwrap_or(Err(ExecError::TimedOut))
-            }),
+            Gate::Held(execution) => {
+                let (this, name) = (self.clone(), name.to_owned());
+                Box::pin(async move {
+                    let held = async { execution.await.map_err(|_| ExecError::Closed)?.await };
+                    tokio::time::timeout(options.timeout, held)
+                        .await
+                        .unwrap_or_else(|_| this.timed_out(&name))
+                })
+            }
             Gate::Given(_) if caller == Caller::Peer => ready(Err(moved(name, key))),
             Gate::Given(args) => {
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
@@ -124,7 +134,7 @@ impl Inner {
                 Box::pin(async move {
                     this.until_caught_up().await;
                     if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                        return Err(ExecError::TimedOut);
+                        return this.timed_out(&name);
                     }
                     if !this.owns(&this.ring(), KeyPoint::of(&key)) {
                         debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key}: released here, to be routed again");

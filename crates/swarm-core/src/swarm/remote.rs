@@ -93,7 +93,6 @@ impl Swarm {
             // Not run: ask the ring again when the topology moves past the one that chose
             // this owner, or after a backoff (a pod that is listed before it listens).
             debug!(target: "node_swarm_kb::tasks", "Task {name} not run ({error}): retrying in {backoff:?} or on a topology change");
-            self.inner.tasks.note(name, TaskNote::Retried);
             let mut views = self.inner.topology.subscribe();
             let wait = tokio::time::Instant::now() + backoff;
             let moved = views.wait_for(|v| v.generation > chosen.generation);
@@ -106,6 +105,7 @@ impl Swarm {
                     status: None,
                 });
             }
+            self.inner.tasks.note(name, TaskNote::Retried);
             backoff = (backoff * 2).min(Duration::from_secs(1));
             let ring = self.ring();
             match ring.ring.get(key) {

@@ -37,12 +37,12 @@ pub struct RingStats {
     pub epoch: u64,
 }
 
-/// The nodes of the current view, by state.
+/// The endpoints of the current view that can answer: ready (the nodes), and draining
+/// (serving while not ready, as a terminating pod does).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct NodeCounts {
-    pub total: usize,
-    pub serving: usize,
-    pub terminating: usize,
+    pub ready: usize,
+    pub draining: usize,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -109,9 +109,8 @@ impl Swarm {
                     epoch: ring.epoch,
                 },
                 nodes: NodeCounts {
-                    total: view.nodes.len(),
-                    serving: view.nodes.values().filter(|m| m.serving).count(),
-                    terminating: view.nodes.values().filter(|m| m.terminating).count(),
+                    ready: view.nodes.len(),
+                    draining: view.reachable.len().saturating_sub(view.nodes.len()),
                 },
                 changes: inner.counters.changes(),
                 kubernetes: KubernetesStats {

@@ -50,7 +50,6 @@ impl Inner {
             }
             Err(ExecError::Failed(f)) => Reply::error(f.status, &f.message),
             Err(ExecError::Closed) => {
-                self.counters.refused(NOT_RUN);
                 Reply::error(NOT_RUN, "swarm is closing: the task did not run")
             }
             Err(ExecError::Moved(moved)) => self.moved(&request.task, &moved),
@@ -61,7 +60,6 @@ impl Inner {
     /// The refusal of a call of `task` whose key is not this node's: it did not run.
     fn moved(&self, task: &str, why: &str) -> Reply {
         self.tasks.note(task, TaskNote::Moved);
-        self.counters.refused(NOT_RUN);
         Reply::error(NOT_RUN, why)
     }
 

@@ -173,6 +173,7 @@ where
             let counter = match note {
                 TaskNote::Retried => &task.counts.retried,
                 TaskNote::Moved => &task.counts.moved,
+                TaskNote::TimedOut => &task.counts.timed_out,
             };
             counter.fetch_add(1, Relaxed);
         }

@@ -55,7 +55,9 @@ pub(super) struct Task<A, R, E> {
 /// [`super::TaskCounts`], as they are counted.
 #[derive(Default)]
 pub(super) struct Counts {
-    executed: AtomicU64,
+    /// Executions that ended well, and those that failed: read apart, `executed` would
+    /// not always be at least `failed`.
+    succeeded: AtomicU64,
     failed: AtomicU64,
     pub(super) timed_out: AtomicU64,
     pub(super) retried: AtomicU64,
@@ -66,9 +68,10 @@ pub(super) struct Counts {
 impl Counts {
     pub(super) fn read(&self) -> super::TaskCounts {
         let read = |counter: &AtomicU64| counter.load(Relaxed);
+        let failed = read(&self.failed);
         super::TaskCounts {
-            executed: read(&self.executed),
-            failed: read(&self.failed),
+            executed: read(&self.succeeded) + failed,
+            failed,
             timed_out: read(&self.timed_out),
             retried: read(&self.retried),
             moved: read(&self.moved),
@@ -110,10 +113,11 @@ impl<A, R: Clone, E: Clone> Task<A, R, E> {
         let took = started.elapsed();
         let ms = took.as_millis();
         self.counts.durations.record(took);
-        self.counts.executed.fetch_add(1, Relaxed);
-        if !matches!(result, Ok(Ok(_))) {
-            self.counts.failed.fetch_add(1, Relaxed);
-        }
+        let outcome = match result {
+            Ok(Ok(_)) => &self.counts.succeeded,
+            _ => &self.counts.failed,
+        };
+        outcome.fetch_add(1, Relaxed);
         match result {
             Ok(Ok(value)) => {
                 debug!(target: LOG_TARGET, "Task {} succeeded in {ms} ms", self.name);

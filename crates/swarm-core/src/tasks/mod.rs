@@ -181,7 +181,8 @@ pub struct TaskCounts {
     pub executed: u64,
     /// Executions whose handler failed (or panicked).
     pub failed: u64,
-    /// Calls whose caller stopped waiting at the task's timeout.
+    /// Calls admitted (or held) here whose caller, here or on another node, stopped
+    /// waiting at the task's timeout.
     pub timed_out: u64,
     /// Calls sent again to the key's owner after one that did not run (see
     /// [`crate::swarm`]).
@@ -197,4 +198,6 @@ pub struct TaskCounts {
 pub enum TaskNote {
     Retried,
     Moved,
+    /// A caller's time ran out before the engine admitted its call.
+    TimedOut,
 }

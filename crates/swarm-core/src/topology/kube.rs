@@ -222,25 +222,35 @@ impl KubeDiscovery {
         K: Clone + DeserializeOwned + Debug + Send + 'static,
     {
         let config = watcher::Config::default().labels(&self.settings.selector);
-        let probe = ListParams::default()
+        let params = ListParams::default()
             .labels(&self.settings.selector)
             .limit(1);
         let mut events = pin!(watcher::watcher(api.clone(), config).backoff(Retry));
         let mut store = Store::default();
+        // A watch that starts again brings no event until something changes. While an
+        // outage lasts, the API is asked beside the watch (a list of one object) whether
+        // it is back; it is once that succeeds and the watch has not failed for longer
+        // than its retries take.
+        let mut probe: Option<BoxFuture<'static, bool>> = None;
+        let (mut last_error, mut probed) = (Instant::now(), Instant::now());
         loop {
             let item = tokio::select! {
                 item = events.next() => item,
-                // A watch that starts again brings no event until something changes: the
-                // API is asked whether it is back.
-                () = tokio::time::sleep(Retry::delay()), if outage.is_down() => {
-                    if api.list(&probe).await.is_ok() {
-                        if let Some(recovered) = outage.succeeded() {
-                            info!(target: KUBERNETES_TARGET, "{resource}: the API answers again");
-                            if out.send(recovered).is_err() {
-                                return;
-                            }
+                listed = async { probe.as_mut().expect("a probe under way").await }, if probe.is_some() => {
+                    probe = None;
+                    let quiet = last_error < probed && last_error.elapsed() >= QUIET;
+                    if let Some(recovered) = (listed && quiet).then(|| outage.succeeded()).flatten() {
+                        info!(target: KUBERNETES_TARGET, "{resource}: the API answers again");
+                        if out.send(recovered).is_err() {
+                            return;
                         }
                     }
+                    continue;
+                }
+                () = tokio::time::sleep(Retry::delay()), if outage.is_down() && probe.is_none() => {
+                    let (api, params) = (api.clone(), params.clone());
+                    probed = Instant::now();
+                    probe = Some(Box::pin(async move { api.list(&params).await.is_ok() }));
                     continue;
                 }
             };
@@ -268,6 +278,7 @@ impl KubeDiscovery {
                     debug!(target: KUBERNETES_TARGET, "{resource}: resourceVersion expired, relisting");
                 }
                 Err(error) => {
+                    last_error = Instant::now();
                     let message = describe(&error);
                     if !report(out, outage, TopologyError::Api { resource, message }) {
                         return;
@@ -287,6 +298,10 @@ impl KubeDiscovery {
 /// hitting a recovering API server at the same instant.
 #[derive(Clone, Copy, Debug)]
 struct Retry;
+
+/// How long a failing watch goes without an error, at most: its retries' longest delay,
+/// and the time its request takes to fail.
+const QUIET: Duration = Duration::from_millis(1500);
 
 impl Retry {
     const MIN: Duration = Duration::from_millis(500);
