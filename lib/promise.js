@@ -11,5 +11,9 @@
 const Promise = require('bluebird').getNewLibraryCopy();
 
 Promise.setScheduler(queueMicrotask);
+// A reaction runs in the async context where `.then` was called, not in the one of the
+// delivery that settled the promise: an AsyncLocalStorage store (a request's id, a
+// trace) set around a call is there in its `.then` callbacks, as after an `await`.
+Promise.config({ asyncHooks: true });
 
 module.exports = Promise;
