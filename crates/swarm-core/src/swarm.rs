@@ -182,11 +182,12 @@ impl Swarm {
             }
         });
         let departures = tokio::spawn(departures::watch(inner.clone()));
+        let rings = tokio::spawn(rings::follow(inner.clone()));
         inner
             .background
             .lock()
             .expect("not poisoned")
-            .extend(server.into_iter().chain([pump, departures]));
+            .extend(server.into_iter().chain([pump, departures, rings]));
         Ok(swarm)
     }
 
@@ -413,6 +414,11 @@ impl Inner {
         }
         let fresh = Arc::new(ring.next(&view, |ip| self.local_ips.contains(ip)));
         *ring = fresh.clone();
+        drop(ring);
+        self.handoffs
+            .lock()
+            .expect("not poisoned")
+            .caught_up(fresh.checksum);
         fresh
     }
 }

@@ -248,6 +248,8 @@ impl Inner {
         // they came; calls that come meanwhile join the list, so none overtakes them.
         // Each is checked again: the key may have been handed on meanwhile.
         loop {
+            // Taken before the lock: a new ring takes it too, to end release marks.
+            let now = self.ring();
             let (held, admit) = {
                 let mut handoffs = self.handoffs.lock().expect("not poisoned");
                 let held = handoffs
@@ -263,7 +265,7 @@ impl Inner {
                     self.drained.notify_waiters();
                     return;
                 }
-                let owns = self.owns(&self.ring(), KeyPoint::of(&task_key.1));
+                let owns = self.owns(&now, KeyPoint::of(&task_key.1));
                 let given = handoffs.given.contains_key(&task_key);
                 (held, released && owns && !given)
             };
@@ -345,10 +347,15 @@ impl Inner {
         };
         let ring = u64::from_str_radix(&request.ring, 16).unwrap_or_default();
         let task_key = (request.task, request.key);
-        self.handoffs
-            .lock()
-            .expect("not poisoned")
-            .give(task_key.clone(), ring);
+        // The ring of this pod's current view, built before the lock is taken.
+        self.ring();
+        {
+            let mut handoffs = self.handoffs.lock().expect("not poisoned");
+            // Read under the lock: a ring installed after this ends the mark
+            // (`Inner::ring`), one installed before is the one compared.
+            let current = self.ring.read().expect("not poisoned").checksum;
+            handoffs.give(task_key.clone(), ring, current);
+        }
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -392,12 +399,25 @@ impl Handoffs {
     }
 
     /// Marks `task_key` released to a pod whose ring has `checksum`, until its release
-    /// has been answered; marks that have run out go.
-    fn give(&mut self, task_key: TaskKey, checksum: u64) {
+    /// has been answered; marks that have run out go. No mark when this pod's ring,
+    /// `current`, is the asker's already: its view names the asker the owner.
+    fn give(&mut self, task_key: TaskKey, checksum: u64, current: u64) {
         let now = Instant::now();
         self.given
             .retain(|_, (_, until)| until.is_none_or(|until| now < until));
-        self.given.insert(task_key, (checksum, None));
+        if checksum != current {
+            self.given.insert(task_key, (checksum, None));
+        }
+    }
+
+    /// Ends the marks of keys released to pods whose ring is `checksum`, this pod's
+    /// new one: its view has caught up with theirs. Kept, such a mark would hold back
+    /// this pod's calls of a key that comes back to it later (its asker leaves) until
+    /// the mark runs out, as if the asker still owned it.
+    pub(super) fn caught_up(&mut self, checksum: u64) {
+        if !self.given.is_empty() {
+            self.given.retain(|_, (asker, _)| *asker != checksum);
+        }
     }
 
     /// Whether `(name, key)` was released to another pod and still is: while this pod's
