@@ -61,18 +61,20 @@ export declare class SwarmNode {
    * The calls made for every message, as bare functions (see `bare.rs`). What they
    * queue for writing on multiplexed connections goes out in the same turn of the
    * loop, with the turn's other writes (one system call per connection):
-   * - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
-   *   call, whose reply or failure comes back through the mailbox.
+   * - `send(ip, path, kind, body, trace?)`: sends a message to `ip`, as part of
+   *   `trace` (a `traceparent`, then a line feed and the `tracestate` if any);
+   *   returns the id of the call, whose reply or failure comes back through the
+   *   mailbox.
    * - `reply(id, status, kind, body)`: answers message `id`.
-   * - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
-   *   a JSON array. Returns the id of the call, whose outcome comes back through the
+   * - `execTask(name, key, args, trace?)`: runs task `name` on the owner of `key`;
+   *   `args` is a JSON array, `trace` as for `send`. Returns the id of the call, whose outcome comes back through the
    *   mailbox. A local call joins its queue before this returns, so calls queue in
    *   the order JavaScript makes them.
    * - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
    *   success with the payload, anything else a failure with that status and `body`
    *   as the message.
    */
-  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }
+  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null, trace?: string): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string, trace?: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }
   /**
    * `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
    * they delivered (the calls per wake-up, under load, is their ratio).

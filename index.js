@@ -168,8 +168,8 @@ const swarm = {
 
   // One wake-up's letters from the native mailbox: 7 numbers each, `[tag, id, ...]`,
   // and their strings in order, an optional one there when its flag is set (see
-  // mailbox.rs). Messages to answer (1), task runs to start (2), and sends or remote
-  // task calls that settled (3).
+  // batch.rs). Messages to answer (1), task runs to start (2), and sends or remote
+  // task calls that settled (3); the first two with the caller's trace context, if any.
   _deliver (node, numbers, strings) {
     let s = 0;
     for (let i = 0; i < numbers.length; i += 7) {
@@ -178,10 +178,12 @@ const swarm = {
       if (tag === 1) {
         const path = strings[s++];
         const body = numbers[i + 3] ? strings[s++] : null;
-        this.messages._dispatch(node, id, path, numbers[i + 2], body, strings[s++]);
+        const from = strings[s++];
+        this.messages._dispatch(node, id, path, numbers[i + 2], body, from, numbers[i + 4] ? strings[s++] : undefined);
       } else if (tag === 2) {
         const name = strings[s++];
-        this.tasks._run(node, id, name, numbers[i + 3] ? strings[s++] : null, numbers[i + 2]);
+        const args = numbers[i + 3] ? strings[s++] : null;
+        this.tasks._run(node, id, name, args, numbers[i + 2], numbers[i + 4] ? strings[s++] : undefined);
       } else {
         const body = numbers[i + 4] ? strings[s++] : null;
         const code = numbers[i + 5] ? strings[s++] : null;

@@ -6,7 +6,9 @@
 // client and server (no JavaScript), and hashring@3 for ring look-ups. Messaging of ours
 // runs twice: between pods of ours (the multiplexed transport, `ours`) and on the
 // 0.5.1-compatible HTTP/1.1 path (`ours-http1`, a cluster with multiplexing off). The
-// engine's client also sends from the runtime to the raw server (`engine`).
+// engine's client also sends from the runtime to the raw server (`engine`). Our pods run
+// as in an application without OpenTelemetry, except those of `ours-traced`: the
+// OpenTelemetry SDK registered, its spans batched and dropped (what tracing costs).
 // Everything runs on 127.0.0.x; the Kubernetes API is the project's stand-in.
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -28,6 +30,8 @@ const N = { seq: 2000 * SCALE, flight: 1e6 * SCALE, broadcast: 1000 * SCALE };
 // share of its start.
 const FLIGHT_SECONDS = 1 * SCALE;
 const WIDE = 20;
+// Pods of ours as in an application without OpenTelemetry (a development dependency here).
+const BARE = { FIXTURE_WITHOUT_OTEL: '1' };
 const ONE_KEY_SERIALIZED = 'tasks.exec 64 in flight, one key, serialized';
 const ONE_KEY_CONCURRENT = 'tasks.exec 64 in flight, one key, not serialized';
 
@@ -82,9 +86,11 @@ async function main () {
   const { HashRing } = require('..');
   const OldRing = require('hashring');
   const standin = await startStandin({ appName: 'web' });
-  const ours = await startCluster(standin, ['127.0.0.101', '127.0.0.102', '127.0.0.103']);
+  const ours = await startCluster(standin, ['127.0.0.101', '127.0.0.102', '127.0.0.103'], { env: BARE });
   const standinHttp1 = await startStandin({ appName: 'web' });
-  const oursHttp1 = await startCluster(standinHttp1, ['127.0.0.104', '127.0.0.105', '127.0.0.106'], { env: { SWARM_MESSAGING_MULTIPLEX: 'false' } });
+  const oursHttp1 = await startCluster(standinHttp1, ['127.0.0.104', '127.0.0.105', '127.0.0.106'], { env: { SWARM_MESSAGING_MULTIPLEX: 'false', ...BARE } });
+  const standinTraced = await startStandin({ appName: 'web' });
+  const oursTraced = await startCluster(standinTraced, ['127.0.0.107', '127.0.0.108'], { env: { FIXTURE_TRACING: 'bench' } });
   const basePort = await freePort();
   const base = startBaseline(['127.0.0.111', '127.0.0.112', '127.0.0.113'], basePort);
   await Promise.all(base.map(b => b.waitEvent(e => e.event === 'ready', 10000, 'baseline ready')));
@@ -95,14 +101,18 @@ async function main () {
   try {
     const [a, b] = ours.nodes;
     const [h1a, h1b] = oursHttp1.nodes;
+    const [ta, tb] = oursTraced.nodes;
     const keys = Array.from({ length: 4000 }, (_, i) => `k${i}`);
-    const owned = (await a.request('owners', { keys })).map((o, i) => o === b.ip ? keys[i] : null).filter(Boolean);
+    const ownedBy = async (sender, owner) => (await sender.request('owners', { keys })).map((o, i) => o === owner.ip ? keys[i] : null).filter(Boolean);
+    const owned = await ownedBy(a, b);
+    const ownedTraced = await ownedBy(ta, tb);
     const [idle, receiverIdle] = await Promise.all([a.request('usage'), b.request('usage')]);
     const [baseIdle, baseReceiverIdle] = await Promise.all([base[0].request('usage'), base[1].request('usage')]);
     // `seconds`: a time limit, or none (left out of the request).
     const sends = (n, c, seconds) => ({
       ours: () => crossed(a, b, () => a.request('bench', { kind: 'send', to: b.ip, n, concurrency: c, seconds }, 120000)),
       'ours-http1': () => crossed(h1a, h1b, () => h1a.request('bench', { kind: 'send', to: h1b.ip, n, concurrency: c, seconds }, 120000)),
+      'ours-traced': () => crossed(ta, tb, () => ta.request('bench', { kind: 'send', to: tb.ip, n, concurrency: c, seconds }, 120000)),
       node: () => base[0].request('bench', { kind: 'send', to: base[1].ip, n, concurrency: c, seconds }, 120000),
       raw: () => rawBench(raw, rawAddr, n, c, seconds),
       engine: () => rawBench(raw, rawAddr, n, c, seconds, 'engine')
@@ -120,6 +130,7 @@ async function main () {
       record('broadcast (3 nodes)', 'node', await rested(() => base[0].request('bench', { kind: 'broadcast', to: base.map(x => x.ip), n: N.broadcast, concurrency: 1 }, 120000)));
       record('tasks.exec sequential', 'ours', await rested(() => a.request('bench', { kind: 'exec', keys: owned, n: N.seq, concurrency: 1 }, 120000)));
       record('tasks.exec 64 in flight', 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
+      record('tasks.exec 64 in flight', 'ours-traced', await rested(() => crossed(ta, tb, () => ta.request('bench', { kind: 'exec', keys: ownedTraced, n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
       // One key: a serialized task runs its calls one after the other, the other side by side.
       for (const [figure, task] of [[ONE_KEY_SERIALIZED, 'whereInOrder'], [ONE_KEY_CONCURRENT, 'where']]) {
         record(figure, 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', task, keys: owned.slice(0, 1), n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
@@ -185,8 +196,8 @@ async function main () {
   } finally {
     rawServer.stdin.end();
     rawServer.kill();
-    await Promise.all([...base, ...ours.nodes, ...oursHttp1.nodes].map(n => n.kill()));
-    await Promise.all([standin.close(), standinHttp1.close()]);
+    await Promise.all([...base, ...ours.nodes, ...oursHttp1.nodes, ...oursTraced.nodes].map(n => n.kill()));
+    await Promise.all([standin.close(), standinHttp1.close(), standinTraced.close()]);
   }
 }
 
@@ -210,7 +221,7 @@ async function widen (standin, ours, base, basePort) {
   const baseIps = Array.from({ length: WIDE - base.length }, (_, i) => `127.0.0.${171 + i}`);
   const extra = ips.map(ip => {
     standin.addPod({ name: `bench-wide-${ip}`, ip });
-    return new NodeProcess(ip, { KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(ours.port) });
+    return new NodeProcess(ip, { KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(ours.port), ...BARE });
   });
   const extraBase = startBaseline(baseIps, basePort);
   const stop = async () => {
@@ -257,9 +268,9 @@ function show (value) {
 }
 
 function print (summary) {
-  console.log('\n| figure | ours | ours, HTTP/1.1 | pure Node | raw hyper | the engine off the loop, HTTP/1.1 | hashring@3 |');
-  console.log('|---|---|---|---|---|---|---|');
-  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row.node)} | ${show(row.raw)} | ${show(row.engine)} | ${show(row.hashring)} |`);
+  console.log('\n| figure | ours | ours, HTTP/1.1 | ours, traced | pure Node | raw hyper | the engine off the loop, HTTP/1.1 | hashring@3 |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row['ours-traced'])} | ${show(row.node)} | ${show(row.raw)} | ${show(row.engine)} | ${show(row.hashring)} |`);
   const ratio = (figure, field, peer, higherIsBetter, mine = 'ours') => {
     const row = summary.find(r => r.figure === figure);
     if (!row || !row[peer] || !row[mine]) return;
@@ -278,6 +289,14 @@ function print (summary) {
   ratio('send 64 in flight', 'opsPerSec', 'node', true, 'ours-http1');
   ratio('broadcast (3 nodes)', 'p50', 'node', false);
   ratio(`broadcast (${WIDE} nodes)`, 'p50', 'node', false);
+  ratio('send sequential', 'p50', 'ours', false, 'ours-traced');
+  ratio('send 64 in flight', 'opsPerSec', 'ours', true, 'ours-traced');
+  ratio('tasks.exec 64 in flight', 'opsPerSec', 'ours', true, 'ours-traced');
+  const traced = summary.find(r => r.figure === 'send 64 in flight');
+  if (traced && traced['ours-traced']) {
+    const us = ops => 1e6 / ops;
+    console.log(`tracing's cost per message, 64 in flight: ${(us(traced['ours-traced'].opsPerSec) - us(traced.ours.opsPerSec)).toFixed(1)} µs (ours-traced minus ours, per send)`);
+  }
   ratio('ring look-up, 3 nodes (ns)', 'ns', 'hashring', false);
   ratio('ring look-up, 100 nodes (ns)', 'ns', 'hashring', false);
   const exec = summary.find(r => r.figure === 'tasks.exec 64 in flight');

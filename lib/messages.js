@@ -7,6 +7,7 @@ const net = require('node:net');
 const Promise = require('./promise');
 const codec = require('./codec');
 const errors = require('./errors');
+const tracing = require('./tracing');
 
 class Messages {
   constructor (swarm, debug) {
@@ -41,8 +42,17 @@ class Messages {
     }
     const path = Array.isArray(topic) ? topic.join('/') : topic;
     const settle = typeof message === 'string' ? settledRaw : settled;
-    if (!node.listening && (this._swarm.isMe(host) || isLoopback(host))) return this._sendHere(host, path, encoded, settle);
-    return this._swarm._wait(node.calls.send(host, path, encoded[0], encoded[1]), settle);
+    const here = !node.listening && (this._swarm.isMe(host) || isLoopback(host));
+    const op = tracing.watching('send')
+      ? tracing.outbound('send', path, tracing.rpc('messages', path, { 'server.address': host }), { node: host, topic: path, message })
+      : null;
+    if (op === null) return this._start(node, host, path, encoded, settle, here, undefined);
+    return op.watch(op.run(trace => this._start(node, host, path, encoded, settle, here, trace)));
+  }
+
+  _start (node, host, path, encoded, settle, here, trace) {
+    if (here) return this._sendHere(host, path, encoded, settle, trace);
+    return this._swarm._wait(node.calls.send(host, path, encoded[0], encoded[1], trace), settle);
   }
 
   // A node named by a host name (`localhost`, a Service's pod DNS name) is sent to at
@@ -57,7 +67,7 @@ class Messages {
 
   // A standalone node that listens on nothing answers its own messages here, as its
   // server would: the message and its reply go through the wire's encoding.
-  _sendHere (host, path, encoded, settle) {
+  _sendHere (host, path, encoded, settle, trace) {
     return new Promise((resolve, reject) => {
       const here = {
         calls: {
@@ -71,47 +81,63 @@ class Messages {
           }
         }
       };
-      this._dispatch(here, 0, path, encoded[0], encoded[1], host);
+      this._dispatch(here, 0, path, encoded[0], encoded[1], host, trace);
     });
   }
 
   // Called by the native server: runs every handler of every topic segment and answers
-  // through `node.calls.reply`. Never throws: a failing handler becomes a 500 (or its statusCode).
-  _dispatch (node, id, path, kind, body, from) {
+  // through `node.calls.reply`; `trace` is the sender's trace context, when it sent one
+  // (see tracing.js). Never throws: a failing handler becomes a 500 (or its statusCode).
+  _dispatch (node, id, path, kind, body, from, trace) {
+    let message;
+    try {
+      message = codec.decodeMessage(kind, body);
+    } catch (error) {
+      return this._fail(node, id, error, null);
+    }
+    const op = tracing.watching('handle')
+      ? tracing.inbound(path, tracing.rpc('messages', path, { 'network.peer.address': from }), { topic: path, from, message }, trace)
+      : null;
+    if (op === null) return this._handle(node, id, path, message, from, null);
+    op.run(() => this._handle(node, id, path, message, from, op));
+  }
+
+  _handle (node, id, path, message, from, op) {
     let results;
     // Most paths are one topic: V8 splits a string made outside JavaScript in its
     // runtime, a visible share of a receiving thread.
     const topics = path.indexOf('/') === -1 ? [path] : path.split('/');
     try {
-      const message = codec.decodeMessage(kind, body);
       results = [];
       for (const topic of topics) {
         for (const handler of this._handlers[topic] || []) results.push(handler(message, topics, from));
       }
     } catch (error) {
-      return this._fail(node, id, error);
+      return this._fail(node, id, error, op);
     }
-    if (!results.some(isThenable)) return this._answer(node, id, results);
+    if (!results.some(isThenable)) return this._answer(node, id, results, op);
     Promise.all(results).then(
-      values => this._answer(node, id, values),
-      error => this._fail(node, id, error));
+      values => this._answer(node, id, values, op),
+      error => this._fail(node, id, error, op));
   }
 
-  _answer (node, id, results) {
+  _answer (node, id, results, op) {
     const result = results.length <= 1 ? results[0] : results;
     let encoded;
     try {
       encoded = codec.encode(result);
     } catch (error) {
-      return this._fail(node, id, new Error(`messageHandler: Unable to stringify response ${error.message}`));
+      return this._fail(node, id, new Error(`messageHandler: Unable to stringify response ${error.message}`), op);
     }
     this._reply(node, id, encoded[0] === codec.NONE ? 204 : 200, encoded[0], encoded[1]);
+    if (op !== null) op.settle(null, result);
   }
 
-  _fail (node, id, error) {
+  _fail (node, id, error, op) {
     const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
     this._debug(`A handler failed, answered ${status}: ${error && error.message}`);
     this._reply(node, id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+    if (op !== null) op.settle(error);
   }
 
   // An answer to a multiplexed request is written with this turn's other writes.

@@ -7,6 +7,7 @@ const codec = require('./codec');
 const errors = require('./errors');
 const { isThenable } = require('./messages');
 const { Pending } = require('./pending');
+const tracing = require('./tracing');
 
 const DEFAULTS = { timeout: 30000, serialized: true, singleTrigger: false, maxQueueLength: 20 };
 
@@ -94,23 +95,32 @@ class Tasks {
     if (!node && this._swarm._closed) return Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Swarm closed: tasks.exec after close()'));
     if (!node || !this._swarm.isReady) return Promise.reject(errors.swarmError('ERR_SWARM_NOT_READY', 'Ring not ready'));
     const key = args[0] ? String(args[0]) : name;
+    const op = tracing.watching('exec')
+      ? tracing.outbound('exec', `exec ${name}`, tracing.rpc('tasks', name), { task: name, key, args })
+      : null;
+    if (op === null) return this._route(node, name, key, args, undefined);
+    return op.watch(op.run(trace => this._route(node, name, key, args, trace)));
+  }
+
+  // Sends a call to the owner of `key`, carrying `trace` (see tracing.js).
+  _route (node, name, key, args, trace) {
     const owner = this.owner(key);
-    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, key, args);
+    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, key, args, trace);
     let json;
     try {
       json = JSON.stringify(args.map(a => a === undefined ? null : a));
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    return this._swarm._wait(node.calls.execTask(name, key, json), settled);
+    return this._swarm._wait(node.calls.execTask(name, key, json, trace), settled);
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.
-  _execLocal (node, name, key, args) {
+  _execLocal (node, name, key, args, trace) {
     this._nextCall = this._nextCall >= 0xfffffffe ? 1 : this._nextCall + 1;
     const callId = this._nextCall;
     return new Promise((resolve, reject) => {
-      this._localCalls.set({ id: callId, name, args, resolve, reject });
+      this._localCalls.set({ id: callId, name, key, args, trace, resolve, reject });
       node.execLocal(name, key, callId);
     });
   }
@@ -121,7 +131,7 @@ class Tasks {
     const call = this._localCalls.take(callId);
     if (!call) return;
     // The key was handed to another node, which this node's ring now names: routed again.
-    if (code === 'ERR_SWARM_MOVED') return this.exec(call.name, ...call.args).then(call.resolve, call.reject);
+    if (code === 'ERR_SWARM_MOVED') return this._again(call);
     const own = runId ? this._runValues.get(runId) : undefined;
     if (own) return own.ok ? call.resolve(own.value) : call.reject(own.error);
     try {
@@ -129,6 +139,15 @@ class Tasks {
     } catch (error) {
       call.reject(error);
     }
+  }
+
+  // Local call `call`, whose key was handed away, routed again, as part of its trace.
+  _again (call) {
+    const node = this._swarm._node;
+    const routed = node
+      ? this._route(node, call.name, call.key, call.args, call.trace)
+      : Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Swarm closed: tasks.exec after close()'));
+    routed.then(call.resolve, call.reject);
   }
 
   // The IP of the node that owns `key`, by the same ring `exec` uses.
@@ -158,27 +177,46 @@ class Tasks {
   }
 
   // Called by the native engine to run a handler, with JSON arguments from another node
-  // or the kept arguments of local call `callId`; answers through `node.calls.taskDone`.
-  _run (node, runId, name, argsJson, callId) {
-    const task = this.tasks[name];
+  // (and its caller's trace context, if any) or the kept arguments of local call
+  // `callId`; answers through `node.calls.taskDone`.
+  _run (node, runId, name, argsJson, callId, trace) {
     const keep = callId !== 0;
-    const finish = (ok, value) => {
-      if (keep) this._runValues.set(ok ? { id: runId, ok, value } : { id: runId, ok, error: value });
-      // The answer to a multiplexed task request is written with this turn's writes.
-      if (ok) done(node, runId, value);
-      else fail(node, runId, value);
-    };
+    const call = keep ? this._localCalls.get(callId) : undefined;
+    let args;
+    try {
+      args = call ? call.args : keep ? [] : JSON.parse(argsJson);
+    } catch (error) {
+      return this._finish(node, runId, keep, null, false, error);
+    }
+    const from = call ? call.trace : trace;
+    const op = tracing.watching('handle')
+      ? tracing.inbound(`exec ${name}`, tracing.rpc('tasks', name), { task: name, args }, from)
+      : null;
+    if (op === null) return this._start(node, runId, name, args, keep, null);
+    op.run(() => this._start(node, runId, name, args, keep, op));
+  }
+
+  _start (node, runId, name, args, keep, op) {
+    const task = this.tasks[name];
     let result;
     try {
       if (!task) throw new Error(`No such task ${name}`);
-      const call = keep && this._localCalls.get(callId);
-      const args = call ? call.args : keep ? [] : JSON.parse(argsJson);
       result = task.handler.apply(undefined, args);
     } catch (error) {
-      return finish(false, error);
+      return this._finish(node, runId, keep, op, false, error);
     }
-    if (!isThenable(result)) return finish(true, result);
-    Promise.resolve(result).then(value => finish(true, value), error => finish(false, error));
+    if (!isThenable(result)) return this._finish(node, runId, keep, op, true, result);
+    Promise.resolve(result).then(
+      value => this._finish(node, runId, keep, op, true, value),
+      error => this._finish(node, runId, keep, op, false, error));
+  }
+
+  _finish (node, runId, keep, op, ok, value) {
+    if (keep) this._runValues.set(ok ? { id: runId, ok, value } : { id: runId, ok, error: value });
+    // The answer to a multiplexed task request is written with this turn's writes.
+    if (ok) done(node, runId, value);
+    else fail(node, runId, value);
+    if (op !== null) op.settle(ok ? null : value, ok ? value : undefined);
   }
 }
 

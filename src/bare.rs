@@ -18,7 +18,7 @@ use napi::{
 const STACK: usize = 256;
 
 /// Arguments a bare function reads at most.
-const MAX_ARGS: usize = 4;
+const MAX_ARGS: usize = 5;
 
 /// The arguments of one call of a bare function.
 pub struct Args {
@@ -80,8 +80,11 @@ impl Args {
         )
     }
 
-    /// String argument `index`, `None` for `null` or `undefined`.
+    /// String argument `index`, `None` for `null` or `undefined`, or when not passed.
     pub fn optional_string(&self, index: usize) -> Result<Option<String>> {
+        if index >= self.count {
+            return Ok(None);
+        }
         let mut kind = sys::ValueType::napi_undefined;
         // SAFETY: as in `with_text`.
         check_status!(unsafe { sys::napi_typeof(self.env, self.value(index)?, &mut kind) })?;

@@ -15,8 +15,8 @@ const STRIDE: usize = 7;
 /// What one call into JavaScript delivers. Its arguments, made on the JavaScript thread:
 /// first a `Float64Array` of [`STRIDE`] numbers per letter, then each letter's strings,
 /// in order (a flag among its numbers says whether an optional one is there):
-/// - message: `[1, id, kind, has body]`, then path, body, from;
-/// - run: `[2, id, call id, has arguments]`, then name, arguments;
+/// - message: `[1, id, kind, has body, has trace]`, then path, body, from, trace;
+/// - run: `[2, id, call id, has arguments, has trace]`, then name, arguments, trace;
 /// - settled: `[3, id, status, kind, has body, has code, has message]`, then body,
 ///   code, message.
 ///
@@ -41,24 +41,30 @@ impl Batch {
                     kind,
                     body,
                     from,
+                    trace,
                 } => {
-                    numbers.extend([1.0, f64::from(*id), f64::from(*kind), flag(body)]);
+                    let (kind, has_body) = (f64::from(*kind), flag(body));
+                    numbers.extend([1.0, f64::from(*id), kind, has_body, flag(trace)]);
                     args.push(js_string(scope, path.as_bytes())?);
                     push_some(scope, &mut args, body)?;
                     // Written on the stack: a message's sender costs no allocation.
                     let mut room = [0; IP_TEXT];
                     let from = codec::display_in(from, &mut room).expect("an address fits");
                     args.push(js_string(scope, from)?);
+                    push_some(scope, &mut args, trace)?;
                 }
                 Letter::Run {
                     id,
                     name,
                     args: run_args,
                     call_id,
+                    trace,
                 } => {
-                    numbers.extend([2.0, f64::from(*id), f64::from(*call_id), flag(run_args)]);
+                    let (call_id, has_args) = (f64::from(*call_id), flag(run_args));
+                    numbers.extend([2.0, f64::from(*id), call_id, has_args, flag(trace)]);
                     args.push(js_string(scope, name.as_bytes())?);
                     push_some(scope, &mut args, run_args)?;
+                    push_some(scope, &mut args, trace)?;
                 }
                 Letter::Settled { id, outcome } => {
                     numbers.extend([
@@ -240,13 +246,15 @@ fn float64_array(scope: &Scope, numbers: &[f64]) -> Result<sys::napi_value> {
 
 /// One thing for JavaScript to do.
 pub enum Letter {
-    /// Tag 1: answer message `id` through `reply`: `(path, kind, body, from)`.
+    /// Tag 1: answer message `id` through `reply`: `(path, kind, body, from)`, and the
+    /// trace context it came with (`Trace::text`).
     Message {
         id: u32,
         path: String,
         kind: u32,
         body: Option<Bytes>,
         from: IpAddr,
+        trace: Option<String>,
     },
     /// Tag 2: run task `name` as run `id` and answer through `taskDone`: JSON arguments
     /// from another node, or those the facade keeps for local call `call_id` (else 0).
@@ -255,6 +263,8 @@ pub enum Letter {
         name: String,
         args: Option<String>,
         call_id: u32,
+        /// The trace context of the call that started the run, from another node.
+        trace: Option<String>,
     },
     /// Tag 3: call `id` (a send or a remote task call) settled.
     Settled { id: u32, outcome: Settlement },

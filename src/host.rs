@@ -18,7 +18,7 @@ use napi::{
 use rustc_hash::FxHashMap;
 use serde_json::json;
 use swarm_core::{
-    messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError},
+    messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError, Trace},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::{Member, TopologyEvent},
 };
@@ -254,6 +254,7 @@ impl JsHost {
             kind,
             body,
             from: message.from,
+            trace: message.meta.trace.as_ref().map(Trace::text),
         })
     }
 
@@ -315,15 +316,16 @@ impl Host for JsHost {
     fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>> {
         let (id, rx) = self.tasks.open();
         let closing = || TaskFailure::new(503, "swarm is closing");
-        let (json, call_id) = match args {
-            TaskArgs::Json(json) => (Some(utf8(json)), 0),
-            TaskArgs::Local(call_id) => (None, call_id),
+        let (json, call_id, trace) = match args {
+            TaskArgs::Json(json, trace) => (Some(utf8(json)), 0, trace.as_ref().map(Trace::text)),
+            TaskArgs::Local(call_id) => (None, call_id, None),
         };
         let letter = Letter::Run {
             id,
             name: name.to_owned(),
             args: json,
             call_id,
+            trace,
         };
         if !self.mailbox.post_work(letter) {
             self.tasks.forget(id);

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use swarm_core::{
-    messaging::Reply,
+    messaging::{Reply, Trace},
     swarm::{ExecError, Swarm, TaskArgs, TaskFailure, TaskValue},
     topology::Member,
 };
@@ -207,27 +207,30 @@ impl SwarmNode {
     /// The calls made for every message, as bare functions (see `bare.rs`). What they
     /// queue for writing on multiplexed connections goes out in the same turn of the
     /// loop, with the turn's other writes (one system call per connection):
-    /// - `send(ip, path, kind, body)`: sends a message to `ip`; returns the id of the
-    ///   call, whose reply or failure comes back through the mailbox.
+    /// - `send(ip, path, kind, body, trace?)`: sends a message to `ip`, as part of
+    ///   `trace` (a `traceparent`, then a line feed and the `tracestate` if any);
+    ///   returns the id of the call, whose reply or failure comes back through the
+    ///   mailbox.
     /// - `reply(id, status, kind, body)`: answers message `id`.
-    /// - `execTask(name, key, args)`: runs task `name` on the owner of `key`; `args` is
-    ///   a JSON array. Returns the id of the call, whose outcome comes back through the
+    /// - `execTask(name, key, args, trace?)`: runs task `name` on the owner of `key`;
+    ///   `args` is a JSON array, `trace` as for `send`. Returns the id of the call, whose outcome comes back through the
     ///   mailbox. A local call joins its queue before this returns, so calls queue in
     ///   the order JavaScript makes them.
     /// - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
     ///   success with the payload, anything else a failure with that status and `body`
     ///   as the message.
     #[napi(
-        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }"
+        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null, trace?: string): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string, trace?: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }"
     )]
     pub fn call_functions<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let mut calls = Object::new(env)?;
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
         add_function(env, &mut calls, "send", move |args| {
             let payload = join_payload(args.u32(2)?, args.optional_string(3)?);
+            let trace = traced(args.optional_string(4)?);
             let id = args.with_texts(0, 1, |ip, path| {
                 let (id, settle) = host.new_call();
-                swarm.send_later(ip, path, payload, |result| {
+                swarm.send_later(ip, path, payload, trace, |result| {
                     settle(match result {
                         Ok(reply) => Settlement::reply(reply),
                         Err(e) => Settlement::error(send_error_code(&e), 0, e.to_string()),
@@ -248,9 +251,12 @@ impl SwarmNode {
         let (swarm, host) = (self.swarm.clone(), self.host.clone());
         add_function(env, &mut calls, "execTask", move |args| {
             let json = Bytes::from(args.string(2)?);
+            let trace = traced(args.optional_string(3)?);
             let id = args.with_texts(0, 1, |name, key| {
                 let (id, settle) = host.new_call();
-                swarm.exec_later(name, key, json, |result| settle(exec_settlement(result)));
+                swarm.exec_later(name, key, json, trace, |result| {
+                    settle(exec_settlement(result))
+                });
                 id
             })?;
             Ok(call_id(id))
@@ -349,6 +355,11 @@ fn written_this_turn() {
         return;
     }
     swarm_core::messaging::mux::flush();
+}
+
+/// The trace context of the facade's form (`Trace::from_text`); none when it is not one.
+fn traced(text: Option<String>) -> Option<Trace> {
+    text.as_deref().and_then(Trace::from_text)
 }
 
 /// The id of a call `send` or `execTask` made, its request written in this turn.

@@ -43,7 +43,7 @@ pub use types::*;
 
 use crate::{
     local::LoopThread,
-    messaging::{self, Client, Payload, Reply, SendError, TaskRequest},
+    messaging::{self, Client, Payload, Reply, SendError, TaskRequest, Trace},
     stats::Counters,
     tasks::{TaskOptions, TaskStats, Tasks},
     topology::{
@@ -224,18 +224,30 @@ impl Swarm {
     /// Sends a message as [`Swarm::send`] does, from any thread, the way its peer is
     /// reached now ([`messaging::Client::dispatch`]): over the peer's open multiplexed
     /// connection it takes no task, and the request is written when this thread calls
-    /// [`messaging::mux::flush`]. `done` gets the result.
-    pub fn send_later<F>(&self, ip: &str, path: &str, payload: Payload, done: F)
-    where
+    /// [`messaging::mux::flush`]. It carries `trace`, the sender's span. `done` gets the
+    /// result.
+    pub fn send_later<F>(
+        &self,
+        ip: &str,
+        path: &str,
+        payload: Payload,
+        trace: Option<Trace>,
+        done: F,
+    ) where
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
         let flight = self.inner.counters.sending(payload.body().len());
-        self.inner
-            .client
-            .dispatch(ip, path, payload, move |result| {
-                flight.settle(&result);
-                done(result);
-            });
+        let settle = move |result| {
+            flight.settle(&result);
+            done(result);
+        };
+        match self.inner.client.unsent(ip, path, payload) {
+            Ok(unsent) => self
+                .inner
+                .client
+                .dispatch_request(unsent.traced(trace), settle),
+            Err(bad) => settle(Err(bad)),
+        }
     }
 
     /// Registers task `name` with its options; false when the name is taken.
@@ -254,13 +266,15 @@ impl Swarm {
         self.inner.tasks.stats(name)
     }
 
-    /// Runs task `name` on the owner of `key`, with `args` (a JSON array). A local call
-    /// is admitted to its queue now, in call order; the future only waits for it.
+    /// Runs task `name` on the owner of `key`, with `args` (a JSON array), as part of
+    /// `trace`. A local call is admitted to its queue now, in call order; the future
+    /// only waits for it.
     pub fn exec(
         &self,
         name: &str,
         key: &str,
         args: Bytes,
+        trace: Option<Trace>,
     ) -> BoxFuture<Result<TaskValue, ExecError>> {
         if !self.inner.tasks.is_registered(name) {
             return Box::pin(std::future::ready(Err(ExecError::NoSuchTask)));
@@ -270,12 +284,12 @@ impl Swarm {
             Some(ip) if !self.is_local(ip) => {
                 let chosen = Chosen::on(&ring, ip);
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
-                let first = Attempt::none();
+                let first = Attempt::none(trace);
                 Box::pin(async move { this.exec_remote(&name, &key, chosen, args, first).await })
             }
             _ => self
                 .inner
-                .exec_local(name, key, TaskArgs::Json(args), Caller::Here),
+                .exec_local(name, key, TaskArgs::Json(args, trace), Caller::Here),
         }
     }
 
@@ -284,14 +298,14 @@ impl Swarm {
     /// its open multiplexed connection it takes no task, and is written when this thread
     /// calls [`messaging::mux::flush`]); a call that did not run is retried on the
     /// runtime ([`Swarm::exec`]'s retries). `done` gets the outcome.
-    pub fn exec_later<F>(&self, name: &str, key: &str, args: Bytes, done: F)
+    pub fn exec_later<F>(&self, name: &str, key: &str, args: Bytes, trace: Option<Trace>, done: F)
     where
         F: FnOnce(Result<TaskValue, ExecError>) + Send + 'static,
     {
         let ring = self.ring();
         let owner = ring.ring.get(key).filter(|ip| !self.is_local(ip));
         let (Some(ip), true) = (owner, self.inner.tasks.is_registered(name)) else {
-            let execution = self.exec(name, key, args);
+            let execution = self.exec(name, key, args, trace);
             self.inner
                 .runtime
                 .spawn(async move { done(execution.await) });
@@ -301,7 +315,10 @@ impl Swarm {
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let chosen = Chosen::on(&ring, ip);
         let flight = self.inner.counters.sending(body.body().len());
-        let request = self.inner.task_request(&chosen, key, body);
+        let request = self
+            .inner
+            .task_request(&chosen, key, body)
+            .map(|request| request.traced(trace.clone()));
         let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
         let first_sent = move |sent| {
             flight.settle(&sent);
@@ -314,6 +331,7 @@ impl Swarm {
                 let first = Attempt {
                     started,
                     not_run: Some(not_run),
+                    trace,
                 };
                 done(this.exec_remote(&name, &key, chosen, args, first).await)
             });

@@ -37,9 +37,7 @@ use super::{
     loop_http1,
     loop_io::{in_runtime, EventLoop, LoopIo},
     mux::{self, Outcome},
-    path,
-    routed::{self, Routed},
-    Reply,
+    path, Meta, Reply, Routed, Trace,
 };
 use crate::errors::with_causes;
 
@@ -114,17 +112,21 @@ pub struct Unsent {
     /// The request's path, as it goes on the wire.
     encoded: String,
     payload: Payload,
-    /// A task request's [`Routed`] text.
-    routed: Option<String>,
+    /// What routed a task request, and the trace it belongs to.
+    meta: Meta,
 }
 
 impl Unsent {
     /// The request, saying which key and ring routed it (a task request).
-    pub fn routed_by(self, routed: &Routed) -> Unsent {
-        Unsent {
-            routed: Some(routed.encode()),
-            ..self
-        }
+    pub fn routed_by(mut self, routed: &Routed) -> Unsent {
+        self.meta.routed = Some(routed.clone());
+        self
+    }
+
+    /// The request, carrying the trace context of its sender's span, if any.
+    pub fn traced(mut self, trace: Option<Trace>) -> Unsent {
+        self.meta.trace = trace;
+        self
     }
 
     /// The address of the node it is for.
@@ -219,7 +221,7 @@ impl Client {
             peer,
             encoded: path::encode(topic_path),
             payload,
-            routed: None,
+            meta: Meta::default(),
         })
     }
 
@@ -365,7 +367,7 @@ impl Inner {
             let Some(call) = conn
                 .call(
                     &unsent.encoded,
-                    unsent.routed.as_deref(),
+                    unsent.meta.query().as_deref(),
                     &unsent.payload,
                     self.config.auth.as_deref().map(|a| (a, peer)),
                 )

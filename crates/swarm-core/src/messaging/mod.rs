@@ -3,6 +3,7 @@
 //!
 //! - [`codec`]: bodies, topics and the `_task` envelope;
 //! - [`path`]: topic paths on the wire;
+//! - [`meta`]: what a request says besides its topic and body ([`routed`], [`trace`]);
 //! - [`server`]: the hyper server, its limits and its graceful shutdown;
 //! - [`client`]: the pooled client with its timeouts;
 //! - [`mux`]: the multiplexed transport between pods of this version;
@@ -15,11 +16,13 @@ pub mod client;
 pub mod codec;
 mod loop_http1;
 pub mod loop_io;
+pub mod meta;
 pub mod mux;
 pub mod path;
 pub mod routed;
 pub mod server;
 pub mod sys;
+pub mod trace;
 
 use std::net::IpAddr;
 
@@ -28,8 +31,10 @@ use bytes::Bytes;
 pub use auth::Auth;
 pub use client::{Client, ClientConfig, Liveness, SendError};
 pub use codec::{CodecError, Payload, TaskRequest, TASK_TOPIC};
+pub use meta::Meta;
 pub use routed::Routed;
 pub use server::{serve, Answering, Dispatch, ServerLimits};
+pub use trace::Trace;
 
 /// A decoded request.
 #[derive(Debug)]
@@ -43,8 +48,9 @@ pub struct Inbound {
     /// For a multiplexed request, what answers it from any thread; a dispatcher that
     /// takes it answers through it and returns [`Answering::Taken`].
     pub responder: Option<mux::Responder>,
-    /// How a task request between pods of 1.x was routed, when it says so.
-    pub routed: Option<Routed>,
+    /// How a task request between pods of 1.x was routed, and the trace it belongs to,
+    /// when it says so.
+    pub meta: Meta,
 }
 
 impl Inbound {

@@ -17,7 +17,12 @@ pub fn encode(path: &str) -> String {
 
 /// Decodes a request path; an invalid escape is kept as it is, as 0.5.1 kept the raw path.
 pub fn decode(path: &str) -> String {
-    let bytes = path.as_bytes();
+    String::from_utf8(unescape(path)).unwrap_or_else(|_| path.to_owned())
+}
+
+/// The bytes of percent-encoded `text`; an invalid escape is kept as it is.
+pub fn unescape(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -35,7 +40,7 @@ pub fn decode(path: &str) -> String {
             }
         }
     }
-    String::from_utf8(out).unwrap_or_else(|_| path.to_owned())
+    out
 }
 
 #[cfg(test)]

@@ -4,14 +4,17 @@
 //!
 //! On the wire it is one text, `<checksum: 16 hex digits><key as a path>`, the key
 //! percent-encoded as a topic path is (`/` first): the value of the [`HEADER`] over
-//! HTTP/1.1, the query of a request frame's path when multiplexed (see [`super::mux`]).
+//! HTTP/1.1, a field of the request frame's query when multiplexed ([`super::meta`]).
 
 use hyper::header::HeaderName;
 
 use super::path;
 
+/// The name of the request header that carries it over HTTP/1.1, and of its field in
+/// a multiplexed request's query.
+pub const NAME: &str = "x-swarm-kb-routed";
 /// The request header that carries it over HTTP/1.1.
-pub const HEADER: HeaderName = HeaderName::from_static("x-swarm-kb-routed");
+pub const HEADER: HeaderName = HeaderName::from_static(NAME);
 
 /// The checksum's digits.
 const DIGITS: usize = 16;

@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::{handoff::Caller, ExecError, Inner, RingAt, Swarm, TaskArgs, TaskValue, NOT_RUN};
 use crate::messaging::{
-    client::Unsent, Payload, Reply, Routed, SendError, TaskRequest, TASK_TOPIC,
+    client::Unsent, Payload, Reply, Routed, SendError, TaskRequest, Trace, TASK_TOPIC,
 };
 use crate::tasks::TaskNote;
 
@@ -69,6 +69,7 @@ impl Swarm {
             .options(name)
             .map_or(Duration::from_secs(30), |o| o.timeout);
         let deadline = first.started + timeout;
+        let trace = first.trace;
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let mut backoff = Duration::from_millis(25);
         let mut not_run = first.not_run;
@@ -79,8 +80,12 @@ impl Swarm {
                     let ip = &chosen.ip;
                     debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
                     let flight = self.inner.counters.sending(body.body().len());
-                    let sent = match self.inner.task_request(&chosen, key, body.clone()) {
-                        Ok(request) => self.inner.client.send_request(request).await,
+                    let request = self.inner.task_request(&chosen, key, body.clone());
+                    let sent = match request {
+                        Ok(request) => {
+                            let request = request.traced(trace.clone());
+                            self.inner.client.send_request(request).await
+                        }
                         Err(bad) => Err(bad),
                     };
                     flight.settle(&sent);
@@ -111,7 +116,7 @@ impl Swarm {
             match ring.ring.get(key) {
                 Some(next) if !self.is_local(next) => chosen = Chosen::on(&ring, next),
                 _ => {
-                    let here = TaskArgs::Json(args.clone());
+                    let here = TaskArgs::Json(args.clone(), trace.clone());
                     match self.inner.exec_local(name, key, here, Caller::Here).await {
                         // Handed away meanwhile: routed again, as a call that did not run.
                         Err(ExecError::Moved(moved)) => not_run = Some(moved),
@@ -123,17 +128,20 @@ impl Swarm {
     }
 }
 
-/// How a remote task call began: when, and why it did not run if it was sent already.
+/// How a remote task call began: when, why it did not run if it was sent already, and
+/// the trace it belongs to.
 pub(super) struct Attempt {
     pub(super) started: tokio::time::Instant,
     pub(super) not_run: Option<String>,
+    pub(super) trace: Option<Trace>,
 }
 
 impl Attempt {
-    pub(super) fn none() -> Attempt {
+    pub(super) fn none(trace: Option<Trace>) -> Attempt {
         Attempt {
             started: tokio::time::Instant::now(),
             not_run: None,
+            trace,
         }
     }
 }

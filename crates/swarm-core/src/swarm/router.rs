@@ -30,7 +30,7 @@ impl Inner {
             Err(e) => return Reply::error(400, &e.to_string()),
         };
         // A 0.5.1 caller names no key: it is the one 0.5.1 routed by.
-        let key = match &message.routed {
+        let key = match &message.meta.routed {
             Some(routed) => {
                 if let Err(moved) = self.owner_check(&request.task, routed).await {
                     return self.moved(&request.task, &moved);
@@ -39,7 +39,7 @@ impl Inner {
             }
             None => request.routing_key(),
         };
-        let args = TaskArgs::Json(request.args);
+        let args = TaskArgs::Json(request.args, message.meta.trace);
         match self
             .exec_local(&request.task, &key, args, Caller::Peer)
             .await

@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
-    messaging::{Answering, ClientConfig, Inbound, Payload, ServerLimits},
+    messaging::{Answering, ClientConfig, Inbound, Payload, ServerLimits, Trace},
     tasks::{TaskError, TaskOptions},
     topology::{Discovery, KubeSettings, LeaseSettings, TopologyEvent},
 };
@@ -38,8 +38,8 @@ pub type Keep = Arc<dyn std::any::Any + Send + Sync>;
 /// The arguments of a task call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskArgs {
-    /// A JSON array, as tasks travel between nodes.
-    Json(Bytes),
+    /// A JSON array, as tasks travel between nodes, and the trace context of the call.
+    Json(Bytes, Option<Trace>),
     /// Arguments the host keeps itself, under this id: a call made on this node, whose
     /// arguments never need to cross the network.
     Local(u32),

@@ -67,8 +67,8 @@ pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Answers by the first topic: `gate` waits for a permit of the test's gate (and says
 /// it started), `path` answers the decoded path as text, `nothing` answers nothing,
-/// `routed` the path and what routed the request, `take` hands the request's responder
-/// to the test, anything else echoes.
+/// `routed` the path and what routed the request, `traced` the trace context it came
+/// with, `take` hands the request's responder to the test, anything else echoes.
 pub struct App {
     /// Every message handed over: its path, payload and sender.
     pub handled: Mutex<Vec<(String, Payload, IpAddr)>>,
@@ -114,9 +114,13 @@ impl App {
             )))),
             "nothing" => Box::pin(std::future::ready(Reply::ok(Payload::Empty))),
             "routed" => {
-                let routed = message.routed.map_or("none".into(), |r| r.encode());
+                let routed = message.meta.routed.map_or("none".into(), |r| r.encode());
                 let said = format!("{} {routed}", message.path);
                 Box::pin(std::future::ready(Reply::ok(Payload::Text(said.into()))))
+            }
+            "traced" => {
+                let trace = message.meta.trace.map_or("none".into(), |t| t.text());
+                Box::pin(std::future::ready(Reply::ok(Payload::Text(trace.into()))))
             }
             _ => Box::pin(std::future::ready(Reply::ok(message.payload))),
         }

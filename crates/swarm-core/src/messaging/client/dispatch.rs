@@ -83,7 +83,7 @@ impl Client {
         let auth = self.inner.config.auth.as_deref();
         let frame = mux::encode_request(
             &unsent.encoded,
-            unsent.routed.as_deref(),
+            unsent.meta.query().as_deref(),
             &unsent.payload,
             auth.map(|a| (a, peer)),
         );

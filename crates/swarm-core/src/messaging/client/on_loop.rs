@@ -21,7 +21,7 @@ impl Client {
 
 impl Inner {
     /// The request as it goes on the wire: host, content type, length, what routed a task
-    /// request, and the signature.
+    /// request and its trace, and the signature.
     pub(super) fn http_request(&self, unsent: &Unsent) -> Bytes {
         let body = unsent.payload.body();
         let mut request = BytesMut::with_capacity(256 + body.len());
@@ -36,12 +36,7 @@ impl Inner {
         }
         request.extend_from_slice(b"\r\ncontent-length: ");
         request.extend_from_slice(codec::display_in(body.len(), &mut room).unwrap_or_default());
-        if let Some(routed) = &unsent.routed {
-            request.extend_from_slice(b"\r\n");
-            request.extend_from_slice(routed::HEADER.as_str().as_bytes());
-            request.extend_from_slice(b": ");
-            request.extend_from_slice(routed.as_bytes());
-        }
+        unsent.meta.write_headers(&mut request);
         if let Some(auth) = &self.config.auth {
             let signed = auth::Signed {
                 method: "POST",

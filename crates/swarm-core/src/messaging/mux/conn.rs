@@ -158,7 +158,7 @@ impl Conn {
     pub async fn call(
         self: &Arc<Self>,
         path: &str,
-        routed: Option<&str>,
+        query: Option<&str>,
         payload: &Payload,
         auth: Option<(&Auth, SocketAddr)>,
     ) -> Option<Call> {
@@ -167,7 +167,7 @@ impl Conn {
         let done: Done = Box::new(move |outcome| {
             let _ = tx.send(outcome);
         });
-        let frame = encode_request(path, routed, payload, auth);
+        let frame = encode_request(path, query, payload, auth);
         let id = self
             .enqueue(frame, done, None, |frame, _| self.outbox.push(frame))
             .ok()?;

@@ -11,11 +11,11 @@
 //!
 //! Frames, big-endian: `len: u32` (of what follows), `kind: u8`, `id: u32`, then
 //! - request (1): `type: u8`, `path_len: u16`, the path as in an HTTP request line,
-//!   `auth_len: u16`, the signature header values joined by spaces, the body. A task
-//!   request's path has the [`Routed`](super::Routed) text as its query, which the
-//!   server reads and every server of ours, of any level, leaves out of the topic path
-//!   (as an HTTP server leaves a query out of its path); it is not signed, as its
-//!   HTTP header is not;
+//!   `auth_len: u16`, the signature header values joined by spaces, the body. The path's
+//!   query says what HTTP/1.1 headers say besides the topic and body (what routed a task
+//!   request, the trace: [`Meta`](super::Meta)); every server of ours, of any level,
+//!   leaves it out of the topic path (as an HTTP server leaves a query out of its
+//!   path); it is not signed, as those headers are not;
 //! - reply (2): `status: u16`, `type: u8`, the body;
 //! - go-away (3): nothing. The server answers every request up to `id` and none after
 //!   it, so the client sends those again on a new connection (HTTP/2's GOAWAY): a server
@@ -119,11 +119,11 @@ pub fn request_frame(
     buf.freeze()
 }
 
-/// A request frame without its id: signing and copying the body need no lock. `routed`
-/// is the query of its path.
+/// A request frame without its id: signing and copying the body need no lock. `query`
+/// is the query of its path ([`Meta::query`](super::Meta::query)).
 pub fn encode_request(
     path: &str,
-    routed: Option<&str>,
+    query: Option<&str>,
     payload: &Payload,
     auth: Option<(&Auth, SocketAddr)>,
 ) -> BytesMut {
@@ -144,15 +144,14 @@ pub fn encode_request(
             values.join(" ")
         })
         .unwrap_or_default();
-    let query = routed.map_or(0, |routed| 1 + routed.len());
-    let path_len = path.len() + query;
+    let path_len = path.len() + query.map_or(0, |query| 1 + query.len());
     let mut buf = frame(REQUEST, 0, 5 + path_len + signature.len() + body.len());
     buf.put_u8(type_code(payload));
     buf.put_u16(path_len as u16);
     buf.put_slice(path.as_bytes());
-    if let Some(routed) = routed {
+    if let Some(query) = query {
         buf.put_u8(b'?');
-        buf.put_slice(routed.as_bytes());
+        buf.put_slice(query.as_bytes());
     }
     buf.put_u16(signature.len() as u16);
     buf.put_slice(signature.as_bytes());

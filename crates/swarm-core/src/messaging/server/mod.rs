@@ -35,9 +35,7 @@ use super::{
     auth::{self, Auth},
     codec::Payload,
     loop_io::{in_runtime, EventLoop},
-    mux, path,
-    routed::{self, Routed},
-    Inbound, Reply,
+    mux, path, Inbound, Meta, Reply,
 };
 
 mod body;
@@ -339,8 +337,8 @@ fn decode_frame(rest: Bytes, ends: Ends, ctx: &Context) -> Result<Inbound, Reply
     if body.len() > ctx.limits.max_body {
         return Err(too_large(ctx.limits.max_body));
     }
-    // As of an HTTP request line, the path is what precedes a query; a task request's
-    // query says how it was routed.
+    // As of an HTTP request line, the path is what precedes a query, which says what
+    // headers say over HTTP/1.1.
     let (path, query) = request
         .path()
         .split_once('?')
@@ -354,7 +352,7 @@ fn decode_frame(rest: Bytes, ends: Ends, ctx: &Context) -> Result<Inbound, Reply
         body,
         ends,
     )?;
-    inbound.routed = Routed::parse(query.as_bytes());
+    inbound.meta = Meta::from_query(query);
     Ok(inbound)
 }
 
@@ -404,10 +402,7 @@ async fn decode(req: Request<Incoming>, ends: Ends, ctx: &Context) -> Result<Inb
         body,
         ends,
     )?;
-    inbound.routed = parts
-        .headers
-        .get(routed::HEADER)
-        .and_then(|routed| Routed::parse(routed.as_bytes()));
+    inbound.meta = Meta::from_headers(&parts.headers);
     Ok(inbound)
 }
 
@@ -446,7 +441,7 @@ fn inbound(
         payload,
         from,
         responder: None,
-        routed: None,
+        meta: Meta::default(),
     })
 }
 
