@@ -182,12 +182,12 @@ impl Swarm {
             }
         });
         let departures = tokio::spawn(departures::watch(inner.clone()));
-        let rings = tokio::spawn(rings::follow(inner.clone()));
+        let marks = tokio::spawn(handoff::follow_views(inner.clone()));
         inner
             .background
             .lock()
             .expect("not poisoned")
-            .extend(server.into_iter().chain([pump, departures, rings]));
+            .extend(server.into_iter().chain([pump, departures, marks]));
         Ok(swarm)
     }
 
@@ -432,11 +432,6 @@ impl Inner {
         }
         let fresh = Arc::new(ring.next(&view, |ip| self.local_ips.contains(ip)));
         *ring = fresh.clone();
-        drop(ring);
-        self.handoffs
-            .lock()
-            .expect("not poisoned")
-            .caught_up(fresh.checksum);
         fresh
     }
 }

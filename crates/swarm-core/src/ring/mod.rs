@@ -35,9 +35,14 @@ pub use hashring3::{HashRing, KeyPoint};
 /// A digest of `ring`'s placement, equal on pods that built it from the same servers in
 /// the same order (xxh3: fast, not meant to resist chosen inputs, which it need not).
 pub fn checksum(ring: &HashRing) -> u64 {
+    checksum_of(ring.servers().iter().map(String::as_str))
+}
+
+/// [`checksum`] of the ring of `servers` (distinct, in order), without building it.
+pub fn checksum_of<'a>(servers: impl IntoIterator<Item = &'a str>) -> u64 {
     let mut digest = xxhash_rust::xxh3::Xxh3::new();
     digest.update(b"hashring@3");
-    for server in ring.servers() {
+    for server in servers {
         digest.update(b"\n");
         digest.update(server.as_bytes());
     }
@@ -63,6 +68,11 @@ mod tests {
             &[],
         ] {
             assert_ne!(ring(&["10.0.0.1", "10.0.0.2"]), ring(other), "{other:?}");
+            assert_eq!(
+                checksum_of(other.iter().copied()),
+                ring(other),
+                "unbuilt: {other:?}"
+            );
         }
     }
 }

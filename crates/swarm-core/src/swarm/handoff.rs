@@ -19,8 +19,9 @@ use tracing::debug;
 use super::{ExecError, Inner, RingAt, SendError, TaskArgs, TaskOptions, TaskValue};
 use crate::{
     messaging::{Inbound, Payload, Reply},
-    ring::KeyPoint,
+    ring::{self, KeyPoint},
     tasks::TaskNote,
+    topology::View,
 };
 
 /// The topic of a request to release a task key.
@@ -248,7 +249,6 @@ impl Inner {
         // they came; calls that come meanwhile join the list, so none overtakes them.
         // Each is checked again: the key may have been handed on meanwhile.
         loop {
-            // Taken before the lock: a new ring takes it too, to end release marks.
             let now = self.ring();
             let (held, admit) = {
                 let mut handoffs = self.handoffs.lock().expect("not poisoned");
@@ -347,13 +347,11 @@ impl Inner {
         };
         let ring = u64::from_str_radix(&request.ring, 16).unwrap_or_default();
         let task_key = (request.task, request.key);
-        // The ring of this pod's current view, built before the lock is taken.
-        self.ring();
         {
             let mut handoffs = self.handoffs.lock().expect("not poisoned");
-            // Read under the lock: a ring installed after this ends the mark
-            // (`Inner::ring`), one installed before is the one compared.
-            let current = self.ring.read().expect("not poisoned").checksum;
+            // Read under the lock: a view that comes after this ends the mark
+            // ([`follow_views`]), one that came before is the one compared.
+            let current = view_checksum(&self.topology.view());
             handoffs.give(task_key.clone(), ring, current);
         }
         loop {
@@ -410,11 +408,11 @@ impl Handoffs {
         }
     }
 
-    /// Ends the marks of keys released to pods whose ring is `checksum`, this pod's
-    /// new one: its view has caught up with theirs. Kept, such a mark would hold back
-    /// this pod's calls of a key that comes back to it later (its asker leaves) until
-    /// the mark runs out, as if the asker still owned it.
-    pub(super) fn caught_up(&mut self, checksum: u64) {
+    /// Ends the marks of keys released to pods whose ring is `checksum`, that of this
+    /// pod's new view: its view has caught up with theirs. Kept, such a mark would hold
+    /// back this pod's calls of a key that comes back to it later (its asker leaves)
+    /// until the mark runs out, as if the asker still owned it.
+    fn caught_up(&mut self, checksum: u64) {
         if !self.given.is_empty() {
             self.given.retain(|_, (asker, _)| *asker != checksum);
         }
@@ -433,5 +431,65 @@ impl Handoffs {
         }
         self.given.remove(&task_key);
         false
+    }
+}
+
+/// The checksum of the ring of `view` ([`ring::checksum_of`]), without building it.
+fn view_checksum(view: &View) -> u64 {
+    ring::checksum_of(view.nodes.keys().map(|ip| &**ip))
+}
+
+/// Ends release marks as this pod's view catches up with their askers', each view as it
+/// comes: not only when a call of the key comes (`Handoffs::is_given`), which may be
+/// after the view moved on again. Views that follow each other faster than this task
+/// wakes are seen as the last one.
+pub(super) async fn follow_views(inner: Arc<Inner>) {
+    let mut views = inner.topology.subscribe();
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+        }
+        let checksum = view_checksum(&views.borrow_and_update());
+        inner
+            .handoffs
+            .lock()
+            .expect("not poisoned")
+            .caught_up(checksum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> TaskKey {
+        ("t".to_owned(), k.to_owned())
+    }
+
+    #[test]
+    fn a_release_marks_a_key_until_this_pods_view_is_the_askers() {
+        let (asker, mine, other) = (1, 2, 3);
+        let mut handoffs = Handoffs::default();
+        handoffs.give(key("a"), asker, mine);
+        handoffs.give(key("b"), other, mine);
+        assert!(
+            handoffs.is_given("t", "a", true, mine),
+            "held while the views differ"
+        );
+        // The view caught up with the asker's, then moved on before any call of the key:
+        // the mark has ended all the same.
+        handoffs.caught_up(asker);
+        assert!(!handoffs.is_given("t", "a", true, mine));
+        assert!(
+            handoffs.is_given("t", "b", true, mine),
+            "another asker's mark stays"
+        );
+
+        handoffs.give(key("c"), mine, mine);
+        assert!(
+            !handoffs.is_given("t", "c", true, other),
+            "asked with the same view: no mark"
+        );
     }
 }

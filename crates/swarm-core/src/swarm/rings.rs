@@ -6,7 +6,6 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use super::Inner;
 use crate::{
     ring::{self, HashRing, KeyPoint},
     topology::View,
@@ -98,21 +97,6 @@ impl RingAt {
             }
         }
         owners
-    }
-}
-
-/// Builds the ring of each view as it comes, not only when a call needs one: a view
-/// that lasts until the next is among the rings kept (whose owners the hand-off asks),
-/// and release marks end as soon as this pod's view catches up with their asker's.
-pub(super) async fn follow(inner: Arc<Inner>) {
-    let mut views = inner.topology.subscribe();
-    loop {
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            changed = views.changed() => if changed.is_err() { return },
-        }
-        views.borrow_and_update();
-        inner.ring();
     }
 }
 
