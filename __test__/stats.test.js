@@ -140,6 +140,23 @@ test('a request the server refuses before dispatching it is counted by status, a
   assert.strictEqual(after.received, before.received);
 });
 
+test('a task request whose body is not one is counted as refused (400), and not as received', async () => {
+  const [, b] = used.cluster.nodes;
+  const before = (await b.request('swarmStats')).messages;
+  const status = await new Promise((resolve, reject) => {
+    const req = http.request({ host: b.ip, port: used.cluster.port, method: 'POST', path: '/_task', headers: { 'content-type': 'application/json' } }, res => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end('{"not":"a task"}');
+  });
+  assert.strictEqual(status, 400);
+  const after = (await b.request('swarmStats')).messages;
+  assert.strictEqual(after.refused['400'], before.refused['400'] + 1);
+  assert.strictEqual(after.received, before.received);
+});
+
 test('metrics refuse what is not a registry, a bad prefix and labels of their own, saying which', () => {
   const { metrics } = require('..');
   const code = { code: 'ERR_SWARM_INVALID_ARG' };

@@ -27,8 +27,12 @@ impl Inner {
     pub(super) async fn answer_task(self: &Arc<Self>, message: Inbound) -> Reply {
         let request = match TaskRequest::parse(&message.payload) {
             Ok(request) => request,
-            Err(e) => return Reply::error(400, &e.to_string()),
+            Err(e) => {
+                self.counters.refused(400);
+                return Reply::error(400, &e.to_string());
+            }
         };
+        self.counters.received(message.payload.body().len());
         // A 0.5.1 caller names no key: it is the one 0.5.1 routed by.
         let key = match &message.meta.routed {
             Some(routed) => {
@@ -99,7 +103,10 @@ impl Dispatch for Router {
         self.0
             .last_request_ms
             .store(self.0.elapsed_ms(), Ordering::Relaxed);
-        self.0.counters.received(message.payload.body().len());
+        // A task request is counted once its body is read as one (`answer_task`).
+        if message.path != TASK_TOPIC {
+            self.0.counters.received(message.payload.body().len());
+        }
         if message.path == RELEASE_TOPIC {
             let inner = self.0.clone();
             return Answering::Later(Box::pin(async move { inner.answer_release(message).await }));
