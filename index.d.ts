@@ -329,6 +329,40 @@ declare namespace swarm {
     text(options?: MetricsOptions): string;
   }
 
+  /** What every `diagnostics_channel` tracing channel's context holds (docs/observability.md). */
+  interface ChannelContext {
+    /** The W3C trace context carried, when there is one; a subscriber may set it at `start` of a send or exec. */
+    traceparent?: string;
+    tracestate?: string;
+    /** Set before `asyncStart`: the call's outcome. */
+    result?: unknown;
+    /** Set before `error`: why the call failed. */
+    error?: unknown;
+  }
+
+  /** The context of `node-swarm-kb:send`: one per target of a send or broadcast. */
+  interface SendChannelContext extends ChannelContext {
+    node: string;
+    topic: string;
+    message: unknown;
+  }
+
+  /** The context of `node-swarm-kb:exec`: a `tasks.exec` call. */
+  interface ExecChannelContext extends ChannelContext {
+    task: string;
+    key: string;
+    args: unknown[];
+  }
+
+  /** The context of `node-swarm-kb:handle`: a message handled (`topic`) or a task run here (`task`). */
+  interface HandleChannelContext extends ChannelContext {
+    topic?: string;
+    from?: string;
+    message?: unknown;
+    task?: string;
+    args?: unknown[];
+  }
+
   interface Tasks {
     /** Registers a task; a name already registered is ignored. */
     register(name: string, handler: TaskHandler, options?: TaskOptions): void;

@@ -4,6 +4,7 @@
 // `nodenext` (tsconfig.nodenext.json).
 import swarm = require('../..');
 import swarmDefault, { init, send, broadcast, messages, tasks, close } from '../..';
+import * as dc from 'node:diagnostics_channel';
 
 interface Order { id: string; total: number }
 
@@ -120,6 +121,18 @@ async function main (): Promise<void> {
   // @ts-expect-error the broadcasting form takes an IP, not a node (0.5.1 rejected it)
   await swarm.send(nodes['10.0.0.1'], 'topic');
   console.log(notText, notObject, noHoles, notString);
+
+  // The tracing channels, their contexts typed.
+  dc.tracingChannel<string, swarm.SendChannelContext>('node-swarm-kb:send').subscribe({
+    start: (ctx) => { ctx.traceparent = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01`; console.log(ctx.node, ctx.topic); },
+    end: () => {},
+    asyncStart: () => {},
+    asyncEnd: (ctx) => console.log(ctx.result),
+    error: (ctx) => console.log(ctx.error)
+  });
+  const handled = (ctx: swarm.HandleChannelContext): string | undefined => ctx.topic ?? ctx.task;
+  const exec = (ctx: swarm.ExecChannelContext): number => ctx.args.length;
+  console.log(handled, exec);
 }
 
 void main;
