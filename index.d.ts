@@ -209,8 +209,13 @@ declare namespace swarm {
       bytes: { sent: number; received: number };
       /** Requests refused before they were dispatched, by HTTP status (`other` for the rest). */
       refused: { [status: string]: number };
-      /** How long the requests that settled took, from sent to outcome. */
-      durations: Durations;
+      /** Connections open now: accepted (`in`) and opened (`out`), by transport. */
+      connections: {
+        in: { multiplexed: number; http1: number };
+        out: { multiplexed: number; http1: number };
+      };
+      /** How long this pod's requests took, from made to outcome, by the transport that carried them. */
+      durations: { multiplexed: Durations; http1: Durations };
     };
     /** By name, the tasks registered on this pod. */
     tasks: { [name: string]: TaskReport };

@@ -42,7 +42,9 @@ test('stats() counts the requests each way, their outcomes and the tasks run, ex
   assert.deepStrictEqual(counts(receiver.tasks.where), { running: 0, queued: 0, waiters: 0, executed: 5, failed: 0, timedOut: 0, retried: 0, moved: 0, durations: 5 });
   assert.deepStrictEqual(counts(receiver.tasks.failsAtOnce), { running: 0, queued: 0, waiters: 0, executed: 4, failed: 4, timedOut: 0, retried: 0, moved: 0, durations: 4 });
   assert.strictEqual(sender.tasks.where.executed, 0, 'ran on its owner');
-  assert.strictEqual(sender.messages.durations.count, 24, 'each request that settled has its duration');
+  // All made at once, before the first reply told the sender that the receiver speaks
+  // the multiplexed transport: over HTTP/1.1.
+  assert.deepStrictEqual([sender.messages.durations.http1.count, sender.messages.durations.multiplexed.count], [24, 0]);
 });
 
 // The samples of an exposition text, keyed `name{labels sorted}`.
@@ -65,10 +67,13 @@ test('the metrics, scraped by a prom-client registry of the app and as text(), s
   const sent = samples(sender.scraped);
   assert.strictEqual(sent.get('swarm_messages_sent_total{outcome="ok",service="web"}'), 18);
   assert.strictEqual(sent.get('swarm_messages_sent_total{outcome="refused",service="web"}'), 6);
-  assert.strictEqual(sent.get('swarm_message_duration_seconds_count{service="web"}'), 24);
-  assert.strictEqual(sent.get('swarm_message_duration_seconds_bucket{le="+Inf",service="web"}'), 24);
+  const byTransport = name => ['http1', 'multiplexed'].map(transport => sent.get(name.replace('}', `,transport="${transport}"}`)));
+  assert.deepStrictEqual(byTransport('swarm_message_duration_seconds_count{service="web"}'), [24, 0]);
+  assert.deepStrictEqual(byTransport('swarm_message_duration_seconds_bucket{le="+Inf",service="web"}'), [24, 0]);
+  assert.strictEqual(sent.get('swarm_connections{direction="out",service="web",transport="multiplexed"}'), 0);
   assert.strictEqual(sent.get('swarm_is_master{service="web"}'), 1);
   const got = samples(receiver.scraped);
+  assert.strictEqual(got.get('swarm_connections{direction="in",service="web",transport="multiplexed"}'), 0);
   assert.strictEqual(got.get('swarm_messages_received_total{outcome="handled",service="web"}'), 24);
   assert.strictEqual(got.get('swarm_task_executions_total{outcome="ok",service="web",task="where"}'), 5);
   assert.strictEqual(got.get('swarm_task_executions_total{outcome="failed",service="web",task="failsAtOnce"}'), 4);
@@ -105,6 +110,16 @@ test('the ring checksum follows the view, and the change is counted', async () =
   assert.notStrictEqual(later.topology.ring.checksum, earlier.topology.ring.checksum);
   assert.strictEqual(later.topology.changes.nodeAdded, earlier.topology.changes.nodeAdded + 1);
   assert.strictEqual(later.topology.nodes.ready, 3);
+});
+
+test('once a pod knows its peer speaks the multiplexed transport, one connection carries its requests, counted each way', async () => {
+  const [a, b] = used.cluster.nodes;
+  const before = (await a.request('swarmStats')).messages.durations.multiplexed.count;
+  assert.strictEqual(await a.request('send', { to: b.ip, topic: 'whoami', data: {} }), b.ip);
+  const [sender, receiver] = await Promise.all([a.request('swarmStats'), b.request('swarmStats')]);
+  assert.strictEqual(sender.messages.durations.multiplexed.count, before + 1);
+  assert.deepStrictEqual([sender.messages.connections.out.multiplexed, receiver.messages.connections.in.multiplexed], [1, 1]);
+  assert.deepStrictEqual([sender.messages.connections.in.multiplexed, receiver.messages.connections.out.multiplexed], [0, 0]);
 });
 
 test('stats() names the resource watched, and says when the Kubernetes API fails and recovers', async () => {

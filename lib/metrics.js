@@ -28,7 +28,10 @@ const METRICS = [
     { labels: { outcome: 'handled' }, value: s.messages.received },
     { labels: { outcome: 'refused' }, value: Object.values(s.messages.refused).reduce((sum, n) => sum + n, 0) }
   ]],
-  ['message_duration_seconds', 'histogram', 'From a request sent to its outcome.', s => [{ durations: s.messages.durations }]],
+  ['message_duration_seconds', 'histogram', 'From a request made to its outcome, by transport.', s => Object.entries(s.messages.durations)
+    .map(([transport, durations]) => ({ labels: { transport }, durations }))],
+  ['connections', 'gauge', 'Connections open between this pod and its peers: accepted (in) and opened (out), by transport.', s => ['in', 'out']
+    .flatMap(direction => Object.entries(s.messages.connections[direction]).map(([transport, value]) => ({ labels: { direction, transport }, value })))],
   ['messages_in_flight', 'gauge', 'Requests sent and not settled (out), received and not answered (in).', s => [
     { labels: { direction: 'out' }, value: s.messages.inFlight.out },
     { labels: { direction: 'in' }, value: s.messages.inFlight.in }
@@ -126,7 +129,7 @@ function buckets (name, labels, { le, counts, count, sum }) {
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 // The labels of the metrics themselves: one of the app's would be overwritten.
-const OURS = ['state', 'kind', 'checksum', 'outcome', 'direction', 'status', 'task', 'reason', 'le'];
+const OURS = ['state', 'kind', 'checksum', 'outcome', 'direction', 'transport', 'status', 'task', 'reason', 'le'];
 
 function checkLabels (prefix, labels) {
   if (typeof prefix !== 'string' || !NAME.test(`${prefix}x`)) throw errors.invalidArgument('metrics prefix', 'a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', prefix);

@@ -6,12 +6,16 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::messaging::{Reply, SendError};
 use crate::topology::TopologyEvent;
+
+mod transports;
+
+pub use transports::{Connections, Direction, Open, Transport, Transports};
 
 /// How a request this node sent ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +131,8 @@ pub struct Durations {
 #[derive(Default)]
 pub struct Counters {
     sent: AtomicU64,
-    durations: Histogram,
+    /// Connections and exchanges by transport, counted by the client and the server.
+    transports: Arc<Transports>,
     settled: [AtomicU64; Sent::ALL.len()],
     bytes_sent: AtomicU64,
     received: AtomicU64,
@@ -144,7 +149,6 @@ pub struct Counters {
 #[must_use = "a request in flight is settled with its outcome"]
 pub struct InFlight {
     counters: Arc<Counters>,
-    started: Instant,
     outcome: Sent,
 }
 
@@ -156,9 +160,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let counters = &self.counters;
-        counters.settled[self.outcome as usize].fetch_add(1, Relaxed);
-        counters.durations.record(self.started.elapsed());
+        self.counters.settled[self.outcome as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -169,9 +171,13 @@ impl Counters {
         self.bytes_sent.fetch_add(bytes as u64, Relaxed);
         InFlight {
             counters: self.clone(),
-            started: Instant::now(),
             outcome: Sent::Abandoned,
         }
+    }
+
+    /// What the client and the server count connections and exchanges in.
+    pub fn transports(&self) -> Arc<Transports> {
+        self.transports.clone()
     }
 
     /// A request of `bytes` bytes of body came in, for a handler (or the task engine).
@@ -231,7 +237,8 @@ impl Counters {
                 received: read(&self.bytes_received),
             },
             refused,
-            durations: self.durations.read(),
+            connections: self.transports.connections(),
+            durations: self.transports.durations(),
         }
     }
 
@@ -310,8 +317,11 @@ pub struct MessageStats {
     pub bytes: Bytes,
     /// Requests the server refused before dispatching them, by status.
     pub refused: BTreeMap<String, u64>,
-    /// How long the requests that settled took, from sent to settled.
-    pub durations: Durations,
+    /// Connections open now, each way, by transport ([`Transport::name`]).
+    pub connections: Connections,
+    /// How long the exchanges of this node's client took, from the request made to its
+    /// outcome, by transport.
+    pub durations: BTreeMap<&'static str, Durations>,
 }
 
 /// Requests under way: sent and not settled, received and not answered.
@@ -348,7 +358,6 @@ mod tests {
         assert_eq!((stats.sent["ok"], stats.sent["timeout"]), (1, 1));
         assert_eq!(stats.sent.values().sum::<u64>(), 2);
         assert_eq!(stats.bytes.sent, 16);
-        assert_eq!(stats.durations.count, 2);
         drop(third);
         let stats = counters.messages(0);
         assert_eq!((stats.in_flight.out, stats.sent["abandoned"]), (0, 1));

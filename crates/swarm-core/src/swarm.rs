@@ -155,6 +155,7 @@ impl Swarm {
             serving: OnceLock::new(),
         });
         let weak = Arc::downgrade(&inner);
+        inner.client.count_in(inner.counters.transports());
         inner.client.watch_departures(Box::new(move |ip| {
             weak.upgrade()
                 .map_or_else(CancellationToken::new, |inner| inner.departed(ip))

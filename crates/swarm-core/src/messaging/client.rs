@@ -40,6 +40,7 @@ use super::{
     path, Meta, Reply, Routed, Trace,
 };
 use crate::errors::with_causes;
+use crate::stats::{Direction, Transport, Transports};
 
 mod config;
 mod dispatch;
@@ -89,6 +90,9 @@ struct Inner {
     runtime: Option<Handle>,
     /// Set once by the node ([`Client::watch_departures`]).
     departures: OnceLock<Departures>,
+    /// Where connections and exchanges are counted, set once by the node
+    /// ([`Client::count_in`]).
+    transports: OnceLock<Arc<Transports>>,
 }
 
 /// How a peer is sent to, once known; an unknown peer gets HTTP/1.1.
@@ -159,6 +163,7 @@ impl Client {
                 config,
                 runtime: Handle::try_current().ok(),
                 departures: OnceLock::new(),
+                transports: OnceLock::new(),
             }),
         }
     }
@@ -229,6 +234,12 @@ impl Client {
     /// each, from now on (none leaves before).
     pub fn watch_departures(&self, departures: Departures) {
         let _ = self.inner.departures.set(departures);
+    }
+
+    /// Counts the connections this client opens, and its exchanges, in `transports`,
+    /// from now on.
+    pub fn count_in(&self, transports: Arc<Transports>) {
+        let _ = self.inner.transports.set(transports);
     }
 
     /// Whether this is the thread of the loop its connections are read on: work started
@@ -480,6 +491,7 @@ impl Inner {
                     self.config.request_timeout,
                     self.config.event_loop.clone(),
                     pings,
+                    self.transports.get().cloned(),
                 );
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     local,
     messaging::{Answering, Dispatch, Inbound, Reply, Routed, TaskRequest, TASK_TOPIC},
+    stats::Transports,
     tasks::TaskNote,
 };
 
@@ -147,5 +148,9 @@ impl Dispatch for Router {
 
     fn serving(&self, in_flight: Arc<Semaphore>, max: usize) {
         let _ = self.0.serving.set((in_flight, max));
+    }
+
+    fn transports(&self) -> Option<Arc<Transports>> {
+        Some(self.0.counters.transports())
     }
 }

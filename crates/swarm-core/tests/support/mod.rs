@@ -33,6 +33,7 @@ pub use swarm_core::messaging::{
     serve, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
     ServerLimits,
 };
+pub use swarm_core::stats::Transports;
 pub use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
     net::{
@@ -75,6 +76,8 @@ pub struct App {
     pub started: mpsc::UnboundedSender<String>,
     pub gate: Arc<Semaphore>,
     pub taken: mpsc::UnboundedSender<mux::Responder>,
+    /// What the server counts its connections in.
+    pub transports: Arc<Transports>,
 }
 
 impl App {
@@ -95,6 +98,10 @@ impl Dispatch for App {
             return Answering::Taken;
         }
         Answering::Later(self.handler(message))
+    }
+
+    fn transports(&self) -> Option<Arc<Transports>> {
+        Some(self.transports.clone())
     }
 }
 
@@ -189,6 +196,7 @@ impl Server {
             started: tx,
             gate: Arc::new(Semaphore::new(0)),
             taken: responders,
+            transports: Arc::new(Transports::default()),
         });
         let cancel = CancellationToken::new();
         let event_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));

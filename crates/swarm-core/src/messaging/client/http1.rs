@@ -71,6 +71,7 @@ impl Inner {
         }
         let (dial, weak) = (self.dial(peer), Arc::downgrade(self));
         let timeout = self.config.request_timeout;
+        let counted = self.transports.get().cloned();
         let event_loop = match &home {
             Home::Loop(event_loop) => Some(event_loop.clone()),
             Home::Runtime => None,
@@ -112,6 +113,8 @@ impl Inner {
                     "the connection ended before the request was written".into(),
                 )));
             }
+            let _open =
+                counted.map(|transports| transports.opened(Direction::Out, Transport::Http1));
             conn.run(io).await;
         };
         match event_loop {
@@ -145,17 +148,22 @@ impl Inner {
     }
 
     /// Hands an HTTP/1.1 exchange's reply to `done`, noting the peer's offer of the
-    /// multiplexed transport.
+    /// multiplexed transport, and counting the exchange, made now.
     pub(super) fn settle_http1(
         self: &Arc<Self>,
         peer: SocketAddr,
         done: Sent,
     ) -> loop_http1::Settle {
         let weak = Arc::downgrade(self);
+        let started = Instant::now();
         Box::new(move |answered| {
+            let inner = weak.upgrade();
+            if let Some(transports) = inner.as_ref().and_then(|inner| inner.transports.get()) {
+                transports.exchanged(Transport::Http1, started.elapsed());
+            }
             done(answered.map(|answered| {
                 if let Some(offer) = answered.offers_mux {
-                    if let Some(inner) = weak.upgrade().filter(|inner| inner.config.multiplex) {
+                    if let Some(inner) = inner.filter(|inner| inner.config.multiplex) {
                         inner.offered(peer, offer);
                     }
                 }

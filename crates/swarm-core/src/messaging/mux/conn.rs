@@ -13,21 +13,24 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use tokio::{
-    io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::oneshot,
 };
 
-use crate::messaging::{loop_io::EventLoop, sys};
+use crate::messaging::loop_io::EventLoop;
+use crate::stats::{Direction, Transport, Transports};
 
 mod liveness;
+mod replies;
+
+use replies::Replies;
 
 use super::{
     encode_request,
-    inflow::{read_frames, share, EndReading, Flow, Framer, Inflow, Step},
+    inflow::{share, EndReading, Framer},
     outbox::{eager_group, Outbox, Sink},
-    parse_reply, ping_frame, read_frame, set_id, Auth, Payload, Read, Reply, ACCEPTED, BATCH,
-    GO_AWAY, PING, PONG, PREFACE, REPLY,
+    ping_frame, set_id, Auth, Payload, Reply, ACCEPTED, BATCH, PING, PREFACE,
 };
 
 /// How a call on a client connection ended.
@@ -60,6 +63,8 @@ pub type Done = Box<dyn FnOnce(Outcome) + Send>;
 /// A call waiting for its reply.
 struct Waiter {
     done: Done,
+    /// When it was put on the connection.
+    started: Instant,
     /// When it times out; `None` for calls whose caller keeps its own time ([`Call`]).
     deadline: Option<Instant>,
 }
@@ -84,6 +89,8 @@ pub struct Conn {
     timeout: Duration,
     /// The peer answers pings ([`Conn::ping`]).
     pings: bool,
+    /// Where the connection and its exchanges are counted, if anywhere.
+    transports: Option<Arc<Transports>>,
 }
 
 /// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
@@ -116,13 +123,15 @@ impl Conn {
     /// be made at once and are written once the peer has accepted the preface.
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
     /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `event_loop`,
-    /// the replies are read on its thread. `pings`: the peer answers pings.
+    /// the replies are read on its thread. `pings`: the peer answers pings. Counted in
+    /// `transports`, with its exchanges, once the peer accepted it.
     pub fn open<F>(
         connect: F,
         handshake: Duration,
         timeout: Duration,
         event_loop: Option<Arc<dyn EventLoop>>,
         pings: bool,
+        transports: Option<Arc<Transports>>,
     ) -> Arc<Conn>
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
@@ -139,6 +148,7 @@ impl Conn {
             outbox: Arc::new(Outbox::for_requests()),
             timeout,
             pings,
+            transports,
         });
         tokio::spawn(conn.clone().drive(connect, handshake, event_loop));
         conn
@@ -218,7 +228,16 @@ impl Conn {
         // Ids only grow on a connection; the last one retires it.
         state.next_id = id.saturating_add(1);
         state.open = id < u32::MAX;
-        state.waiting.insert(id, Waiter { done, deadline });
+        // A call made by `call_later` started its timeout's length before its deadline.
+        let started = deadline.map_or_else(Instant::now, |deadline| deadline - self.timeout);
+        state.waiting.insert(
+            id,
+            Waiter {
+                done,
+                started,
+                deadline,
+            },
+        );
         Ok(id)
     }
 
@@ -261,7 +280,7 @@ impl Conn {
             state.waiting.drain().map(|(_, waiter)| waiter).collect()
         };
         for waiter in waiting {
-            (waiter.done)(outcome());
+            self.finish(waiter, outcome());
         }
     }
 
@@ -269,8 +288,21 @@ impl Conn {
     fn settle(&self, id: u32, outcome: Outcome) {
         let waiter = self.lock().waiting.remove(&id);
         if let Some(waiter) = waiter {
-            (waiter.done)(outcome);
+            self.finish(waiter, outcome);
         }
+    }
+
+    /// Hands `outcome` to the call, counting the exchange when it ended here (a call
+    /// to be sent again goes on elsewhere).
+    fn finish(&self, waiter: Waiter, outcome: Outcome) {
+        let ended = !matches!(
+            outcome,
+            Outcome::Resend | Outcome::NotOurs | Outcome::NoAnswer
+        );
+        if let Some(transports) = self.transports.as_ref().filter(|_| ended) {
+            transports.exchanged(Transport::Multiplexed, waiter.started.elapsed());
+        }
+        (waiter.done)(outcome);
     }
 
     async fn drive(
@@ -322,6 +354,10 @@ impl Conn {
         };
         // Later calls are taken once what reads their replies is in place.
         self.lock().accepted = true;
+        let _open = self
+            .transports
+            .as_ref()
+            .map(|transports| transports.opened(Direction::Out, Transport::Multiplexed));
         let reading = async {
             let read = read.await;
             // Whatever ended the reading ends the writing too, and settles the calls
@@ -373,133 +409,5 @@ impl Conn {
             })
         };
         Ok((Box::pin(read), sink, Some(end)))
-    }
-
-    /// Times out the calls made by [`Conn::call_later`], for as long as it is polled.
-    /// Their deadlines grow with their ids, so it wakes once per timeout when idle, and
-    /// once more per call that times out.
-    async fn expire_calls(&self) -> std::convert::Infallible {
-        let mut next = Instant::now() + self.timeout;
-        loop {
-            tokio::time::sleep_until(next.into()).await;
-            let now = Instant::now();
-            let expired: Vec<u32> = {
-                let state = self.lock();
-                next = now + self.timeout;
-                let mut expired = Vec::new();
-                for (&id, waiter) in &state.waiting {
-                    match waiter.deadline {
-                        Some(deadline) if deadline <= now => expired.push(id),
-                        Some(deadline) => next = next.min(deadline),
-                        None => {}
-                    }
-                }
-                expired
-            };
-            for id in expired {
-                self.settle(id, Outcome::TimedOut);
-            }
-            let state = self.lock();
-            self.end_if_done(&state);
-        }
-    }
-
-    /// Hands each reply to its call, until the connection ends or, after a go-away or
-    /// [`Conn::close`], the last call on it is answered.
-    async fn read_replies<R: AsyncBufRead + Unpin>(
-        self: Arc<Self>,
-        mut reader: R,
-    ) -> io::Result<()> {
-        loop {
-            match read_frame(&mut reader, usize::MAX).await? {
-                Read::Frame(kind, id, rest) => {
-                    if self.on_frame(kind, id, rest)? {
-                        return Ok(());
-                    }
-                }
-                // A clean end with calls waiting is a failure, reported by `drive`.
-                Read::TooLarge(..) | Read::End => return Ok(()),
-            }
-        }
-    }
-
-    /// Handles a frame from the peer; true once the reading is over: after a go-away or
-    /// [`Conn::close`], the last call on the connection is answered.
-    fn on_frame(&self, kind: u8, id: u32, rest: Bytes) -> io::Result<bool> {
-        match kind {
-            REPLY => {
-                let reply = parse_reply(rest).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "malformed reply frame")
-                })?;
-                self.settle(id, Outcome::Reply(reply));
-            }
-            PONG => {
-                if let Some(pong) = self.lock().pongs.remove(&id) {
-                    let _ = pong.send(());
-                }
-            }
-            GO_AWAY => {
-                let unanswered: Vec<Waiter> = {
-                    let mut state = self.lock();
-                    state.open = false;
-                    let later: Vec<u32> = state
-                        .waiting
-                        .keys()
-                        .copied()
-                        .filter(|&waiting| waiting > id)
-                        .collect();
-                    later
-                        .iter()
-                        .filter_map(|id| state.waiting.remove(id))
-                        .collect()
-                };
-                for waiter in unanswered {
-                    (waiter.done)(Outcome::Resend);
-                }
-            }
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected frame kind {kind}"),
-                ))
-            }
-        }
-        let state = self.lock();
-        Ok(!state.open && state.waiting.is_empty())
-    }
-}
-
-/// The replies of a client's connection, read on a [`EventLoop`].
-struct Replies {
-    conn: Arc<Conn>,
-    socket: Arc<std::net::TcpStream>,
-    framer: Framer,
-    /// Told how the reading ended, when it does (or when this is dropped).
-    ended: Option<oneshot::Sender<io::Result<()>>>,
-}
-
-impl Inflow for Replies {
-    fn fd(&self) -> sys::RawSocket {
-        sys::raw(&*self.socket)
-    }
-
-    fn read(&mut self) -> bool {
-        let conn = &self.conn;
-        let step = read_frames(&self.socket, &mut self.framer, |read| match read {
-            Read::Frame(kind, id, rest) => Ok(if conn.on_frame(kind, id, rest)? {
-                Flow::Over
-            } else {
-                Flow::Go
-            }),
-            // Never: no reply is too large for a client.
-            Read::TooLarge(..) | Read::End => Ok(Flow::Over),
-        });
-        let Step::Over(ended) = step else {
-            return false;
-        };
-        if let Some(tell) = self.ended.take() {
-            let _ = tell.send(ended);
-        }
-        true
     }
 }

@@ -37,6 +37,7 @@ use super::{
     loop_io::{in_runtime, EventLoop},
     mux, path, Inbound, Meta, Reply,
 };
+use crate::stats::{Direction, Open, Transport, Transports};
 
 mod body;
 mod multiplexed;
@@ -59,6 +60,11 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// The server's slots for requests in flight, `max` of them: told once it serves.
     fn serving(&self, _in_flight: Arc<Semaphore>, _max: usize) {}
+
+    /// Where the server counts the connections it accepts, if anywhere.
+    fn transports(&self) -> Option<Arc<Transports>> {
+        None
+    }
 }
 
 /// How a dispatcher answers a message.
@@ -119,6 +125,15 @@ struct Context {
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
     in_flight: Arc<Semaphore>,
+    transports: Option<Arc<Transports>>,
+}
+
+impl Context {
+    /// A connection accepted over `transport`, counted while the result is held.
+    fn accepted(&self, transport: Transport) -> Option<Open> {
+        let transports = self.transports.as_ref()?;
+        Some(transports.opened(Direction::In, transport))
+    }
 }
 
 /// Serves `listener` until `cancel` fires, then drains in-flight requests. Multiplexed
@@ -134,6 +149,7 @@ pub async fn serve(
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     dispatch.serving(in_flight.clone(), limits.max_in_flight.max(1));
     let ctx = Arc::new(Context {
+        transports: dispatch.transports(),
         dispatch,
         limits,
         in_flight,
@@ -187,6 +203,7 @@ pub async fn serve(
                 return;
             }
             if first[0] == mux::PREFACE[0] && ctx.limits.multiplex {
+                let _open = ctx.accepted(Transport::Multiplexed);
                 // Dropped, connection and all, if it is still draining when shutdown
                 // gives up.
                 tokio::select! {
@@ -196,6 +213,7 @@ pub async fn serve(
                 return;
             }
             let conn = HttpConn {
+                _open: ctx.accepted(Transport::Http1),
                 ends,
                 ctx,
                 builder,
@@ -260,6 +278,8 @@ struct HttpConn {
     give_up: CancellationToken,
     /// Its slot among the open connections.
     _connection: OwnedSemaphorePermit,
+    /// Counted among the open connections while served.
+    _open: Option<Open>,
 }
 
 impl HttpConn {
