@@ -166,13 +166,13 @@ const swarm = {
     });
   },
 
-  // One wake-up's letters from the native mailbox: 7 numbers each, `[tag, id, ...]`,
+  // One wake-up's letters from the native mailbox: 8 numbers each, `[tag, id, ...]`,
   // and their strings in order, an optional one there when its flag is set (see
   // batch.rs). Messages to answer (1), task runs to start (2), and sends or remote
   // task calls that settled (3); the first two with the caller's trace context, if any.
   _deliver (node, numbers, strings) {
     let s = 0;
-    for (let i = 0; i < numbers.length; i += 7) {
+    for (let i = 0; i < numbers.length; i += 8) {
       const tag = numbers[i];
       const id = numbers[i + 1];
       if (tag === 1) {
@@ -187,20 +187,23 @@ const swarm = {
       } else {
         const body = numbers[i + 4] ? strings[s++] : null;
         const code = numbers[i + 5] ? strings[s++] : null;
-        this._settle(id, numbers[i + 2], numbers[i + 3], body, code, numbers[i + 6] ? strings[s++] : null);
+        const message = numbers[i + 6] ? strings[s++] : null;
+        this._settle(id, numbers[i + 2], numbers[i + 3], body, code, message, numbers[i + 7] ? strings[s++] : null);
       }
     }
   },
 
   // What native call `id` settles to: `decode(status, kind, body, code, message)`, or
-  // the error it throws.
-  _wait (id, decode) {
-    return new Promise((resolve, reject) => this._calls.set({ id, resolve, reject, decode }));
+  // the error it throws. `retried` gets the attempts of a traced task call that did not
+  // run, when there were some.
+  _wait (id, decode, retried) {
+    return new Promise((resolve, reject) => this._calls.set({ id, resolve, reject, decode, retried }));
   },
 
-  _settle (id, status, kind, body, code, message) {
+  _settle (id, status, kind, body, code, message, retried) {
     const call = this._calls.take(id);
     if (!call) return;
+    if (retried !== null && call.retried !== undefined) call.retried(JSON.parse(retried));
     let value;
     try {
       value = call.decode(status, kind, body, code, message);

@@ -5,7 +5,8 @@
 // inside a span of the app's make a CLIENT span, child of it; the receiver makes a
 // SERVER span whose parent is that CLIENT span, in the same trace, and the handler runs
 // with it active. The diagnostics channels publish each call, with the trace context
-// carried.
+// carried. A task call that did not run on its first owner (listed, not listening) shows
+// each such attempt as a child of its CLIENT span.
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert');
 const { SpanKind, SpanStatusCode } = require('@opentelemetry/api');
@@ -13,8 +14,8 @@ const { startStandin } = require('./kube-standin');
 const { startCluster, eventually } = require('./helpers/cluster');
 
 const TRANSPORTS = [
-  { name: 'multiplexed', ips: ['127.0.0.111', '127.0.0.112'], messages: {} },
-  { name: 'HTTP/1.1', ips: ['127.0.0.113', '127.0.0.114'], messages: { multiplex: false } }
+  { name: 'multiplexed', ips: ['127.0.0.111', '127.0.0.112'], ghost: '127.0.0.116', messages: {} },
+  { name: 'HTTP/1.1', ips: ['127.0.0.113', '127.0.0.114'], ghost: '127.0.0.117', messages: { multiplex: false } }
 ];
 
 // The spans of `node` once `count` of them match `predicate`.
@@ -90,6 +91,33 @@ for (const transport of TRANSPORTS) {
       }
       const execs = (await caller.request('published')).filter(e => e.channel === 'exec' && e.task === 'tracedTask');
       assert.deepStrictEqual(execs.map(e => e.event), ['start', 'end', 'asyncStart', 'asyncEnd', 'start', 'end', 'asyncStart', 'asyncEnd']);
+    });
+
+    test('the attempts of a task call that did not run are children of its CLIENT span', async () => {
+      const [caller] = cluster.nodes;
+      const { ghost } = transport;
+      standin.addPod({ name: 'web-ghost', ip: ghost });
+      await eventually(async () => (await caller.request('nodes')).nodes.includes(ghost), 10000, 'the listed pod');
+      const keys = Array.from({ length: 60 }, (_, i) => `ghost-${i}`);
+      const key = keys[(await caller.request('owners', { keys })).indexOf(ghost)];
+      const retried = async () => (await caller.request('swarmStats')).tasks.tracedTask.retried;
+      const before = await retried();
+      const called = caller.request('tracedExec', { key });
+      await eventually(async () => (await retried()) > before, 10000, 'a call sent again');
+      standin.removePod(ghost);
+      const { app, reply } = await called;
+      const spans = await spansOf(caller, s => s.name === 'exec tracedTask' && s.kind === SpanKind.CLIENT && s.traceId === app.traceId, 2);
+      const client = spans.find(s => s.parent === app.spanId);
+      const attempts = spans.filter(s => s.parent === client.spanId);
+      assert.ok(attempts.length >= 1, 'at least the first attempt did not run');
+      for (const attempt of attempts) {
+        assert.strictEqual(attempt.status, SpanStatusCode.ERROR);
+        assert.strictEqual(attempt.attributes['server.address'], ghost);
+        assert.match(attempt.attributes['node_swarm_kb.not_run'], /Unable to reach/);
+      }
+      const servers = (await Promise.all(cluster.nodes.map(n => n.request('spans')))).flat()
+        .filter(s => s.kind === SpanKind.SERVER && s.spanId === reply.spanId);
+      assert.deepStrictEqual(servers.map(s => s.parent), [client.spanId], 'the attempt that ran is the CLIENT span\'s child');
     });
   });
 }

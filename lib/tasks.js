@@ -98,29 +98,31 @@ class Tasks {
     const op = tracing.watching('exec')
       ? tracing.outbound('exec', `exec ${name}`, tracing.rpc('tasks', name), { task: name, key, args })
       : null;
-    if (op === null) return this._route(node, name, key, args, undefined);
-    return op.watch(op.run(trace => this._route(node, name, key, args, trace)));
+    if (op === null) return this._route(node, name, key, args, undefined, null);
+    return op.watch(op.run(trace => this._route(node, name, key, args, trace, op)));
   }
 
-  // Sends a call to the owner of `key`, carrying `trace` (see tracing.js).
-  _route (node, name, key, args, trace) {
+  // Sends a call to the owner of `key`, carrying `trace`, part of traced operation `op`
+  // (or null; see tracing.js).
+  _route (node, name, key, args, trace, op) {
     const owner = this.owner(key);
-    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, key, args, trace);
+    if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, key, args, trace, op);
     let json;
     try {
       json = JSON.stringify(args.map(a => a === undefined ? null : a));
     } catch (error) {
       return Promise.reject(errors.swarmError('ERR_SWARM_ENCODE', `Unable to encode arguments of task ${name}: ${error.message}`));
     }
-    return this._swarm._wait(node.calls.execTask(name, key, json, trace), settled);
+    const retried = op === null ? undefined : attempts => op.retried(attempts);
+    return this._swarm._wait(node.calls.execTask(name, key, json, trace), settled, retried);
   }
 
   // A call that runs on this node: queued now, its arguments never serialized.
-  _execLocal (node, name, key, args, trace) {
+  _execLocal (node, name, key, args, trace, op) {
     this._nextCall = this._nextCall >= 0xfffffffe ? 1 : this._nextCall + 1;
     const callId = this._nextCall;
     return new Promise((resolve, reject) => {
-      this._localCalls.set({ id: callId, name, key, args, trace, resolve, reject });
+      this._localCalls.set({ id: callId, name, key, args, trace, op, resolve, reject });
       node.execLocal(name, key, callId);
     });
   }
@@ -145,7 +147,7 @@ class Tasks {
   _again (call) {
     const node = this._swarm._node;
     const routed = node
-      ? this._route(node, call.name, call.key, call.args, call.trace)
+      ? this._route(node, call.name, call.key, call.args, call.trace, call.op)
       : Promise.reject(errors.swarmError('ERR_SWARM_CLOSED', 'Swarm closed: tasks.exec after close()'));
     routed.then(call.resolve, call.reject);
   }

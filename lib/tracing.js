@@ -67,14 +67,17 @@ function splitText (text, into) {
   return into;
 }
 
-// One traced operation: its span, its channel and the channel's context object.
+// One traced operation: its span (named `name`, with `attributes`), its channel and the
+// channel's context object.
 class Operation {
-  constructor (channel, context, span, otelContext, trace) {
+  constructor (channel, context, span, otelContext, trace, name, attributes) {
     this.channel = channel;
     this.context = context;
     this.span = span;
     this.otelContext = otelContext;
     this.trace = trace;
+    this.name = name;
+    this.attributes = attributes;
     // While `run` calls its function: an operation that ends meanwhile (a handler that
     // answered at once) settles after the channel's `end`, as every operation's
     // `asyncStart` and `asyncEnd` come after its `end`.
@@ -138,6 +141,19 @@ class Operation {
     }
   }
 
+  // The attempts of this call that did not run (a task call sent again, its key's owner
+  // having moved), as children of its CLIENT span: each with its node, its times (ms
+  // since the epoch) and why.
+  retried (attempts) {
+    if (this.span === null) return;
+    for (const attempt of attempts) {
+      const attributes = Object.assign({}, this.attributes, { 'server.address': attempt.ip, 'node_swarm_kb.not_run': attempt.reason });
+      const span = tracer.startSpan(this.name, { kind: api.SpanKind.CLIENT, startTime: attempt.startMs, attributes }, this.otelContext);
+      span.setStatus({ code: api.SpanStatusCode.ERROR, message: `not run: ${attempt.reason}` });
+      span.end(attempt.endMs);
+    }
+  }
+
   // `promise`, settling this operation when it settles.
   watch (promise) {
     return promise.then(result => {
@@ -172,7 +188,7 @@ function outbound (kind, name, attributes, context) {
     trace = textOf(span.spanContext());
   }
   if (!published && trace === undefined) return null;
-  return new Operation(published ? channel : null, published ? splitText(trace, context) : context, span, otelContext, trace);
+  return new Operation(published ? channel : null, published ? splitText(trace, context) : context, span, otelContext, trace, name, attributes);
 }
 
 // A message handled or a task run here, for a call that carried `trace` (or none): a
@@ -190,7 +206,7 @@ function inbound (name, attributes, context, trace) {
     otelContext = api.trace.setSpan(parent, span);
   }
   if (!published && !trace && !(span && span.isRecording())) return null;
-  return new Operation(published ? channel : null, published ? splitText(trace, context) : context, span, otelContext, trace);
+  return new Operation(published ? channel : null, published ? splitText(trace, context) : context, span, otelContext, trace, name, attributes);
 }
 
 // The RPC attributes of a call of `method` of `service` ('messages' or 'tasks').

@@ -6,19 +6,20 @@ use std::{cell::Cell, net::IpAddr};
 use bytes::Bytes;
 use napi::{bindgen_prelude::JsValuesTupleIntoVec, check_status, sys, Result};
 use swarm_core::messaging::{codec, Payload, Reply};
+use swarm_core::swarm::Retried;
 
 use crate::scope::Scope;
 
-/// Numbers per letter in the delivered `Float64Array`: `[tag, id, a, b, c, d, e]`.
-const STRIDE: usize = 7;
+/// Numbers per letter in the delivered `Float64Array`: `[tag, id, a, b, c, d, e, f]`.
+const STRIDE: usize = 8;
 
 /// What one call into JavaScript delivers. Its arguments, made on the JavaScript thread:
 /// first a `Float64Array` of [`STRIDE`] numbers per letter, then each letter's strings,
 /// in order (a flag among its numbers says whether an optional one is there):
 /// - message: `[1, id, kind, has body, has trace]`, then path, body, from, trace;
 /// - run: `[2, id, call id, has arguments, has trace]`, then name, arguments, trace;
-/// - settled: `[3, id, status, kind, has body, has code, has message]`, then body,
-///   code, message.
+/// - settled: `[3, id, status, kind, has body, has code, has message, has retried]`,
+///   then body, code, message, retried.
 ///
 /// Numbers and strings go as arguments rather than elements of an array: an element
 /// costs a Node-API call and a property store each, several per letter.
@@ -75,10 +76,12 @@ impl Batch {
                         flag(&outcome.body),
                         flag(&outcome.code),
                         flag(&outcome.message),
+                        flag(&outcome.retried),
                     ]);
                     push_some(scope, &mut args, &outcome.body)?;
                     push_some(scope, &mut args, &outcome.code)?;
                     push_some(scope, &mut args, &outcome.message)?;
+                    push_some(scope, &mut args, &outcome.retried)?;
                 }
             }
             numbers.resize(start + STRIDE, 0.0);
@@ -282,6 +285,8 @@ pub struct Settlement {
     pub code: Option<String>,
     /// The error message when the call failed.
     pub message: Option<String>,
+    /// For a traced task call, its attempts that did not run, as JSON.
+    pub retried: Option<String>,
 }
 
 impl Settlement {
@@ -294,6 +299,7 @@ impl Settlement {
             body,
             code: None,
             message: None,
+            retried: None,
         }
     }
 
@@ -304,7 +310,15 @@ impl Settlement {
             body: None,
             code: Some(code.to_owned()),
             message: Some(message),
+            retried: None,
         }
+    }
+
+    /// The settlement, with the attempts of a traced task call that did not run.
+    pub fn retried(self, retried: &[Retried]) -> Settlement {
+        let retried = (!retried.is_empty())
+            .then(|| serde_json::to_string(retried).expect("plain data serializes"));
+        Settlement { retried, ..self }
     }
 }
 

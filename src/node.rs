@@ -254,8 +254,8 @@ impl SwarmNode {
             let trace = traced(args.optional_string(3)?);
             let id = args.with_texts(0, 1, |name, key| {
                 let (id, settle) = host.new_call();
-                swarm.exec_later(name, key, json, trace, |result| {
-                    settle(exec_settlement(result))
+                swarm.exec_later(name, key, json, trace, |result, retried| {
+                    settle(exec_settlement(result).retried(&retried))
                 });
                 id
             })?;

@@ -35,7 +35,8 @@ mod router;
 mod types;
 
 use handoff::{Caller, Handoffs};
-use remote::{attempted, Attempt, Chosen};
+pub use remote::Retried;
+use remote::{attempted, epoch_ms, Attempt, Chosen};
 pub use report::{KubernetesStats, NodeCounts, RingStats, Stats, TaskReport, TopologyStats};
 pub use rings::RingAt;
 use router::Router;
@@ -286,7 +287,10 @@ impl Swarm {
                 let chosen = Chosen::on(&ring, ip);
                 let (this, name, key) = (self.clone(), name.to_owned(), key.to_owned());
                 let first = Attempt::none(trace);
-                Box::pin(async move { this.exec_remote(&name, &key, chosen, args, first).await })
+                Box::pin(async move {
+                    let (outcome, _) = this.exec_remote(&name, &key, chosen, args, first).await;
+                    outcome
+                })
             }
             _ => self
                 .inner
@@ -298,10 +302,11 @@ impl Swarm {
     /// The first attempt is a send to the owner ([`messaging::Client::dispatch`]: over
     /// its open multiplexed connection it takes no task, and is written when this thread
     /// calls [`messaging::mux::flush`]); a call that did not run is retried on the
-    /// runtime ([`Swarm::exec`]'s retries). `done` gets the outcome.
+    /// runtime ([`Swarm::exec`]'s retries). `done` gets the outcome, and for a traced
+    /// call the attempts that did not run.
     pub fn exec_later<F>(&self, name: &str, key: &str, args: Bytes, trace: Option<Trace>, done: F)
     where
-        F: FnOnce(Result<TaskValue, ExecError>) + Send + 'static,
+        F: FnOnce(Result<TaskValue, ExecError>, Vec<Retried>) + Send + 'static,
     {
         let ring = self.ring();
         let owner = ring.ring.get(key).filter(|ip| !self.is_local(ip));
@@ -309,10 +314,11 @@ impl Swarm {
             let execution = self.exec(name, key, args, trace);
             self.inner
                 .runtime
-                .spawn(async move { done(execution.await) });
+                .spawn(async move { done(execution.await, Vec::new()) });
             return;
         };
         let started = tokio::time::Instant::now();
+        let start_ms = trace.as_ref().map(|_| epoch_ms());
         let body = Payload::Json(TaskRequest::encode(name, &args));
         let chosen = Chosen::on(&ring, ip);
         let flight = self.inner.counters.sending(body.body().len());
@@ -324,17 +330,23 @@ impl Swarm {
         let first_sent = move |sent| {
             flight.settle(&sent);
             let not_run = match attempted(&name, &chosen.ip, sent) {
-                Ok(outcome) => return done(outcome),
+                Ok(outcome) => return done(outcome, Vec::new()),
                 Err(not_run) => not_run,
             };
+            let retried = start_ms
+                .map(|start_ms| Retried::now(&chosen.ip, start_ms, &not_run))
+                .into_iter()
+                .collect();
             let runtime = this.inner.runtime.clone();
             runtime.spawn(async move {
                 let first = Attempt {
                     started,
                     not_run: Some(not_run),
                     trace,
+                    retried,
                 };
-                done(this.exec_remote(&name, &key, chosen, args, first).await)
+                let (outcome, retried) = this.exec_remote(&name, &key, chosen, args, first).await;
+                done(outcome, retried)
             });
         };
         match request {

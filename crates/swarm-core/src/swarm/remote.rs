@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Serialize;
 use tracing::debug;
 
 use super::{handoff::Caller, ExecError, Inner, RingAt, Swarm, TaskArgs, TaskValue, NOT_RUN};
@@ -54,14 +55,33 @@ impl Swarm {
     /// that provably did not run there (no connection could be made, or a closing node
     /// refused it) is tried again, within the task's timeout, on the key's owner of the
     /// moment: after a backoff, or as soon as the topology changes. A call that may have
-    /// been delivered is never sent again: it fails, saying so.
+    /// been delivered is never sent again: it fails, saying so. A traced call also tells
+    /// the attempts that did not run, for its caller's span.
     pub(super) async fn exec_remote(
+        &self,
+        name: &str,
+        key: &str,
+        chosen: Chosen,
+        args: Bytes,
+        mut first: Attempt,
+    ) -> (Result<TaskValue, ExecError>, Vec<Retried>) {
+        let mut retried = std::mem::take(&mut first.retried);
+        let outcome = self
+            .attempts(name, key, chosen, args, first, &mut retried)
+            .await;
+        (outcome, retried)
+    }
+
+    /// [`Swarm::exec_remote`]'s attempts, each that did not run noted in `retried` when
+    /// the call is traced.
+    async fn attempts(
         &self,
         name: &str,
         key: &str,
         mut chosen: Chosen,
         args: Bytes,
         first: Attempt,
+        retried: &mut Vec<Retried>,
     ) -> Result<TaskValue, ExecError> {
         let timeout = self
             .inner
@@ -78,6 +98,7 @@ impl Swarm {
                 Some(error) => error,
                 None => {
                     let ip = &chosen.ip;
+                    let begun = trace.as_ref().map(|_| epoch_ms());
                     debug!(target: "node_swarm_kb::tasks", "Sending task {name} to {ip}");
                     let flight = self.inner.counters.sending(body.body().len());
                     let request = self.inner.task_request(&chosen, key, body.clone());
@@ -91,7 +112,12 @@ impl Swarm {
                     flight.settle(&sent);
                     match attempted(name, ip, sent) {
                         Ok(outcome) => return outcome,
-                        Err(error) => error,
+                        Err(error) => {
+                            if let Some(start_ms) = begun {
+                                retried.push(Retried::now(ip, start_ms, &error));
+                            }
+                            error
+                        }
                     }
                 }
             };
@@ -129,11 +155,12 @@ impl Swarm {
 }
 
 /// How a remote task call began: when, why it did not run if it was sent already, and
-/// the trace it belongs to.
+/// the trace it belongs to, with the attempts that did not run so far.
 pub(super) struct Attempt {
     pub(super) started: tokio::time::Instant,
     pub(super) not_run: Option<String>,
     pub(super) trace: Option<Trace>,
+    pub(super) retried: Vec<Retried>,
 }
 
 impl Attempt {
@@ -142,8 +169,40 @@ impl Attempt {
             started: tokio::time::Instant::now(),
             not_run: None,
             trace,
+            retried: Vec::new(),
         }
     }
+}
+
+/// An attempt of a traced task call that did not run: on which node, when (ms since the
+/// Unix epoch, as JavaScript's clock counts) and why. The caller's span shows each as a
+/// child.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retried {
+    pub ip: String,
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub reason: String,
+}
+
+impl Retried {
+    /// An attempt on `ip` begun at `start_ms` that did not run, ending now.
+    pub(super) fn now(ip: &str, start_ms: f64, reason: &str) -> Retried {
+        Retried {
+            ip: ip.to_owned(),
+            start_ms,
+            end_ms: epoch_ms(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Now, in ms since the Unix epoch.
+pub(super) fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64() * 1000.0)
 }
 
 /// What sending task `name` to `ip` came to: its outcome, or why it did not run there
