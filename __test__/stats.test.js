@@ -155,6 +155,21 @@ test('a request the server refuses before dispatching it is counted by status, a
   assert.strictEqual(after.received, before.received);
 });
 
+test('a head too large for the server\'s read buffer is counted as refused (431)', async () => {
+  const [, b] = used.cluster.nodes;
+  const before = (await b.request('swarmStats')).messages.refused['431'];
+  const status = await new Promise((resolve, reject) => {
+    const req = http.request({ host: b.ip, port: used.cluster.port, method: 'POST', path: '/echo', headers: { 'x-large': 'a'.repeat(100000) } }, res => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end('{}');
+  });
+  assert.strictEqual(status, 431);
+  await eventually(async () => (await b.request('swarmStats')).messages.refused['431'] === before + 1, 5000, 'the refusal counted');
+});
+
 test('a task request whose body is not one is counted as refused (400), and not as received', async () => {
   const [, b] = used.cluster.nodes;
   const before = (await b.request('swarmStats')).messages;

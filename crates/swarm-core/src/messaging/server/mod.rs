@@ -290,6 +290,7 @@ impl HttpConn {
     {
         let (ends, ctx) = (self.ends, self.ctx);
         let peer = ends.peer;
+        let dispatch = ctx.dispatch.clone();
         let service = service_fn(move |req| handle(req, ends, ctx.clone()));
         let conn = self.builder.serve_connection(io, service).into_owned();
         // Dropped, connection and all, when shutdown gives up on it: its client sees
@@ -297,6 +298,10 @@ impl HttpConn {
         // that is gone.
         tokio::select! {
             served = self.watcher.watch(conn) => if let Err(e) = served {
+                // A head past hyper's read buffer gets its 431 from hyper itself.
+                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+                    dispatch.refused(431);
+                }
                 debug!(target: "node_swarm_kb::messages", "connection from {peer} ended: {e}");
             },
             () = self.give_up.cancelled() => {
