@@ -66,6 +66,17 @@ for (const transport of TRANSPORTS) {
       assert.deepStrictEqual(handled.map(e => [e.event, e.topic]), [['start', 'traced'], ['end', 'traced'], ['asyncStart', 'traced'], ['asyncEnd', 'traced']]);
     });
 
+    test('each target of a broadcast gets a CLIENT span, and its handler runs in the SERVER span under it', async () => {
+      const [sender, receiver] = cluster.nodes;
+      const { app, reply } = await sender.request('tracedBroadcast', { topic: 'traced' });
+      const clients = await spansOf(sender, s => s.name === 'traced' && s.kind === SpanKind.CLIENT && s.traceId === app.traceId);
+      assert.deepStrictEqual(clients.map(s => [s.parent, s.attributes['server.address']]), [[app.spanId, receiver.ip]], 'one per other pod');
+      const [server] = await spansOf(receiver, s => s.name === 'traced' && s.traceId === app.traceId);
+      assert.strictEqual(server.parent, clients[0].spanId);
+      const theirs = reply.find(value => value !== null && value !== undefined);
+      assert.deepStrictEqual(theirs, { traceId: app.traceId, spanId: server.spanId });
+    });
+
     test('a failing handler ends both spans in error', async () => {
       const [sender, receiver] = cluster.nodes;
       const { app, error } = await sender.request('tracedSend', { to: receiver.ip, topic: 'tracedFails' });
