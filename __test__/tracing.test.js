@@ -96,6 +96,7 @@ for (const transport of TRANSPORTS) {
         const [client] = await spansOf(caller, s => s.name === 'exec tracedTask' && s.kind === SpanKind.CLIENT && s.traceId === app.traceId);
         assert.strictEqual(client.parent, app.spanId);
         assert.strictEqual(client.attributes['rpc.method'], 'tracedTask');
+        assert.strictEqual(client.attributes['server.address'], node.ip, 'the key\'s owner');
         const [server] = await spansOf(node, s => s.name === 'exec tracedTask' && s.kind === SpanKind.SERVER && s.traceId === app.traceId);
         assert.strictEqual(server.parent, client.spanId, `run on ${node === owner ? 'the owner' : 'the caller'}`);
         assert.deepStrictEqual(reply, { traceId: app.traceId, spanId: server.spanId }, 'the task ran inside the SERVER span');

@@ -106,6 +106,7 @@ class Tasks {
   // (or null; see tracing.js).
   _route (node, name, key, args, trace, op) {
     const owner = this.owner(key);
+    if (op !== null && op.span !== null && owner) op.span.setAttribute('server.address', owner);
     if (!owner || this._swarm.isMe(owner)) return this._execLocal(node, name, key, args, trace, op);
     let json;
     try {

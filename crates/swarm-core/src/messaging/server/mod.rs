@@ -378,6 +378,7 @@ fn decode_frame(rest: Bytes, ends: Ends, ctx: &Context) -> Result<Inbound, Reply
         ends,
     )?;
     inbound.meta = Meta::from_query(query);
+    received(&inbound);
     Ok(inbound)
 }
 
@@ -428,6 +429,7 @@ async fn decode(req: Request<Incoming>, ends: Ends, ctx: &Context) -> Result<Inb
         ends,
     )?;
     inbound.meta = Meta::from_headers(&parts.headers);
+    received(&inbound);
     Ok(inbound)
 }
 
@@ -460,7 +462,6 @@ fn inbound(
     let payload =
         Payload::decode(content_type, body).map_err(|e| Reply::error(400, &e.to_string()))?;
     let from = peer.ip().to_canonical();
-    debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}");
     Ok(Inbound {
         path,
         payload,
@@ -468,6 +469,21 @@ fn inbound(
         responder: None,
         meta: Meta::default(),
     })
+}
+
+/// Logs a request read in full, with the trace it belongs to, so that a log and a trace
+/// can be matched.
+fn received(inbound: &Inbound) {
+    let (path, from) = (&inbound.path, inbound.from);
+    match &inbound.meta.trace {
+        Some(trace) => {
+            let parent = trace.parent();
+            debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}, traceparent {parent}");
+        }
+        None => {
+            debug!(target: "node_swarm_kb::messages", "New message {path} received from {from}")
+        }
+    }
 }
 
 fn head_too_large(max: usize) -> Reply {
