@@ -74,6 +74,22 @@ function rawBench (binary, addr, n, concurrency, seconds, mode = 'bench') {
   return JSON.parse(execFileSync(binary, args, { encoding: 'utf8' }));
 }
 
+// How evenly `Ring` spreads `keys` over `servers`: the busiest server's keys over the
+// average and over the least loaded's, and the coefficient of variation.
+function ringSpread (Ring, servers, keys) {
+  const ring = new Ring(servers);
+  const counts = new Map(servers.map(s => [s, 0]));
+  for (const key of keys) {
+    const owner = ring.get(key);
+    counts.set(owner, counts.get(owner) + 1);
+  }
+  const values = [...counts.values()];
+  const mean = keys.length / servers.length;
+  const sd = Math.sqrt(values.reduce((sum, v) => sum + (v - mean) ** 2, 0) / values.length);
+  const round = x => Math.round(x * 1000) / 1000;
+  return { maxOverAvg: round(Math.max(...values) / mean), maxOverMin: round(Math.max(...values) / Math.min(...values)), cv: round(sd / mean) };
+}
+
 function ringBench (Ring, servers, keys) {
   const ring = new Ring(servers);
   const t = performance.now();
@@ -175,6 +191,12 @@ async function main () {
     const readyMs = ours.nodes.map(n => n.events.find(e => e.event === 'ready').initMs);
     const summary = summarize(results);
     summary.push({ figure: 'start to ready (ms)', ours: Math.round(median(readyMs)) });
+    // The same for every run: placements depend only on the keys and the servers.
+    const spreadKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${i}`);
+    for (const count of [3, 20, 100]) {
+      const servers = Array.from({ length: count }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
+      summary.push({ figure: `ring spread of 1M keys, ${count} nodes`, ours: ringSpread(HashRing, servers, spreadKeys) });
+    }
     // The sending node's figure after load includes the benchmark's own arrays of
     // latencies (8 MB a run, garbage until V8 collects it); the receiving node's does not.
     summary.push({ figure: 'RSS idle / after load (MiB)', ours: `${mib(idle.rss)} / ${mib(loaded.rss)}`, node: `${mib(baseIdle.rss)} / ${mib(baseLoaded.rss)}` });
