@@ -90,7 +90,13 @@ class Operation {
   // channel's context (`traceparent`, `tracestate`).
   run (fn) {
     const start = () => this.channel ? this._published(fn) : fn(this.trace);
-    return this.otelContext ? api.context.with(this.otelContext, start) : start();
+    try {
+      return this.otelContext ? api.context.with(this.otelContext, start) : start();
+    } catch (error) {
+      // Thrown before any promise: the span ends here (the channel told its error).
+      if (this.span !== null) this.failed(error);
+      throw error;
+    }
   }
 
   _published (fn) {
@@ -132,13 +138,18 @@ class Operation {
       channel.asyncEnd.publish(context);
     }
     if (span) {
-      if (error) {
-        if (error instanceof Error) span.recordException(error);
-        span.setStatus({ code: api.SpanStatusCode.ERROR, message: error && error.message });
-        if (error && error.statusCode) span.setAttribute('node_swarm_kb.status_code', error.statusCode);
-      }
-      span.end();
+      if (error) this.failed(error);
+      else span.end();
     }
+  }
+
+  // Ends the span in error.
+  failed (error) {
+    const span = this.span;
+    if (error instanceof Error) span.recordException(error);
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message: error && error.message });
+    if (error && error.statusCode) span.setAttribute('node_swarm_kb.status_code', error.statusCode);
+    span.end();
   }
 
   // The attempts of this call that did not run (a task call sent again, its key's owner

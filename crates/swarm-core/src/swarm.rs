@@ -239,17 +239,12 @@ impl Swarm {
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
         let flight = self.inner.counters.sending(payload.body().len());
-        let settle = move |result| {
-            flight.settle(&result);
-            done(result);
-        };
-        match self.inner.client.unsent(ip, path, payload) {
-            Ok(unsent) => self
-                .inner
-                .client
-                .dispatch_request(unsent.traced(trace), settle),
-            Err(bad) => settle(Err(bad)),
-        }
+        self.inner
+            .client
+            .dispatch(ip, path, payload, trace, move |result| {
+                flight.settle(&result);
+                done(result);
+            });
     }
 
     /// Registers task `name` with its options; false when the name is taken.

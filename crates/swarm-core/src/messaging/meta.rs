@@ -49,7 +49,10 @@ impl Meta {
             }
             query.push_str(name);
             query.push('=');
-            escape_into(&mut query, &value);
+            // Visible ASCII but what splits the query or starts an escape.
+            path::escape_into(&mut query, &value, |b| {
+                b.is_ascii_graphic() && !matches!(b, b'&' | b'%' | b'#')
+            });
         }
         (!query.is_empty()).then_some(query)
     }
@@ -96,17 +99,6 @@ impl Meta {
             Trace::new(parent.as_bytes(), state)
         });
         Meta { routed, trace }
-    }
-}
-
-/// Appends `value`, its `&`, `%`, `#` and anything not visible ASCII percent-encoded.
-fn escape_into(out: &mut String, value: &str) {
-    for b in value.bytes() {
-        if b.is_ascii_graphic() && !matches!(b, b'&' | b'%' | b'#') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
     }
 }
 

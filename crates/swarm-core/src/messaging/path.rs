@@ -5,14 +5,26 @@
 pub fn encode(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     out.push('/');
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+    escape_into(&mut out, path, |b| {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)
+    });
+    out
+}
+
+/// Appends `text`, its bytes that `keep` refuses percent-encoded.
+pub fn escape_into(out: &mut String, text: &str, keep: impl Fn(u8) -> bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in text.bytes() {
+        if keep(b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend([
+                '%',
+                HEX[usize::from(b >> 4)] as char,
+                HEX[usize::from(b & 15)] as char,
+            ]);
         }
     }
-    out
 }
 
 /// Decodes a request path; an invalid escape is kept as it is, as 0.5.1 kept the raw path.

@@ -16,12 +16,13 @@ use serde::Deserialize;
 use tokio::{sync::oneshot, time::Instant};
 use tracing::debug;
 
-use super::{ExecError, Inner, RingAt, SendError, TaskArgs, TaskOptions, TaskValue};
+use super::{
+    rings::view_checksum, ExecError, Inner, RingAt, SendError, TaskArgs, TaskOptions, TaskValue,
+};
 use crate::{
     messaging::{Inbound, Payload, Reply},
-    ring::{self, KeyPoint},
+    ring::KeyPoint,
     tasks::TaskNote,
-    topology::View,
 };
 
 /// The topic of a request to release a task key.
@@ -249,7 +250,7 @@ impl Inner {
         // they came; calls that come meanwhile join the list, so none overtakes them.
         // Each is checked again: the key may have been handed on meanwhile.
         loop {
-            let now = self.ring();
+            let current = self.ring();
             let (held, admit) = {
                 let mut handoffs = self.handoffs.lock().expect("not poisoned");
                 let held = handoffs
@@ -265,7 +266,7 @@ impl Inner {
                     self.drained.notify_waiters();
                     return;
                 }
-                let owns = self.owns(&now, KeyPoint::of(&task_key.1));
+                let owns = self.owns(&current, KeyPoint::of(&task_key.1));
                 let given = handoffs.given.contains_key(&task_key);
                 (held, released && owns && !given)
             };
@@ -432,11 +433,6 @@ impl Handoffs {
         self.given.remove(&task_key);
         false
     }
-}
-
-/// The checksum of the ring of `view` ([`ring::checksum_of`]), without building it.
-fn view_checksum(view: &View) -> u64 {
-    ring::checksum_of(view.nodes.keys().map(|ip| &**ip))
 }
 
 /// Ends release marks as this pod's view catches up with their askers', each view as it

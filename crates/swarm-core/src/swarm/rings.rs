@@ -16,6 +16,11 @@ const KEPT: Duration = Duration::from_secs(600);
 /// How many replaced rings are kept, at most.
 const KEPT_RINGS: usize = 8;
 
+/// The checksum of the ring of `view` ([`ring::checksum_of`]), without building it.
+pub(super) fn view_checksum(view: &View) -> u64 {
+    ring::checksum_of(view.nodes.keys().map(|ip| &**ip))
+}
+
 /// The ring of one topology generation: what placed a key, and when.
 pub struct RingAt {
     pub generation: u64,
@@ -44,8 +49,7 @@ impl RingAt {
 
     /// The ring of `view`, following this one, for a node that owns `local` IPs.
     pub(super) fn next(&self, view: &View, local: impl Fn(&str) -> bool) -> RingAt {
-        let ring = HashRing::new(view.nodes.keys().map(|ip| ip.to_string()));
-        let checksum = ring::checksum(&ring);
+        let checksum = view_checksum(view);
         if checksum == self.checksum {
             return RingAt {
                 generation: view.generation,
@@ -55,6 +59,7 @@ impl RingAt {
                 earlier: self.earlier.clone(),
             };
         }
+        let ring = HashRing::new(view.nodes.keys().map(|ip| ip.to_string()));
         let now = Instant::now();
         let replaced = if self.ring.is_empty() {
             let others = view.nodes.keys().filter(|ip| !local(ip));

@@ -21,13 +21,19 @@ impl Client {
     /// that peer is reached now (see the module's table); `done` gets the reply or the
     /// failure, on whichever thread settles it. A request the peer never read is sent
     /// again, on a new connection; the call ends when the peer leaves the cluster, as
-    /// [`Client::send_until_gone`] does.
-    pub fn dispatch<F>(&self, ip: &str, topic_path: &str, payload: Payload, done: F)
-    where
+    /// [`Client::send_until_gone`] does. It carries `trace`, the sender's span.
+    pub fn dispatch<F>(
+        &self,
+        ip: &str,
+        topic_path: &str,
+        payload: Payload,
+        trace: Option<Trace>,
+        done: F,
+    ) where
         F: FnOnce(Result<Reply, SendError>) + Send + 'static,
     {
         match self.unsent(ip, topic_path, payload) {
-            Ok(unsent) => self.dispatch_request(unsent, done),
+            Ok(unsent) => self.dispatch_request(unsent.traced(trace), done),
             Err(bad) => done(Err(bad)),
         }
     }

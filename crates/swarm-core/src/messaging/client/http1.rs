@@ -155,15 +155,14 @@ impl Inner {
         done: Sent,
     ) -> loop_http1::Settle {
         let weak = Arc::downgrade(self);
-        let started = Instant::now();
+        let (counted, started) = (self.transports.get().cloned(), Instant::now());
         Box::new(move |answered| {
-            let inner = weak.upgrade();
-            if let Some(transports) = inner.as_ref().and_then(|inner| inner.transports.get()) {
+            if let Some(transports) = counted {
                 transports.exchanged(Transport::Http1, started.elapsed());
             }
             done(answered.map(|answered| {
                 if let Some(offer) = answered.offers_mux {
-                    if let Some(inner) = inner.filter(|inner| inner.config.multiplex) {
+                    if let Some(inner) = weak.upgrade().filter(|inner| inner.config.multiplex) {
                         inner.offered(peer, offer);
                     }
                 }

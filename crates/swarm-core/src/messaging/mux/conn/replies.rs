@@ -96,7 +96,7 @@ impl Conn {
                         .collect()
                 };
                 for waiter in unanswered {
-                    (waiter.done)(Outcome::Resend);
+                    self.finish(waiter, Outcome::Resend);
                 }
             }
             _ => {
