@@ -9,14 +9,14 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** A consistent-hash ring placing keys exactly as hashring@3 does. */
+/** A consistent-hash ring: by default placing keys exactly as hashring@3 does. */
 export declare class HashRing {
   /**
-   * Builds the ring over `servers`, in that order (duplicates dropped, the first
-   * kept). The order only decides ties: build every ring from the same order
-   * (node-swarm-kb uses the IPs sorted as strings).
+   * Builds the ring of `kind` (`hashring`, the default, or `xxh3`) over `servers`, in
+   * that order (duplicates dropped, the first kept). The order decides ties: build
+   * every ring from the same order (node-swarm-kb uses the IPs sorted as strings).
    */
-  constructor(servers: Array<string>)
+  constructor(servers: Array<string>, kind?: string | undefined | null)
   /** The server owning `key`, or `null` when the ring is empty (hashring@3 gives `undefined`). */
   get(key: string): string | null
   /**
@@ -188,6 +188,8 @@ export interface NodeOptions {
   multiplex: boolean
   /** The tasks registered so far, known before the first request is taken. */
   tasks: Array<TaskSpec>
+  /** The ring that places task keys: `hashring` (0.5.1's) or `xxh3`. */
+  ring: string
 }
 
 /**

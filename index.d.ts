@@ -255,6 +255,14 @@ declare namespace swarm {
     masterElection?: 'ip' | 'lease';
     /** The Lease of `masterElection: 'lease'`; default `<appName>-master`. */
     leaseName?: string;
+    /**
+     * The ring that places task keys (default `SWARM_RING`, else `'hashring'`):
+     * `'hashring'`, hashring@3's, which pods of 0.5.1 use too; or `'xxh3'`, an even spread
+     * and a faster look-up, for clusters whose pods all run 1.x (see docs/rings.md).
+     * Every pod must use the same: a pod that meets another ring emits
+     * `ERR_SWARM_RING_MISMATCH`.
+     */
+    ring?: RingKind;
     /** The Lease's times in ms: duration 15000, renewDeadline 10000, retryPeriod 2000. */
     lease?: LeaseOptions;
     /** A listener of `ready`, added on every `init()` call (as `on('ready', ...)`). */
@@ -398,6 +406,10 @@ declare namespace swarm {
     error?: unknown;
     /** The task's name, for `ERR_SWARM_NO_SUCH_TASK`. */
     task?: string;
+    /** For `ERR_SWARM_RING_MISMATCH`: the peer's IP, its ring as it said it, and this pod's. */
+    peer?: string;
+    peerRing?: string;
+    ring?: RingKind;
   }
 
   interface EventMap {
@@ -413,14 +425,21 @@ declare namespace swarm {
     readinessChanged: [node: SwarmNode];
   }
 
-  /** A consistent-hash ring placing keys exactly as hashring@3 does. */
+  /** The rings that place task keys: hashring@3's, or the opt-in xxh3 one. */
+  type RingKind = 'hashring' | 'xxh3';
+
+  /**
+   * A consistent-hash ring: by default placing keys exactly as hashring@3 does; with
+   * `{ ring: 'xxh3' }`, as pods initialized with that ring do.
+   */
   interface HashRing {
     get(key: string): string | null;
     getMany(keys: string[]): Array<string | null>;
     readonly servers: string[];
+    readonly ring: RingKind;
   }
   interface HashRingConstructor {
-    new (servers: string[]): HashRing;
+    new (servers: string[], options?: { ring?: RingKind }): HashRing;
   }
 
   /**

@@ -228,6 +228,11 @@ const swarm = {
       case 'masterChanged':
         debug(`Master: ${data.current}`);
         return process.nextTick(() => this.emit('masterChanged', [data.current, data.previous]));
+      case 'ringMismatch':
+        return process.nextTick(() => this.emit('error', [errors.swarmError('ERR_SWARM_RING_MISMATCH',
+          `Pod ${data.ip} places task keys by ring ${data.ring}, this pod by ${data.own}: the two disagree on which pod owns a key, ` +
+          'so a key\'s tasks may run on both; run every pod on the same ring (option ring). This pod keeps routing by its own.',
+          { peer: data.ip, peerRing: data.ring, ring: data.own })]));
       case 'error':
         this._topologyError = data.message;
         return process.nextTick(() => this.emit('error', [errors.swarmError('ERR_SWARM_KUBERNETES', data.message)]));

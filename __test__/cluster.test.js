@@ -171,9 +171,11 @@ test('remote task timeouts and failures name the node', async () => {
 
 // A `_task` request as a pod of ours sends it, by hand: `routed` is the key and the ring
 // checksum it was routed by (none: as a 0.5.1 pod sends it).
-function postTask (to, key, routed) {
+// A task request as a pod of 1.x sends it, routed by the ring of checksum `routed` and
+// of kind `ring`; without `routed`, as a pod of 0.5.1 sends it.
+function postTask (to, key, routed, ring = 'hashring') {
   const headers = { 'content-type': 'application/json' };
-  if (routed) headers['x-swarm-kb-routed'] = `${routed}/${encodeURIComponent(key)}`;
+  if (routed) headers['x-swarm-kb-routed'] = `${routed}${ring}/${encodeURIComponent(key)}`;
   const body = JSON.stringify({ task: 'where', args: [key] });
   return new Promise((resolve, reject) => {
     http.request({ host: to.ip, port: used.cluster.port, method: 'POST', path: '/_task', headers }, res => {
@@ -197,6 +199,9 @@ test('a task request routed by a key the receiver does not own is refused as not
     assert.deepStrictEqual(await postTask(b, key, ring), { status: 200, text: b.ip });
   }
   assert.deepStrictEqual(await postTask(a, key), { status: 200, text: a.ip });
+  // A caller on another kind of ring placed it by a ring the receiver cannot check: it
+  // runs, as an unrouted call does.
+  assert.deepStrictEqual(await postTask(a, key, rings[0].checksum, 'xxh3'), { status: 200, text: a.ip });
 });
 
 test('a smaller IP joins: every node agrees on the new master', async () => {

@@ -23,9 +23,13 @@ function statusCodeError (statusCode, body) {
   return error;
 }
 
+// Names what was given: its type, and a short value as it was written (never a secret:
+// no option that holds one is checked by value).
 function invalidArgument (name, expected, value) {
   const type = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
-  return swarmError('ERR_SWARM_INVALID_ARG', `Invalid argument ${name}: expected ${expected}, got ${type}`);
+  const shown = type === 'string' ? ` ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`
+    : type === 'number' || type === 'boolean' ? ` ${value}` : '';
+  return swarmError('ERR_SWARM_INVALID_ARG', `Invalid argument ${name}: expected ${expected}, got ${type}${shown}`);
 }
 
 module.exports = { swarmError, timeoutError, statusCodeError, invalidArgument };

@@ -137,6 +137,13 @@ function flag (option, variable, name) {
   return option !== undefined ? option : !/^(0|false|no)$/i.test(variable || '');
 }
 
+// The ring that places task keys: `'hashring'`, 0.5.1's (the default), or `'xxh3'`.
+function ringKind (value, name) {
+  if (value === undefined || value === '') return 'hashring';
+  if (value !== 'hashring' && value !== 'xxh3') throw errors.invalidArgument(name, "'hashring' or 'xxh3'", value);
+  return value;
+}
+
 // Everything the native node needs, plus what the facade reports.
 function resolve (options, env = process.env) {
   const messages = Object.assign({}, options.messages);
@@ -169,9 +176,10 @@ function resolve (options, env = process.env) {
       maxInFlight: number(messages.maxInFlight, 1024, 'messages.maxInFlight'),
       multiplex: flag(messages.multiplex, env.SWARM_MESSAGING_MULTIPLEX, 'messages.multiplex'),
       secret: messages.secret || env.SWARM_SECRET || undefined,
-      requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES, 'messages.requireSignatures')
+      requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES, 'messages.requireSignatures'),
+      ring: options.ring !== undefined ? ringKind(options.ring, 'ring') : ringKind(env.SWARM_RING, 'SWARM_RING')
     }
   };
 }
 
-module.exports = { resolve, appNameFromHostname, appNameFromBuild, localIps, DEFAULT_PORT };
+module.exports = { resolve, appNameFromHostname, appNameFromBuild, localIps, ringKind, DEFAULT_PORT };

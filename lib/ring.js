@@ -3,14 +3,19 @@
 // `swarm.HashRing`: the native ring, with the servers kept on the JavaScript side so a
 // look-up returns one of them instead of making a new string.
 const errors = require('./errors');
+const { ringKind } = require('./options');
 
 function ringClass (NativeRing) {
   return class HashRing {
-    constructor (servers) {
+    constructor (servers, options) {
       if (!Array.isArray(servers) || !servers.every(s => typeof s === 'string')) {
         throw errors.invalidArgument('servers', 'an array of strings', servers);
       }
-      this._native = new NativeRing(servers);
+      if (options !== undefined && (options === null || typeof options !== 'object')) {
+        throw errors.invalidArgument('options', "an object such as { ring: 'xxh3' }", options);
+      }
+      this.ring = ringKind(options && options.ring, 'options.ring');
+      this._native = new NativeRing(servers, this.ring);
       this.servers = this._native.servers;
       this._index = this._native.indexer();
     }

@@ -52,6 +52,8 @@ pub struct NodeOptions {
     pub multiplex: bool,
     /// The tasks registered so far, known before the first request is taken.
     pub tasks: Vec<TaskSpec>,
+    /// The ring that places task keys: `hashring` (0.5.1's) or `xxh3`.
+    pub ring: String,
 }
 
 /// A task registration.
@@ -114,6 +116,10 @@ impl NodeOptions {
                 napi::Error::from_reason(format!("Invalid messages.bind address {addr}"))
             })?,
         };
+        let ring = self
+            .ring
+            .parse()
+            .map_err(|()| napi::Error::from_reason(format!("Invalid ring {}", self.ring)))?;
         let port = u16::try_from(self.port).map_err(|_| {
             napi::Error::from_reason(format!("Invalid messages.port {}", self.port))
         })?;
@@ -153,6 +159,7 @@ impl NodeOptions {
             .collect::<napi::Result<_>>()?;
         Ok(SwarmConfig {
             tasks,
+            ring,
             local_ips: self.local_ips,
             discovery,
             master_lease,
@@ -180,6 +187,8 @@ impl NodeOptions {
                 multiplex: self.multiplex,
                 event_loop: None,
                 departure_timeout: millis(self.departure_timeout),
+                // The node's own, told what its peers say (`Swarm::start`).
+                rings: None,
             },
         })
     }

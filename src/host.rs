@@ -4,9 +4,12 @@
 //! a promise, so a handler that returns a plain value costs one synchronous call back,
 //! and the wake-ups that deliver letters are shared by everything posted meanwhile.
 
-use std::sync::{
-    atomic::{AtomicU32, Ordering},
-    Arc, Mutex, RwLock, Weak,
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex, RwLock, Weak,
+    },
 };
 
 use bytes::Bytes;
@@ -19,6 +22,7 @@ use rustc_hash::FxHashMap;
 use serde_json::json;
 use swarm_core::{
     messaging::{mux::Responder, Answering, Inbound, Payload, Reply, SendError, Trace},
+    ring::{RingKind, Said},
     swarm::{BoxFuture, ExecError, Host, Keep, TaskArgs, TaskFailure, TaskValue},
     topology::{Member, TopologyEvent},
 };
@@ -353,6 +357,14 @@ impl Host for JsHost {
     fn event(&self, event: TopologyEvent) {
         let (kind, data) = event_to_js(&event);
         self.call(|cb| &cb.on_event, (kind.to_owned(), data));
+    }
+
+    fn rings_differ(&self, peer: IpAddr, said: Said, own: RingKind) {
+        let data = json!({ "ip": peer.to_string(), "ring": said.describe(), "own": own.name() });
+        self.call(
+            |cb| &cb.on_event,
+            ("ringMismatch".to_owned(), data.to_string()),
+        );
     }
 }
 

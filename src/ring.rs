@@ -1,4 +1,5 @@
-//! `HashRing`: the engine's `hashring@3`-compatible ring, exposed to JavaScript.
+//! `HashRing`: the engine's rings (`hashring@3`'s, or the opt-in xxh3 one), exposed to
+//! JavaScript.
 
 use std::sync::Arc;
 
@@ -8,24 +9,32 @@ use napi::{
 };
 use napi_derive::napi;
 
+use swarm_core::ring::{Ring, RingKind};
+
 use crate::bare::key_function;
 
-/// A consistent-hash ring placing keys exactly as hashring@3 does.
+/// A consistent-hash ring: by default placing keys exactly as hashring@3 does.
 #[napi(js_name = "HashRing")]
 pub struct JsHashRing {
-    inner: Arc<swarm_core::ring::HashRing>,
+    inner: Arc<Ring>,
 }
 
 #[napi]
 impl JsHashRing {
-    /// Builds the ring over `servers`, in that order (duplicates dropped, the first
-    /// kept). The order only decides ties: build every ring from the same order
-    /// (node-swarm-kb uses the IPs sorted as strings).
+    /// Builds the ring of `kind` (`hashring`, the default, or `xxh3`) over `servers`, in
+    /// that order (duplicates dropped, the first kept). The order decides ties: build
+    /// every ring from the same order (node-swarm-kb uses the IPs sorted as strings).
     #[napi(constructor)]
-    pub fn new(servers: Vec<String>) -> Self {
-        JsHashRing {
-            inner: Arc::new(swarm_core::ring::HashRing::new(servers)),
-        }
+    pub fn new(servers: Vec<String>, kind: Option<String>) -> Result<Self> {
+        let kind: RingKind = match kind {
+            None => RingKind::default(),
+            Some(kind) => kind
+                .parse()
+                .map_err(|()| napi::Error::from_reason(format!("Invalid ring {kind}")))?,
+        };
+        Ok(JsHashRing {
+            inner: Arc::new(Ring::new(kind, servers)),
+        })
     }
 
     /// The server owning `key`, or `null` when the ring is empty (hashring@3 gives `undefined`).

@@ -117,13 +117,13 @@ class NodeProcess {
 }
 
 // Starts `ips.length` node processes against `standin`, with their pods ready in it.
-// `env` is added to every node's environment.
+// `env` is added to every node's environment (a function: the environment of an IP).
 async function startCluster (standin, ips, { port, env = {}, captureStderr = false } = {}) {
   const swarmPort = port || await freePort();
   ips.forEach((ip, i) => standin.addPod({ name: `web-${i}`, ip }));
   const nodes = ips.map(ip => new NodeProcess(ip, Object.assign({
     KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(swarmPort)
-  }, env), { captureStderr }));
+  }, typeof env === 'function' ? env(ip) : env), { captureStderr }));
   await Promise.all(nodes.map(n => n.waitEvent(e => e.event === 'ready' || e.event === 'initFailed', 20000, 'ready')));
   const failed = nodes.flatMap(n => n.events.filter(e => e.event === 'initFailed'));
   if (failed.length) throw new Error(`init failed: ${failed[0].message}`);

@@ -72,6 +72,13 @@ async function main (): Promise<void> {
   const epoch: number | null = swarm.masterEpoch;
   console.log(epoch);
 
+  // The opt-in ring, on a node and outside one; a peer on another ring is an error event.
+  await swarm.init({ ring: 'xxh3', onError: (error) => console.log(error.code === 'ERR_SWARM_RING_MISMATCH' && error.peer, error.peerRing) });
+  const xxh3: swarm.RingKind = new swarm.HashRing(['10.0.0.1'], { ring: 'xxh3' }).ring;
+  console.log(xxh3);
+  // @ts-expect-error a ring that does not exist
+  await swarm.init({ ring: 'md5' });
+
   // What this pod counts: null before init().
   const stats = swarm.stats();
   if (stats) {

@@ -28,6 +28,7 @@ use tracing::info;
 
 mod departures;
 mod handoff;
+mod peer_rings;
 mod remote;
 mod report;
 mod rings;
@@ -44,7 +45,8 @@ pub use types::*;
 
 use crate::{
     local::LoopThread,
-    messaging::{self, Client, Payload, Reply, SendError, TaskRequest, Trace},
+    messaging::{self, Client, ClientConfig, Payload, Reply, SendError, TaskRequest, Trace},
+    ring::{PeerRings, RingKind},
     stats::Counters,
     tasks::{TaskOptions, TaskStats, Tasks},
     topology::{
@@ -72,6 +74,10 @@ struct Inner {
     client: Client,
     topology: TopologyHandle,
     ring: RwLock<Arc<RingAt>>,
+    /// The kind of `ring`, fixed for the node's life.
+    ring_kind: RingKind,
+    /// What peers say of their rings.
+    peer_rings: Arc<PeerRings>,
     handoffs: Mutex<Handoffs>,
     /// Woken when the calls held for a task key have all been admitted or refused.
     drained: tokio::sync::Notify,
@@ -136,12 +142,18 @@ impl Swarm {
             topology::start(discovery, config.local_ips.clone(), cancel.child_token());
         // Where the multiplexed connections are read, both ways.
         let event_loop = config.client.event_loop.clone();
+        let peer_rings = peer_rings::reporting(config.ring, host.clone());
         let inner = Arc::new(Inner {
             host,
             tasks: Tasks::new().at_home(event_loop.clone().map(|l| l as Arc<dyn LoopThread>)),
-            client: Client::new(config.client),
+            client: Client::new(ClientConfig {
+                rings: Some(peer_rings.clone()),
+                ..config.client
+            }),
             topology,
-            ring: RwLock::new(Arc::new(RingAt::empty())),
+            ring: RwLock::new(Arc::new(RingAt::empty(config.ring))),
+            ring_kind: config.ring,
+            peer_rings,
             handoffs: Mutex::default(),
             drained: tokio::sync::Notify::new(),
             local_ips: config.local_ips.into_iter().collect(),
@@ -185,11 +197,12 @@ impl Swarm {
         });
         let departures = tokio::spawn(departures::watch(inner.clone()));
         let marks = tokio::spawn(handoff::follow_views(inner.clone()));
+        let asks = tokio::spawn(peer_rings::ask_peers(inner.clone()));
         inner
             .background
             .lock()
             .expect("not poisoned")
-            .extend(server.into_iter().chain([pump, departures, marks]));
+            .extend(server.into_iter().chain([pump, departures, marks, asks]));
         Ok(swarm)
     }
 

@@ -7,7 +7,10 @@ mod common;
 mod support;
 
 use support::*;
-use swarm_core::messaging::{Routed, Trace};
+use swarm_core::{
+    messaging::{Routed, Trace},
+    ring::RingKind,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_and_ring_of_a_task_request_reach_the_server_on_both_transports() {
@@ -17,6 +20,7 @@ async fn the_key_and_ring_of_a_task_request_reach_the_server_on_both_transports(
     let routed = Routed {
         key: "customer 42/é?%&".into(),
         ring: 0xfeed_beef_0123_4567,
+        kind: Some(RingKind::Xxh3),
     };
     for transport in ["HTTP/1.1", "multiplexed"] {
         let request = client

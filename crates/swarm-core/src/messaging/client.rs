@@ -37,7 +37,7 @@ use super::{
     loop_http1,
     loop_io::{in_runtime, EventLoop, LoopIo},
     mux::{self, Outcome},
-    path, Meta, Reply, Routed, Trace,
+    path, Meta, Reply, Routed, Trace, RING,
 };
 use crate::errors::with_causes;
 use crate::stats::{Direction, Transport, Transports};

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::{client::SendError, loop_io::LoopIo, mux, sys, Reply};
+use crate::ring::Said;
 
 mod replies;
 use replies::Replies;
@@ -31,6 +32,8 @@ pub(crate) struct Answered {
     pub reply: Reply,
     /// The peer offers the multiplexed transport.
     pub offers_mux: Option<mux::Offer>,
+    /// What the peer said of its ring ([`RING`](super::RING)).
+    pub ring: Said,
     /// The connection may carry another request.
     pub keep_alive: bool,
 }

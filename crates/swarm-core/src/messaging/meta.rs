@@ -6,13 +6,18 @@
 //! the fields they do not know.
 
 use bytes::BytesMut;
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderName};
 
 use super::{
     path,
     routed::{self, Routed},
     trace::{self, Trace},
 };
+
+/// The header by which a pod of ours names the ring it places keys by
+/// ([`RingKind::name`](crate::ring::RingKind::name)), on its HTTP/1.1 requests and
+/// replies; the multiplexed handshake says it too ([`super::mux`]).
+pub const RING: HeaderName = HeaderName::from_static("x-swarm-kb-ring");
 
 /// A request's routing and trace, each when it has one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,6 +112,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::ring::RingKind;
 
     const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -122,7 +128,7 @@ mod tests {
             state in proptest::option::of("[ -~]{1,60}"),
         ) {
             let meta = Meta {
-                routed: Some(Routed { key, ring }),
+                routed: Some(Routed { key, ring, kind: Some(RingKind::Xxh3) }),
                 trace: Some(trace(state.as_deref())),
             };
             let query = meta.query().expect("something to say");
@@ -149,6 +155,7 @@ mod tests {
             routed: Some(Routed {
                 key: "k".into(),
                 ring: 255,
+                kind: Some(RingKind::Hashring),
             }),
             trace: Some(trace(Some("rojo=1"))),
         };

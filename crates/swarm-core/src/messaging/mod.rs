@@ -31,7 +31,7 @@ use bytes::Bytes;
 pub use auth::Auth;
 pub use client::{Client, ClientConfig, Liveness, SendError};
 pub use codec::{CodecError, Payload, TaskRequest, TASK_TOPIC};
-pub use meta::Meta;
+pub use meta::{Meta, RING};
 pub use routed::Routed;
 pub use server::{serve, Answering, Dispatch, ServerLimits};
 pub use trace::Trace;

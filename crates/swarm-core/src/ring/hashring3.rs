@@ -1,9 +1,11 @@
 //! A port of the npm package `hashring@3.2.0` with its defaults (MD5, 40 virtual
 //! nodes, 4 replicas, no weights, no default port): same points, same order, same owner.
 
-use std::{collections::HashSet, fmt::Write as _};
+use std::fmt::Write as _;
 
 use md5::{Digest, Md5};
+
+use super::distinct;
 
 /// Virtual nodes per server before hashring's `Math.floor` distribution.
 const VNODES: f64 = 40.0;
@@ -30,12 +32,7 @@ impl HashRing {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut seen = HashSet::new();
-        let servers: Vec<String> = servers
-            .into_iter()
-            .map(Into::into)
-            .filter(|s| seen.insert(s.clone()))
-            .collect();
+        let servers = distinct(servers);
         let n = servers.len();
         let per_server = vnodes_for(n);
 
@@ -67,22 +64,16 @@ impl HashRing {
 
     /// The server owning `key`, or `None` when the ring is empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.owner_at(KeyPoint::of(key))
+        self.index(key).map(|i| self.servers[i].as_str())
     }
 
-    /// The server owning the key at `point`: a key hashed once, looked up on several
-    /// rings.
-    pub fn owner_at(&self, point: KeyPoint) -> Option<&str> {
-        self.index_at(point).map(|i| self.servers[i].as_str())
-    }
-
-    /// The position in [`HashRing::servers`] of the server owning `key`: lets a caller
-    /// that keeps its own copy of the servers avoid a string per look-up.
+    /// The position in [`HashRing::servers`] of the server owning `key`.
     pub fn index(&self, key: &str) -> Option<usize> {
-        self.index_at(KeyPoint::of(key))
+        self.index_at(point(key))
     }
 
-    fn index_at(&self, KeyPoint(point): KeyPoint) -> Option<usize> {
+    /// The position of the server owning the key at `point` ([`point`]).
+    pub(super) fn index_at(&self, point: u32) -> Option<usize> {
         if self.owners.is_empty() {
             return None;
         }
@@ -118,18 +109,10 @@ fn vnodes_for(n: usize) -> usize {
     (percentage * VNODES * n).floor() as usize
 }
 
-/// A key's point: the first little-endian word of the MD5 of its UTF-8 bytes.
 /// Where a key falls on a ring: the first little-endian word of the MD5 of its bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyPoint(u32);
-
-impl KeyPoint {
-    pub fn of(key: &str) -> KeyPoint {
-        let digest = Md5::digest(key.as_bytes());
-        KeyPoint(u32::from_le_bytes([
-            digest[0], digest[1], digest[2], digest[3],
-        ]))
-    }
+pub(super) fn point(key: &str) -> u32 {
+    let digest = Md5::digest(key.as_bytes());
+    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// Bits of a point's value that index [`Points::starts`].
@@ -258,7 +241,7 @@ mod tests {
             &ring.points.values[ring.points.values.len() - GOLDEN_CONTINUUM_TAIL.len()..],
             GOLDEN_CONTINUUM_TAIL
         );
-        assert_eq!(KeyPoint::of(""), KeyPoint(GOLDEN_EMPTY_KEY_POINT));
+        assert_eq!(point(""), GOLDEN_EMPTY_KEY_POINT);
     }
 
     #[test]

@@ -29,19 +29,165 @@
 //! wins, even for rings that do not contain that server). [`HashRing`] always computes
 //! the placement; for every other key the two agree.
 mod hashring3;
+mod maglev;
+mod peers;
 
-pub use hashring3::{HashRing, KeyPoint};
+use std::{collections::HashSet, fmt, str::FromStr};
 
-/// A digest of `ring`'s placement, equal on pods that built it from the same servers in
-/// the same order (xxh3: fast, not meant to resist chosen inputs, which it need not).
-pub fn checksum(ring: &HashRing) -> u64 {
-    checksum_of(ring.servers().iter().map(String::as_str))
+pub use hashring3::HashRing;
+pub use maglev::{Maglev, SLOTS};
+pub use peers::{PeerRings, Said, Tell};
+
+/// Which ring places keys: every pod of a cluster must use the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RingKind {
+    /// `hashring@3`'s ring ([`HashRing`]): what 0.5.1 pods place keys by.
+    #[default]
+    Hashring,
+    /// A Maglev table over xxh3 ([`Maglev`]): an even spread and a faster look-up, for
+    /// clusters of pods of 1.x only.
+    Xxh3,
 }
 
-/// [`checksum`] of the ring of `servers` (distinct, in order), without building it.
-pub fn checksum_of<'a>(servers: impl IntoIterator<Item = &'a str>) -> u64 {
+impl RingKind {
+    /// Its name, as `init({ ring })` and the wire say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RingKind::Hashring => "hashring",
+            RingKind::Xxh3 => "xxh3",
+        }
+    }
+
+    /// Where `key` falls on rings of this kind.
+    pub fn point(self, key: &str) -> KeyPoint {
+        let value = match self {
+            RingKind::Hashring => u64::from(hashring3::point(key)),
+            RingKind::Xxh3 => Maglev::point(key),
+        };
+        KeyPoint { kind: self, value }
+    }
+}
+
+impl FromStr for RingKind {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<Self, ()> {
+        match name {
+            "hashring" => Ok(RingKind::Hashring),
+            "xxh3" => Ok(RingKind::Xxh3),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for RingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a key falls on the rings of one kind: a key hashed once, looked up on several.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPoint {
+    kind: RingKind,
+    value: u64,
+}
+
+/// A ring of either kind.
+#[derive(Debug, Clone)]
+pub enum Ring {
+    Hashring(HashRing),
+    Xxh3(Maglev),
+}
+
+impl Ring {
+    /// The ring of `kind` over `servers`, in that order (duplicates dropped, the first
+    /// kept): every pod builds from the same order (the IPs sorted as strings).
+    pub fn new<I, S>(kind: RingKind, servers: I) -> Ring
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        match kind {
+            RingKind::Hashring => Ring::Hashring(HashRing::new(servers)),
+            RingKind::Xxh3 => Ring::Xxh3(Maglev::new(servers)),
+        }
+    }
+
+    pub fn kind(&self) -> RingKind {
+        match self {
+            Ring::Hashring(_) => RingKind::Hashring,
+            Ring::Xxh3(_) => RingKind::Xxh3,
+        }
+    }
+
+    /// The server owning `key`, or `None` when the ring is empty.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.owner_at(self.kind().point(key))
+    }
+
+    /// The server owning the key at `point`, a point of this ring's kind.
+    pub fn owner_at(&self, point: KeyPoint) -> Option<&str> {
+        self.index_at(point).map(|i| self.servers()[i].as_str())
+    }
+
+    /// The position in [`Ring::servers`] of the server owning `key`: lets a caller
+    /// that keeps its own copy of the servers avoid a string per look-up.
+    pub fn index(&self, key: &str) -> Option<usize> {
+        self.index_at(self.kind().point(key))
+    }
+
+    fn index_at(&self, point: KeyPoint) -> Option<usize> {
+        debug_assert_eq!(point.kind, self.kind(), "a point of another kind of ring");
+        match self {
+            // A hashring point is the 32-bit word it was made from.
+            Ring::Hashring(ring) => ring.index_at(point.value as u32),
+            Ring::Xxh3(ring) => ring.index_at(point.value),
+        }
+    }
+
+    /// The servers, in the order the ring was built from (duplicates dropped).
+    pub fn servers(&self) -> &[String] {
+        match self {
+            Ring::Hashring(ring) => ring.servers(),
+            Ring::Xxh3(ring) => ring.servers(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers().is_empty()
+    }
+}
+
+/// `servers` without duplicates, the first of each kept, in order.
+fn distinct<I, S>(servers: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut seen = HashSet::new();
+    servers
+        .into_iter()
+        .map(Into::into)
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
+}
+
+/// A digest of `ring`'s placement, equal on pods that built it of the same kind from the
+/// same servers in the same order (xxh3: fast, not meant to resist chosen inputs, which
+/// it need not).
+pub fn checksum(ring: &Ring) -> u64 {
+    checksum_of(ring.kind(), ring.servers().iter().map(String::as_str))
+}
+
+/// [`checksum`] of the ring of `kind` over `servers` (distinct, in order), without
+/// building it.
+pub fn checksum_of<'a>(kind: RingKind, servers: impl IntoIterator<Item = &'a str>) -> u64 {
     let mut digest = xxhash_rust::xxh3::Xxh3::new();
-    digest.update(b"hashring@3");
+    digest.update(match kind {
+        RingKind::Hashring => b"hashring@3".as_slice(),
+        RingKind::Xxh3 => b"maglev-xxh3/65537",
+    });
     for server in servers {
         digest.update(b"\n");
         digest.update(server.as_bytes());
@@ -55,7 +201,8 @@ mod tests {
 
     #[test]
     fn a_ring_checksum_is_equal_for_the_same_servers_and_differs_otherwise() {
-        let ring = |servers: &[&str]| checksum(&HashRing::new(servers.iter().copied()));
+        let ring =
+            |servers: &[&str]| checksum(&Ring::new(RingKind::Hashring, servers.iter().copied()));
         assert_eq!(
             ring(&["10.0.0.1", "10.0.0.2"]),
             ring(&["10.0.0.1", "10.0.0.2"])
@@ -69,10 +216,15 @@ mod tests {
         ] {
             assert_ne!(ring(&["10.0.0.1", "10.0.0.2"]), ring(other), "{other:?}");
             assert_eq!(
-                checksum_of(other.iter().copied()),
+                checksum_of(RingKind::Hashring, other.iter().copied()),
                 ring(other),
                 "unbuilt: {other:?}"
             );
         }
+        assert_ne!(
+            checksum(&Ring::new(RingKind::Xxh3, ["10.0.0.1", "10.0.0.2"])),
+            ring(&["10.0.0.1", "10.0.0.2"]),
+            "the same servers on a ring of another kind"
+        );
     }
 }

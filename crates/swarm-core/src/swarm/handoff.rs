@@ -138,7 +138,7 @@ impl Inner {
                     if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         return this.timed_out(&name);
                     }
-                    if !this.owns(&this.ring(), KeyPoint::of(&key)) {
+                    if !this.owns(&this.ring(), this.ring_kind.point(&key)) {
                         debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key}: released here, to be routed again");
                         return Err(moved(&name, &key));
                     }
@@ -157,7 +157,7 @@ impl Inner {
         options: &TaskOptions,
     ) -> Gate {
         let ring = self.ring();
-        let point = KeyPoint::of(key);
+        let point = self.ring_kind.point(key);
         let owns = self.owns(&ring, point);
         let mut handoffs = self.handoffs.lock().expect("not poisoned");
         if !handoffs.given.is_empty() && handoffs.is_given(name, key, owns, ring.checksum) {
@@ -266,7 +266,7 @@ impl Inner {
                     self.drained.notify_waiters();
                     return;
                 }
-                let owns = self.owns(&current, KeyPoint::of(&task_key.1));
+                let owns = self.owns(&current, self.ring_kind.point(&task_key.1));
                 let given = handoffs.given.contains_key(&task_key);
                 (held, released && owns && !given)
             };
@@ -352,7 +352,7 @@ impl Inner {
             let mut handoffs = self.handoffs.lock().expect("not poisoned");
             // Read under the lock: a view that comes after this ends the mark
             // ([`follow_views`]), one that came before is the one compared.
-            let current = view_checksum(&self.topology.view());
+            let current = view_checksum(self.ring_kind, &self.topology.view());
             handoffs.give(task_key.clone(), ring, current);
         }
         loop {
@@ -446,7 +446,7 @@ pub(super) async fn follow_views(inner: Arc<Inner>) {
             _ = inner.cancel.cancelled() => return,
             changed = views.changed() => if changed.is_err() { return },
         }
-        let checksum = view_checksum(&views.borrow_and_update());
+        let checksum = view_checksum(inner.ring_kind, &views.borrow_and_update());
         inner
             .handoffs
             .lock()

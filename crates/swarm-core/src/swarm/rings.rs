@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 
 use crate::{
-    ring::{self, HashRing, KeyPoint},
+    ring::{self, KeyPoint, Ring, RingKind},
     topology::View,
 };
 
@@ -16,28 +16,29 @@ const KEPT: Duration = Duration::from_secs(600);
 /// How many replaced rings are kept, at most.
 const KEPT_RINGS: usize = 8;
 
-/// The checksum of the ring of `view` ([`ring::checksum_of`]), without building it.
-pub(super) fn view_checksum(view: &View) -> u64 {
-    ring::checksum_of(view.nodes.keys().map(|ip| &**ip))
+/// The checksum of the ring of `kind` over `view` ([`ring::checksum_of`]), without
+/// building it.
+pub(super) fn view_checksum(kind: RingKind, view: &View) -> u64 {
+    ring::checksum_of(kind, view.nodes.keys().map(|ip| &**ip))
 }
 
 /// The ring of one topology generation: what placed a key, and when.
 pub struct RingAt {
     pub generation: u64,
-    pub ring: Arc<HashRing>,
+    pub ring: Arc<Ring>,
     /// [`ring::checksum`] of `ring`: equal on pods with the same view.
     pub checksum: u64,
     /// Counts the changes of `ring` (a new generation may keep the same servers).
     pub epoch: u64,
     /// The rings before this one, the latest first, with when each was replaced;
     /// before any, the ring without this node.
-    earlier: Vec<(Arc<HashRing>, Instant)>,
+    earlier: Vec<(Arc<Ring>, Instant)>,
 }
 
 impl RingAt {
-    /// The ring before any view.
-    pub(super) fn empty() -> RingAt {
-        let ring = HashRing::new(Vec::<String>::new());
+    /// The ring of `kind` before any view.
+    pub(super) fn empty(kind: RingKind) -> RingAt {
+        let ring = Ring::new(kind, Vec::<String>::new());
         RingAt {
             generation: u64::MAX,
             checksum: ring::checksum(&ring),
@@ -49,7 +50,8 @@ impl RingAt {
 
     /// The ring of `view`, following this one, for a node that owns `local` IPs.
     pub(super) fn next(&self, view: &View, local: impl Fn(&str) -> bool) -> RingAt {
-        let checksum = view_checksum(view);
+        let kind = self.ring.kind();
+        let checksum = view_checksum(kind, view);
         if checksum == self.checksum {
             return RingAt {
                 generation: view.generation,
@@ -59,11 +61,11 @@ impl RingAt {
                 earlier: self.earlier.clone(),
             };
         }
-        let ring = HashRing::new(view.nodes.keys().map(|ip| ip.to_string()));
+        let ring = Ring::new(kind, view.nodes.keys().map(|ip| ip.to_string()));
         let now = Instant::now();
         let replaced = if self.ring.is_empty() {
             let others = view.nodes.keys().filter(|ip| !local(ip));
-            Arc::new(HashRing::new(others.map(|ip| ip.to_string())))
+            Arc::new(Ring::new(kind, others.map(|ip| ip.to_string())))
         } else {
             self.ring.clone()
         };
@@ -124,21 +126,27 @@ mod tests {
     }
 
     /// A key that `owner` owns among `ips`.
-    fn key_of(owner: &str, ips: &[&str]) -> KeyPoint {
-        let ring = HashRing::new(ips.iter().copied());
+    fn key_of(kind: RingKind, owner: &str, ips: &[&str]) -> KeyPoint {
+        let ring = Ring::new(kind, ips.iter().copied());
         (0..)
-            .map(|i| KeyPoint::of(&format!("k{i}")))
+            .map(|i| kind.point(&format!("k{i}")))
             .find(|point| ring.owner_at(*point) == Some(owner))
             .expect("a key")
     }
 
     #[tokio::test(start_paused = true)]
     async fn earlier_owners_are_those_of_every_ring_replaced_within_the_window() {
+        for kind in [RingKind::Hashring, RingKind::Xxh3] {
+            earlier_owners_of(kind).await;
+        }
+    }
+
+    async fn earlier_owners_of(kind: RingKind) {
         let me = |ip: &str| ip == "10.0.0.9";
         let others = |ip: &str| !me(ip);
         let window = Duration::from_secs(30);
-        let first = RingAt::empty().next(&view(1, &["10.0.0.1", "10.0.0.9"]), me);
-        let point = key_of("10.0.0.9", &["10.0.0.1", "10.0.0.9"]);
+        let first = RingAt::empty(kind).next(&view(1, &["10.0.0.1", "10.0.0.9"]), me);
+        let point = key_of(kind, "10.0.0.9", &["10.0.0.1", "10.0.0.9"]);
         assert_eq!(
             first.earlier_owners(point, window, others),
             ["10.0.0.1"],
@@ -155,7 +163,7 @@ mod tests {
         let out = same.next(&view(3, &["10.0.0.2"]), me);
         let back = out.next(&view(4, &["10.0.0.2", "10.0.0.9"]), me);
         assert_eq!(back.epoch, first.epoch + 2);
-        let point = key_of("10.0.0.9", &["10.0.0.2", "10.0.0.9"]);
+        let point = key_of(kind, "10.0.0.9", &["10.0.0.2", "10.0.0.9"]);
         let owners = back.earlier_owners(point, window, others);
         assert_eq!(
             owners.first().map(String::as_str),

@@ -11,11 +11,13 @@ use tokio::sync::Semaphore;
 
 use super::{
     handoff::{Caller, RELEASE_TOPIC},
+    peer_rings::RING_TOPIC,
     ExecError, Inner, TaskArgs, NOT_RUN,
 };
 use crate::{
     local,
-    messaging::{Answering, Dispatch, Inbound, Reply, Routed, TaskRequest, TASK_TOPIC},
+    messaging::{Answering, Dispatch, Inbound, Payload, Reply, Routed, TaskRequest, TASK_TOPIC},
+    ring::PeerRings,
     stats::Transports,
     tasks::TaskNote,
 };
@@ -34,14 +36,17 @@ impl Inner {
             }
         };
         self.counters.received(message.payload.body().len());
-        // A 0.5.1 caller names no key: it is the one 0.5.1 routed by.
+        // A 0.5.1 caller names no key: it is the one 0.5.1 routed by. A caller on
+        // another kind of ring placed the key by a ring this node cannot check: it runs,
+        // as a 0.5.1 caller's request does (the meeting of the two rings is reported).
         let key = match &message.meta.routed {
-            Some(routed) => {
+            Some(routed) if routed.kind == Some(self.ring_kind) => {
                 if let Err(moved) = self.owner_check(&request.task, routed).await {
                     return self.moved(&request.task, &moved);
                 }
                 routed.key.clone()
             }
+            Some(routed) => routed.key.clone(),
             None => request.routing_key(),
         };
         let args = TaskArgs::Json(request.args, message.meta.trace);
@@ -108,6 +113,10 @@ impl Dispatch for Router {
         if message.path != TASK_TOPIC {
             self.0.counters.received(message.payload.body().len());
         }
+        if message.path == RING_TOPIC {
+            let ring = Reply::ok(Payload::Text(self.0.ring_kind.name().into()));
+            return Answering::Later(Box::pin(std::future::ready(ring)));
+        }
         if message.path == RELEASE_TOPIC {
             let inner = self.0.clone();
             return Answering::Later(Box::pin(async move { inner.answer_release(message).await }));
@@ -152,5 +161,9 @@ impl Dispatch for Router {
 
     fn transports(&self) -> Option<Arc<Transports>> {
         Some(self.0.counters.transports())
+    }
+
+    fn rings(&self) -> Option<Arc<PeerRings>> {
+        Some(self.0.peer_rings.clone())
     }
 }

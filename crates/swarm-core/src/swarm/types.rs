@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::{
     messaging::{Answering, ClientConfig, Inbound, Payload, ServerLimits, Trace},
+    ring::{RingKind, Said},
     tasks::{TaskError, TaskOptions},
     topology::{Discovery, KubeSettings, LeaseSettings, TopologyEvent},
 };
@@ -28,6 +29,9 @@ pub trait Host: Send + Sync + 'static {
     fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>>;
     /// Receives topology events, in order.
     fn event(&self, event: TopologyEvent);
+    /// The pod at `peer` places keys by another ring than this node's (`own`): it said
+    /// `said`. Told once per peer and ring.
+    fn rings_differ(&self, _peer: IpAddr, _said: Said, _own: RingKind) {}
 }
 
 /// Something the host attaches to a task result and wants dropped only when every
@@ -187,6 +191,8 @@ pub struct SwarmConfig {
     /// Tasks registered before the server takes its first request, so a peer never
     /// reaches this node before it knows its tasks.
     pub tasks: Vec<(String, TaskOptions)>,
+    /// The ring that places task keys; every pod of the cluster must use the same.
+    pub ring: RingKind,
 }
 
 /// Why a node could not start.

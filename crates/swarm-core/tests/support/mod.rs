@@ -36,6 +36,7 @@ pub use swarm_core::messaging::{
     serve, Answering, Client, ClientConfig, Dispatch, Inbound, Payload, Reply, SendError,
     ServerLimits,
 };
+pub use swarm_core::ring::PeerRings;
 pub use swarm_core::stats::Transports;
 pub use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
@@ -81,6 +82,8 @@ pub struct App {
     pub taken: mpsc::UnboundedSender<mux::Responder>,
     /// What the server counts its connections in.
     pub transports: Arc<Transports>,
+    /// The ring the server names, and where what its clients name is told.
+    pub rings: Option<Arc<PeerRings>>,
 }
 
 impl App {
@@ -105,6 +108,10 @@ impl Dispatch for App {
 
     fn transports(&self) -> Option<Arc<Transports>> {
         Some(self.transports.clone())
+    }
+
+    fn rings(&self) -> Option<Arc<PeerRings>> {
+        self.rings.clone()
     }
 }
 
@@ -190,6 +197,16 @@ impl Server {
     }
 
     pub async fn start_at(ip: Ipv4Addr, reading: Reading, limits: ServerLimits) -> Server {
+        Server::naming(ip, reading, limits, None).await
+    }
+
+    /// A server that names the ring of `rings` and tells it what its clients name.
+    pub async fn naming(
+        ip: Ipv4Addr,
+        reading: Reading,
+        limits: ServerLimits,
+        rings: Option<Arc<PeerRings>>,
+    ) -> Server {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, started) = mpsc::unbounded_channel();
@@ -200,6 +217,7 @@ impl Server {
             gate: Arc::new(Semaphore::new(0)),
             taken: responders,
             transports: Arc::new(Transports::default()),
+            rings,
         });
         let cancel = CancellationToken::new();
         let event_loop = (reading == Reading::Elsewhere).then(|| Arc::new(ThreadLoop::default()));

@@ -1,6 +1,7 @@
 //! The client's settings, and why a send failed.
 
 use super::*;
+use crate::ring::PeerRings;
 
 /// Settings of the client.
 #[derive(Clone, Debug)]
@@ -27,6 +28,9 @@ pub struct ClientConfig {
     /// before the calls waiting on it fail; one that cannot be pinged has this long to
     /// answer them.
     pub departure_timeout: Duration,
+    /// The ring this node names to its peers (on each HTTP/1.1 request and in the
+    /// multiplexed handshake), and where what they name in their replies is told.
+    pub rings: Option<Arc<PeerRings>>,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +45,7 @@ impl Default for ClientConfig {
             multiplex: true,
             event_loop: None,
             departure_timeout: Duration::from_secs(1),
+            rings: None,
         }
     }
 }

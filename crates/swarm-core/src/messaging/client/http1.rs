@@ -148,7 +148,8 @@ impl Inner {
     }
 
     /// Hands an HTTP/1.1 exchange's reply to `done`, noting the peer's offer of the
-    /// multiplexed transport, and counting the exchange, made now.
+    /// multiplexed transport and what it said of its ring, and counting the exchange,
+    /// made now.
     pub(super) fn settle_http1(
         self: &Arc<Self>,
         peer: SocketAddr,
@@ -156,11 +157,15 @@ impl Inner {
     ) -> loop_http1::Settle {
         let weak = Arc::downgrade(self);
         let (counted, started) = (self.transports.get().cloned(), Instant::now());
+        let rings = self.config.rings.clone();
         Box::new(move |answered| {
             if let Some(transports) = counted {
                 transports.exchanged(Transport::Http1, started.elapsed());
             }
             done(answered.map(|answered| {
+                if let Some(rings) = rings {
+                    rings.met(peer.ip().to_canonical(), answered.ring);
+                }
                 if let Some(offer) = answered.offers_mux {
                     if let Some(inner) = weak.upgrade().filter(|inner| inner.config.multiplex) {
                         inner.offered(peer, offer);

@@ -133,6 +133,7 @@ impl Inner {
                     self.config.event_loop.clone(),
                     pings,
                     self.transports.get().cloned(),
+                    self.config.rings.clone(),
                 );
                 routes.insert(peer, Route::Mux(conn.clone()));
                 Some(conn)

@@ -37,6 +37,12 @@ impl Inner {
         request.extend_from_slice(b"\r\ncontent-length: ");
         request.extend_from_slice(codec::display_in(body.len(), &mut room).unwrap_or_default());
         unsent.meta.write_headers(&mut request);
+        if let Some(rings) = &self.config.rings {
+            request.extend_from_slice(b"\r\n");
+            request.extend_from_slice(RING.as_str().as_bytes());
+            request.extend_from_slice(b": ");
+            request.extend_from_slice(rings.own().name().as_bytes());
+        }
         if let Some(auth) = &self.config.auth {
             let signed = auth::Signed {
                 method: "POST",

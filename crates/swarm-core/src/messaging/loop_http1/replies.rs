@@ -5,7 +5,10 @@ use bytes::{Buf, BytesMut};
 use hyper::header::HeaderValue;
 
 use super::Answered;
-use crate::messaging::{mux, Payload, Reply};
+use crate::{
+    messaging::{mux, Payload, Reply, RING},
+    ring::Said,
+};
 
 /// The largest reply head taken (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -24,6 +27,7 @@ struct Body {
     status: u16,
     content_type: Option<HeaderValue>,
     offers_mux: Option<mux::Offer>,
+    ring: Said,
     keep_alive: bool,
     kind: BodyKind,
     read: BytesMut,
@@ -103,6 +107,7 @@ impl Replies {
         let mut chunked = false;
         let mut content_type = None;
         let mut offers_mux = None;
+        let mut ring = Said::Nothing;
         let mut close = version_1_0;
         for header in response.headers.iter() {
             let name = header.name;
@@ -125,6 +130,8 @@ impl Replies {
                 content_type = HeaderValue::from_bytes(header.value).ok();
             } else if name.eq_ignore_ascii_case(mux::ADVERTISE.as_str()) {
                 offers_mux = Some(mux::Offer::of(header.value));
+            } else if name.eq_ignore_ascii_case(RING.as_str()) {
+                ring = Said::of(Some(header.value));
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in header.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -158,6 +165,7 @@ impl Replies {
             status,
             content_type,
             offers_mux,
+            ring,
             keep_alive: !close,
             kind,
             read: BytesMut::new(),
@@ -179,6 +187,7 @@ impl Body {
         Answered {
             reply,
             offers_mux: self.offers_mux,
+            ring: self.ring,
             keep_alive: self.keep_alive,
         }
     }

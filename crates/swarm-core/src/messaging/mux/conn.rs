@@ -13,7 +13,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::oneshot,
 };
@@ -27,11 +27,12 @@ mod replies;
 use replies::Replies;
 
 use super::{
-    encode_request,
+    encode_request, greeted, greeting,
     inflow::{share, EndReading, Framer},
     outbox::{eager_group, Outbox, Sink},
-    ping_frame, set_id, Auth, Payload, Reply, ACCEPTED, BATCH, PING, PREFACE,
+    ping_frame, read_greeting, set_id, Auth, Payload, Reply, ACCEPTED, BATCH, PING, PREFACE,
 };
+use crate::ring::PeerRings;
 
 /// How a call on a client connection ended.
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub struct Conn {
     pings: bool,
     /// Where the connection and its exchanges are counted, if anywhere.
     transports: Option<Arc<Transports>>,
+    /// The ring named in the preface, and where what the peer names is told.
+    rings: Option<Arc<PeerRings>>,
 }
 
 /// A call in flight on a [`Conn`]; dropping it (timeout, peer gone) forgets it.
@@ -124,7 +127,8 @@ impl Conn {
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
     /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `event_loop`,
     /// the replies are read on its thread. `pings`: the peer answers pings. Counted in
-    /// `transports`, with its exchanges, once the peer accepted it.
+    /// `transports`, with its exchanges, once the peer accepted it. The preface names
+    /// the ring of `rings`, which is told what the peer's answer names.
     pub fn open<F>(
         connect: F,
         handshake: Duration,
@@ -132,6 +136,7 @@ impl Conn {
         event_loop: Option<Arc<dyn EventLoop>>,
         pings: bool,
         transports: Option<Arc<Transports>>,
+        rings: Option<Arc<PeerRings>>,
     ) -> Arc<Conn>
     where
         F: Future<Output = Result<TcpStream, String>> + Send + 'static,
@@ -149,6 +154,7 @@ impl Conn {
             timeout,
             pings,
             transports,
+            rings,
         });
         tokio::spawn(conn.clone().drive(connect, handshake, event_loop));
         conn
@@ -315,15 +321,21 @@ impl Conn {
             Ok(stream) => stream,
             Err(reason) => return self.settle_all(|| Outcome::Unreachable(reason.clone())),
         };
-        let mut answer = [0u8; ACCEPTED.len()];
+        let preface = greeting(PREFACE, self.rings.as_ref().map(|rings| rings.own()));
         let accepted = tokio::time::timeout(handshake, async {
-            stream.write_all(PREFACE).await?;
-            stream.read_exact(&mut answer).await
+            stream.write_all(&preface).await?;
+            read_greeting(&mut stream).await
         })
         .await;
+        let accepted = accepted.map(|read| read.map(|line| greeted(&line, ACCEPTED)));
         // Nothing but the preface was written: no call reached the peer.
         match accepted {
-            Ok(Ok(_)) if answer == ACCEPTED => {}
+            Ok(Ok(Some(said))) => {
+                if let (Some(rings), Some(said), Ok(peer)) = (&self.rings, said, stream.peer_addr())
+                {
+                    rings.met(peer.ip().to_canonical(), said);
+                }
+            }
             // Its kernel reset the connection (a pod dying does): no answer, so no
             // refusal either. The calls go again, on a new connection.
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {

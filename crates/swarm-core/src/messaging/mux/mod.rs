@@ -8,6 +8,8 @@
 //! HTTP request, so the server tells the two apart from one byte on the same port. The
 //! server answers [`ACCEPTED`]; anything else and the client keeps HTTP/1.1 for it
 //! (a connection reset before the answer is made again: the peer's kernel dropped it).
+//! Either line may name the ring its pod places keys by before its `\r\n`
+//! (` ring=xxh3`, [`greeting`]), as the [`RING`](super::RING) header does over HTTP/1.1.
 //!
 //! Frames, big-endian: `len: u32` (of what follows), `kind: u8`, `id: u32`, then
 //! - request (1): `type: u8`, `path_len: u16`, the path as in an HTTP request line,
@@ -38,35 +40,24 @@
 use std::{io, net::SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::{auth, Auth, Payload, Reply};
 
 mod answer;
 mod conn;
+mod handshake;
 mod inflow;
 mod outbox;
 
 pub(crate) use answer::Answer;
 pub use answer::Responder;
 pub use conn::{Call, Conn, Done, Outcome};
+pub use handshake::{greeted, greeting, read_greeting, Offer, ACCEPTED, ADVERTISE, LEVEL, PREFACE};
 pub use inflow::Inflow;
 pub(crate) use inflow::{read_frames, share, Flow, Framer, Step};
 pub use outbox::{flush, Outbox, Sink, EAGER, HIGH_WATER};
-
-/// The reply header by which a server of ours offers the transport; its value is the
-/// [`LEVEL`] of the transport it speaks.
-pub const ADVERTISE: HeaderName = HeaderName::from_static("x-swarm-kb-mux");
-/// The level of the transport this version speaks: 1, requests, replies and go-aways;
-/// 2, pings too.
-pub const LEVEL: HeaderValue = HeaderValue::from_static("2");
-/// The first level that answers pings.
-const PINGS: u8 = 2;
-/// The first bytes a client sends on a multiplexed connection.
-pub const PREFACE: &[u8] = b"\0SWARM-KB MUX/1\r\n";
-/// The server's answer to [`PREFACE`].
-pub const ACCEPTED: &[u8] = b"\0SWARM-KB MUX/1 OK\r\n";
 
 /// The kinds of frames.
 pub const REQUEST: u8 = 1;
@@ -188,31 +179,6 @@ pub fn ping_frame(kind: u8, id: u32) -> Bytes {
     frame(kind, id, 0).freeze()
 }
 
-/// What a server's [`ADVERTISE`] header offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offer {
-    /// The server answers pings.
-    pub pings: bool,
-}
-
-impl Offer {
-    /// The offer of a server that advertised `level`.
-    pub fn of(level: &[u8]) -> Offer {
-        Offer {
-            pings: answers_pings(level),
-        }
-    }
-}
-
-/// Whether a server that advertised `level` (the [`ADVERTISE`] header's value) answers
-/// pings; a value that is not a number is taken as level 1, as the first servers sent.
-fn answers_pings(level: &[u8]) -> bool {
-    std::str::from_utf8(level)
-        .ok()
-        .and_then(|level| level.trim().parse::<u8>().ok())
-        .is_some_and(|level| level >= PINGS)
-}
-
 /// A request as a frame carries it.
 #[derive(Debug)]
 pub struct RequestFrame {
@@ -325,22 +291,6 @@ mod tests {
 
     async fn read(bytes: &[u8], max: usize) -> io::Result<Read> {
         read_frame(&mut BufReader::new(bytes), max).await
-    }
-
-    #[test]
-    fn pings_go_to_servers_of_level_2_or_more() {
-        for (level, pings) in [
-            (&b"2"[..], true),
-            (b"3", true),
-            (b" 2 ", true),
-            (b"1", false),
-            (b"", false),
-            (b"yes", false),
-            (b"999", false),
-        ] {
-            assert_eq!(answers_pings(level), pings, "{level:?}");
-        }
-        assert!(answers_pings(LEVEL.as_bytes()));
     }
 
     #[tokio::test]

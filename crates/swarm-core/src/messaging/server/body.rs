@@ -9,7 +9,10 @@ use hyper::{
 };
 
 use super::{too_large, Reply};
-use crate::messaging::mux;
+use crate::{
+    messaging::{mux, RING},
+    ring::RingKind,
+};
 
 /// The whole body, at most `max` bytes, in one buffer sized from its declared length:
 /// each piece is copied in and let go as it arrives, so the body is held once (hyper's
@@ -41,14 +44,22 @@ pub(super) async fn read_body(
     Ok(Bytes::from(body))
 }
 
-/// The HTTP response of `reply`; with `offer_mux`, it offers the multiplexed transport.
-pub(super) fn respond(reply: Reply, offer_mux: bool) -> Response<Full<Bytes>> {
+/// The HTTP response of `reply`; with `offer_mux`, it offers the multiplexed transport;
+/// with `ring`, it names the ring this node places keys by.
+pub(super) fn respond(
+    reply: Reply,
+    offer_mux: bool,
+    ring: Option<RingKind>,
+) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = Response::builder().status(status);
     // Static values: each copied would cost an allocation, on every message (the length
     // hyper writes as it encodes).
     if offer_mux {
         builder = builder.header(mux::ADVERTISE, mux::LEVEL);
+    }
+    if let Some(ring) = ring {
+        builder = builder.header(RING, HeaderValue::from_static(ring.name()));
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(header::ALLOW, HeaderValue::from_static("POST, PUT, GET"));

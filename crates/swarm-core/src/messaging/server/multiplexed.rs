@@ -7,7 +7,7 @@ use std::{collections::VecDeque, future::Future, io, pin::Pin, sync::Arc};
 use bytes::Bytes;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::{Notify, OwnedSemaphorePermit},
     time::Instant,
@@ -37,16 +37,27 @@ pub(super) async fn serve_mux(
     cancel: CancellationToken,
     event_loop: Option<Arc<dyn EventLoop>>,
 ) {
-    let mut preface = [0u8; mux::PREFACE.len()];
-    let greeted =
-        tokio::time::timeout(ctx.limits.header_timeout, stream.read_exact(&mut preface)).await;
-    if !matches!(greeted, Ok(Ok(_)))
-        || preface != mux::PREFACE
-        || stream.write_all(mux::ACCEPTED).await.is_err()
+    let read = tokio::time::timeout(ctx.limits.header_timeout, mux::read_greeting(&mut stream));
+    let Some(said) = read
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|line| mux::greeted(&line, mux::PREFACE))
+    else {
+        return;
+    };
+    let own = ctx.rings.as_ref().map(|rings| rings.own());
+    if stream
+        .write_all(&mux::greeting(mux::ACCEPTED, own))
+        .await
+        .is_err()
     {
         return;
     }
     let peer = ends.peer;
+    if let (Some(rings), Some(said)) = (&ctx.rings, said) {
+        rings.met(peer.ip().to_canonical(), said);
+    }
     debug!(target: "node_swarm_kb::messages", "multiplexed connection from {peer}");
     let outbox = Arc::new(Outbox::default());
     let _stop = StopWriter(outbox.clone());

@@ -1,0 +1,138 @@
+//! The multiplexed transport's handshake (see [`super`]): the offer a server makes in its
+//! HTTP replies, and the two lines that open a connection, each naming its pod's ring.
+
+use std::io;
+
+use hyper::header::{HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::ring::{RingKind, Said};
+
+/// The reply header by which a server of ours offers the transport; its value is the
+/// [`LEVEL`] of the transport it speaks.
+pub const ADVERTISE: HeaderName = HeaderName::from_static("x-swarm-kb-mux");
+/// The level of the transport this version speaks: 1, requests, replies and go-aways;
+/// 2, pings too.
+pub const LEVEL: HeaderValue = HeaderValue::from_static("2");
+/// The first level that answers pings.
+const PINGS: u8 = 2;
+/// The first bytes a client sends on a multiplexed connection.
+pub const PREFACE: &[u8] = b"\0SWARM-KB MUX/1\r\n";
+/// The server's answer to [`PREFACE`].
+pub const ACCEPTED: &[u8] = b"\0SWARM-KB MUX/1 OK\r\n";
+/// The longest handshake line read.
+const GREETING_MAX: usize = 64;
+
+/// `line` ([`PREFACE`] or [`ACCEPTED`]) naming `ring`, when there is one.
+pub fn greeting(line: &[u8], ring: Option<RingKind>) -> Vec<u8> {
+    let Some(ring) = ring else {
+        return line.to_vec();
+    };
+    let mut greeting = line[..line.len() - 2].to_vec();
+    greeting.extend_from_slice(b" ring=");
+    greeting.extend_from_slice(ring.name().as_bytes());
+    greeting.extend_from_slice(b"\r\n");
+    greeting
+}
+
+/// Whether `read` is the handshake `line` ([`PREFACE`] or [`ACCEPTED`]), and then
+/// what it said of its pod's ring, if anything.
+pub fn greeted(read: &[u8], line: &[u8]) -> Option<Option<Said>> {
+    let said = read
+        .strip_prefix(&line[..line.len() - 2])?
+        .strip_suffix(b"\r\n")?;
+    if said.is_empty() {
+        return Some(None);
+    }
+    Some(Some(Said::of(Some(said.strip_prefix(b" ring=")?))))
+}
+
+/// Reads one handshake line, through its `\n` and not a byte further (frames may follow
+/// it), of a bounded length: once per connection, a read per byte is cheap.
+pub async fn read_greeting(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(GREETING_MAX);
+    while line.len() < GREETING_MAX {
+        let byte = stream.read_u8().await?;
+        line.push(byte);
+        if byte == b'\n' {
+            break;
+        }
+    }
+    Ok(line)
+}
+
+/// What a server's [`ADVERTISE`] header offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The server answers pings.
+    pub pings: bool,
+}
+
+impl Offer {
+    /// The offer of a server that advertised `level`.
+    pub fn of(level: &[u8]) -> Offer {
+        Offer {
+            pings: answers_pings(level),
+        }
+    }
+}
+
+/// Whether a server that advertised `level` (the [`ADVERTISE`] header's value) answers
+/// pings; a value that is not a number is taken as level 1, as the first servers sent.
+fn answers_pings(level: &[u8]) -> bool {
+    std::str::from_utf8(level)
+        .ok()
+        .and_then(|level| level.trim().parse::<u8>().ok())
+        .is_some_and(|level| level >= PINGS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_go_to_servers_of_level_2_or_more() {
+        for (level, pings) in [
+            (&b"2"[..], true),
+            (b"3", true),
+            (b" 2 ", true),
+            (b"1", false),
+            (b"", false),
+            (b"yes", false),
+            (b"999", false),
+        ] {
+            assert_eq!(answers_pings(level), pings, "{level:?}");
+        }
+        assert!(answers_pings(LEVEL.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn a_handshake_line_may_name_its_ring_and_is_read_to_its_end_only() {
+        for line in [PREFACE, ACCEPTED] {
+            assert_eq!(greeted(line, line), Some(None), "no ring named");
+            assert_eq!(greeting(line, None), line);
+            let named = greeting(line, Some(RingKind::Xxh3));
+            assert_eq!(
+                greeted(&named, line),
+                Some(Some(Said::Kind(RingKind::Xxh3)))
+            );
+            let mut sent = named.clone();
+            sent.extend_from_slice(b"\0\0\0\x05frame");
+            let mut stream = &sent[..];
+            assert_eq!(read_greeting(&mut stream).await.unwrap(), named);
+            assert_eq!(stream, b"\0\0\0\x05frame", "what follows is left unread");
+        }
+        assert_eq!(
+            greeted(b"\0SWARM-KB MUX/1 ring=hash2\r\n", PREFACE),
+            Some(Some(Said::Unknown))
+        );
+        assert_eq!(greeted(b"\0SWARM-KB MUX/1 OK\r\n", PREFACE), None);
+        assert_eq!(greeted(b"GET / HTTP/1.1\r\n", PREFACE), None);
+        assert_eq!(greeted(&ACCEPTED[..ACCEPTED.len() - 1], ACCEPTED), None);
+        let endless = [b'x'; 100];
+        assert_eq!(
+            read_greeting(&mut &endless[..]).await.unwrap().len(),
+            GREETING_MAX
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The rings peers say they place keys by, and the report of a peer whose ring is not
+//! this node's: two kinds of rings in one cluster disagree on the owners of keys, so a
+//! task could run on two pods at once or a key's calls lose their order. Each peer is
+//! reported once per ring it says it uses; the node keeps routing by its own ring.
+
+use std::{net::IpAddr, sync::Mutex};
+
+use rustc_hash::FxHashSet;
+
+use super::RingKind;
+
+/// What a peer said of its ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Said {
+    /// Nothing: a pod of 0.5.1, which places keys as `hashring@3` does.
+    Nothing,
+    /// A kind of ring this version knows.
+    Kind(RingKind),
+    /// A name this version does not know.
+    Unknown,
+}
+
+impl Said {
+    /// What a peer said with `name` (a header's value), or without one.
+    pub fn of(name: Option<&[u8]>) -> Said {
+        match name {
+            None => Said::Nothing,
+            Some(name) => std::str::from_utf8(name)
+                .ok()
+                .and_then(|name| name.trim().parse().ok())
+                .map_or(Said::Unknown, Said::Kind),
+        }
+    }
+
+    /// Whether a peer that said this places keys as a node on `own` does.
+    fn agrees_with(self, own: RingKind) -> bool {
+        match self {
+            Said::Nothing => own == RingKind::Hashring,
+            Said::Kind(kind) => kind == own,
+            Said::Unknown => false,
+        }
+    }
+
+    /// How the report names the peer's ring.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Said::Nothing => "hashring (a pod of 0.5.1)",
+            Said::Kind(kind) => kind.name(),
+            Said::Unknown => "a ring this version does not know",
+        }
+    }
+}
+
+/// Who is told of a peer on another ring.
+pub type Tell = Box<dyn Fn(IpAddr, Said) + Send + Sync>;
+
+/// This node's ring, and the peers already reported.
+pub struct PeerRings {
+    own: RingKind,
+    told: Mutex<FxHashSet<(IpAddr, Said)>>,
+    tell: Tell,
+}
+
+impl std::fmt::Debug for PeerRings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerRings")
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerRings {
+    pub fn new(own: RingKind, tell: Tell) -> PeerRings {
+        PeerRings {
+            own,
+            told: Mutex::default(),
+            tell,
+        }
+    }
+
+    /// The ring this node places keys by, which it tells its peers.
+    pub fn own(&self) -> RingKind {
+        self.own
+    }
+
+    /// `peer` said `said` of its ring: told, when it differs and was not told before.
+    pub fn met(&self, peer: IpAddr, said: Said) {
+        if said.agrees_with(self.own) {
+            return;
+        }
+        let first = self.told.lock().expect("not poisoned").insert((peer, said));
+        if first {
+            (self.tell)(peer, said);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    type Told = Arc<Mutex<Vec<(IpAddr, Said)>>>;
+
+    fn told(own: RingKind) -> (PeerRings, Told) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let tell: Tell = Box::new(move |peer, said| sink.lock().unwrap().push((peer, said)));
+        (PeerRings::new(own, tell), log)
+    }
+
+    #[test]
+    fn a_peer_on_another_ring_is_told_once_per_ring_it_says() {
+        let (rings, log) = told(RingKind::Xxh3);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        rings.met(a, Said::of(Some(b"xxh3")));
+        rings.met(a, Said::of(Some(b"hashring")));
+        rings.met(a, Said::of(Some(b"hashring")));
+        rings.met(b, Said::of(None));
+        rings.met(b, Said::of(None));
+        rings.met(b, Said::of(Some(b"maglev-2")));
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (a, Said::Kind(RingKind::Hashring)),
+                (b, Said::Nothing),
+                (b, Said::Unknown)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pod_of_0_5_1_agrees_with_the_default_ring() {
+        let (rings, log) = told(RingKind::Hashring);
+        let peer = "10.0.0.1".parse().unwrap();
+        rings.met(peer, Said::of(None));
+        rings.met(peer, Said::of(Some(b"hashring")));
+        assert!(log.lock().unwrap().is_empty());
+        rings.met(peer, Said::of(Some(b"xxh3")));
+        assert_eq!(*log.lock().unwrap(), [(peer, Said::Kind(RingKind::Xxh3))]);
+    }
+}

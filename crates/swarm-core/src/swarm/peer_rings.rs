@@ -1,0 +1,61 @@
+//! Pods tell each other which ring places their keys: every HTTP/1.1 request and reply
+//! of ours names it, and so does the multiplexed handshake (`messaging`). A node on a
+//! ring other than the default one also asks each peer as it joins (`_ring`), so that
+//! pods that never exchange a message still find out; a peer on another ring, or a pod
+//! of 0.5.1, is reported to the host once (`ring::PeerRings`).
+
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
+
+use tracing::debug;
+
+use super::{Host, Inner};
+use crate::{
+    messaging::Payload,
+    ring::{PeerRings, RingKind},
+};
+
+/// The topic of a request that asks a peer its ring; answered by the engine with it.
+pub(super) const RING_TOPIC: &str = "_ring";
+
+/// This node's ring, reporting peers on another to `host`.
+pub(super) fn reporting(own: RingKind, host: Arc<dyn Host>) -> Arc<PeerRings> {
+    Arc::new(PeerRings::new(
+        own,
+        Box::new(move |peer: IpAddr, said| {
+            debug!(target: "node_swarm_kb::tasks", "Pod {peer} places keys by {}, this pod by {own}: they disagree on the owners of keys", said.describe());
+            host.rings_differ(peer, said, own);
+        }),
+    ))
+}
+
+/// On a ring other than the default, asks each peer that joins for its ring, until the
+/// node closes: what the peer answers (its reply's header, or none from a pod of 0.5.1)
+/// is what tells. A peer that leaves and comes back is asked again.
+pub(super) async fn ask_peers(inner: Arc<Inner>) {
+    if inner.ring_kind == RingKind::default() {
+        return;
+    }
+    let mut views = inner.topology.subscribe();
+    let mut asked: HashSet<Arc<str>> = HashSet::new();
+    loop {
+        let joined: Vec<Arc<str>> = {
+            let view = views.borrow_and_update();
+            asked.retain(|ip| view.nodes.contains_key(ip));
+            view.nodes
+                .keys()
+                .filter(|ip| !inner.local_ips.contains(&***ip) && asked.insert((*ip).clone()))
+                .cloned()
+                .collect()
+        };
+        for ip in joined {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let _ = inner.send(&ip, RING_TOPIC, Payload::Empty).await;
+            });
+        }
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Pods name the ring they place keys by: on every HTTP/1.1 request and reply and in the
+//! multiplexed handshake; what a peer names that differs from a node's own ring, or a
+//! peer that names none (a pod of 0.5.1), is told once per peer and ring.
+
+mod common;
+#[macro_use]
+mod support;
+
+use support::*;
+use swarm_core::{
+    messaging::mux,
+    ring::{RingKind, Said, Tell},
+};
+
+type Told = Arc<Mutex<Vec<(IpAddr, Said)>>>;
+
+fn rings(own: RingKind) -> (Arc<PeerRings>, Told) {
+    let told: Told = Arc::default();
+    let sink = told.clone();
+    let tell: Tell = Box::new(move |peer, said| lock(&sink).push((peer, said)));
+    (Arc::new(PeerRings::new(own, tell)), told)
+}
+
+const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[tokio::test]
+async fn a_request_and_its_reply_name_each_side_s_ring_over_http1() {
+    let (theirs, told_there) = rings(RingKind::Hashring);
+    let server = Server::naming(
+        Ipv4Addr::LOCALHOST,
+        Reading::Runtime,
+        ServerLimits::default(),
+        Some(theirs),
+    )
+    .await;
+    let (mine, told_here) = rings(RingKind::Xxh3);
+    let client = Client::new(ClientConfig {
+        multiplex: false,
+        rings: Some(mine),
+        ..config(server.addr.port())
+    });
+    for _ in 0..3 {
+        assert_eq!(send(&client, "{}").await, Ok(Reply::ok(json("{}"))));
+    }
+    assert_eq!(
+        *lock(&told_here),
+        [(HERE, Said::Kind(RingKind::Hashring))],
+        "once"
+    );
+    assert_eq!(
+        *lock(&told_there),
+        [(HERE, Said::Kind(RingKind::Xxh3))],
+        "once"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_names_no_ring_is_a_pod_of_0_5_1_to_the_client_only() {
+    let server = Server::start(ServerLimits::default()).await;
+    for (own, expected) in [
+        (RingKind::Hashring, vec![]),
+        (RingKind::Xxh3, vec![(HERE, Said::Nothing)]),
+    ] {
+        let (mine, told) = rings(own);
+        let client = Client::new(ClientConfig {
+            rings: Some(mine),
+            ..config(server.addr.port())
+        });
+        assert_eq!(send(&client, "{}").await, Ok(Reply::ok(json("{}"))));
+        assert_eq!(*lock(&told), expected, "{own}");
+    }
+    // A request that names nothing may come from anything: the server tells nothing.
+    let (theirs, told_there) = rings(RingKind::Xxh3);
+    let named = Server::naming(
+        Ipv4Addr::LOCALHOST,
+        Reading::Runtime,
+        ServerLimits::default(),
+        Some(theirs),
+    )
+    .await;
+    assert_eq!(
+        send(&client(named.addr.port()), "{}").await,
+        Ok(Reply::ok(json("{}")))
+    );
+    assert!(lock(&told_there).is_empty());
+}
+
+async fn the_handshake_names_each_side_s_ring(reading: Reading) {
+    let (theirs, told) = rings(RingKind::Hashring);
+    let server = Server::naming(
+        Ipv4Addr::LOCALHOST,
+        reading,
+        ServerLimits::default(),
+        Some(theirs),
+    )
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let preface = mux::greeting(mux::PREFACE, Some(RingKind::Xxh3));
+    stream.write_all(&preface).await.expect("preface");
+    let answer = within("the answer", mux::read_greeting(&mut stream))
+        .await
+        .expect("read");
+    assert_eq!(
+        answer,
+        mux::greeting(mux::ACCEPTED, Some(RingKind::Hashring))
+    );
+    assert_eq!(*lock(&told), [(HERE, Said::Kind(RingKind::Xxh3))]);
+    // The connection then carries requests as any other.
+    stream
+        .write_all(&mux::request_frame(1, "/echo", &json("{}"), None))
+        .await
+        .expect("request");
+    let mut reply = [0u8; 9];
+    within("a reply", stream.read_exact(&mut reply))
+        .await
+        .expect("a reply");
+    assert_eq!(reply[4], mux::REPLY);
+}
+
+on_both_loops!(the_handshake_names_each_side_s_ring);
