@@ -3,7 +3,8 @@
 // `npm run bench`: this project and its peers measured in the same run, alternating,
 // over several rounds; prints medians and ratios, and writes bench/results/latest.json.
 // Peers: a pure-Node keep-alive implementation of the same wire protocol, a raw hyper
-// client and server (no JavaScript), and hashring@3 for ring look-ups. Messaging of ours
+// client and server (no JavaScript), and hashring@3 for ring look-ups (beside our two
+// rings: hashring@3's, `ours`, and the opt-in xxh3 one, `xxh3`). Messaging of ours
 // runs twice: between pods of ours (the multiplexed transport, `ours`) and on the
 // 0.5.1-compatible HTTP/1.1 path (`ours-http1`, a cluster with multiplexing off). The
 // engine's client also sends from the runtime to the raw server (`engine`). Our pods run
@@ -34,6 +35,8 @@ const WIDE = 20;
 const BARE = { FIXTURE_WITHOUT_OTEL: '1' };
 const ONE_KEY_SERIALIZED = 'tasks.exec 64 in flight, one key, serialized';
 const ONE_KEY_CONCURRENT = 'tasks.exec 64 in flight, one key, not serialized';
+// The opt-in ring's options, for `HashRing`.
+const XXH3 = { ring: 'xxh3' };
 
 // Every timed messaging run starts after the same rest. On the VMs measured, a run that
 // follows idle time goes much faster than one that follows load (sequential sends took
@@ -76,8 +79,8 @@ function rawBench (binary, addr, n, concurrency, seconds, mode = 'bench') {
 
 // How evenly `Ring` spreads `keys` over `servers`: the busiest server's keys over the
 // average and over the least loaded's, and the coefficient of variation.
-function ringSpread (Ring, servers, keys) {
-  const ring = new Ring(servers);
+function ringSpread (Ring, servers, keys, options) {
+  const ring = new Ring(servers, options);
   const counts = new Map(servers.map(s => [s, 0]));
   for (const key of keys) {
     const owner = ring.get(key);
@@ -87,11 +90,11 @@ function ringSpread (Ring, servers, keys) {
   const mean = keys.length / servers.length;
   const sd = Math.sqrt(values.reduce((sum, v) => sum + (v - mean) ** 2, 0) / values.length);
   const round = x => Math.round(x * 1000) / 1000;
-  return { maxOverAvg: round(Math.max(...values) / mean), maxOverMin: round(Math.max(...values) / Math.min(...values)), cv: round(sd / mean) };
+  return { maxOverAvg: round(Math.max(...values) / mean), maxOverMin: round(Math.max(...values) / Math.min(...values)), sd: Math.round(sd), cv: round(sd / mean) };
 }
 
-function ringBench (Ring, servers, keys) {
-  const ring = new Ring(servers);
+function ringBench (Ring, servers, keys, options) {
+  const ring = new Ring(servers, options);
   const t = performance.now();
   for (const key of keys) ring.get(key);
   return Math.round((performance.now() - t) * 1e6 / keys.length);
@@ -147,8 +150,10 @@ async function main () {
       record('tasks.exec sequential', 'ours', await rested(() => a.request('bench', { kind: 'exec', keys: owned, n: N.seq, concurrency: 1 }, 120000)));
       record('tasks.exec 64 in flight', 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', keys: owned, n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
       record('tasks.exec 64 in flight', 'ours-traced', await rested(() => crossed(ta, tb, () => ta.request('bench', { kind: 'exec', keys: ownedTraced, n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
-      // One key: a serialized task runs its calls one after the other, the other side by side.
-      for (const [figure, task] of [[ONE_KEY_SERIALIZED, 'whereInOrder'], [ONE_KEY_CONCURRENT, 'where']]) {
+      // One key: a serialized task runs its calls one after the other, the other side by
+      // side; which goes first alternates, so that neither always has the warmer machine.
+      const oneKey = [[ONE_KEY_SERIALIZED, 'whereInOrder'], [ONE_KEY_CONCURRENT, 'where']];
+      for (const [figure, task] of round % 2 ? oneKey : oneKey.reverse()) {
         record(figure, 'ours', await rested(() => crossed(a, b, () => a.request('bench', { kind: 'exec', task, keys: owned.slice(0, 1), n: N.flight, concurrency: 64, seconds: FLIGHT_SECONDS }, 120000))));
       }
       const ringKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${round}-${i}`);
@@ -158,6 +163,7 @@ async function main () {
       for (const count of [3, 100]) {
         const servers = Array.from({ length: count }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
         record(`ring look-up, ${count} nodes (ns)`, 'ours', { ns: ringBench(HashRing, servers, ringKeys) });
+        record(`ring look-up, ${count} nodes (ns)`, 'xxh3', { ns: ringBench(HashRing, servers, ringKeys, XXH3) });
         record(`ring look-up, ${count} nodes (ns)`, 'hashring', { ns: ringBench(OldRing, servers, ringKeys) });
       }
       // Pods that join only to be timed: loopback addresses, removed right after, so no
@@ -195,7 +201,7 @@ async function main () {
     const spreadKeys = Array.from({ length: 1e6 }, (_, i) => `customer-${i}`);
     for (const count of [3, 20, 100]) {
       const servers = Array.from({ length: count }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
-      summary.push({ figure: `ring spread of 1M keys, ${count} nodes`, ours: ringSpread(HashRing, servers, spreadKeys) });
+      summary.push({ figure: `ring spread of 1M keys, ${count} nodes`, ours: ringSpread(HashRing, servers, spreadKeys), xxh3: ringSpread(HashRing, servers, spreadKeys, XXH3) });
     }
     // The sending node's figure after load includes the benchmark's own arrays of
     // latencies (8 MB a run, garbage until V8 collects it); the receiving node's does not.
@@ -290,9 +296,9 @@ function show (value) {
 }
 
 function print (summary) {
-  console.log('\n| figure | ours | ours, HTTP/1.1 | ours, traced | pure Node | raw hyper | the engine off the loop, HTTP/1.1 | hashring@3 |');
-  console.log('|---|---|---|---|---|---|---|---|');
-  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row['ours-traced'])} | ${show(row.node)} | ${show(row.raw)} | ${show(row.engine)} | ${show(row.hashring)} |`);
+  console.log('\n| figure | ours | ours, HTTP/1.1 | ours, traced | ours, xxh3 ring | pure Node | raw hyper | the engine off the loop, HTTP/1.1 | hashring@3 |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const row of summary) console.log(`| ${row.figure} | ${show(row.ours)} | ${show(row['ours-http1'])} | ${show(row['ours-traced'])} | ${show(row.xxh3)} | ${show(row.node)} | ${show(row.raw)} | ${show(row.engine)} | ${show(row.hashring)} |`);
   const ratio = (figure, field, peer, higherIsBetter, mine = 'ours') => {
     const row = summary.find(r => r.figure === figure);
     if (!row || !row[peer] || !row[mine]) return;
@@ -321,6 +327,8 @@ function print (summary) {
   }
   ratio('ring look-up, 3 nodes (ns)', 'ns', 'hashring', false);
   ratio('ring look-up, 100 nodes (ns)', 'ns', 'hashring', false);
+  ratio('ring look-up, 3 nodes (ns)', 'ns', 'ours', false, 'xxh3');
+  ratio('ring look-up, 100 nodes (ns)', 'ns', 'ours', false, 'xxh3');
   const exec = summary.find(r => r.figure === 'tasks.exec 64 in flight');
   const send = summary.find(r => r.figure === 'send 64 in flight');
   if (exec && send) console.log(`tasks.exec / send, 64 in flight ops/s = ${(exec.ours.opsPerSec / send.ours.opsPerSec).toFixed(2)} (target >= 0.8)`);
