@@ -255,13 +255,7 @@ declare namespace swarm {
     masterElection?: 'ip' | 'lease';
     /** The Lease of `masterElection: 'lease'`; default `<appName>-master`. */
     leaseName?: string;
-    /**
-     * The ring that places task keys (default `SWARM_RING`, else `'hashring'`):
-     * `'hashring'`, hashring@3's, which pods of 0.5.1 use too; or `'xxh3'`, an even spread
-     * and a faster look-up, for clusters whose pods all run 1.x (see docs/rings.md).
-     * Every pod must use the same: a pod that meets another ring emits
-     * `ERR_SWARM_RING_MISMATCH`.
-     */
+    /** The ring that places task keys, the same on every pod (default `SWARM_RING`, else `'hashring'`, as 0.5.1 and 1.0.0): docs/rings.md. */
     ring?: RingKind;
     /** The Lease's times in ms: duration 15000, renewDeadline 10000, retryPeriod 2000. */
     lease?: LeaseOptions;
@@ -425,13 +419,10 @@ declare namespace swarm {
     readinessChanged: [node: SwarmNode];
   }
 
-  /** The rings that place task keys: hashring@3's, or the opt-in xxh3 one. */
+  /** hashring@3's ring, or the opt-in xxh3 one (an even spread, for pods that all have it). */
   type RingKind = 'hashring' | 'xxh3';
 
-  /**
-   * A consistent-hash ring: by default placing keys exactly as hashring@3 does; with
-   * `{ ring: 'xxh3' }`, as pods initialized with that ring do.
-   */
+  /** A consistent-hash ring: hashring@3's exactly, or with `{ ring: 'xxh3' }` that one. */
   interface HashRing {
     get(key: string): string | null;
     getMany(keys: string[]): Array<string | null>;

@@ -169,8 +169,6 @@ test('remote task timeouts and failures name the node', async () => {
   await assert.rejects(a.request('exec', { name: 'fails', args: [key] }), /Task fails execution failed on remote node 127\.0\.0\.22: boom/);
 });
 
-// A `_task` request as a pod of ours sends it, by hand: `routed` is the key and the ring
-// checksum it was routed by (none: as a 0.5.1 pod sends it).
 // A task request as a pod of 1.x sends it, routed by the ring of checksum `routed` and
 // of kind `ring`; without `routed`, as a pod of 0.5.1 sends it.
 function postTask (to, key, routed, ring = 'hashring') {

@@ -71,5 +71,5 @@ test('ours -> 0.5.1 stays on HTTP/1.1; ours offers the multiplexed transport to 
   const offer = await new Promise((resolve, reject) => {
     http.request({ agent, host: OURS, port, path: '/echo', method: 'POST' }, res => { res.resume(); resolve(res.headers['x-swarm-kb-mux']); }).on('error', reject).end();
   });
-  assert.strictEqual(offer, '2', 'our replies carry the offer (level 2: pings too), which a 0.5.1 client ignores');
+  assert.strictEqual(offer, '3', 'our replies carry the offer (level 3: pings, rings named in the handshake), which a 0.5.1 client ignores');
 });

@@ -137,9 +137,10 @@ function flag (option, variable, name) {
   return option !== undefined ? option : !/^(0|false|no)$/i.test(variable || '');
 }
 
-// The ring that places task keys: `'hashring'`, 0.5.1's (the default), or `'xxh3'`.
+// The ring that places task keys: `'hashring'`, 0.5.1's (the default), or `'xxh3'`; an
+// empty environment variable is unset.
 function ringKind (value, name) {
-  if (value === undefined || value === '') return 'hashring';
+  if (value === undefined || (value === '' && name === 'SWARM_RING')) return 'hashring';
   if (value !== 'hashring' && value !== 'xxh3') throw errors.invalidArgument(name, "'hashring' or 'xxh3'", value);
   return value;
 }

@@ -142,7 +142,7 @@ impl Swarm {
             topology::start(discovery, config.local_ips.clone(), cancel.child_token());
         // Where the multiplexed connections are read, both ways.
         let event_loop = config.client.event_loop.clone();
-        let peer_rings = peer_rings::reporting(config.ring, host.clone());
+        let peer_rings = peer_rings::reporting(config.ring, host.clone(), topology.clone());
         let inner = Arc::new(Inner {
             host,
             tasks: Tasks::new().at_home(event_loop.clone().map(|l| l as Arc<dyn LoopThread>)),

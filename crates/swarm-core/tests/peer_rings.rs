@@ -17,7 +17,10 @@ type Told = Arc<Mutex<Vec<(IpAddr, Said)>>>;
 fn rings(own: RingKind) -> (Arc<PeerRings>, Told) {
     let told: Told = Arc::default();
     let sink = told.clone();
-    let tell: Tell = Box::new(move |peer, said| lock(&sink).push((peer, said)));
+    let tell: Tell = Box::new(move |peer, said| {
+        lock(&sink).push((peer, said));
+        true
+    });
     (Arc::new(PeerRings::new(own, tell)), told)
 }
 
@@ -118,3 +121,59 @@ async fn the_handshake_names_each_side_s_ring(reading: Reading) {
 }
 
 on_both_loops!(the_handshake_names_each_side_s_ring);
+
+#[tokio::test]
+async fn servers_of_1_0_0_get_the_plain_preface_and_clients_of_1_0_0_the_plain_answer() {
+    // A server of level 2 (as 1.0.0's, level 1, it reads the plain preface's bytes
+    // exactly and resets a connection that sent more): the ring is not named to it.
+    let fake = Fake::start(Some("2"), vec![Script::Serve]).await;
+    let (mine, _) = rings(RingKind::Xxh3);
+    let client = Client::new(ClientConfig {
+        rings: Some(mine),
+        ..config(fake.port)
+    });
+    for i in 0..3 {
+        let body = format!("{{\"i\":{i}}}");
+        assert_eq!(send(&client, &body).await, Ok(Reply::ok(json(&body))));
+    }
+    let (connections, answered) = {
+        let log = lock(&fake.log);
+        (log.connections.clone(), bodies(&log.answered, true).len())
+    };
+    assert_eq!(
+        connections,
+        [false, true],
+        "HTTP/1.1, then one multiplexed connection"
+    );
+    assert_eq!(answered, 2, "answered over it");
+
+    // A client of 1.0.0 reads the plain answer's bytes exactly: it gets them.
+    let (theirs, told) = rings(RingKind::Xxh3);
+    let server = Server::naming(
+        Ipv4Addr::LOCALHOST,
+        Reading::Runtime,
+        ServerLimits::default(),
+        Some(theirs),
+    )
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(mux::PREFACE).await.expect("preface");
+    let mut answer = vec![0u8; mux::ACCEPTED.len()];
+    within("the answer", stream.read_exact(&mut answer))
+        .await
+        .expect("read");
+    assert_eq!(answer, mux::ACCEPTED);
+    stream
+        .write_all(&mux::request_frame(1, "/echo", &json("{}"), None))
+        .await
+        .expect("request");
+    let mut reply = [0u8; 9];
+    within("a reply", stream.read_exact(&mut reply))
+        .await
+        .expect("a reply");
+    assert_eq!(reply[4], mux::REPLY, "nothing but frames follow the answer");
+    assert!(
+        lock(&told).is_empty(),
+        "a client that names no ring is not told"
+    );
+}

@@ -1,4 +1,6 @@
-//! The consistent-hash ring that places task keys on members.
+//! The consistent-hash rings that place task keys on members: [`HashRing`], the default,
+//! and the opt-in [`Maglev`] table of `ring: 'xxh3'` (`docs/rings.md`); [`Ring`] is
+//! either, and [`PeerRings`] what peers say of theirs.
 //!
 //! node-swarm-kb 0.5.1 placed keys with the npm package `hashring` 3.x, with its
 //! defaults, over the members' IP strings. During a rolling upgrade pods of 0.5.1 and of

@@ -12,7 +12,7 @@ use super::RingKind;
 /// What a peer said of its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Said {
-    /// Nothing: a pod of 0.5.1, which places keys as `hashring@3` does.
+    /// Nothing: a pod of 0.5.1 or 1.0.0, which place keys as `hashring@3` does.
     Nothing,
     /// A kind of ring this version knows.
     Kind(RingKind),
@@ -44,15 +44,20 @@ impl Said {
     /// How the report names the peer's ring.
     pub fn describe(self) -> &'static str {
         match self {
-            Said::Nothing => "hashring (a pod of 0.5.1)",
+            Said::Nothing => "hashring (it names no ring: a pod of 0.5.1 or 1.0.0)",
             Said::Kind(kind) => kind.name(),
             Said::Unknown => "a ring this version does not know",
         }
     }
 }
 
-/// Who is told of a peer on another ring.
-pub type Tell = Box<dyn Fn(IpAddr, Said) + Send + Sync>;
+/// Who is told of a peer on another ring; it answers whether it took it (one it does not
+/// take, such as a server that is not a pod, may be told again later).
+pub type Tell = Box<dyn Fn(IpAddr, Said) -> bool + Send + Sync>;
+
+/// How many peers and rings are remembered as told at most: past it, no more is told
+/// (requests name rings unchecked, and a flood of sources must not grow the set).
+const TOLD_MAX: usize = 4096;
 
 /// This node's ring, and the peers already reported.
 pub struct PeerRings {
@@ -88,9 +93,15 @@ impl PeerRings {
         if said.agrees_with(self.own) {
             return;
         }
-        let first = self.told.lock().expect("not poisoned").insert((peer, said));
-        if first {
-            (self.tell)(peer, said);
+        let first = {
+            let mut told = self.told.lock().expect("not poisoned");
+            told.len() < TOLD_MAX && told.insert((peer, said))
+        };
+        if first && !(self.tell)(peer, said) {
+            self.told
+                .lock()
+                .expect("not poisoned")
+                .remove(&(peer, said));
         }
     }
 }
@@ -106,7 +117,14 @@ mod tests {
     fn told(own: RingKind) -> (PeerRings, Told) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        let tell: Tell = Box::new(move |peer, said| sink.lock().unwrap().push((peer, said)));
+        // Takes what it is told but of 10.0.0.9, which it does not know yet.
+        let tell: Tell = Box::new(move |peer: IpAddr, said| {
+            let known = peer != IpAddr::from([10, 0, 0, 9]);
+            if known {
+                sink.lock().unwrap().push((peer, said));
+            }
+            known
+        });
         (PeerRings::new(own, tell), log)
     }
 
@@ -120,6 +138,12 @@ mod tests {
         rings.met(b, Said::of(None));
         rings.met(b, Said::of(None));
         rings.met(b, Said::of(Some(b"maglev-2")));
+        rings.met(IpAddr::from([10, 0, 0, 9]), Said::of(None));
+        assert_eq!(
+            rings.told.lock().unwrap().len(),
+            3,
+            "not taken, so not kept"
+        );
         assert_eq!(
             *log.lock().unwrap(),
             [

@@ -94,6 +94,8 @@ struct ReleaseRequest {
     task: String,
     key: String,
     ring: String,
+    /// The kind of the asker's ring ([`crate::ring::RingKind::name`]).
+    kind: String,
 }
 
 impl Inner {
@@ -233,6 +235,7 @@ impl Inner {
             "task": name,
             "key": key,
             "ring": format!("{:016x}", ring.checksum),
+            "kind": self.ring_kind.name(),
         })
         .to_string();
         let deadline = Instant::now().checked_add(timeout);
@@ -337,7 +340,10 @@ impl Inner {
 
     /// Answers another pod's request to release a task key: refuses new calls for it
     /// from now on, and answers once none runs or waits here, held ones included (they
-    /// are refused as not run once this pod's own hand-off of the key ends).
+    /// are refused as not run once this pod's own hand-off of the key ends). An asker
+    /// on another kind of ring gets its answer without the refusals: its views never
+    /// match this pod's, so the mark would last the task's timeout, and no guarantee
+    /// holds between two rings anyway.
     pub(super) async fn answer_release(&self, message: Inbound) -> Reply {
         let body = message.payload.body();
         let Ok(request) = serde_json::from_slice::<ReleaseRequest>(body) else {
@@ -348,7 +354,7 @@ impl Inner {
         };
         let ring = u64::from_str_radix(&request.ring, 16).unwrap_or_default();
         let task_key = (request.task, request.key);
-        {
+        if request.kind == self.ring_kind.name() {
             let mut handoffs = self.handoffs.lock().expect("not poisoned");
             // Read under the lock: a view that comes after this ends the mark
             // ([`follow_views`]), one that came before is the one compared.

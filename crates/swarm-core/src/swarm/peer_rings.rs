@@ -2,35 +2,49 @@
 //! of ours names it, and so does the multiplexed handshake (`messaging`). A node on a
 //! ring other than the default one also asks each peer as it joins (`_ring`), so that
 //! pods that never exchange a message still find out; a peer on another ring, or a pod
-//! of 0.5.1, is reported to the host once (`ring::PeerRings`).
+//! that names none (0.5.1, 1.0.0), is reported to the host once (`ring::PeerRings`).
 
-use std::{collections::HashSet, net::IpAddr, sync::Arc};
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
 use tracing::debug;
 
 use super::{Host, Inner};
 use crate::{
     messaging::Payload,
-    ring::{PeerRings, RingKind},
+    ring::{PeerRings, RingKind, Said},
+    topology::TopologyHandle,
 };
 
 /// The topic of a request that asks a peer its ring; answered by the engine with it.
 pub(super) const RING_TOPIC: &str = "_ring";
+/// How many times a peer is asked, at most, and how long after a failed ask.
+const ASKS: u32 = 3;
+const ASK_AGAIN: Duration = Duration::from_secs(1);
 
-/// This node's ring, reporting peers on another to `host`.
-pub(super) fn reporting(own: RingKind, host: Arc<dyn Host>) -> Arc<PeerRings> {
+/// This node's ring, reporting peers on another to `host`. Silence is a pod of 0.5.1
+/// only from a pod in the `topology`: any other server a node sends to names no ring.
+pub(super) fn reporting(
+    own: RingKind,
+    host: Arc<dyn Host>,
+    topology: TopologyHandle,
+) -> Arc<PeerRings> {
     Arc::new(PeerRings::new(
         own,
         Box::new(move |peer: IpAddr, said| {
+            if said == Said::Nothing && !topology.view().nodes.contains_key(&*peer.to_string()) {
+                return false;
+            }
             debug!(target: "node_swarm_kb::tasks", "Pod {peer} places keys by {}, this pod by {own}: they disagree on the owners of keys", said.describe());
             host.rings_differ(peer, said, own);
+            true
         }),
     ))
 }
 
 /// On a ring other than the default, asks each peer that joins for its ring, until the
 /// node closes: what the peer answers (its reply's header, or none from a pod of 0.5.1)
-/// is what tells. A peer that leaves and comes back is asked again.
+/// is what tells. A peer that does not answer is asked again a few times; one that
+/// leaves and comes back is asked again.
 pub(super) async fn ask_peers(inner: Arc<Inner>) {
     if inner.ring_kind == RingKind::default() {
         return;
@@ -50,7 +64,20 @@ pub(super) async fn ask_peers(inner: Arc<Inner>) {
         for ip in joined {
             let inner = inner.clone();
             tokio::spawn(async move {
-                let _ = inner.send(&ip, RING_TOPIC, Payload::Empty).await;
+                for _ in 0..ASKS {
+                    let asked = inner.client.send(&ip, RING_TOPIC, Payload::Empty);
+                    let answered = tokio::select! {
+                        _ = inner.cancel.cancelled() => return,
+                        sent = asked => sent.is_ok(),
+                    };
+                    if answered {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = inner.cancel.cancelled() => return,
+                        () = tokio::time::sleep(ASK_AGAIN) => {}
+                    }
+                }
             });
         }
         tokio::select! {

@@ -106,16 +106,17 @@ pub(super) struct Router(pub(super) Arc<Inner>);
 
 impl Dispatch for Router {
     fn dispatch(&self, mut message: Inbound) -> Answering {
+        // A peer asking which ring this node uses: not the app's traffic, not counted.
+        if message.path == RING_TOPIC {
+            let ring = Reply::ok(Payload::Text(self.0.ring_kind.name().into()));
+            return Answering::Later(Box::pin(std::future::ready(ring)));
+        }
         self.0
             .last_request_ms
             .store(self.0.elapsed_ms(), Ordering::Relaxed);
         // A task request is counted once its body is read as one (`answer_task`).
         if message.path != TASK_TOPIC {
             self.0.counters.received(message.payload.body().len());
-        }
-        if message.path == RING_TOPIC {
-            let ring = Reply::ok(Payload::Text(self.0.ring_kind.name().into()));
-            return Answering::Later(Box::pin(std::future::ready(ring)));
         }
         if message.path == RELEASE_TOPIC {
             let inner = self.0.clone();

@@ -120,10 +120,10 @@ impl Inner {
             route if over_http(route) => None,
             Some(Route::Mux(conn)) if conn.is_open() => Some(conn.clone()),
             route => {
-                let pings = match route {
-                    Some(Route::Offered(offer)) => offer.pings,
-                    Some(Route::Mux(conn)) => conn.answers_pings(),
-                    _ => false,
+                let offer = match route {
+                    Some(Route::Offered(offer)) => *offer,
+                    Some(Route::Mux(conn)) => conn.offer(),
+                    _ => mux::Offer::default(),
                 };
                 let dial = self.dial(peer);
                 let conn = mux::Conn::open(
@@ -131,7 +131,7 @@ impl Inner {
                     self.config.connect_timeout,
                     self.config.request_timeout,
                     self.config.event_loop.clone(),
-                    pings,
+                    offer,
                     self.transports.get().cloned(),
                     self.config.rings.clone(),
                 );

@@ -298,7 +298,7 @@ mod tests {
             Payload::Json(Bytes::from_static(b"{\"a\":[1,2]}"))
         );
         assert!(answered.keep_alive);
-        assert_eq!(answered.offers_mux, Some(mux::Offer { pings: false }));
+        assert_eq!(answered.offers_mux, Some(mux::Offer::default()));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::{
     encode_request, greeted, greeting,
     inflow::{share, EndReading, Framer},
     outbox::{eager_group, Outbox, Sink},
-    ping_frame, read_greeting, set_id, Auth, Payload, Reply, ACCEPTED, BATCH, PING, PREFACE,
+    ping_frame, read_greeting, set_id, Auth, Offer, Payload, Reply, ACCEPTED, BATCH, PING, PREFACE,
 };
 use crate::ring::PeerRings;
 
@@ -88,11 +88,12 @@ pub struct Conn {
     outbox: Arc<Outbox>,
     /// How long a call made by [`Conn::call_later`] may wait for its reply.
     timeout: Duration,
-    /// The peer answers pings ([`Conn::ping`]).
-    pings: bool,
+    /// What the peer offered: pings ([`Conn::ping`]), a handshake that names rings.
+    offer: Offer,
     /// Where the connection and its exchanges are counted, if anywhere.
     transports: Option<Arc<Transports>>,
-    /// The ring named in the preface, and where what the peer names is told.
+    /// The ring named in the preface, to a peer that reads it, and where what the peer
+    /// names is told.
     rings: Option<Arc<PeerRings>>,
 }
 
@@ -126,15 +127,16 @@ impl Conn {
     /// be made at once and are written once the peer has accepted the preface.
     /// A peer that does not answer the preface within `handshake` gets HTTP/1.1.
     /// Calls made by [`Conn::call_later`] time out after `timeout`. With a `event_loop`,
-    /// the replies are read on its thread. `pings`: the peer answers pings. Counted in
+    /// the replies are read on its thread. `offer`: what the peer offered. Counted in
     /// `transports`, with its exchanges, once the peer accepted it. The preface names
-    /// the ring of `rings`, which is told what the peer's answer names.
+    /// the ring of `rings` when the peer offered to read it, and `rings` is told what
+    /// the peer's answer names.
     pub fn open<F>(
         connect: F,
         handshake: Duration,
         timeout: Duration,
         event_loop: Option<Arc<dyn EventLoop>>,
-        pings: bool,
+        offer: Offer,
         transports: Option<Arc<Transports>>,
         rings: Option<Arc<PeerRings>>,
     ) -> Arc<Conn>
@@ -152,9 +154,9 @@ impl Conn {
             }),
             outbox: Arc::new(Outbox::for_requests()),
             timeout,
-            pings,
+            offer,
             transports,
-            rings,
+            rings: rings.filter(|_| offer.rings),
         });
         tokio::spawn(conn.clone().drive(connect, handshake, event_loop));
         conn

@@ -12,10 +12,13 @@ use crate::ring::{RingKind, Said};
 /// [`LEVEL`] of the transport it speaks.
 pub const ADVERTISE: HeaderName = HeaderName::from_static("x-swarm-kb-mux");
 /// The level of the transport this version speaks: 1, requests, replies and go-aways;
-/// 2, pings too.
-pub const LEVEL: HeaderValue = HeaderValue::from_static("2");
+/// 2, pings too; 3, handshake lines that name their pod's ring.
+pub const LEVEL: HeaderValue = HeaderValue::from_static("3");
 /// The first level that answers pings.
 const PINGS: u8 = 2;
+/// The first level whose server reads a preface that names a ring (one of level 1 or 2
+/// reads the plain preface's bytes exactly, and resets a connection that sent more).
+const RINGS: u8 = 3;
 /// The first bytes a client sends on a multiplexed connection.
 pub const PREFACE: &[u8] = b"\0SWARM-KB MUX/1\r\n";
 /// The server's answer to [`PREFACE`].
@@ -36,15 +39,25 @@ pub fn greeting(line: &[u8], ring: Option<RingKind>) -> Vec<u8> {
 }
 
 /// Whether `read` is the handshake `line` ([`PREFACE`] or [`ACCEPTED`]), and then
-/// what it said of its pod's ring, if anything.
+/// what it said of its pod's ring, if anything: the line may carry `name=value` fields,
+/// each after a space, and fields other than `ring` are left for later levels.
 pub fn greeted(read: &[u8], line: &[u8]) -> Option<Option<Said>> {
-    let said = read
+    let fields = read
         .strip_prefix(&line[..line.len() - 2])?
         .strip_suffix(b"\r\n")?;
-    if said.is_empty() {
-        return Some(None);
+    let mut ring = None;
+    for field in fields.split(|&b| b == b' ').skip(1) {
+        let (name, value) = field.split_at(field.iter().position(|&b| b == b'=')?);
+        if name == b"ring" {
+            ring = Some(Said::of(Some(&value[1..])));
+        }
     }
-    Some(Some(Said::of(Some(said.strip_prefix(b" ring=")?))))
+    // Before the first space, nothing: the line's own text ends there.
+    fields
+        .split(|&b| b == b' ')
+        .next()
+        .is_some_and(<[u8]>::is_empty)
+        .then_some(ring)
 }
 
 /// Reads one handshake line, through its `\n` and not a byte further (frames may follow
@@ -62,28 +75,27 @@ pub async fn read_greeting(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<
 }
 
 /// What a server's [`ADVERTISE`] header offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offer {
     /// The server answers pings.
     pub pings: bool,
+    /// The server reads a preface that names a ring, and names its own.
+    pub rings: bool,
 }
 
 impl Offer {
-    /// The offer of a server that advertised `level`.
+    /// The offer of a server that advertised `level` (the [`ADVERTISE`] header's value);
+    /// a value that is not a number is taken as level 1, as the first servers sent.
     pub fn of(level: &[u8]) -> Offer {
+        let level = std::str::from_utf8(level)
+            .ok()
+            .and_then(|level| level.trim().parse::<u8>().ok())
+            .unwrap_or(1);
         Offer {
-            pings: answers_pings(level),
+            pings: level >= PINGS,
+            rings: level >= RINGS,
         }
     }
-}
-
-/// Whether a server that advertised `level` (the [`ADVERTISE`] header's value) answers
-/// pings; a value that is not a number is taken as level 1, as the first servers sent.
-fn answers_pings(level: &[u8]) -> bool {
-    std::str::from_utf8(level)
-        .ok()
-        .and_then(|level| level.trim().parse::<u8>().ok())
-        .is_some_and(|level| level >= PINGS)
 }
 
 #[cfg(test)]
@@ -91,19 +103,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pings_go_to_servers_of_level_2_or_more() {
-        for (level, pings) in [
-            (&b"2"[..], true),
-            (b"3", true),
-            (b" 2 ", true),
-            (b"1", false),
-            (b"", false),
-            (b"yes", false),
-            (b"999", false),
+    fn pings_go_to_servers_of_level_2_or_more_and_rings_are_named_to_level_3() {
+        for (level, pings, rings) in [
+            (&b"3"[..], true, true),
+            (b"4", true, true),
+            (b"2", true, false),
+            (b" 2 ", true, false),
+            (b"1", false, false),
+            (b"", false, false),
+            (b"yes", false, false),
+            (b"999", false, false),
         ] {
-            assert_eq!(answers_pings(level), pings, "{level:?}");
+            assert_eq!(Offer::of(level), Offer { pings, rings }, "{level:?}");
         }
-        assert!(answers_pings(LEVEL.as_bytes()));
+        assert_eq!(
+            Offer::of(LEVEL.as_bytes()),
+            Offer {
+                pings: true,
+                rings: true
+            }
+        );
     }
 
     #[tokio::test]
@@ -127,6 +146,16 @@ mod tests {
             Some(Some(Said::Unknown))
         );
         assert_eq!(greeted(b"\0SWARM-KB MUX/1 OK\r\n", PREFACE), None);
+        assert_eq!(greeted(b"\0SWARM-KB MUX/12\r\n", PREFACE), None);
+        assert_eq!(
+            greeted(b"\0SWARM-KB MUX/1 later=1 ring=xxh3\r\n", PREFACE),
+            Some(Some(Said::Kind(RingKind::Xxh3))),
+            "fields of later levels are left alone"
+        );
+        assert_eq!(
+            greeted(b"\0SWARM-KB MUX/1 later=1\r\n", PREFACE),
+            Some(None)
+        );
         assert_eq!(greeted(b"GET / HTTP/1.1\r\n", PREFACE), None);
         assert_eq!(greeted(&ACCEPTED[..ACCEPTED.len() - 1], ACCEPTED), None);
         let endless = [b'x'; 100];

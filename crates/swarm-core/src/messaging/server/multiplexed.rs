@@ -46,7 +46,13 @@ pub(super) async fn serve_mux(
     else {
         return;
     };
-    let own = ctx.rings.as_ref().map(|rings| rings.own());
+    // Named only to a client that named its own: one of level 2 or less reads the plain
+    // answer's bytes exactly.
+    let own = ctx
+        .rings
+        .as_ref()
+        .filter(|_| said.is_some())
+        .map(|rings| rings.own());
     if stream
         .write_all(&mux::greeting(mux::ACCEPTED, own))
         .await

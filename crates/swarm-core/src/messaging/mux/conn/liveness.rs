@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{ping_frame, Conn, PING};
+use super::{ping_frame, Conn, Offer, PING};
 
 impl Conn {
     /// Whether calls wait for their reply on the connection.
@@ -15,14 +15,19 @@ impl Conn {
 
     /// Whether the peer answers pings.
     pub fn answers_pings(&self) -> bool {
-        self.pings
+        self.offer.pings
+    }
+
+    /// What the peer offered, for the next connection to it.
+    pub fn offer(&self) -> Offer {
+        self.offer
     }
 
     /// Asks the peer whether it is alive: true once its pong comes back within `within`;
     /// false when none does, the connection has ended, or the peer does not answer pings
     /// (see [`Conn::answers_pings`]).
     pub async fn ping(&self, within: Duration) -> bool {
-        if !self.pings {
+        if !self.offer.pings {
             return false;
         }
         let (tx, pong) = oneshot::channel();
