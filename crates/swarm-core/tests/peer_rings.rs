@@ -24,18 +24,24 @@ fn rings(own: RingKind) -> (Arc<PeerRings>, Told) {
     (Arc::new(PeerRings::new(own, tell)), told)
 }
 
+/// A server on 127.0.0.1 that names `own`, and what it is told.
+async fn server_naming(own: RingKind, reading: Reading) -> (Server, Told) {
+    let (rings, told) = rings(own);
+    let server = Server::naming(
+        Ipv4Addr::LOCALHOST,
+        reading,
+        ServerLimits::default(),
+        Some(rings),
+    )
+    .await;
+    (server, told)
+}
+
 const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[tokio::test]
 async fn a_request_and_its_reply_name_each_side_s_ring_over_http1() {
-    let (theirs, told_there) = rings(RingKind::Hashring);
-    let server = Server::naming(
-        Ipv4Addr::LOCALHOST,
-        Reading::Runtime,
-        ServerLimits::default(),
-        Some(theirs),
-    )
-    .await;
+    let (server, told_there) = server_naming(RingKind::Hashring, Reading::Runtime).await;
     let (mine, told_here) = rings(RingKind::Xxh3);
     let client = Client::new(ClientConfig {
         multiplex: false,
@@ -73,14 +79,7 @@ async fn a_peer_that_names_no_ring_is_a_pod_of_0_5_1_to_the_client_only() {
         assert_eq!(*lock(&told), expected, "{own}");
     }
     // A request that names nothing may come from anything: the server tells nothing.
-    let (theirs, told_there) = rings(RingKind::Xxh3);
-    let named = Server::naming(
-        Ipv4Addr::LOCALHOST,
-        Reading::Runtime,
-        ServerLimits::default(),
-        Some(theirs),
-    )
-    .await;
+    let (named, told_there) = server_naming(RingKind::Xxh3, Reading::Runtime).await;
     assert_eq!(
         send(&client(named.addr.port()), "{}").await,
         Ok(Reply::ok(json("{}")))
@@ -89,14 +88,7 @@ async fn a_peer_that_names_no_ring_is_a_pod_of_0_5_1_to_the_client_only() {
 }
 
 async fn the_handshake_names_each_side_s_ring(reading: Reading) {
-    let (theirs, told) = rings(RingKind::Hashring);
-    let server = Server::naming(
-        Ipv4Addr::LOCALHOST,
-        reading,
-        ServerLimits::default(),
-        Some(theirs),
-    )
-    .await;
+    let (server, told) = server_naming(RingKind::Hashring, reading).await;
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");
     let preface = mux::greeting(mux::PREFACE, Some(RingKind::Xxh3));
     stream.write_all(&preface).await.expect("preface");
@@ -148,14 +140,7 @@ async fn servers_of_1_0_0_get_the_plain_preface_and_clients_of_1_0_0_the_plain_a
     assert_eq!(answered, 2, "answered over it");
 
     // A client of 1.0.0 reads the plain answer's bytes exactly: it gets them.
-    let (theirs, told) = rings(RingKind::Xxh3);
-    let server = Server::naming(
-        Ipv4Addr::LOCALHOST,
-        Reading::Runtime,
-        ServerLimits::default(),
-        Some(theirs),
-    )
-    .await;
+    let (server, told) = server_naming(RingKind::Xxh3, Reading::Runtime).await;
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");
     stream.write_all(mux::PREFACE).await.expect("preface");
     let mut answer = vec![0u8; mux::ACCEPTED.len()];
