@@ -151,6 +151,25 @@ mod tests {
         }
     }
 
+    /// Placements every pod and every version must keep: a change to the seeds, the
+    /// table's size or the digest would split keys between versions.
+    #[test]
+    fn placements_stay_as_they_were() {
+        // XXH3_64bits of no bytes, as the reference implementation gives it.
+        assert_eq!(Maglev::point(""), 0x2D06_8005_38D3_94C2);
+        let ring = Maglev::new(["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        let first: Vec<usize> = (0..24).map(|slot| ring.index_at(slot).unwrap()).collect();
+        assert_eq!(
+            first,
+            [0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 0, 2, 2, 0, 2, 1, 2, 2, 0, 2, 2, 1, 1]
+        );
+        let owners: Vec<usize> = ["", "a", "customer-1", "héllo", "🦀"]
+            .iter()
+            .map(|key| ring.index_at(Maglev::point(key)).unwrap())
+            .collect();
+        assert_eq!(owners, [2, 0, 0, 0, 1]);
+    }
+
     #[test]
     fn duplicates_keep_the_first() {
         assert_eq!(Maglev::new(["b", "a", "b"]).servers(), ["b", "a"]);
