@@ -12,9 +12,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** A consistent-hash ring: by default placing keys exactly as hashring@3 does. */
 export declare class HashRing {
   /**
-   * Builds the ring of `kind` (`hashring`, the default, or `xxh3`) over `servers`, in
-   * that order (duplicates dropped, the first kept). The order decides ties: build
-   * every ring from the same order (node-swarm-kb uses the IPs sorted as strings).
+   * Builds the ring of `kind` (`hashring`, the default, or `xxh3`) over `servers`
+   * (duplicates dropped, the first kept), as [`Ring::new`] does.
    */
   constructor(servers: Array<string>, kind?: string | undefined | null)
   /** The server owning `key`, or `null` when the ring is empty (hashring@3 gives `undefined`). */

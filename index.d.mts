@@ -53,5 +53,6 @@ export type {
   SwarmError,
   EventMap,
   HashRingConstructor,
+  RingKind,
   Swarm
 } from './index.js';

@@ -186,8 +186,8 @@ declare namespace swarm {
     topology: {
       /** Counts the views this node applied. */
       generation: number;
-      /** `checksum`: equal on pods that route keys the same way. `epoch`: counts its changes. */
-      ring: { checksum: string; epoch: number };
+      /** `kind`: the ring (option `ring`). `checksum`: equal on pods that route keys the same way. `epoch`: counts its changes. */
+      ring: { kind: RingKind; checksum: string; epoch: number };
       /** The endpoints of this pod's view that can answer: ready (the nodes), or draining (serving while not ready, as a terminating pod). */
       nodes: { ready: number; draining: number };
       /** Topology events so far, by event name. */

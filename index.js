@@ -53,6 +53,18 @@ function nativeError (error) {
   return coded && !String(error.code).startsWith('ERR_SWARM_') ? errors.swarmError(coded[1], coded[2], { cause: error }) : error;
 }
 
+// What a pod on another ring than this one means, and what to do about it: a pod that
+// names no ring (0.5.1, 1.0.0) cannot switch, any other can.
+function ringMismatch ({ ip, ring, named, own }) {
+  const split = 'the two disagree on which pod owns a task key, so a key\'s tasks may run on both. This pod keeps routing by its own ring';
+  if (!named) {
+    return `Pod ${ip} names no ring: a pod of 0.5.1 or 1.0.0, which places task keys by ring hashring, while this pod places them by ${own}; ` +
+      `${split}. Upgrade that pod, or run this one on ring 'hashring' until every pod can use ${own}.`;
+  }
+  return `Pod ${ip} places task keys by ring ${ring}, this pod by ${own}: ${split}. Run every pod on the same ring ` +
+    '(option ring, or SWARM_RING); while a deployment switches rings this is expected, until its last pod has switched.';
+}
+
 const swarm = {
   isReady: false,
   options: {},
@@ -101,7 +113,7 @@ const swarm = {
     if (this.options.standalone) debug('Standalone, as options.standalone asks');
     else if (resolved.standaloneReason) console.log(`[node-swarm-kb] ${resolved.standaloneReason}: running standalone`);
     this._localIps = resolved.node.localIps;
-    debug(`Starting: this process's IPs ${this._localIps.join(', ')}`);
+    debug(`Starting: this process's IPs ${this._localIps.join(', ')}, task keys placed by ring ${resolved.node.ring}`);
     if (this.options.tasks) Object.assign(this.tasks.options, this.options.tasks);
     // The callbacks keep their own node: they still answer while close() drains, and a
     // request that arrives before startNode() resolves waits for it.
@@ -229,9 +241,7 @@ const swarm = {
         debug(`Master: ${data.current}`);
         return process.nextTick(() => this.emit('masterChanged', [data.current, data.previous]));
       case 'ringMismatch':
-        return process.nextTick(() => this.emit('error', [errors.swarmError('ERR_SWARM_RING_MISMATCH',
-          `Pod ${data.ip} places task keys by ring ${data.ring}, this pod by ${data.own}: the two disagree on which pod owns a key, ` +
-          'so a key\'s tasks may run on both; run every pod on the same ring (option ring). This pod keeps routing by its own.',
+        return process.nextTick(() => this.emit('error', [errors.swarmError('ERR_SWARM_RING_MISMATCH', ringMismatch(data),
           { peer: data.ip, peerRing: data.ring, ring: data.own })]));
       case 'error':
         this._topologyError = data.message;

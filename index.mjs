@@ -10,7 +10,7 @@ export const { init, close, stats, send, broadcast, isMe, on, once, off, emit, m
 // A class whose instances are the native ring's, loaded when first constructed: importing
 // never loads the addon, as `require()` does not.
 export class HashRing {
-  constructor (servers) {
-    return new swarm.HashRing(servers);
+  constructor (servers, options) {
+    return new swarm.HashRing(servers, options);
   }
 }

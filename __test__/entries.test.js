@@ -31,6 +31,7 @@ test('ESM: named imports are the facade\'s, the same singleton as require()', as
     local: '{"pong":"x"}', // a string request's reply comes back as raw text, as in 0.5.1
     toSelf: { pong: {} },
     ring: '10.0.0.1',
+    rings: [true, true],
     port: null
   });
 });

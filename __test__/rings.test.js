@@ -41,6 +41,9 @@ test('both rings answer through the same API; a ring of another name is refused'
   for (const options of [{ ring: 'md5' }, 'xxh3', null]) {
     assert.throws(() => new swarm.HashRing(ips, options), { code: 'ERR_SWARM_INVALID_ARG' }, JSON.stringify(options));
   }
+  const ring = new swarm.HashRing(ips, { ring: 'xxh3' });
+  assert.throws(() => { 'use strict'; ring.ring = 'hashring'; }, TypeError, 'a ring keeps its kind');
+  assert.throws(() => ring.getMany('k1'), { code: 'ERR_SWARM_INVALID_ARG' });
 });
 
 test('init() refuses a ring it does not know, before it starts anything', async () => {
@@ -65,9 +68,16 @@ test('pods on two rings and a pod of 0.5.1: each mismatch is reported once on bo
     // The pod on xxh3 asks each peer as it sees it: both learn without a message of theirs.
     await eventually(() => mismatches(b).length === 2 && mismatches(a).length === 1, 10000, 'the mismatches reported');
     assert.deepStrictEqual(mismatches(b).map(e => e.peer).sort(), [hashring, legacy]);
-    assert.match(mismatches(b).find(e => e.peer === legacy).message, /Pod 127\.0\.0\.103 places task keys by ring hashring \(it names no ring: a pod of 0\.5\.1 or 1\.0\.0\), this pod by xxh3/);
+    const silent = mismatches(b).find(e => e.peer === legacy);
+    assert.strictEqual(silent.peerRing, 'hashring');
+    assert.match(silent.message, /Pod 127\.0\.0\.103 names no ring: a pod of 0\.5\.1 or 1\.0\.0, which places task keys by ring hashring, while this pod places them by xxh3;.*Upgrade that pod/);
     assert.deepStrictEqual(mismatches(a).map(e => e.peer), [xxh3]);
-    assert.match(mismatches(a)[0].message, /Pod 127\.0\.0\.102 places task keys by ring xxh3, this pod by hashring/);
+    assert.match(mismatches(a)[0].message, /Pod 127\.0\.0\.102 places task keys by ring xxh3, this pod by hashring:.*Run every pod on the same ring/);
+    assert.deepStrictEqual([mismatches(a)[0].peerRing, mismatches(a)[0].ring], ['xxh3', 'hashring']);
+
+    const [statsA, statsB] = await Promise.all([a.request('swarmStats'), b.request('swarmStats')]);
+    assert.deepStrictEqual([statsA.topology.ring.kind, statsB.topology.ring.kind], ['hashring', 'xxh3']);
+    assert.notStrictEqual(statsA.topology.ring.checksum, statsB.topology.ring.checksum, 'one view, two kinds');
 
     // Each routes by its own ring, and the other runs what it was sent (no refusal as moved).
     const keys = Array.from({ length: 300 }, (_, i) => `customer-${i}`);

@@ -94,6 +94,7 @@ test('stats() tells who this pod is and what it sees: the same ring on every pod
     assert.ok(one.uptimeMs >= 0);
     assert.deepStrictEqual(one.topology.nodes, { ready: 2, draining: 0 });
     assert.match(one.topology.ring.checksum, /^[0-9a-f]{16}$/);
+    assert.strictEqual(one.topology.ring.kind, 'hashring');
   }
   assert.strictEqual(stats[0].topology.ring.checksum, stats[1].topology.ring.checksum);
 });

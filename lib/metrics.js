@@ -19,7 +19,7 @@ const METRICS = [
   ['topology_changes_total', 'counter', 'Topology events, by kind.', s => Object.entries(s.topology.changes)
     .map(([kind, value]) => ({ labels: { kind }, value }))],
   ['ring_info', 'gauge', 'The ring this pod routes keys by: equal checksums route every key the same way.', s => [
-    { labels: { checksum: s.topology.ring.checksum }, value: 1 }
+    { labels: { ring: s.topology.ring.kind, checksum: s.topology.ring.checksum }, value: 1 }
   ]],
   ['kubernetes_errors_total', 'counter', 'Errors of the Kubernetes API (an outage counts once).', s => [{ value: s.topology.kubernetes.errors }]],
   ['messages_sent_total', 'counter', 'Requests this pod sent that settled, by outcome.', s => Object.entries(s.messages.sent)
@@ -129,7 +129,7 @@ function buckets (name, labels, { le, counts, count, sum }) {
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 // The labels of the metrics themselves: one of the app's would be overwritten.
-const OURS = ['state', 'kind', 'checksum', 'outcome', 'direction', 'transport', 'status', 'task', 'reason', 'le'];
+const OURS = ['state', 'kind', 'ring', 'checksum', 'outcome', 'direction', 'transport', 'status', 'task', 'reason', 'le'];
 
 function checkLabels (prefix, labels) {
   if (typeof prefix !== 'string' || !NAME.test(`${prefix}x`)) throw errors.invalidArgument('metrics prefix', 'a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', prefix);

@@ -14,7 +14,8 @@ function ringClass (NativeRing) {
       if (options !== undefined && (options === null || typeof options !== 'object')) {
         throw errors.invalidArgument('options', "an object such as { ring: 'xxh3' }", options);
       }
-      this.ring = ringKind(options && options.ring, 'options.ring');
+      // Read-only: a ring is built once, of one kind.
+      Object.defineProperty(this, 'ring', { value: ringKind(options && options.ring, 'options.ring'), enumerable: true });
       this._native = new NativeRing(servers, this.ring);
       this.servers = this._native.servers;
       this._index = this._native.indexer();
@@ -26,6 +27,7 @@ function ringClass (NativeRing) {
     }
 
     getMany (keys) {
+      if (!Array.isArray(keys)) throw errors.invalidArgument('keys', 'an array', keys);
       return this._native.getMany(keys.map(String));
     }
   };

@@ -359,8 +359,8 @@ impl Host for JsHost {
         self.call(|cb| &cb.on_event, (kind.to_owned(), data));
     }
 
-    fn rings_differ(&self, peer: IpAddr, said: Said, own: RingKind) {
-        let data = json!({ "ip": peer.to_string(), "ring": said.describe(), "own": own.name() });
+    fn rings_differ(&self, peer: IpAddr, said: &Said, own: RingKind) {
+        let data = json!({ "ip": peer.to_string(), "ring": said.ring(), "named": said.named(), "own": own.name() });
         self.call(
             |cb| &cb.on_event,
             ("ringMismatch".to_owned(), data.to_string()),

@@ -21,9 +21,8 @@ pub struct JsHashRing {
 
 #[napi]
 impl JsHashRing {
-    /// Builds the ring of `kind` (`hashring`, the default, or `xxh3`) over `servers`, in
-    /// that order (duplicates dropped, the first kept). The order decides ties: build
-    /// every ring from the same order (node-swarm-kb uses the IPs sorted as strings).
+    /// Builds the ring of `kind` (`hashring`, the default, or `xxh3`) over `servers`
+    /// (duplicates dropped, the first kept), as [`Ring::new`] does.
     #[napi(constructor)]
     pub fn new(servers: Vec<String>, kind: Option<String>) -> Result<Self> {
         let kind: RingKind = match kind {

@@ -4,7 +4,7 @@
 // line fails the build if it type-checks.
 import swarm, {
   init, close, stats, send, broadcast, isMe, on, once, off, emit, messages, tasks, metrics, options, HashRing,
-  type Nodes, type SwarmNode, type InitOptions, type SwarmError, type HashRing as Ring
+  type Nodes, type SwarmNode, type InitOptions, type SwarmError, type HashRing as Ring, type RingKind
 } from 'node-swarm-kb';
 // @ts-expect-error the getters are no named exports (they would never change): read swarm.nodes
 import { nodes as snapshot } from 'node-swarm-kb';
@@ -32,7 +32,8 @@ const raw: string | undefined = await send('127.0.0.1', 'order', 'o1');
 const replies: Array<number | undefined> = await broadcast<number>('count', {});
 const quirk: Array<string | undefined> = await send('127.0.0.1', 'order');
 const ring: Ring = new HashRing(['10.0.0.1']);
-console.log(nodes, doubled, reply, raw, replies, quirk, ring.get('k'), options.standalone, viaRequire);
+const kind: RingKind = new HashRing(['10.0.0.1'], { ring: 'xxh3' }).ring;
+console.log(nodes, doubled, reply, raw, replies, quirk, ring.get('k'), kind, options.standalone, viaRequire);
 console.log(swarm.nodes, swarm.master, swarm.amIMaster, swarm.isReady, snapshot, stats()?.messages.received, metrics.text());
 await close();
 

@@ -7,7 +7,8 @@ use swarm_core::ring::{Maglev, Ring, RingKind, SLOTS};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The paper's population, literally: every server's whole permutation first, then the
-/// turns, each server taking the first entry of its permutation not yet taken.
+/// turns, each server taking the first entry of its permutation not yet taken. The
+/// servers take their turns in string order (docs/rings.md).
 fn model_table(servers: &[String]) -> Vec<usize> {
     let m = SLOTS as u64;
     let permutation: Vec<Vec<usize>> = servers
@@ -47,9 +48,10 @@ fn servers(n: usize, salt: u32) -> Vec<String> {
 #[test]
 fn the_ring_places_keys_as_the_papers_model_does() {
     for (n, salt) in [(1, 0), (2, 1), (3, 2), (7, 3), (20, 4), (64, 5)] {
-        let servers = servers(n, salt);
-        let table = model_table(&servers);
+        let mut servers = servers(n, salt);
         let ring = Ring::new(RingKind::Xxh3, servers.iter().cloned());
+        servers.sort();
+        let table = model_table(&servers);
         for i in 0..20_000 {
             let key = format!("customer-{salt}-{i}");
             let model = &servers[table[(xxh3_64(key.as_bytes()) % SLOTS as u64) as usize]];

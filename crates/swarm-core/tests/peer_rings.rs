@@ -18,7 +18,7 @@ fn rings(own: RingKind) -> (Arc<PeerRings>, Told) {
     let told: Told = Arc::default();
     let sink = told.clone();
     let tell: Tell = Box::new(move |peer, said| {
-        lock(&sink).push((peer, said));
+        lock(&sink).push((peer, said.clone()));
         true
     });
     (Arc::new(PeerRings::new(own, tell)), told)

@@ -37,15 +37,17 @@ pub struct Maglev {
 }
 
 impl Maglev {
-    /// Builds the table over `servers` in the given order (a duplicate dropped, the
-    /// first kept). The order decides which server takes a contested slot, so every pod
-    /// builds from the same order.
+    /// Builds the table over `servers`, duplicates dropped, in their string order
+    /// whatever order they come in: the order decides which server takes a contested
+    /// slot, and every pod (or app) that builds the table of the same servers must get
+    /// the same one.
     pub fn new<I, S>(servers: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let servers = distinct(servers);
+        let mut servers = distinct(servers);
+        servers.sort_unstable();
         let table = if servers.is_empty() {
             Vec::new()
         } else {
@@ -65,7 +67,7 @@ impl Maglev {
         self.table.get(slot).map(|&index| index as usize)
     }
 
-    /// The servers, in the order the table was built from (duplicates dropped).
+    /// The servers, in string order (duplicates dropped).
     pub fn servers(&self) -> &[String] {
         &self.servers
     }
@@ -171,7 +173,11 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_keep_the_first() {
-        assert_eq!(Maglev::new(["b", "a", "b"]).servers(), ["b", "a"]);
+    fn the_table_of_the_same_servers_is_the_same_in_any_order() {
+        assert_eq!(Maglev::new(["b", "a", "b"]).servers(), ["a", "b"]);
+        let ips = servers(20);
+        let sorted = Maglev::new(ips.iter().cloned());
+        let reversed = Maglev::new(ips.iter().rev().cloned());
+        assert_eq!(sorted.table, reversed.table);
     }
 }

@@ -103,8 +103,9 @@ pub enum Ring {
 }
 
 impl Ring {
-    /// The ring of `kind` over `servers`, in that order (duplicates dropped, the first
-    /// kept): every pod builds from the same order (the IPs sorted as strings).
+    /// The ring of `kind` over `servers` (duplicates dropped, the first kept): in the
+    /// order given for `hashring@3`'s, whose ties it decides (every pod builds from the
+    /// IPs sorted as strings), in string order whatever the order given for xxh3's.
     pub fn new<I, S>(kind: RingKind, servers: I) -> Ring
     where
         I: IntoIterator<Item = S>,

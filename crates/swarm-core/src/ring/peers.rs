@@ -10,50 +10,64 @@ use rustc_hash::FxHashSet;
 use super::RingKind;
 
 /// What a peer said of its ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Said {
     /// Nothing: a pod of 0.5.1 or 1.0.0, which place keys as `hashring@3` does.
     Nothing,
     /// A kind of ring this version knows.
     Kind(RingKind),
-    /// A name this version does not know.
-    Unknown,
+    /// A name this version does not know, as said (visible ASCII, cut short).
+    Unknown(Box<str>),
 }
+
+/// The longest unknown name kept.
+const NAME_MAX: usize = 32;
 
 impl Said {
     /// What a peer said with `name` (a header's value), or without one.
     pub fn of(name: Option<&[u8]>) -> Said {
-        match name {
-            None => Said::Nothing,
-            Some(name) => std::str::from_utf8(name)
-                .ok()
-                .and_then(|name| name.trim().parse().ok())
-                .map_or(Said::Unknown, Said::Kind),
+        let Some(name) = name else {
+            return Said::Nothing;
+        };
+        let name = name.trim_ascii();
+        match std::str::from_utf8(name).ok().and_then(|n| n.parse().ok()) {
+            Some(kind) => Said::Kind(kind),
+            None => Said::Unknown(
+                name.iter()
+                    .take(NAME_MAX)
+                    .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+                    .collect(),
+            ),
         }
     }
 
     /// Whether a peer that said this places keys as a node on `own` does.
-    fn agrees_with(self, own: RingKind) -> bool {
+    fn agrees_with(&self, own: RingKind) -> bool {
         match self {
             Said::Nothing => own == RingKind::Hashring,
-            Said::Kind(kind) => kind == own,
-            Said::Unknown => false,
+            Said::Kind(kind) => *kind == own,
+            Said::Unknown(_) => false,
         }
     }
 
-    /// How the report names the peer's ring.
-    pub fn describe(self) -> &'static str {
+    /// The name of the peer's ring: `hashring` for a peer that names none.
+    pub fn ring(&self) -> &str {
         match self {
-            Said::Nothing => "hashring (it names no ring: a pod of 0.5.1 or 1.0.0)",
+            Said::Nothing => RingKind::Hashring.name(),
             Said::Kind(kind) => kind.name(),
-            Said::Unknown => "a ring this version does not know",
+            Said::Unknown(name) => name,
         }
+    }
+
+    /// Whether the peer named its ring (pods of 0.5.1 and 1.0.0 do not).
+    pub fn named(&self) -> bool {
+        !matches!(self, Said::Nothing)
     }
 }
 
 /// Who is told of a peer on another ring; it answers whether it took it (one it does not
 /// take, such as a server that is not a pod, may be told again later).
-pub type Tell = Box<dyn Fn(IpAddr, Said) -> bool + Send + Sync>;
+pub type Tell = Box<dyn Fn(IpAddr, &Said) -> bool + Send + Sync>;
 
 /// How many peers and rings are remembered as told at most: past it, no more is told
 /// (requests name rings unchecked, and a flood of sources must not grow the set).
@@ -95,9 +109,9 @@ impl PeerRings {
         }
         let first = {
             let mut told = self.told.lock().expect("not poisoned");
-            told.len() < TOLD_MAX && told.insert((peer, said))
+            told.len() < TOLD_MAX && told.insert((peer, said.clone()))
         };
-        if first && !(self.tell)(peer, said) {
+        if first && !(self.tell)(peer, &said) {
             self.told
                 .lock()
                 .expect("not poisoned")
@@ -118,10 +132,10 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         // Takes what it is told but of 10.0.0.9, which it does not know yet.
-        let tell: Tell = Box::new(move |peer: IpAddr, said| {
+        let tell: Tell = Box::new(move |peer: IpAddr, said: &Said| {
             let known = peer != IpAddr::from([10, 0, 0, 9]);
             if known {
-                sink.lock().unwrap().push((peer, said));
+                sink.lock().unwrap().push((peer, said.clone()));
             }
             known
         });
@@ -149,7 +163,7 @@ mod tests {
             [
                 (a, Said::Kind(RingKind::Hashring)),
                 (b, Said::Nothing),
-                (b, Said::Unknown)
+                (b, Said::Unknown("maglev-2".into()))
             ]
         );
     }

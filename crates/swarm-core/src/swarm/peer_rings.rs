@@ -30,11 +30,16 @@ pub(super) fn reporting(
 ) -> Arc<PeerRings> {
     Arc::new(PeerRings::new(
         own,
-        Box::new(move |peer: IpAddr, said| {
-            if said == Said::Nothing && !topology.view().nodes.contains_key(&*peer.to_string()) {
+        Box::new(move |peer: IpAddr, said: &Said| {
+            if !said.named() && !topology.view().nodes.contains_key(&*peer.to_string()) {
                 return false;
             }
-            debug!(target: "node_swarm_kb::tasks", "Pod {peer} places keys by {}, this pod by {own}: they disagree on the owners of keys", said.describe());
+            let named = if said.named() {
+                ""
+            } else {
+                " (it names none: 0.5.1 or 1.0.0)"
+            };
+            debug!(target: "node_swarm_kb::tasks", "Pod {peer} places keys by ring {}{named}, this pod by {own}: they disagree on the owners of keys", said.ring());
             host.rings_differ(peer, said, own);
             true
         }),

@@ -31,7 +31,10 @@ pub struct TopologyStats {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RingStats {
-    /// The ring's digest, 16 hexadecimal digits: equal on pods with the same view.
+    /// Which ring it is: `hashring` or `xxh3`.
+    pub kind: &'static str,
+    /// The ring's digest (of its kind and servers), 16 hexadecimal digits: equal on pods
+    /// with the same view and the same kind of ring.
     pub checksum: String,
     /// Counts the changes of the ring's servers.
     pub epoch: u64,
@@ -105,6 +108,7 @@ impl Swarm {
             topology: TopologyStats {
                 generation: view.generation,
                 ring: RingStats {
+                    kind: ring.ring.kind().name(),
                     checksum: format!("{:016x}", ring.checksum),
                     epoch: ring.epoch,
                 },

@@ -31,7 +31,7 @@ pub trait Host: Send + Sync + 'static {
     fn event(&self, event: TopologyEvent);
     /// The pod at `peer` places keys by another ring than this node's (`own`): it said
     /// `said`. Told once per peer and ring.
-    fn rings_differ(&self, _peer: IpAddr, _said: Said, _own: RingKind) {}
+    fn rings_differ(&self, _peer: IpAddr, _said: &Said, _own: RingKind) {}
 }
 
 /// Something the host attaches to a task result and wants dropped only when every

@@ -143,7 +143,7 @@ mod tests {
         }
         assert_eq!(
             greeted(b"\0SWARM-KB MUX/1 ring=hash2\r\n", PREFACE),
-            Some(Some(Said::Unknown))
+            Some(Some(Said::Unknown("hash2".into())))
         );
         assert_eq!(greeted(b"\0SWARM-KB MUX/1 OK\r\n", PREFACE), None);
         assert_eq!(greeted(b"\0SWARM-KB MUX/12\r\n", PREFACE), None);
