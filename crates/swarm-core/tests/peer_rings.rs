@@ -37,6 +37,18 @@ async fn server_naming(own: RingKind, reading: Reading) -> (Server, Told) {
     (server, told)
 }
 
+/// Sends a request frame on a multiplexed connection whose handshake is done, and reads
+/// the head of its reply.
+async fn answers_a_request(stream: &mut TcpStream) {
+    let request = mux::request_frame(1, "/echo", &json("{}"), None);
+    stream.write_all(&request).await.expect("request");
+    let mut reply = [0u8; 9];
+    within("a reply", stream.read_exact(&mut reply))
+        .await
+        .expect("a reply");
+    assert_eq!(reply[4], mux::REPLY, "a reply frame");
+}
+
 const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[tokio::test]
@@ -101,15 +113,7 @@ async fn the_handshake_names_each_side_s_ring(reading: Reading) {
     );
     assert_eq!(*lock(&told), [(HERE, Said::Kind(RingKind::Xxh3))]);
     // The connection then carries requests as any other.
-    stream
-        .write_all(&mux::request_frame(1, "/echo", &json("{}"), None))
-        .await
-        .expect("request");
-    let mut reply = [0u8; 9];
-    within("a reply", stream.read_exact(&mut reply))
-        .await
-        .expect("a reply");
-    assert_eq!(reply[4], mux::REPLY);
+    answers_a_request(&mut stream).await;
 }
 
 on_both_loops!(the_handshake_names_each_side_s_ring);
@@ -148,15 +152,8 @@ async fn servers_of_1_0_0_get_the_plain_preface_and_clients_of_1_0_0_the_plain_a
         .await
         .expect("read");
     assert_eq!(answer, mux::ACCEPTED);
-    stream
-        .write_all(&mux::request_frame(1, "/echo", &json("{}"), None))
-        .await
-        .expect("request");
-    let mut reply = [0u8; 9];
-    within("a reply", stream.read_exact(&mut reply))
-        .await
-        .expect("a reply");
-    assert_eq!(reply[4], mux::REPLY, "nothing but frames follow the answer");
+    // Nothing but frames follow the answer.
+    answers_a_request(&mut stream).await;
     assert!(
         lock(&told).is_empty(),
         "a client that names no ring is not told"
