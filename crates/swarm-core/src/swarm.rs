@@ -74,9 +74,7 @@ struct Inner {
     client: Client,
     topology: TopologyHandle,
     ring: RwLock<Arc<RingAt>>,
-    /// The kind of `ring`, fixed for the node's life.
-    ring_kind: RingKind,
-    /// What peers say of their rings.
+    /// This node's kind of ring, fixed for its life, and what peers say of theirs.
     peer_rings: Arc<PeerRings>,
     handoffs: Mutex<Handoffs>,
     /// Woken when the calls held for a task key have all been admitted or refused.
@@ -152,7 +150,6 @@ impl Swarm {
             }),
             topology,
             ring: RwLock::new(Arc::new(RingAt::empty(config.ring))),
-            ring_kind: config.ring,
             peer_rings,
             handoffs: Mutex::default(),
             drained: tokio::sync::Notify::new(),
@@ -437,6 +434,11 @@ impl Inner {
             .entry(ip)
             .or_default()
             .clone()
+    }
+
+    /// The kind of ring this node places keys by.
+    fn ring_kind(&self) -> RingKind {
+        self.peer_rings.own()
     }
 
     fn ring(&self) -> Arc<RingAt> {

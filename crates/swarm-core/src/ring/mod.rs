@@ -47,7 +47,7 @@ pub enum RingKind {
     #[default]
     Hashring,
     /// A Maglev table over xxh3 ([`Maglev`]): an even spread and a faster look-up, for
-    /// clusters of pods of 1.x only.
+    /// clusters whose pods all have it (not 0.5.1 or 1.0.0).
     Xxh3,
 }
 

@@ -140,7 +140,7 @@ impl Inner {
                     if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         return this.timed_out(&name);
                     }
-                    if !this.owns(&this.ring(), this.ring_kind.point(&key)) {
+                    if !this.owns(&this.ring(), this.ring_kind().point(&key)) {
                         debug!(target: "node_swarm_kb::tasks", "Task {name} for key {key}: released here, to be routed again");
                         return Err(moved(&name, &key));
                     }
@@ -159,7 +159,7 @@ impl Inner {
         options: &TaskOptions,
     ) -> Gate {
         let ring = self.ring();
-        let point = self.ring_kind.point(key);
+        let point = self.ring_kind().point(key);
         let owns = self.owns(&ring, point);
         let mut handoffs = self.handoffs.lock().expect("not poisoned");
         if !handoffs.given.is_empty() && handoffs.is_given(name, key, owns, ring.checksum) {
@@ -235,7 +235,7 @@ impl Inner {
             "task": name,
             "key": key,
             "ring": format!("{:016x}", ring.checksum),
-            "kind": self.ring_kind.name(),
+            "kind": self.ring_kind().name(),
         })
         .to_string();
         let deadline = Instant::now().checked_add(timeout);
@@ -269,7 +269,7 @@ impl Inner {
                     self.drained.notify_waiters();
                     return;
                 }
-                let owns = self.owns(&current, self.ring_kind.point(&task_key.1));
+                let owns = self.owns(&current, self.ring_kind().point(&task_key.1));
                 let given = handoffs.given.contains_key(&task_key);
                 (held, released && owns && !given)
             };
@@ -354,11 +354,11 @@ impl Inner {
         };
         let ring = u64::from_str_radix(&request.ring, 16).unwrap_or_default();
         let task_key = (request.task, request.key);
-        if request.kind == self.ring_kind.name() {
+        if request.kind == self.ring_kind().name() {
             let mut handoffs = self.handoffs.lock().expect("not poisoned");
             // Read under the lock: a view that comes after this ends the mark
             // ([`follow_views`]), one that came before is the one compared.
-            let current = view_checksum(self.ring_kind, &self.topology.view());
+            let current = view_checksum(self.ring_kind(), &self.topology.view());
             handoffs.give(task_key.clone(), ring, current);
         }
         loop {
@@ -452,7 +452,7 @@ pub(super) async fn follow_views(inner: Arc<Inner>) {
             _ = inner.cancel.cancelled() => return,
             changed = views.changed() => if changed.is_err() { return },
         }
-        let checksum = view_checksum(inner.ring_kind, &views.borrow_and_update());
+        let checksum = view_checksum(inner.ring_kind(), &views.borrow_and_update());
         inner
             .handoffs
             .lock()

@@ -51,7 +51,7 @@ pub(super) fn reporting(
 /// is what tells. A peer that does not answer is asked again a few times; one that
 /// leaves and comes back is asked again.
 pub(super) async fn ask_peers(inner: Arc<Inner>) {
-    if inner.ring_kind == RingKind::default() {
+    if inner.ring_kind() == RingKind::default() {
         return;
     }
     let mut views = inner.topology.subscribe();
@@ -67,27 +67,30 @@ pub(super) async fn ask_peers(inner: Arc<Inner>) {
                 .collect()
         };
         for ip in joined {
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                for _ in 0..ASKS {
-                    let asked = inner.client.send(&ip, RING_TOPIC, Payload::Empty);
-                    let answered = tokio::select! {
-                        _ = inner.cancel.cancelled() => return,
-                        sent = asked => sent.is_ok(),
-                    };
-                    if answered {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = inner.cancel.cancelled() => return,
-                        () = tokio::time::sleep(ASK_AGAIN) => {}
-                    }
-                }
-            });
+            tokio::spawn(ask(inner.clone(), ip));
         }
         tokio::select! {
             _ = inner.cancel.cancelled() => return,
             changed = views.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Asks the peer at `ip` for its ring until it answers, [`ASKS`] times at most, or the
+/// node closes.
+async fn ask(inner: Arc<Inner>, ip: Arc<str>) {
+    for _ in 0..ASKS {
+        let asked = inner.client.send(&ip, RING_TOPIC, Payload::Empty);
+        let answered = tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            sent = asked => sent.is_ok(),
+        };
+        if answered {
+            return;
+        }
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            () = tokio::time::sleep(ASK_AGAIN) => {}
         }
     }
 }

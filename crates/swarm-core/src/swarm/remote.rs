@@ -42,7 +42,7 @@ impl Inner {
         let routed = Routed {
             key: key.to_owned(),
             ring: chosen.checksum,
-            kind: Some(self.ring_kind),
+            kind: Some(self.ring_kind()),
         };
         Ok(self
             .client

@@ -40,7 +40,7 @@ impl Inner {
         // another kind of ring placed the key by a ring this node cannot check: it runs,
         // as a 0.5.1 caller's request does (the meeting of the two rings is reported).
         let key = match &message.meta.routed {
-            Some(routed) if routed.kind == Some(self.ring_kind) => {
+            Some(routed) if routed.kind == Some(self.ring_kind()) => {
                 if let Err(moved) = self.owner_check(&request.task, routed).await {
                     return self.moved(&request.task, &moved);
                 }
@@ -108,7 +108,7 @@ impl Dispatch for Router {
     fn dispatch(&self, mut message: Inbound) -> Answering {
         // A peer asking which ring this node uses: not the app's traffic, not counted.
         if message.path == RING_TOPIC {
-            let ring = Reply::ok(Payload::Text(self.0.ring_kind.name().into()));
+            let ring = Reply::ok(Payload::Text(self.0.ring_kind().name().into()));
             return Answering::Later(Box::pin(std::future::ready(ring)));
         }
         self.0

@@ -42,22 +42,22 @@ pub fn greeting(line: &[u8], ring: Option<RingKind>) -> Vec<u8> {
 /// what it said of its pod's ring, if anything: the line may carry `name=value` fields,
 /// each after a space, and fields other than `ring` are left for later levels.
 pub fn greeted(read: &[u8], line: &[u8]) -> Option<Option<Said>> {
-    let fields = read
+    let mut fields = read
         .strip_prefix(&line[..line.len() - 2])?
-        .strip_suffix(b"\r\n")?;
+        .strip_suffix(b"\r\n")?
+        .split(|&b| b == b' ');
+    // Before the first space, nothing: the line's own text ends there.
+    if !fields.next()?.is_empty() {
+        return None;
+    }
     let mut ring = None;
-    for field in fields.split(|&b| b == b' ').skip(1) {
+    for field in fields {
         let (name, value) = field.split_at(field.iter().position(|&b| b == b'=')?);
         if name == b"ring" {
             ring = Some(Said::of(Some(&value[1..])));
         }
     }
-    // Before the first space, nothing: the line's own text ends there.
-    fields
-        .split(|&b| b == b' ')
-        .next()
-        .is_some_and(<[u8]>::is_empty)
-        .then_some(ring)
+    Some(ring)
 }
 
 /// Reads one handshake line, through its `\n` and not a byte further (frames may follow
