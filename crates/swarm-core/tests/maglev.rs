@@ -83,9 +83,10 @@ fn excess(before: &Maglev, after: &Maglev) -> f64 {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// A server that joins takes slots, one that leaves gives its own up, and at most 1%
-    /// of the table moves between the servers on both tables (docs/rings.md states what
-    /// was measured). A join is a leave read backwards: the same slots move.
+    /// A server that joins takes slots, one that leaves gives its own up, and at most 5%
+    /// of the table moves between the servers on both tables: the worst of about 40,000
+    /// cases measured was 3.3%, the mean 0.05-0.5% (docs/rings.md). A join is a leave
+    /// read backwards: the same slots move.
     #[test]
     fn a_join_or_a_leave_moves_little_beyond_the_servers_own_share(
         n in 2usize..120,
@@ -96,6 +97,6 @@ proptest! {
         let mut without = with.clone();
         without.remove(at.index(n));
         let moved = excess(&Maglev::new(with), &Maglev::new(without));
-        prop_assert!(moved <= 0.01, "n = {}: {:.4} of the slots moved between the others", n, moved);
+        prop_assert!(moved <= 0.05, "n = {}: {:.4} of the slots moved between the others", n, moved);
     }
 }
