@@ -195,7 +195,10 @@ const swarm = {
       } else if (tag === 2) {
         const name = strings[s++];
         const args = numbers[i + 3] ? strings[s++] : null;
-        this.tasks._run(node, id, name, args, numbers[i + 2], numbers[i + 4] ? strings[s++] : undefined);
+        // A serialized queue runs on here: each next run comes back from the answer of
+        // the one before, as many as the addon hands back in this turn of the loop.
+        let next = this.tasks._run(node, id, name, args, numbers[i + 2], numbers[i + 4] ? strings[s++] : undefined, name);
+        while (next !== undefined) next = this.tasks._runChained(node, name, next);
       } else {
         const body = numbers[i + 4] ? strings[s++] : null;
         const code = numbers[i + 5] ? strings[s++] : null;

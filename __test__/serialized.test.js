@@ -2,8 +2,8 @@
 
 // A serialized task's queue at full speed: calls from another pod for one key of a task
 // whose handler returns a plain value run back to back, as the calls arrive, not one
-// per wake-up of the JavaScript thread; and a queue that keeps growing still lets the
-// event loop run its timers. This process is one pod, a fixture process the other.
+// per wake-up of the JavaScript thread nor one per call into it; and a queue that keeps
+// growing still lets the event loop run its timers. This process is one pod, a fixture process the other.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const { startStandin } = require('./kube-standin');
@@ -56,23 +56,25 @@ function ownKey (prefix) {
 // Deliveries are made on the loop itself on Unix only; elsewhere a wake-up makes each.
 const ON_THE_LOOP = { skip: process.platform === 'win32' && 'the runtime reads connections on Windows' };
 
-test('a serialized queue whose handler returns a plain value drains in the delivery that freed it, not one run per wake-up', ON_THE_LOOP, async () => {
+test('a serialized queue whose handler returns a plain value drains in the delivery that freed it, each run handed back by the answer of the one before', ON_THE_LOOP, async () => {
   const key = ownKey('customer');
   const calls = Array.from({ length: 64 }, (_, i) => ({ task: 'whereInOrder', args: [key, i] }));
   const outcomes = peer.request('many', { calls });
   // Calls for a key this pod has just taken over start once its previous owner let
   // go of it (docs/handoff.md): on the runtime, which hands them to this thread.
   await eventually(() => swarm.tasks.stats('whereInOrder').queued === calls.length - 1, 10000, 'the calls queued');
-  const { wakes } = swarm._node.crossings();
+  const { wakes, letters } = swarm._node.crossings();
   // The message is delivered on this pod's loop, as it is read; its handler ends the
-  // first run, and the queue's runs follow.
+  // first run, and the queue's runs follow, each handed back by the answer of the one
+  // before rather than posted as a letter of its own.
   await peer.request('send', { to: OURS, topic: 'open', data: {} });
   const settled = await outcomes;
-  const { wakes: wakesAfter } = swarm._node.crossings();
+  const { wakes: wakesAfter, letters: lettersAfter } = swarm._node.crossings();
   assert.deepStrictEqual(settled.map(o => o.value), calls.map((_, i) => i));
   // Calls in flight together may arrive in another order (docs/handoff.md): each ran once.
   assert.deepStrictEqual([...runs].sort((x, y) => x - y), calls.map((_, i) => i));
   assert.ok(wakesAfter - wakes <= 4, `${wakesAfter - wakes} wake-ups or deliveries for the ${calls.length - 1} queued runs`);
+  assert.ok(lettersAfter - letters <= 4, `${lettersAfter - letters} letters delivered for the ${calls.length - 1} queued runs`);
 });
 
 test('a serialized queue that keeps growing lets the event loop run its timers meanwhile', async () => {

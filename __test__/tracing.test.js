@@ -105,6 +105,20 @@ for (const transport of TRANSPORTS) {
       assert.deepStrictEqual(execs.map(e => e.event), ['start', 'end', 'asyncStart', 'asyncEnd', 'start', 'end', 'asyncStart', 'asyncEnd']);
     });
 
+    test('calls queued on one key run one after the other, each in its own SERVER span under its own CLIENT span', async () => {
+      const [caller, owner] = cluster.nodes;
+      const keys = Array.from({ length: 40 }, (_, i) => `queued-${i}`);
+      const key = keys[(await caller.request('owners', { keys })).indexOf(owner.ip)];
+      // In flight together: the owner's serialized queue runs them back to back.
+      const calls = await Promise.all(Array.from({ length: 16 }, () => caller.request('tracedExec', { key })));
+      for (const { app, reply } of calls) {
+        const [client] = await spansOf(caller, s => s.name === 'exec tracedTask' && s.kind === SpanKind.CLIENT && s.traceId === app.traceId);
+        const [server] = await spansOf(owner, s => s.name === 'exec tracedTask' && s.kind === SpanKind.SERVER && s.traceId === app.traceId);
+        assert.strictEqual(server.parent, client.spanId);
+        assert.deepStrictEqual(reply, { traceId: app.traceId, spanId: server.spanId }, 'the run inside its own SERVER span');
+      }
+    });
+
     test('the attempts of a task call that did not run are children of its CLIENT span', async () => {
       const [caller] = cluster.nodes;
       const { ghost } = transport;

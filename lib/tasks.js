@@ -181,45 +181,60 @@ class Tasks {
 
   // Called by the native engine to run a handler, with JSON arguments from another node
   // (and its caller's trace context, if any) or the kept arguments of local call
-  // `callId`; answers through `node.calls.taskDone`.
-  _run (node, runId, name, argsJson, callId, trace) {
+  // `callId`; answers through `node.calls.taskDone`. With `chain` (the task's name), a
+  // handler that returns a plain value may get back the next run of the task's queue,
+  // started by that answer: returned, for the caller to run now, outside this run's
+  // trace context (`_runChained`).
+  _run (node, runId, name, argsJson, callId, trace, chain) {
     const keep = callId !== 0;
     const call = keep ? this._localCalls.get(callId) : undefined;
     let args;
     try {
       args = call ? call.args : keep ? [] : JSON.parse(argsJson);
     } catch (error) {
-      return this._finish(node, runId, keep, null, false, error);
+      return this._finish(node, runId, keep, null, false, error, chain);
     }
     const from = call ? call.trace : trace;
     const op = tracing.watching('handle')
       ? tracing.inbound(`exec ${name}`, tracing.rpc('tasks', name), { task: name, args }, from)
       : null;
-    if (op === null) return this._start(node, runId, name, args, keep, null);
-    op.run(() => this._start(node, runId, name, args, keep, op));
+    if (op === null) return this._start(node, runId, name, args, keep, null, chain);
+    return op.run(() => this._start(node, runId, name, args, keep, op, chain));
   }
 
-  _start (node, runId, name, args, keep, op) {
+  // The run handed back by the answer of the run before (see `_run`): `text` is its
+  // caller's trace context then its JSON arguments, `node.calls.chained` holds
+  // `[runId, callId, length of the trace context]` (see chain.rs).
+  _runChained (node, name, text) {
+    const numbers = node.calls.chained;
+    const runId = numbers[0];
+    const callId = numbers[1];
+    const traced = numbers[2];
+    const trace = traced === 0 ? undefined : text.slice(0, traced);
+    return this._run(node, runId, name, callId === 0 ? text.slice(traced) : null, callId, trace, name);
+  }
+
+  _start (node, runId, name, args, keep, op, chain) {
     const task = this.tasks[name];
     let result;
     try {
       if (!task) throw new Error(`No such task ${name}`);
       result = task.handler.apply(undefined, args);
     } catch (error) {
-      return this._finish(node, runId, keep, op, false, error);
+      return this._finish(node, runId, keep, op, false, error, chain);
     }
-    if (!isThenable(result)) return this._finish(node, runId, keep, op, true, result);
+    if (!isThenable(result)) return this._finish(node, runId, keep, op, true, result, chain);
     Promise.resolve(result).then(
-      value => this._finish(node, runId, keep, op, true, value),
-      error => this._finish(node, runId, keep, op, false, error));
+      value => this._finish(node, runId, keep, op, true, value, false),
+      error => this._finish(node, runId, keep, op, false, error, false));
   }
 
-  _finish (node, runId, keep, op, ok, value) {
+  _finish (node, runId, keep, op, ok, value, chain) {
     if (keep) this._runValues.set(ok ? { id: runId, ok, value } : { id: runId, ok, error: value });
     // The answer to a multiplexed task request is written with this turn's writes.
-    if (ok) done(node, runId, value);
-    else fail(node, runId, value);
+    const next = ok ? done(node, runId, value, chain) : fail(node, runId, value, chain);
     if (op !== null) op.settle(ok ? null : value, ok ? value : undefined);
+    return next;
   }
 }
 
@@ -230,20 +245,21 @@ function settled (status, kind, body, code, message) {
   throw errors.swarmError(code, message, status ? { statusCode: status } : {});
 }
 
-// Answer run `id`.
-function done (node, id, value) {
+// Answer run `id`; with `chain`, returns the text of the run this answer started and
+// handed back, if any.
+function done (node, id, value, chain) {
   let encoded;
   try {
     encoded = codec.encode(value);
   } catch (error) {
-    return fail(node, id, new Error(`Unable to encode the result: ${error.message}`));
+    return fail(node, id, new Error(`Unable to encode the result: ${error.message}`), chain);
   }
-  node.calls.taskDone(id, 0, encoded[0], encoded[1]);
+  return node.calls.taskDone(id, 0, encoded[0], encoded[1], chain);
 }
 
-function fail (node, id, error) {
+function fail (node, id, error, chain) {
   const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-  node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+  return node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error), chain);
 }
 
 module.exports = { checkOptions, Tasks, DEFAULTS };

@@ -15,6 +15,8 @@ use napi::{
     check_status, sys, Env, Error, Result, Status,
 };
 
+use crate::scope::Scope;
+
 const STACK: usize = 256;
 
 /// Arguments a bare function reads at most.
@@ -82,16 +84,26 @@ impl Args {
 
     /// String argument `index`, `None` for `null` or `undefined`, or when not passed.
     pub fn optional_string(&self, index: usize) -> Result<Option<String>> {
-        if index >= self.count {
-            return Ok(None);
-        }
-        let mut kind = sys::ValueType::napi_undefined;
-        // SAFETY: as in `with_text`.
-        check_status!(unsafe { sys::napi_typeof(self.env, self.value(index)?, &mut kind) })?;
-        match kind {
+        match self.kind(index)? {
             sys::ValueType::napi_null | sys::ValueType::napi_undefined => Ok(None),
             _ => self.string(index).map(Some),
         }
+    }
+
+    /// The type of argument `index`; `undefined` when not passed.
+    pub fn kind(&self, index: usize) -> Result<sys::napi_valuetype> {
+        let mut kind = sys::ValueType::napi_undefined;
+        if index < self.count {
+            // SAFETY: as in `with_text`.
+            check_status!(unsafe { sys::napi_typeof(self.env, self.values[index], &mut kind) })?;
+        }
+        Ok(kind)
+    }
+
+    /// The scope Node opened for this call, where a returned value is made.
+    pub fn scope(&self) -> Scope {
+        // SAFETY: `Args` exist only inside the call they are of, on its thread.
+        unsafe { Scope::entered(self.env) }
     }
 
     /// Number argument `index`, as napi converts it to a `u32`.
@@ -153,6 +165,8 @@ unsafe fn read_text<'a>(
 pub enum Returned {
     Number(f64),
     Undefined,
+    /// A value made in the call's scope ([`Args::scope`]).
+    Value(sys::napi_value),
 }
 
 /// What a bare function computes from its arguments.
@@ -251,6 +265,7 @@ unsafe extern "C" fn call(env: sys::napi_env, info: sys::napi_callback_info) -> 
             // SAFETY: inside the call, in the scope Node opened for it.
             unsafe { sys::napi_create_double(env, number, &mut result) };
         }
+        Ok(Returned::Value(value)) => result = value,
         // A null result is `undefined`.
         Ok(Returned::Undefined) => {}
         Err(e) => {

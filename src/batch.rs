@@ -54,13 +54,13 @@ impl Batch {
                     args.push(js_string(scope, from)?);
                     push_some(scope, &mut args, trace)?;
                 }
-                Letter::Run {
+                Letter::Run(Run {
                     id,
                     name,
                     args: run_args,
                     call_id,
                     trace,
-                } => {
+                }) => {
                     let (call_id, has_args) = (f64::from(*call_id), flag(run_args));
                     numbers.extend([2.0, f64::from(*id), call_id, has_args, flag(trace)]);
                     args.push(js_string(scope, name.as_bytes())?);
@@ -104,7 +104,7 @@ const IP_TEXT: usize = 45;
 
 /// A JavaScript string of the UTF-8 `text` (V8 replaces what is not valid UTF-8):
 /// copied as Latin-1 when it is ASCII, which skips decoding it.
-fn js_string(scope: &Scope, text: &[u8]) -> Result<sys::napi_value> {
+pub fn js_string(scope: &Scope, text: &[u8]) -> Result<sys::napi_value> {
     let mut value = std::ptr::null_mut();
     let (env, bytes, len) = (scope.env(), text.as_ptr().cast(), text.len() as isize);
     // SAFETY: in `scope`, with `len` bytes at `bytes`.
@@ -153,22 +153,10 @@ impl Numbers {
     fn new(scope: &Scope, len: usize) -> Result<Numbers> {
         let env = scope.env();
         let capacity = len.max(LETTERS_AT_LEAST * STRIDE).next_power_of_two();
-        let (mut data, mut buffer, mut reference) = (
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
-        // SAFETY: in `scope`. The buffer's memory is aligned for any number (V8
-        // allocates it as malloc does), and the strong reference keeps it, and so
-        // `data`, alive; the hook's argument is that reference, unique while it lives.
+        let (data, _, reference) = held_buffer(scope, capacity)?;
+        // SAFETY: in `scope`; the hook's argument is the buffer's reference, unique while
+        // it lives.
         unsafe {
-            check_status!(sys::napi_create_arraybuffer(
-                env,
-                capacity * std::mem::size_of::<f64>(),
-                &mut data,
-                &mut buffer
-            ))?;
-            check_status!(sys::napi_create_reference(env, buffer, 1, &mut reference))?;
             if let Err(e) = check_status!(sys::napi_add_env_cleanup_hook(
                 env,
                 Some(forget_numbers),
@@ -181,7 +169,7 @@ impl Numbers {
         Ok(Numbers {
             env,
             buffer: reference,
-            data: data.cast(),
+            data,
             capacity,
         })
     }
@@ -195,6 +183,33 @@ impl Numbers {
             sys::napi_delete_reference(self.env, self.buffer);
         }
     }
+}
+
+/// A new `ArrayBuffer` of `len` numbers, made in `scope`: where its numbers are, the
+/// buffer, and a strong reference to it, which keeps it, and so that memory, alive
+/// until it is deleted. The memory is aligned for any number (V8 allocates it as malloc
+/// does).
+pub fn held_buffer(
+    scope: &Scope,
+    len: usize,
+) -> Result<(*mut f64, sys::napi_value, sys::napi_ref)> {
+    let env = scope.env();
+    let (mut data, mut buffer, mut reference) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    // SAFETY: in `scope`.
+    unsafe {
+        check_status!(sys::napi_create_arraybuffer(
+            env,
+            len * std::mem::size_of::<f64>(),
+            &mut data,
+            &mut buffer
+        ))?;
+        check_status!(sys::napi_create_reference(env, buffer, 1, &mut reference))?;
+    }
+    Ok((data.cast(), buffer, reference))
 }
 
 /// An environment ends: the buffer it kept for this thread goes with it.
@@ -259,18 +274,21 @@ pub enum Letter {
         from: IpAddr,
         trace: Option<String>,
     },
-    /// Tag 2: run task `name` as run `id` and answer through `taskDone`: JSON arguments
-    /// from another node, or those the facade keeps for local call `call_id` (else 0).
-    Run {
-        id: u32,
-        name: String,
-        args: Option<String>,
-        call_id: u32,
-        /// The trace context of the call that started the run, from another node.
-        trace: Option<String>,
-    },
+    /// Tag 2: a task to run.
+    Run(Run),
     /// Tag 3: call `id` (a send or a remote task call) settled.
     Settled { id: u32, outcome: Settlement },
+}
+
+/// Run task `name` as run `id` and answer through `taskDone`: JSON arguments from
+/// another node, or those the facade keeps for local call `call_id` (else 0).
+pub struct Run {
+    pub id: u32,
+    pub name: String,
+    pub args: Option<String>,
+    pub call_id: u32,
+    /// The trace context of the call that started the run, from another node.
+    pub trace: Option<String>,
 }
 
 /// The settled result of a send or a task execution, errors included, so the facade

@@ -15,6 +15,7 @@ use std::{
 use bytes::Bytes;
 use napi::{
     bindgen_prelude::{FnArgs, JsValuesTupleIntoVec},
+    sys,
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Status,
 };
@@ -29,8 +30,10 @@ use swarm_core::{
 use tokio::sync::oneshot;
 
 use crate::{
-    batch::{split_payload, Letter, Settlement},
+    batch::{split_payload, Letter, Run, Settlement},
+    chain::{self, HandBack},
     mailbox::Mailbox,
+    scope::Scope,
 };
 
 /// A JavaScript callback called with a tuple of arguments and no return value.
@@ -266,6 +269,45 @@ impl JsHost {
         self.tasks.settle(id, outcome)
     }
 
+    /// Answers run `id`, and returns the run this answer started on this thread (the
+    /// next of a serialized queue), which the caller must have JavaScript run.
+    pub fn task_done_chained(&self, id: u32, outcome: Result<Payload, TaskFailure>) -> Option<Run> {
+        chain::catching(self.chain_key(), || {
+            self.task_done(id, outcome);
+        })
+    }
+
+    /// `run`, caught by [`JsHost::task_done_chained`] for a run of task `name`, as
+    /// JavaScript takes it back (`hand_back`'s text). A run of another task (what
+    /// settling the run woke first), or one whose text could not be made, is posted as
+    /// any other.
+    pub fn hand_back(
+        &self,
+        run: Run,
+        name: &str,
+        hand_back: &HandBack,
+        scope: &Scope,
+    ) -> Option<sys::napi_value> {
+        if run.name == name {
+            match hand_back.give(scope, &run) {
+                Ok(text) => return Some(text),
+                Err(e) => {
+                    tracing::warn!(target: "node_swarm_kb::tasks", "handing back run {} failed ({e}): posted instead", run.id);
+                }
+            }
+        }
+        let id = run.id;
+        if !self.mailbox.post_work(Letter::Run(run)) {
+            self.task_done(id, Err(closing()));
+        }
+        None
+    }
+
+    /// Who this host is to the chains of its thread.
+    fn chain_key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     fn call<T: 'static + Send>(
         &self,
         pick: impl FnOnce(&Callbacks) -> &Callback<T>,
@@ -279,6 +321,11 @@ impl JsHost {
             pick(cb).call(FnArgs::from(args), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
         })
     }
+}
+
+/// The failure of a run that JavaScript will not start: the node is closed.
+fn closing() -> TaskFailure {
+    TaskFailure::new(503, "swarm is closing")
 }
 
 /// The text of a body (invalid UTF-8 replaced); the bytes are moved, not copied, when
@@ -319,19 +366,25 @@ impl Host for JsHost {
 
     fn run_task(&self, name: &str, args: TaskArgs) -> BoxFuture<Result<TaskValue, TaskFailure>> {
         let (id, rx) = self.tasks.open();
-        let closing = || TaskFailure::new(503, "swarm is closing");
         let (json, call_id, trace) = match args {
             TaskArgs::Json(json, trace) => (Some(utf8(json)), 0, trace.as_ref().map(Trace::text)),
             TaskArgs::Local(call_id) => (None, call_id, None),
         };
-        let letter = Letter::Run {
+        let run = Run {
             id,
             name: name.to_owned(),
             args: json,
             call_id,
             trace,
         };
-        if !self.mailbox.post_work(letter) {
+        // The next run of a serialized queue, started by the answer of the run before:
+        // handed back with that answer (`chain.rs`) rather than posted.
+        let started = self.mailbox.accepts()
+            && match chain::offer(self.chain_key(), run) {
+                Ok(()) => true,
+                Err(run) => self.mailbox.post_work(Letter::Run(run)),
+            };
+        if !started {
             self.tasks.forget(id);
             return Box::pin(async move { Err(closing()) });
         }

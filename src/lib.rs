@@ -12,10 +12,13 @@
 //! - `event_loop`: the JavaScript thread's loop as the engine's event loop, run by
 //!   `node-loop` (Unix);
 //! - `mailbox`: the batched crossings into JavaScript;
+//! - `chain`: a serialized task's next run, handed back with the answer of the run
+//!   before;
 //! - `host`: the engine's [`swarm_core::swarm::Host`] backed by JavaScript callbacks;
 //! - `node`: the `SwarmNode` class the facade drives.
 mod bare;
 mod batch;
+mod chain;
 mod config;
 #[cfg(unix)]
 mod event_loop;

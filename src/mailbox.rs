@@ -26,6 +26,15 @@ use swarm_core::messaging::loop_io::EventLoop;
 
 use crate::batch::{Batch, Letter, Settlement};
 
+/// Counts a run handed back to JavaScript (`chain.rs`) as a round of this callback of the
+/// loop; false when the callback's rounds are spent, and the run waits for the next one.
+pub fn spend_round() -> bool {
+    #[cfg(unix)]
+    return on_loop::spend_round();
+    #[cfg(not(unix))]
+    true
+}
+
 /// Letters per call into JavaScript at most: their strings are the call's arguments,
 /// and a call's arguments live on the stack.
 const LETTERS_PER_CALL: usize = 1024;
@@ -145,7 +154,12 @@ impl Mailbox {
 
     /// Posts a message or a run; false once the node is closed.
     pub fn post_work(&self, letter: Letter) -> bool {
-        self.accepting.load(Ordering::Acquire) && self.post(letter)
+        self.accepts() && self.post(letter)
+    }
+
+    /// Whether messages and runs are still taken (the node is not closed).
+    pub fn accepts(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
     }
 
     /// Posts a settled call; delivered even while the node closes.

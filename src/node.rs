@@ -14,9 +14,11 @@ use swarm_core::{
 use crate::{
     bare::{bare_function, key_function, Args, Returned},
     batch::{join_payload, Batch, Settlement},
+    chain::HandBack,
     config::{NodeOptions, TaskOptionsJs},
     host::{error_code, send_error_code, Callback, Callbacks, EventArgs, JsHost, LocalArgs},
     mailbox::Mailbox,
+    scope::Scope,
 };
 
 /// What a node knows of one member of the cluster.
@@ -262,6 +264,12 @@ impl SwarmNode {
             Ok(call_id(id))
         })?;
         let host = self.host.clone();
+        // SAFETY: `call_functions` is called from JavaScript, on its thread.
+        let (hand_back, chained) = HandBack::new(&unsafe { Scope::entered(env.raw()) })?;
+        // SAFETY: a value made in this call's scope.
+        calls.set_named_property("chained", unsafe {
+            Unknown::from_napi_value(env.raw(), chained)
+        }?)?;
         add_function(env, &mut calls, "taskDone", move |args| {
             let (status, body) = (args.u32(1)?, args.optional_string(3)?);
             let outcome = if status == 0 {
@@ -272,9 +280,23 @@ impl SwarmNode {
                     body.unwrap_or_default(),
                 ))
             };
-            host.task_done(args.u32(0)?, outcome);
+            let id = args.u32(0)?;
+            // The task's name when JavaScript runs the next run of the task's queue that
+            // this answer starts, handed back (`chain.rs`).
+            if args.kind(4)? != sys::ValueType::napi_string {
+                host.task_done(id, outcome);
+                written_this_turn();
+                return Ok(Returned::Undefined);
+            }
+            let next = host.task_done_chained(id, outcome);
             written_this_turn();
-            Ok(Returned::Undefined)
+            let Some(run) = next else {
+                return Ok(Returned::Undefined);
+            };
+            let text = args.with_text(4, |name| {
+                host.hand_back(run, name, &hand_back, &args.scope())
+            })?;
+            Ok(text.map_or(Returned::Undefined, Returned::Value))
         })?;
         Ok(calls)
     }

@@ -27,13 +27,25 @@ use node_loop::Delivery;
 use super::Mailbox;
 use crate::{batch::Batch, event_loop, scope::Scope};
 
-/// Calls into JavaScript per callback of the loop at most ([`Mailbox::deliver_rounds`]):
-/// a serialized task's queue drains in one callback, up to this length.
+/// Rounds per callback of the loop at most: calls into JavaScript
+/// ([`Mailbox::deliver_rounds`]) and runs handed back to it (`chain.rs`). A serialized
+/// task's queue drains in one callback, up to this length.
 const ROUNDS: usize = 128;
 
 thread_local! {
-    /// The rounds delivered in the loop's callback of that number (`node_loop::turn_number`).
+    /// The rounds spent in the loop's callback of that number (`node_loop::turn_number`).
     static SPENT: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Counts a round in this callback of the loop; false when its [`ROUNDS`] are spent.
+pub(super) fn spend_round() -> bool {
+    let turn = node_loop::turn_number();
+    let spent = match SPENT.get() {
+        (at, spent) if at == turn => spent,
+        _ => 0,
+    };
+    SPENT.set((turn, spent + 1));
+    spent < ROUNDS
 }
 
 /// What a mailbox keeps for its JavaScript thread's loop.
@@ -243,32 +255,31 @@ impl Delivery for Mailbox {
 impl Mailbox {
     /// Calls JavaScript with what was posted, in rounds, then ends the hold when
     /// `ending`. What a round's JavaScript posts goes in the next round of the same
-    /// callback rather than after a wake-up, a turn of the loop later: a serialized
-    /// task's next run, posted as the handler of the run before returned a plain value,
-    /// follows it at once, and so does what a promise settled in a round's microtasks
-    /// posted. After [`ROUNDS`] rounds in a callback of the loop (one round, at least,
-    /// for each delivery) what is left waits for a wake-up, so that JavaScript that keeps
-    /// posting does not keep the loop from its I/O and timers. Each round has a handle
+    /// callback rather than after a wake-up, a turn of the loop later: what a promise
+    /// settled in a round's microtasks posted follows at once (a serialized task's next
+    /// run, when its handler returned a plain value, comes back with the answer of the
+    /// run before: `chain.rs`). After [`ROUNDS`] rounds in a callback of the loop (one
+    /// round, at least, for each delivery; runs handed back count) what is left waits
+    /// for a wake-up, so that JavaScript that keeps posting does not keep the loop from
+    /// its I/O and timers. Each round has a handle
     /// scope of its own: a round's values are not kept through the next ones.
     ///
     /// # Safety
     /// In a callback of the loop of the node's thread, outside JavaScript.
     unsafe fn deliver_rounds(&self, ending: bool) {
-        let turn = node_loop::turn_number();
-        let spent = match SPENT.get() {
-            (at, spent) if at == turn => spent,
-            _ => 0,
-        };
-        let mut rounds = 0;
-        while rounds < ROUNDS.saturating_sub(spent).max(1) {
+        let mut first = true;
+        loop {
             let (adopted, batch) = {
                 let mut queue = self.queue.lock().expect("not poisoned");
-                (std::mem::take(&mut queue.adopted), queue.take(rounds == 0))
+                if queue.adopted.is_empty() && queue.letters.is_empty() {
+                    break;
+                }
+                if !spend_round() && !first {
+                    break;
+                }
+                (std::mem::take(&mut queue.adopted), queue.take(first))
             };
-            if adopted.is_empty() && batch.is_none() {
-                break;
-            }
-            rounds += 1;
+            first = false;
             // SAFETY: in a callback of the loop, outside JavaScript (the contract); the
             // scope closes at the end of the round.
             let Some(scope) = (unsafe { Scope::open(self.on_loop.direct.env) }) else {
@@ -282,7 +293,6 @@ impl Mailbox {
                 break;
             }
         }
-        SPENT.set((turn, spent + rounds));
         if ending && self.queue.lock().expect("not poisoned").end_hold() {
             self.wake_again();
         }
