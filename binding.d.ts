@@ -69,11 +69,14 @@ export declare class SwarmNode {
    *   `args` is a JSON array, `trace` as for `send`. Returns the id of the call, whose outcome comes back through the
    *   mailbox. A local call joins its queue before this returns, so calls queue in
    *   the order JavaScript makes them.
-   * - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
+   * - `taskDone(id, status, kind, body, chain?)`: settles task run `id`: `status` 0 is
    *   success with the payload, anything else a failure with that status and `body`
-   *   as the message.
+   *   as the message. With `chain`, the task's name, returns the next run of the
+   *   task's queue that this answer started, for JavaScript to run now: its text (its
+   *   trace context, then its JSON arguments), its numbers in `chained`
+   *   (`[runId, callId, length of the trace context]`; see `chain.rs`).
    */
-  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null, trace?: string): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string, trace?: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }
+  callFunctions(): { send(ip: string, path: string, kind: number, body: string | null, trace?: string): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string, trace?: string): number; taskDone(id: number, status: number, kind: number, body: string | null, chain?: string): string | undefined; chained: Float64Array }
   /**
    * `{ wakes, letters }`: wake-ups of the JavaScript thread so far, and the letters
    * they delivered (the calls per wake-up, under load, is their ratio).

@@ -15,6 +15,7 @@ const swarm = require('..');
 let standin;
 let peer;
 const runs = [];
+const keysSeen = new Set();
 const gate = {};
 const chain = { runs: 0, limit: 0, whenTimerFired: null };
 
@@ -27,6 +28,7 @@ before(async () => {
   // The first run waits for the peer's 'open' message, so that the other calls queue.
   swarm.tasks.register('whereInOrder', (key, i) => {
     runs.push(i);
+    keysSeen.add(key);
     return runs.length > 1 ? i : new Promise(resolve => { gate.open = () => resolve(i); });
   }, { maxQueueLength: 64 });
   swarm.messages.on('open', () => gate.open());
@@ -57,7 +59,8 @@ function ownKey (prefix) {
 const ON_THE_LOOP = { skip: process.platform === 'win32' && 'the runtime reads connections on Windows' };
 
 test('a serialized queue whose handler returns a plain value drains in the delivery that freed it, each run handed back by the answer of the one before', ON_THE_LOOP, async () => {
-  const key = ownKey('customer');
+  // Not ASCII, astral: the runs handed back carry their arguments as text.
+  const key = ownKey('cüstömer-😀');
   const calls = Array.from({ length: 64 }, (_, i) => ({ task: 'whereInOrder', args: [key, i] }));
   const outcomes = peer.request('many', { calls });
   // Calls for a key this pod has just taken over start once its previous owner let
@@ -73,6 +76,7 @@ test('a serialized queue whose handler returns a plain value drains in the deliv
   assert.deepStrictEqual(settled.map(o => o.value), calls.map((_, i) => i));
   // Calls in flight together may arrive in another order (docs/handoff.md): each ran once.
   assert.deepStrictEqual([...runs].sort((x, y) => x - y), calls.map((_, i) => i));
+  assert.deepStrictEqual([...keysSeen], [key]);
   assert.ok(wakesAfter - wakes <= 4, `${wakesAfter - wakes} wake-ups or deliveries for the ${calls.length - 1} queued runs`);
   assert.ok(lettersAfter - letters <= 4, `${lettersAfter - letters} letters delivered for the ${calls.length - 1} queued runs`);
 });

@@ -119,6 +119,18 @@ for (const transport of TRANSPORTS) {
       }
     });
 
+    test('what a span processor throws as a run\'s span ends is raised after the call: every queued call is answered', async () => {
+      const [caller, owner] = cluster.nodes;
+      const keys = Array.from({ length: 40 }, (_, i) => `throwing-${i}`);
+      const key = keys[(await caller.request('owners', { keys })).indexOf(owner.ip)];
+      const values = await caller.request('spanThrows', { key, n: 16 });
+      assert.deepStrictEqual(values, Array.from({ length: 16 }, (_, i) => i));
+      for (const node of [caller, owner]) {
+        const raised = (await node.request('uncaught')).filter(m => m === 'the span processor failed');
+        assert.strictEqual(raised.length, 16, `raised on ${node === owner ? 'the owner' : 'the caller'}`);
+      }
+    });
+
     test('the attempts of a task call that did not run are children of its CLIENT span', async () => {
       const [caller] = cluster.nodes;
       const { ghost } = transport;

@@ -216,6 +216,8 @@ class Tasks {
 
   _start (node, runId, name, args, keep, op, chain) {
     const task = this.tasks[name];
+    // Only a serialized task has a queue whose next run its answer may start.
+    if (task === undefined || !task.serialized) chain = undefined;
     let result;
     try {
       if (!task) throw new Error(`No such task ${name}`);

@@ -138,8 +138,15 @@ class Operation {
       channel.asyncEnd.publish(context);
     }
     if (span) {
-      if (error) this.failed(error);
-      else span.end();
+      // What the tracer throws (a span processor of the application's) is raised after
+      // this call, as diagnostics_channel raises what a subscriber throws: the call's
+      // answer, and a serialized queue's next run handed back with it, go on.
+      try {
+        if (error) this.failed(error);
+        else span.end();
+      } catch (thrown) {
+        process.nextTick(() => { throw thrown; });
+      }
     }
   }
 

@@ -218,11 +218,14 @@ impl SwarmNode {
     ///   `args` is a JSON array, `trace` as for `send`. Returns the id of the call, whose outcome comes back through the
     ///   mailbox. A local call joins its queue before this returns, so calls queue in
     ///   the order JavaScript makes them.
-    /// - `taskDone(id, status, kind, body)`: settles task run `id`: `status` 0 is
+    /// - `taskDone(id, status, kind, body, chain?)`: settles task run `id`: `status` 0 is
     ///   success with the payload, anything else a failure with that status and `body`
-    ///   as the message.
+    ///   as the message. With `chain`, the task's name, returns the next run of the
+    ///   task's queue that this answer started, for JavaScript to run now: its text (its
+    ///   trace context, then its JSON arguments), its numbers in `chained`
+    ///   (`[runId, callId, length of the trace context]`; see `chain.rs`).
     #[napi(
-        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null, trace?: string): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string, trace?: string): number; taskDone(id: number, status: number, kind: number, body: string | null): void }"
+        ts_return_type = "{ send(ip: string, path: string, kind: number, body: string | null, trace?: string): number; reply(id: number, status: number, kind: number, body: string | null): void; execTask(name: string, key: string, args: string, trace?: string): number; taskDone(id: number, status: number, kind: number, body: string | null, chain?: string): string | undefined; chained: Float64Array }"
     )]
     pub fn call_functions<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         let mut calls = Object::new(env)?;
@@ -288,13 +291,12 @@ impl SwarmNode {
                 written_this_turn();
                 return Ok(Returned::Undefined);
             }
-            let next = host.task_done_chained(id, outcome);
-            written_this_turn();
-            let Some(run) = next else {
-                return Ok(Returned::Undefined);
-            };
+            // The name is read before the run is answered: a run caught then is always
+            // handed back or posted.
             let text = args.with_text(4, |name| {
-                host.hand_back(run, name, &hand_back, &args.scope())
+                let next = host.task_done_chained(id, outcome);
+                written_this_turn();
+                next.and_then(|run| host.hand_back(run, name, &hand_back, &args.scope()))
             })?;
             Ok(text.map_or(Returned::Undefined, Returned::Value))
         })?;
