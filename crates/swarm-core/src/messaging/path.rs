@@ -29,30 +29,38 @@ pub fn escape_into(out: &mut String, text: &str, keep: impl Fn(u8) -> bool) {
 
 /// Decodes a request path; an invalid escape is kept as it is, as 0.5.1 kept the raw path.
 pub fn decode(path: &str) -> String {
+    // Most paths hold no escape: copied, not decoded and checked again.
+    if !path.contains('%') {
+        return path.to_owned();
+    }
     String::from_utf8(unescape(path)).unwrap_or_else(|_| path.to_owned())
 }
 
 /// The bytes of percent-encoded `text`; an invalid escape is kept as it is.
 pub fn unescape(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        out.extend_from_slice(&rest[..at]);
+        match rest.get(at + 1..at + 3).and_then(hex_byte) {
+            Some(byte) => {
+                out.push(byte);
+                rest = &rest[at + 3..];
             }
-            (b, _) => {
-                out.push(b);
-                i += 1;
+            None => {
+                out.push(b'%');
+                rest = &rest[at + 1..];
             }
         }
     }
+    out.extend_from_slice(rest);
     out
+}
+
+/// The byte two hex digits spell.
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    Some((digit(digits[0])? << 4 | digit(digits[1])?) as u8)
 }
 
 #[cfg(test)]
@@ -72,5 +80,8 @@ mod tests {
     fn invalid_escapes_stay_raw() {
         assert_eq!(decode("a%zz%4"), "a%zz%4");
         assert_eq!(decode("%ff"), "%ff");
+        // Two hex digits, nothing else: `from_str_radix` would have read `+5` as 5.
+        assert_eq!(unescape("%+5%-1%%41%"), b"%+5%-1%A%");
+        assert_eq!(unescape("%e9t%C3%A9"), b"\xe9t\xc3\xa9");
     }
 }
