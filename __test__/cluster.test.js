@@ -169,6 +169,21 @@ test('remote task timeouts and failures name the node', async () => {
   await assert.rejects(a.request('exec', { name: 'fails', args: [key] }), /Task fails execution failed on remote node 127\.0\.0\.22: boom/);
 });
 
+test('a handler that fails with a value without text is answered as failed, and its node goes on', async () => {
+  const [a, b] = used.cluster.nodes;
+  const key = (await a.request('owners', { keys: Array.from({ length: 50 }, (_, i) => `t${i}`) }))
+    .map((owner, i) => owner === b.ip ? `t${i}` : null).find(Boolean);
+  for (const how of ['throw', 'reject']) {
+    await assert.rejects(a.request('exec', { name: 'failsTextless', args: [key, how] }),
+      /Task failsTextless execution failed on remote node 127\.0\.0\.22: the handler failed with a value that has no text \(\[object Object\]\)/);
+    await assert.rejects(a.request('send', { to: b.ip, topic: 'refuseTextless', data: how }),
+      /the handler failed with a value that has no text/);
+  }
+  // The serialized task's queue went on: the next call runs.
+  assert.strictEqual(await a.request('exec', { name: 'failsTextless', args: [key, 'answer'] }), b.ip);
+  assert.ok((await b.request('nodes')).nodes.includes(a.ip), 'the node that failed is alive');
+});
+
 // A task request as a pod of 1.x sends it, routed by the ring of checksum `routed` and
 // of kind `ring`; without `routed`, as a pod of 0.5.1 sends it.
 function postTask (to, key, routed, ring = 'hashring') {

@@ -32,4 +32,19 @@ function invalidArgument (name, expected, value) {
   return swarmError('ERR_SWARM_INVALID_ARG', `Invalid argument ${name}: expected ${expected}, got ${type}${shown}`);
 }
 
-module.exports = { swarmError, timeoutError, statusCodeError, invalidArgument };
+// What a handler's failure answers its caller with: `[status, text]`, the status its
+// `statusCode` says (400-599, else 500) and its message, or the thrown value as text.
+// Whatever was thrown (an object without a prototype, a throwing getter or toString),
+// the caller gets an answer and the handler's node goes on.
+function handlerFailure (error) {
+  let status = 500;
+  try {
+    const code = error && error.statusCode;
+    if (Number.isInteger(code) && code >= 400 && code < 600) status = code;
+    return [status, String(error && error.message !== undefined ? error.message : error)];
+  } catch (_) {
+    return [status, `the handler failed with a value that has no text (${Object.prototype.toString.call(error)})`];
+  }
+}
+
+module.exports = { swarmError, timeoutError, statusCodeError, invalidArgument, handlerFailure };

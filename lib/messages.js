@@ -134,9 +134,9 @@ class Messages {
   }
 
   _fail (node, id, error, op) {
-    const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-    this._debug(`A handler failed, answered ${status}: ${error && error.message}`);
-    this._reply(node, id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error));
+    const [status, text] = errors.handlerFailure(error);
+    this._debug(`A handler failed, answered ${status}: ${text}`);
+    this._reply(node, id, status, codec.TEXT, text);
     if (op !== null) op.settle(error);
   }
 

@@ -260,8 +260,8 @@ function done (node, id, value, chain) {
 }
 
 function fail (node, id, error, chain) {
-  const status = error && Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
-  return node.calls.taskDone(id, status, codec.TEXT, String(error && error.message !== undefined ? error.message : error), chain);
+  const [status, text] = errors.handlerFailure(error);
+  return node.calls.taskDone(id, status, codec.TEXT, text, chain);
 }
 
 module.exports = { checkOptions, Tasks, DEFAULTS };
