@@ -153,6 +153,41 @@ test('workers load the addon one after another, the first to load it gone before
   assert.strictEqual(stdout, '0\n0\n0\n', 'three workers, each exited 0');
 });
 
+test('close() past its grace: the call still running may have run and is not sent again, the queued one is', async () => {
+  const [a, b] = cluster.nodes;
+  const ip = '127.0.0.57';
+  standin.addPod({ name: `web-${ip}`, ip });
+  const c = new NodeProcess(ip, { KUBE_URL: standin.url, KUBE_TOKEN: standin.token, KUBE_NS: standin.namespace, SWARM_PORT: String(cluster.port) });
+  try {
+    await c.waitEvent(e => e.event === 'ready', 20000, 'ready');
+    await eventually(async () => (await a.request('nodes')).nodes.includes(ip), 10000, 'the new pod, seen');
+    const keys = Array.from({ length: 100 }, (_, i) => `g-${i}`);
+    const key = keys[(await a.request('owners', { keys })).indexOf(ip)];
+    const running = a.request('exec', { name: 'limited', args: [key] }, 20000);
+    // It settles while this test waits for the close; looked at below.
+    running.catch(() => {});
+    await eventually(async () => (await c.request('stats', { name: 'limited' })).running === 1, 10000, 'a running call');
+    const queued = a.request('exec', { name: 'limited', args: [key] }, 20000);
+    await eventually(async () => (await c.request('stats', { name: 'limited' })).queued === 1, 10000, 'a queued call');
+    // The run at its gate never ends: the grace runs out.
+    assert.strictEqual(await c.request('close', { grace: 200 }), 'closed');
+    await assert.rejects(running, /Task limited execution failed on remote node 127\.0\.0\.57: swarm closed while the task ran \(its grace was over\): it may have run/);
+    // The pod leaves the endpoints, as it does once it ends: the call that did not run
+    // goes to the key's next owner, and runs there once.
+    standin.removePod(ip);
+    const owner = async () => (await a.request('owners', { keys: [key] }))[0];
+    await eventually(async () => [a.ip, b.ip].includes(await owner()), 10000, 'the key\'s next owner');
+    const next = (await owner()) === a.ip ? a : b;
+    await eventually(async () => await next.request('gates') > 0, 10000, 'the queued call at its gate there');
+    await next.request('open');
+    assert.ok((await queued).startsWith(`${next.ip}:`), 'the queued call ran on the next owner');
+    assert.strictEqual((await next.request('stats', { name: 'limited' })).running, 0, 'and nothing else ran there');
+  } finally {
+    await c.kill();
+    if (standin.pods().some(pod => pod.ip === ip)) standin.removePod(ip);
+  }
+});
+
 test('close() finishes queued work, answers in-flight calls, then releases the port', async () => {
   const [a, b] = cluster.nodes;
   const keys = Array.from({ length: 100 }, (_, i) => `c-${i}`);

@@ -140,6 +140,11 @@ impl From<TaskError<TaskFailure>> for ExecError {
             TaskError::TimedOut => ExecError::TimedOut,
             TaskError::Failed(failure) => ExecError::Failed(failure),
             TaskError::Closed => ExecError::Closed,
+            // Not `Closed`, which a peer's caller takes as "did not run" and sends again.
+            TaskError::Abandoned => ExecError::Failed(TaskFailure::new(
+                503,
+                "swarm closed while the task ran (its grace was over): it may have run",
+            )),
         }
     }
 }

@@ -153,6 +153,9 @@ pub(super) struct Execution<A, R, E> {
     shared: Arc<Shared<A, R, E>>,
     task: Arc<Task<A, R, E>>,
     finished: bool,
+    /// A run of its handler started and has not ended: dropped now, its callers are told
+    /// it may have run.
+    running: bool,
 }
 
 impl<A, R, E> Execution<A, R, E> {
@@ -165,6 +168,7 @@ impl<A, R, E> Execution<A, R, E> {
             shared,
             task,
             finished: false,
+            running: false,
         }
     }
 }
@@ -174,9 +178,14 @@ impl<A, R, E> Drop for Execution<A, R, E> {
         if !self.task.options.serialized {
             self.task.concurrent.fetch_sub(1, SeqCst);
         } else if !self.finished {
-            let abandoned = lock(&self.task.queue).abandon();
+            let (running, rest) = lock(&self.task.queue).abandon();
             debug!(target: LOG_TARGET, "Execution of task {} abandoned", self.task.name);
-            drop(abandoned);
+            if self.running {
+                for waiter in running {
+                    let _ = waiter.send(Err(TaskError::Abandoned));
+                }
+            }
+            drop(rest);
             self.task.settled.notify_waiters();
         }
         if self.shared.active.fetch_sub(1, SeqCst) == 1 && self.shared.closed.load(SeqCst) {
@@ -193,11 +202,13 @@ pub(super) async fn drive<A, R: Clone, E: Clone>(mut execution: Execution<A, R, 
         if shutdown.is_cancelled() {
             return;
         }
+        execution.running = true;
         let outcome = tokio::select! {
             biased;
             outcome = execution.task.run(args, on_panic) => outcome,
             () = shutdown.cancelled() => return,
         };
+        execution.running = false;
         let (waiters, next) = lock(&execution.task.queue).settle();
         // Once idle, the queue may at once belong to a new execution: hands off.
         execution.finished = next.is_none();
@@ -222,7 +233,7 @@ pub(super) async fn run_alone<A, R: Clone, E: Clone>(
     let outcome = tokio::select! {
         biased;
         outcome = execution.task.run(args, execution.shared.on_panic) => outcome,
-        () = shutdown.cancelled() => return,
+        () = shutdown.cancelled() => Err(TaskError::Abandoned),
     };
     let _ = waiter.send(outcome);
 }

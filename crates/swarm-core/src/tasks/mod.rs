@@ -22,6 +22,10 @@
 //! - `timeout` runs per caller from the moment of its call: its future resolves
 //!   [`TaskError::TimedOut`], while the handler is not cancelled and keeps its slot until it
 //!   settles. It applies to non-serialized calls too.
+//! - `close(grace)` lets what runs and waits finish, for at most `grace`; then the
+//!   callers of executions that never started get [`TaskError::Closed`] (they did not
+//!   run), and those of the executions running then [`TaskError::Abandoned`] (they may
+//!   have run: a handler cannot be stopped).
 //! - A handler that panics (when called or while polled) is a failure like any other; the
 //!   panic becomes an `E` through the mapper given at construction ([`Tasks::new`] uses
 //!   `E: From<TaskPanic>`, [`Tasks::with_panic_mapper`] takes any `fn(TaskPanic) -> E`).
@@ -141,9 +145,13 @@ pub enum TaskError<E> {
     /// The handler failed (or panicked); its error, as is.
     #[error("{0}")]
     Failed(E),
-    /// The engine is closing or closed, or the execution was abandoned at shutdown.
+    /// The engine is closing or closed: the call's execution did not start.
     #[error("Task engine is closed")]
     Closed,
+    /// The engine closed while the call's execution ran, its grace over: the handler
+    /// may have run to its end, or may still be running.
+    #[error("the task engine closed while the task ran: it may have run")]
+    Abandoned,
 }
 
 /// A handler panicked; turned into the handler error type `E` by the engine's mapper.

@@ -123,10 +123,12 @@ impl<A, R, E> Queue<A, R, E> {
             || self.entries.iter().any(|entry| *entry.key == *key)
     }
 
-    /// Empties the state when its execution is abandoned (shutdown); returns everything,
-    /// to be dropped outside the lock (a dropped waiter tells its caller `Closed`).
-    pub(super) fn abandon(&mut self) -> Self {
-        mem::replace(self, Self::new())
+    /// Empties the state when its execution is abandoned (shutdown): returns the running
+    /// execution's callers, and the rest, to be dropped outside the lock (a dropped
+    /// waiter tells its caller `Closed`).
+    pub(super) fn abandon(&mut self) -> (Waiters<R, E>, Self) {
+        let running = self.running.take().unwrap_or_default();
+        (running, mem::replace(self, Self::new()))
     }
 
     pub(super) fn stats(&self) -> TaskStats {
@@ -268,12 +270,16 @@ mod tests {
     }
 
     #[test]
-    fn abandon_closes_everyone() {
+    fn abandon_hands_over_the_running_callers_and_closes_the_others() {
         let mut q = Q::new();
         let (_, mut a) = admit(&mut q, SingleTrigger::Off, 5, 1);
         let (_, mut b) = admit(&mut q, SingleTrigger::Off, 5, 2);
-        drop(q.abandon());
-        assert!(a.try_recv().is_err() && b.try_recv().is_err());
+        let (running, rest) = q.abandon();
+        drop(rest);
+        assert!(b.try_recv().is_err(), "the queued caller is closed");
+        assert_eq!(running.len(), 1);
+        deliver(running, Err(TaskError::Abandoned));
+        assert_eq!(a.try_recv(), Ok(Err(TaskError::Abandoned)));
         assert_eq!(q.stats(), TaskStats::default());
     }
 }
