@@ -73,7 +73,11 @@ test('the two tarballs install into a fresh app, with no Rust, and it runs', asy
   assert.ok(!/building the native addon/.test(installed.stdout + installed.stderr), 'nothing was built');
   assert.deepStrictEqual(await use(installed.dir), { value: 42 });
   const shipped = fs.readdirSync(path.join(installed.dir, 'node_modules', 'node-swarm-kb'));
-  assert.deepStrictEqual(shipped.filter(f => /test|bench|fuzz|example/.test(f)), [], 'no tests, benches, fuzz targets or examples');
+  assert.deepStrictEqual(shipped.filter(f => /test|bench|fuzz/.test(f)), [], 'no tests, benches or fuzz targets');
+  // Of the examples, only the Kubernetes manifests that the README links to.
+  const examples = path.join(installed.dir, 'node_modules', 'node-swarm-kb', 'examples');
+  assert.deepStrictEqual(fs.readdirSync(examples), ['kubernetes'], 'no example programs');
+  assert.ok(fs.readdirSync(path.join(examples, 'kubernetes')).every(f => f.endsWith('.yaml')), 'manifests only');
 });
 
 test('with --ignore-scripts too', async () => {

@@ -43,7 +43,17 @@ function handlerFailure (error) {
     if (Number.isInteger(code) && code >= 400 && code < 600) status = code;
     return [status, String(error && error.message !== undefined ? error.message : error)];
   } catch (_) {
-    return [status, `the handler failed with a value that has no text (${Object.prototype.toString.call(error)})`];
+    return [status, `the handler failed with a value that has no text (${kindOf(error)})`];
+  }
+}
+
+// `[object Object]` and the like; the type of a value that will not say even that (a
+// revoked Proxy, a throwing `Symbol.toStringTag`).
+function kindOf (value) {
+  try {
+    return Object.prototype.toString.call(value);
+  } catch (_) {
+    return typeof value;
   }
 }
 

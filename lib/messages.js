@@ -107,15 +107,18 @@ class Messages {
     // Most paths are one topic: V8 splits a string made outside JavaScript in its
     // runtime, a visible share of a receiving thread.
     const topics = path.indexOf('/') === -1 ? [path] : path.split('/');
+    let thenable;
     try {
       results = [];
       for (const topic of topics) {
         for (const handler of this._handlers[topic] || []) results.push(handler(message, topics, from));
       }
+      // Inside: reading `then` of what a handler returned may throw (a getter, a Proxy).
+      thenable = results.some(isThenable);
     } catch (error) {
       return this._fail(node, id, error, op);
     }
-    if (!results.some(isThenable)) return this._answer(node, id, results, op);
+    if (!thenable) return this._answer(node, id, results, op);
     Promise.all(results).then(
       values => this._answer(node, id, values, op),
       error => this._fail(node, id, error, op));
@@ -127,7 +130,7 @@ class Messages {
     try {
       encoded = codec.encode(result);
     } catch (error) {
-      return this._fail(node, id, new Error(`messageHandler: Unable to stringify response ${error.message}`), op);
+      return this._fail(node, id, new Error(`messageHandler: Unable to stringify response ${errors.handlerFailure(error)[1]}`), op);
     }
     this._reply(node, id, encoded[0] === codec.NONE ? 204 : 200, encoded[0], encoded[1]);
     if (op !== null) op.settle(null, result);

@@ -219,13 +219,16 @@ class Tasks {
     // Only a serialized task has a queue whose next run its answer may start.
     if (task === undefined || !task.serialized) chain = undefined;
     let result;
+    let thenable;
     try {
       if (!task) throw new Error(`No such task ${name}`);
       result = task.handler.apply(undefined, args);
+      // Inside: reading `then` of what a handler returned may throw (a getter, a Proxy).
+      thenable = isThenable(result);
     } catch (error) {
       return this._finish(node, runId, keep, op, false, error, chain);
     }
-    if (!isThenable(result)) return this._finish(node, runId, keep, op, true, result, chain);
+    if (!thenable) return this._finish(node, runId, keep, op, true, result, chain);
     Promise.resolve(result).then(
       value => this._finish(node, runId, keep, op, true, value, false),
       error => this._finish(node, runId, keep, op, false, error, false));
@@ -254,7 +257,7 @@ function done (node, id, value, chain) {
   try {
     encoded = codec.encode(value);
   } catch (error) {
-    return fail(node, id, new Error(`Unable to encode the result: ${error.message}`), chain);
+    return fail(node, id, new Error(`Unable to encode the result: ${errors.handlerFailure(error)[1]}`), chain);
   }
   return node.calls.taskDone(id, 0, encoded[0], encoded[1], chain);
 }

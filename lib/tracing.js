@@ -9,6 +9,7 @@
 // and `tracestate` when there is one. With neither OpenTelemetry nor a subscriber, a
 // call costs one check.
 const dc = require('node:diagnostics_channel');
+const errors = require('./errors');
 const { version } = require('../package.json');
 
 const api = optional('@opentelemetry/api');
@@ -153,9 +154,11 @@ class Operation {
   // Ends the span in error.
   failed (error) {
     const span = this.span;
-    if (error instanceof Error) span.recordException(error);
-    span.setStatus({ code: api.SpanStatusCode.ERROR, message: error && error.message });
-    if (error && error.statusCode) span.setAttribute('node_swarm_kb.status_code', error.statusCode);
+    // Whatever was thrown (a revoked Proxy, a throwing getter), reading it does not throw.
+    if (readSafely(() => error instanceof Error)) span.recordException(error);
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message: errors.handlerFailure(error)[1] });
+    const status = readSafely(() => error && error.statusCode);
+    if (status) span.setAttribute('node_swarm_kb.status_code', status);
     span.end();
   }
 
@@ -230,6 +233,15 @@ function inbound (name, attributes, context, trace) {
 // The RPC attributes of a call of `method` of `service` ('messages' or 'tasks').
 function rpc (service, method, extra) {
   return Object.assign({ 'rpc.system': 'node-swarm-kb', 'rpc.service': service, 'rpc.method': method }, extra);
+}
+
+// What `read()` returns, or undefined when it throws.
+function readSafely (read) {
+  try {
+    return read();
+  } catch (_) {
+    return undefined;
+  }
 }
 
 module.exports = { watching, outbound, inbound, rpc };

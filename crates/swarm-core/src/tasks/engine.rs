@@ -208,7 +208,7 @@ where
                 })?,
                 None => rx.await,
             };
-            // A waiter dropped without an answer: the execution was abandoned at shutdown.
+            // A waiter dropped without an answer: its execution never started (shutdown).
             received.unwrap_or(Err(TaskError::Closed))
         }
     }
@@ -234,7 +234,8 @@ where
 
     /// Stops accepting calls (`exec` answers `Closed`), then waits until every running and
     /// queued execution has finished, for at most `grace`; past it, the remaining
-    /// executions are dropped and their callers get `Closed`. Safe to call twice.
+    /// executions are dropped: the callers of those that never started get `Closed`, those
+    /// of the running ones `Abandoned`. Safe to call twice.
     pub async fn close(&self, grace: Duration) {
         let shared = &self.shared;
         if !shared.closed.swap(true, SeqCst) {

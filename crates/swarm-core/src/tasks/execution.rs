@@ -230,6 +230,10 @@ pub(super) async fn run_alone<A, R: Clone, E: Clone>(
     waiter: Waiter<R, E>,
 ) {
     let shutdown = execution.shared.shutdown.clone();
+    // Polled first after the grace ran out: it never started, and its caller hears so.
+    if shutdown.is_cancelled() {
+        return;
+    }
     let outcome = tokio::select! {
         biased;
         outcome = execution.task.run(args, execution.shared.on_panic) => outcome,
