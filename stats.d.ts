@@ -28,6 +28,8 @@ export interface TaskReport extends TaskStats {
   retried: number;
   /** Calls this node did not run because the key belongs to another node now. */
   moved: number;
+  /** Calls refused here with `ERR_SWARM_QUEUE_FULL`: the queue held `maxQueueLength` calls. */
+  queueFull: number;
   /** How long its executions here took. */
   durations: Durations;
 }

@@ -39,8 +39,8 @@ test('stats() counts the requests each way, their outcomes and the tasks run, ex
   assert.strictEqual(receiver.messages.bytes.received, sender.messages.bytes.sent);
   assert.ok(sender.messages.bytes.sent > 0);
   const counts = task => Object.assign({}, task, { durations: task.durations.count });
-  assert.deepStrictEqual(counts(receiver.tasks.where), { running: 0, queued: 0, waiters: 0, executed: 5, failed: 0, timedOut: 0, retried: 0, moved: 0, durations: 5 });
-  assert.deepStrictEqual(counts(receiver.tasks.failsAtOnce), { running: 0, queued: 0, waiters: 0, executed: 4, failed: 4, timedOut: 0, retried: 0, moved: 0, durations: 4 });
+  assert.deepStrictEqual(counts(receiver.tasks.where), { running: 0, queued: 0, waiters: 0, executed: 5, failed: 0, timedOut: 0, retried: 0, moved: 0, queueFull: 0, durations: 5 });
+  assert.deepStrictEqual(counts(receiver.tasks.failsAtOnce), { running: 0, queued: 0, waiters: 0, executed: 4, failed: 4, timedOut: 0, retried: 0, moved: 0, queueFull: 0, durations: 4 });
   assert.strictEqual(sender.tasks.where.executed, 0, 'ran on its owner');
   // All made at once, before the first reply told the sender that the receiver speaks
   // the multiplexed transport: over HTTP/1.1.
@@ -82,6 +82,28 @@ test('the metrics, scraped by a prom-client registry of the app and as text(), s
   assert.deepStrictEqual(buckets, [...buckets].sort((x, y) => x - y), 'cumulative buckets');
   assert.strictEqual(buckets[buckets.length - 1], 5);
   assert.ok(![...got.keys()].some(key => /127\.0\.0|stats-/.test(key)), 'no label per peer or key');
+});
+
+test('calls refused because the queue was full are counted on the pod that refused them, and scraped', async () => {
+  const [a, b] = used.cluster.nodes;
+  const [key] = await keysOf(a, b, 1);
+  // Room for 2 behind the running call (which waits at its gate): the rest is refused.
+  const calls = Array.from({ length: 6 }, () => ({ task: 'limited', args: [key] }));
+  let settled = null;
+  a.request('many', { calls }).then(outcomes => { settled = outcomes; });
+  // At most 3 are taken (fewer while calls are held for the key's hand-off).
+  const counted = async () => (await b.request('swarmStats')).tasks.limited.queueFull;
+  await eventually(async () => await counted() >= 3, 10000, 'the refusals');
+  await eventually(async () => {
+    if (await b.request('gates') > 0) await b.request('open');
+    return settled !== null;
+  }, 10000, 'every call answered');
+  const refused = settled.filter(o => o.code === 'ERR_SWARM_QUEUE_FULL').length;
+  assert.ok(refused >= 3, `${refused} calls refused`);
+  assert.strictEqual(await counted(), refused);
+  assert.strictEqual((await a.request('swarmStats')).tasks.limited.queueFull, 0, 'counted where refused');
+  const { text } = await b.request('scrape', { labels: { service: 'web' } });
+  assert.strictEqual(samples(text).get('swarm_task_queue_full_total{service="web",task="limited"}'), refused);
 });
 
 test('stats() tells who this pod is and what it sees: the same ring on every pod of one view', async () => {

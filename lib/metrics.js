@@ -55,7 +55,9 @@ const METRICS = [
   ['task_retries_total', 'counter', 'Calls of each task sent again by this pod, by reason.', s => tasks(s)
     .map(([task, t]) => ({ labels: { task, reason: 'not_run' }, value: t.retried }))],
   ['task_moved_total', 'counter', 'Calls of each task this pod did not run: the key belongs to another pod now.', s => tasks(s)
-    .map(([task, t]) => ({ labels: { task }, value: t.moved }))]
+    .map(([task, t]) => ({ labels: { task }, value: t.moved }))],
+  ['task_queue_full_total', 'counter', 'Calls of each task refused on this pod: its queue was full.', s => tasks(s)
+    .map(([task, t]) => ({ labels: { task }, value: t.queueFull }))]
 ];
 
 const tasks = snapshot => Object.entries(snapshot.tasks);

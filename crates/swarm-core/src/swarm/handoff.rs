@@ -121,7 +121,11 @@ impl Inner {
         };
         match self.gate(name, key, args, &options) {
             Gate::Open(args) => self.admit(name, key, args),
-            Gate::Full => ready(Err(ExecError::QueueFull(name.to_owned()))),
+            Gate::Full => {
+                debug!(target: "node_swarm_kb::tasks", "Queue of task {name} is full (calls held for the key's hand-off)");
+                self.tasks.note(name, TaskNote::QueueFull);
+                ready(Err(ExecError::QueueFull(name.to_owned())))
+            }
             Gate::Held(execution) => {
                 let (this, name) = (self.clone(), name.to_owned());
                 Box::pin(async move {

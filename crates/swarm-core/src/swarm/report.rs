@@ -70,6 +70,7 @@ pub struct TaskReport {
     pub timed_out: u64,
     pub retried: u64,
     pub moved: u64,
+    pub queue_full: u64,
     pub durations: Durations,
 }
 
@@ -84,6 +85,7 @@ impl TaskReport {
             timed_out: counts.timed_out,
             retried: counts.retried,
             moved: counts.moved,
+            queue_full: counts.queue_full,
             durations: counts.durations,
         }
     }

@@ -174,6 +174,7 @@ where
                 TaskNote::Retried => &task.counts.retried,
                 TaskNote::Moved => &task.counts.moved,
                 TaskNote::TimedOut => &task.counts.timed_out,
+                TaskNote::QueueFull => &task.counts.queue_full,
             };
             counter.fetch_add(1, Relaxed);
         }
@@ -299,6 +300,7 @@ where
             }
             Admission::Full => {
                 debug!(target: LOG_TARGET, "Queue of task {name} is full");
+                task.counts.queue_full.fetch_add(1, Relaxed);
                 return Err(TaskError::QueueFull(name.to_owned()));
             }
         }

@@ -62,6 +62,7 @@ pub(super) struct Counts {
     pub(super) timed_out: AtomicU64,
     pub(super) retried: AtomicU64,
     pub(super) moved: AtomicU64,
+    pub(super) queue_full: AtomicU64,
     durations: Histogram,
 }
 
@@ -75,6 +76,7 @@ impl Counts {
             timed_out: read(&self.timed_out),
             retried: read(&self.retried),
             moved: read(&self.moved),
+            queue_full: read(&self.queue_full),
             durations: self.durations.read(),
         }
     }

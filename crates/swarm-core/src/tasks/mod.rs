@@ -197,6 +197,8 @@ pub struct TaskCounts {
     pub retried: u64,
     /// Calls this node did not run since the key belongs to another node now.
     pub moved: u64,
+    /// Calls refused here since the queue was full (`max_queue_length`).
+    pub queue_full: u64,
     /// How long the executions that ended took.
     pub durations: crate::stats::Durations,
 }
@@ -208,4 +210,6 @@ pub enum TaskNote {
     Moved,
     /// A caller's time ran out before the engine admitted its call.
     TimedOut,
+    /// A call held before the engine saw it was refused: the queue was full.
+    QueueFull,
 }
