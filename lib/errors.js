@@ -50,11 +50,17 @@ function handlerFailure (error) {
 // `[object Object]` and the like; the type of a value that will not say even that (a
 // revoked Proxy, a throwing `Symbol.toStringTag`).
 function kindOf (value) {
+  const kind = readSafely(() => Object.prototype.toString.call(value));
+  return kind === undefined ? typeof value : kind;
+}
+
+// What `read()` returns, or undefined when it throws.
+function readSafely (read) {
   try {
-    return Object.prototype.toString.call(value);
+    return read();
   } catch (_) {
-    return typeof value;
+    return undefined;
   }
 }
 
-module.exports = { swarmError, timeoutError, statusCodeError, invalidArgument, handlerFailure };
+module.exports = { swarmError, timeoutError, statusCodeError, invalidArgument, handlerFailure, readSafely };

@@ -137,10 +137,9 @@ function flag (option, variable, name) {
   return option !== undefined ? option : !/^(0|false|no)$/i.test(variable || '');
 }
 
-// The ring that places task keys: `'hashring'`, 0.5.1's (the default), or `'xxh3'`; an
-// empty environment variable is unset.
+// The ring that places task keys: `'hashring'`, 0.5.1's (the default), or `'xxh3'`.
 function ringKind (value, name) {
-  if (value === undefined || (value === '' && name === 'SWARM_RING')) return 'hashring';
+  if (value === undefined) return 'hashring';
   if (value !== 'hashring' && value !== 'xxh3') throw errors.invalidArgument(name, "'hashring' or 'xxh3'", value);
   return value;
 }
@@ -178,7 +177,8 @@ function resolve (options, env = process.env) {
       multiplex: flag(messages.multiplex, env.SWARM_MESSAGING_MULTIPLEX, 'messages.multiplex'),
       secret: messages.secret || env.SWARM_SECRET || undefined,
       requireSignatures: flag(messages.requireSignatures, env.SWARM_REQUIRE_SIGNATURES, 'messages.requireSignatures'),
-      ring: options.ring !== undefined ? ringKind(options.ring, 'ring') : ringKind(env.SWARM_RING, 'SWARM_RING')
+      // An empty environment variable is unset.
+      ring: options.ring !== undefined ? ringKind(options.ring, 'ring') : ringKind(env.SWARM_RING || undefined, 'SWARM_RING')
     }
   };
 }

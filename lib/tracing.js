@@ -155,9 +155,9 @@ class Operation {
   failed (error) {
     const span = this.span;
     // Whatever was thrown (a revoked Proxy, a throwing getter), reading it does not throw.
-    if (readSafely(() => error instanceof Error)) span.recordException(error);
+    if (errors.readSafely(() => error instanceof Error)) span.recordException(error);
     span.setStatus({ code: api.SpanStatusCode.ERROR, message: errors.handlerFailure(error)[1] });
-    const status = readSafely(() => error && error.statusCode);
+    const status = errors.readSafely(() => error && error.statusCode);
     if (status) span.setAttribute('node_swarm_kb.status_code', status);
     span.end();
   }
@@ -233,15 +233,6 @@ function inbound (name, attributes, context, trace) {
 // The RPC attributes of a call of `method` of `service` ('messages' or 'tasks').
 function rpc (service, method, extra) {
   return Object.assign({ 'rpc.system': 'node-swarm-kb', 'rpc.service': service, 'rpc.method': method }, extra);
-}
-
-// What `read()` returns, or undefined when it throws.
-function readSafely (read) {
-  try {
-    return read();
-  } catch (_) {
-    return undefined;
-  }
 }
 
 module.exports = { watching, outbound, inbound, rpc };

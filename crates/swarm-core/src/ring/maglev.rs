@@ -19,8 +19,6 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use super::distinct;
-
 /// The table's size: a prime, so every skip visits every slot; about 100 slots or more
 /// per server up to 650 servers, which keeps the servers' shares within 1% of each other
 /// and the keys moved beyond the minimum small (measured in `docs/rings.md`).
@@ -46,8 +44,9 @@ impl Maglev {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut servers = distinct(servers);
+        let mut servers: Vec<String> = servers.into_iter().map(Into::into).collect();
         servers.sort_unstable();
+        servers.dedup();
         let table = if servers.is_empty() {
             Vec::new()
         } else {

@@ -107,15 +107,14 @@ impl PeerRings {
         if said.agrees_with(self.own) {
             return;
         }
+        let told_of = (peer, said);
         let first = {
             let mut told = self.told.lock().expect("not poisoned");
-            told.len() < TOLD_MAX && told.insert((peer, said.clone()))
+            // Looked up first: a peer told of already costs no copy of what it said.
+            !told.contains(&told_of) && told.len() < TOLD_MAX && told.insert(told_of.clone())
         };
-        if first && !(self.tell)(peer, &said) {
-            self.told
-                .lock()
-                .expect("not poisoned")
-                .remove(&(peer, said));
+        if first && !(self.tell)(peer, &told_of.1) {
+            self.told.lock().expect("not poisoned").remove(&told_of);
         }
     }
 }
